@@ -1,0 +1,1 @@
+"""Synthetic corpora at a requested diversity level."""

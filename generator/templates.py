@@ -1,0 +1,108 @@
+"""Jinja2 prompt templates, rendered in a sandbox with strict undefined variables.
+
+A template file starts with a Jinja comment holding YAML that declares what it uses::
+
+    {#
+    variables: [topic, style_description, persona]
+    num_topics: 1          # > 1 for multi-topic templates (they use `topics`)
+    #}
+    Write a {{ style }} about {{ topic }} ...
+
+The declaration is checked against what the template really references, and against the
+grid it is paired with, when the recipe loads: a mismatch is an error before any work starts.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import yaml
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from generator.errors import UserError
+
+_HEADER = re.compile(r"\A\s*\{#-?(.*?)-?#\}", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox() -> SandboxedEnvironment:
+    """The one environment every template renders in: no file access, no attribute tricks,
+    undefined variables are errors."""
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
+                                keep_trailing_newline=False, trim_blocks=True,
+                                lstrip_blocks=True)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str  # file stem, stored in each row's `template` column
+    path: str
+    source: str
+    variables: tuple[str, ...]
+    num_topics: int = 1
+
+    def render(self, variables: dict[str, object]) -> str:
+        return render_source(self.source, variables, where=self.path)
+
+
+def render_source(source: str, variables: dict[str, object], *, where: str = "<string>") -> str:
+    try:
+        return _compile(source).render(**variables).strip()
+    except jinja2.UndefinedError as exc:
+        raise UserError(f"{where}: {exc.message}",
+                        fix="declare the variable and make sure the grid provides it") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(source: str) -> jinja2.Template:
+    return sandbox().from_string(source)
+
+
+def load_template(path: Path) -> Template:
+    where = str(path)
+    if not path.is_file():
+        raise UserError(f"{where}: template file not found", fix="check the recipe's templates: paths")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not UTF-8 text", fix="save the template as UTF-8") from None
+    try:
+        ast = sandbox().parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise UserError(f"{where}:{exc.lineno}: template syntax error: {exc.message}",
+                        fix="fix the Jinja2 syntax") from None
+    header = _HEADER.match(source)
+    decl = {}
+    if header:
+        try:
+            decl = yaml.safe_load(header.group(1)) or {}
+        except yaml.YAMLError:
+            decl = None
+    if not isinstance(decl, dict) or "variables" not in decl:
+        raise UserError(f"{where}: missing declaration header",
+                        fix="start the file with {# variables: [topic, ...] #}")
+    declared = decl["variables"]
+    if not isinstance(declared, list) or not all(isinstance(v, str) for v in declared):
+        raise UserError(f"{where}: 'variables' must be a list of names", fix="variables: [topic, style]")
+    used = meta.find_undeclared_variables(ast)
+    if set(declared) != used:
+        raise UserError(
+            f"{where}: declared variables {sorted(declared)} differ from those used {sorted(used)}",
+            fix="make the header's variables list match the template body")
+    num_topics = decl.get("num_topics", 1)
+    if not isinstance(num_topics, int) or num_topics < 1:
+        raise UserError(f"{where}: num_topics must be a positive integer", fix="num_topics: 3")
+    return Template(name=path.stem, path=where, source=source, variables=tuple(sorted(declared)),
+                    num_topics=num_topics)
+
+
+def check_template_against(template: Template, provided: set[str], grid_where: str) -> None:
+    missing = sorted(set(template.variables) - provided)
+    if missing:
+        raise UserError(
+            f"{template.path}: uses {missing} but the grid ({grid_where}) provides only "
+            f"{sorted(provided)}", fix="add the axis to the recipe's grid: or pick another template")

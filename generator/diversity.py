@@ -141,7 +141,7 @@ def score_corpus(texts: Sequence[str], judge: Judge, *, k: int = 10, rng: np.ran
     `num_batches` batches have been drawn. Chunks hold at most `chunk_size` batches; the first
     holds `min_batches` so the interval is meaningful when precision is checked.
     """
-    _check_inputs(len(texts), k, min_batches, num_batches)
+    check_batch_inputs(len(texts), k, min_batches, num_batches)
     docs: list[tuple[int, ...]] = []
     results: list[BatchClustering] = []
     stop_reason = "num_batches"
@@ -174,7 +174,8 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _check_inputs(num_docs: int, k: int, min_batches: int, num_batches: int) -> None:
+def check_batch_inputs(num_docs: int, k: int, min_batches: int, num_batches: int) -> None:
+    """Fail fast, with the fix, on inputs no batch can be drawn from."""
     if num_docs == 0:
         raise ScoreError("the corpus is empty: nothing to score", fix="point at a corpus with documents")
     if k < 2:
@@ -293,5 +294,5 @@ def _attribute_column(values: Sequence[str], docs: np.ndarray, left: np.ndarray,
             continue
         rate = float(together[i] / pairs[i])
         column[name] = {"pairs": int(pairs[i]), "same_cluster": int(together[i]), "same_cluster_rate": rate,
-                        "lift": rate / baseline if baseline > 0 else math.nan}
+                        "lift": rate / baseline if baseline > 0 else None}
     return column

@@ -84,8 +84,7 @@ def ngram_levels(corpus: TokenizedCorpus, max_n: int) -> Iterator[tuple[int, np.
     for n in range(2, max_n + 1):
         starts = starts[starts + n <= doc_end[starts]]
         keys = by_position[starts] * vocab_size + ids[starts + n - 1]
-        _, grams = np.unique(keys, return_inverse=True)
-        grams = grams.reshape(-1).astype(np.int64, copy=False)
+        grams = np.unique(keys, return_inverse=True)[1].astype(np.int64, copy=False)
         by_position[starts] = grams
         yield n, grams, starts
 
@@ -98,10 +97,8 @@ def _distinct_ratio(grams: np.ndarray) -> float:
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct-n: unique n-grams / total n-grams over the whole corpus; 0.0 when the corpus
     has no n-gram of that order (every document shorter than n tokens)."""
-    for order, grams, _ in ngram_levels(encode_corpus(texts), n):
-        if order == n:
-            return _distinct_ratio(grams)
-    raise AssertionError("unreachable")
+    *_, (_, grams, _) = ngram_levels(encode_corpus(texts), n)
+    return _distinct_ratio(grams)
 
 
 def _ngram_diversity(corpus: TokenizedCorpus, max_n: int) -> tuple[float, list[float]]:

@@ -42,6 +42,10 @@ class VllmBackend:
                       tensor_parallel_size=tensor_parallel_size)
         if gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # vLLM's CPU runner crashes ("CPU Generator does not use offset") when a request with
+            # its own seed is prefilled in chunks; whole-prompt prefills keep per-request seeds.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len))
         log.info("starting vLLM engine for %s (%s)", model, "GPU" if gpu else "CPU")
         self.llm = LLM(path, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()

@@ -1,0 +1,19 @@
+# The two commands a newcomer types:
+#   make quickstart   set up .venv (first time only) and generate the quickstart corpus into runs/quick
+#   make test         set up .venv (first time only) and run the whole test suite
+.PHONY: setup quickstart test test-unit bench
+
+setup:
+	bash scripts/setup.sh
+
+quickstart: setup
+	.venv/bin/generator run recipes/quickstart.yaml --out runs/quick --force
+
+test: setup
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800
+
+test-unit: setup
+	.venv/bin/python -m pytest -q -m "not integration" -p no:cacheprovider
+
+bench: setup
+	.venv/bin/python bench/bench_pipeline.py

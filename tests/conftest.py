@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+def write_recipe(tmp_path: Path, body: str, name: str = "recipe.yaml") -> Path:
+    """A recipe in tmp_path that points at the repository's grids and templates."""
+    path = tmp_path / name
+    path.write_text(body.replace("@ROOT@", str(ROOT)))
+    return path
+
+
+SMALL_RECIPE = """
+name: small
+seed: 3
+grid:
+  topic: @ROOT@/topics/topics.yaml
+  persona: @ROOT@/topics/personas.yaml
+  style: @ROOT@/topics/styles.yaml
+  audience: @ROOT@/topics/audiences.yaml
+templates:
+  - path: @ROOT@/prompts/topic_style_persona.j2
+  - path: @ROOT@/prompts/textbook.j2
+size: {num_docs: 20, batch_size: 8}
+sampling: {temperature: 0.7, top_p: 0.9, max_tokens: 32}
+engine: {backend: ray}
+scoring: {enabled: false}
+"""
+
+
+@pytest.fixture
+def small_recipe(tmp_path: Path) -> Path:
+    return write_recipe(tmp_path, SMALL_RECIPE)
+
+
+@pytest.fixture(scope="session")
+def ray_engine():
+    """One real engine for the whole session: vLLM's CPU build with the embedded model, inside
+    a local Ray actor. Shared by every integration test."""
+    from generator.backends import open_backend
+    import ray
+
+    backend = open_backend("ray", "embedded:smollm2-135m", num_replicas=1, max_model_len=1024)
+    yield backend
+    backend.close()
+    ray.shutdown()

@@ -1,0 +1,49 @@
+"""A deterministic fake backend for unit tests of the loop's logic (never used by the product)."""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+from generator.records import Request, Result, failed_result
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+         "sigma tau upsilon phi chi psi omega").split()
+
+
+class FakeBackend:
+    """Echoes a text derived from the prompt. `collapse=True` makes every answer the same
+    (mode collapse); `fail_every=n` fails every n-th request; `empty_every=n` returns empty text."""
+
+    name = "fake"
+    model = "fake"
+
+    def __init__(self, *, collapse: bool = False, fail_every: int = 0, empty_every: int = 0,
+                 words: int = 40):
+        self.collapse = collapse
+        self.fail_every = fail_every
+        self.empty_every = empty_every
+        self.words = words
+        self.calls: list[int] = []
+        self.seen = 0
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        self.calls.append(len(requests))
+        out = []
+        for r in requests:
+            self.seen += 1
+            if self.fail_every and self.seen % self.fail_every == 0:
+                out.append(failed_result(r, "simulated engine error"))
+                continue
+            if self.empty_every and self.seen % self.empty_every == 0:
+                out.append(Result(id=r.id, text="  ", finish_reason="stop", num_tokens=0))
+                continue
+            key = "same" if self.collapse else r.prompt + str(r.seed)
+            h = hashlib.sha256(key.encode()).digest()
+            n = min(self.words, r.max_tokens)
+            text = " ".join(WORDS[b % len(WORDS)] for b in (h * 4)[:n])
+            out.append(Result(id=r.id, text=text, finish_reason="length" if n == r.max_tokens else "stop",
+                              num_prompt_tokens=len(r.prompt.split()), num_tokens=n))
+        return out
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,176 @@
+"""The embedding judge (structure with fake vectors, validity with the real embedder) and the
+threshold calibration against an LLM judge."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import spearmanr
+
+from generator.calibrate import (adjusted_rand_index, calibrate_threshold, fit_threshold, pair_agreement,
+                                 separating_threshold)
+from generator.diversity import BatchClustering, ScoreError, score_corpus
+from generator.embed_judge import DEFAULT_THRESHOLD, EmbeddingJudge, batch_linkage, clusters_at
+
+DATA = Path(__file__).parent / "data" / "judge"
+TOPICS = Path(__file__).parent.parent / "topics" / "topics.yaml"
+# Nested domain sets: the first n of this list make the n-domain corpus.
+DOMAIN_ORDER = ["physics", "cooking", "law", "astronomy", "music", "finance", "programming", "rome",
+                "ocean", "medicine", "football", "gardening", "cars", "philosophy", "fashion", "weather"]
+
+
+def group_embed(texts):
+    """Fake embedder: text 'g<group>-<i>' -> a unit vector near axis <group>, the same for
+    the same text. Distances: same group about 0.02, different groups about 1."""
+    out = []
+    for text in texts:
+        group = int(text.split("-")[0][1:])
+        noise = np.random.default_rng(abs(hash(text)) % 2**32).normal(0, 0.1, 8)
+        vector = np.eye(8)[group] + noise * np.r_[np.zeros(4), np.ones(4)]
+        out.append(vector / np.linalg.norm(vector))
+    return np.array(out, dtype=np.float32)
+
+
+class CountingEmbed:
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def __call__(self, texts):
+        self.seen.extend(texts)
+        return group_embed(texts)
+
+
+def test_clusters_follow_the_threshold():
+    batch = ["g0-0", "g0-1", "g0-2", "g1-0", "g1-1", "g2-0"]
+    judge = EmbeddingJudge(0.5, embed=group_embed)
+    [result] = judge.cluster([batch])
+    assert result.clusters == ((0, 1, 2), (3, 4), (5,))
+    assert result.calls == 1 and not result.failed
+    [loose] = EmbeddingJudge(1.5, embed=group_embed).cluster([batch])
+    assert loose.clusters == ((0, 1, 2, 3, 4, 5),)
+
+
+def test_identical_and_zero_vectors_are_handled():
+    tree = batch_linkage(np.array([[1.0, 0], [1.0, 0], [0, 0], [0, 1.0]]))
+    assert clusters_at(tree, 0.01) == ((0, 1), (2,), (3,))
+    assert clusters_at(tree, 1.0) == ((0, 1, 2, 3),)
+
+
+def test_each_distinct_text_is_embedded_once():
+    embed = CountingEmbed()
+    judge = EmbeddingJudge(embed=embed)
+    texts = [f"g{g}-{i}" for g in range(4) for i in range(5)]
+    score_corpus(texts, judge, k=10, rng=np.random.default_rng(0), num_batches=60)
+    assert sorted(embed.seen) == sorted(set(embed.seen))
+    assert set(embed.seen) <= set(texts)
+
+
+def test_threshold_outside_the_cosine_range_is_rejected():
+    with pytest.raises(ScoreError, match="threshold 3.0 is outside"):
+        EmbeddingJudge(3.0)
+
+
+def load_domain_corpora() -> dict[str, list[str]]:
+    rows = [json.loads(line) for line in (DATA / "domains.jsonl").read_text().splitlines()]
+    corpora = {"near-duplicates": [json.loads(line)["text"]
+                                   for line in (DATA / "near_duplicates.jsonl").read_text().splitlines()]}
+    for n in (1, 2, 4, 8, 16):
+        corpora[f"{n} domains"] = [r["text"] for r in rows if r["domain"] in DOMAIN_ORDER[:n]]
+    return corpora
+
+
+def test_embedding_judge_orders_corpora_by_number_of_domains():
+    """Validity: corpora from 1, 2, 4, 8, 16 hand-written domains (10 sentences each) and 12
+    near-duplicates, scored with the real embedder at the default threshold, K=10, 200 batches.
+    Measured: near-duplicates 0.10, then 0.40, 0.83, 1.68, 3.21, 3.83; Spearman rho with the
+    number of domains (near-duplicates counted as 0) = 1.0. The smallest gap (8 vs 16 domains,
+    0.62) is more than 4 standard errors of the difference, so with these fixed seeds the test
+    is deterministic, and a different seed would reorder the corpora with probability < 1e-4."""
+    judge = EmbeddingJudge()
+    scores = {name: score_corpus(texts, judge, k=10, rng=np.random.default_rng(0)).score
+              for name, texts in load_domain_corpora().items()}
+    ordered = list(scores.values())
+    assert ordered == sorted(ordered), scores
+    assert scores["near-duplicates"] == pytest.approx(0.1)
+    rho = spearmanr([0, 1, 2, 4, 8, 16], ordered).statistic
+    assert rho == pytest.approx(1.0)
+    assert 2.0 < scores["16 domains"] < 6.0  # mid-scale, not saturated at K
+
+
+def test_default_threshold_matches_the_topic_grid_evidence():
+    """The documented derivation of DEFAULT_THRESHOLD: the cut that best separates same-domain
+    from different-domain topic phrases of topics/topics.yaml (measured 0.89, balanced accuracy
+    0.77), and the same cut on the hand-written domains (measured 0.88, balanced accuracy 0.85)."""
+    from generator.embeddings import embed_texts
+
+    rows = [json.loads(line) for line in (DATA / "domains.jsonl").read_text().splitlines()]
+    cut, accuracy = separating_threshold(embed_texts([r["text"] for r in rows]), [r["domain"] for r in rows])
+    assert abs(cut - DEFAULT_THRESHOLD) <= 0.03 and accuracy > 0.8
+    if not TOPICS.exists():
+        pytest.skip("topics/topics.yaml not present")
+    grid = yaml.safe_load(TOPICS.read_text())
+    phrases = [(d["name"], t if isinstance(t, str) else t["value"]) for d in grid["domains"] for t in d["topics"]]
+    cut, accuracy = separating_threshold(embed_texts([p for _, p in phrases]), [d for d, _ in phrases])
+    assert abs(cut - DEFAULT_THRESHOLD) <= 0.03 and accuracy > 0.7
+
+
+# ---- calibration -------------------------------------------------------------------------------
+
+def test_adjusted_rand_and_pair_agreement_on_known_cases():
+    a, b = ((0, 1), (2, 3)), ((0, 2), (1, 3))
+    assert adjusted_rand_index(a, a, 4) == 1.0 and pair_agreement(a, a, 4) == 1.0
+    assert adjusted_rand_index(a, b, 4) == pytest.approx(-0.5)
+    assert pair_agreement(a, b, 4) == pytest.approx(2 / 6)
+    singletons = tuple((i,) for i in range(4))
+    assert adjusted_rand_index(singletons, singletons, 4) == 1.0
+    assert adjusted_rand_index(singletons, a, 4) == 0.0
+
+
+def test_fit_threshold_picks_the_middle_of_tied_best_thresholds():
+    vectors = group_embed(["g0-0", "g0-1", "g1-0", "g1-1"])
+    tree = batch_linkage(vectors)
+    threshold, curve = fit_threshold([((0, 1), (2, 3))], [tree], 4, thresholds=[0.001, 0.3, 0.5, 0.7, 1.5])
+    assert threshold == 0.5
+    assert [row["adjusted_rand"] for row in curve] == pytest.approx([0.0, 1.0, 1.0, 1.0, 0.0])
+    assert curve[2]["embed_score"] == pytest.approx(1.0)  # two clusters of 4: 2^2 / 4
+
+
+class GroupJudge:
+    """A stand-in LLM judge that clusters by the group written in each text; fails batch 0."""
+
+    name = "group-judge"
+
+    def cluster(self, batches):
+        out = [BatchClustering(clusters=(), failed=True, error="first batch fails")]
+        for batch in batches[1:]:
+            groups: dict[str, list[int]] = {}
+            for position, text in enumerate(batch):
+                groups.setdefault(text.split("-")[0], []).append(position)
+            out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values())))
+        return out
+
+
+def test_calibration_recovers_a_threshold_that_reproduces_the_llm_judge():
+    texts = [f"g{g}-{i}" for g in range(5) for i in range(6)]
+    calibration = calibrate_threshold(texts, GroupJudge(), k=10, num_batches=20, rng=np.random.default_rng(0),
+                                      embed=group_embed)
+    assert calibration.agreement == pytest.approx(1.0)
+    assert 0.1 <= calibration.threshold <= 0.9
+    assert calibration.num_batches == 19 and calibration.num_failed == 1
+    assert calibration.embed_score == pytest.approx(calibration.llm_score)
+    assert len(calibration.curve) == 36 and json.dumps(calibration.to_dict())
+
+
+def test_calibration_fails_clearly_when_the_llm_judge_fails_everywhere():
+    class Broken:
+        name = "broken"
+
+        def cluster(self, batches):
+            return [BatchClustering(clusters=(), failed=True, error="x") for _ in batches]
+
+    with pytest.raises(ScoreError, match="failed on all 5 calibration batches"):
+        calibrate_threshold([f"g0-{i}" for i in range(12)], Broken(), num_batches=5, rng=np.random.default_rng(0),
+                            embed=group_embed)

@@ -53,7 +53,8 @@ def adjusted_rand_index(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], 
 
 
 def fit_threshold(reference: Sequence[Sequence[Sequence[int]]], trees: Sequence[np.ndarray], k: int, *,
-                  thresholds: Sequence[float] = THRESHOLD_GRID, metric: Metric = "adjusted_rand") -> tuple[float, list[dict]]:
+                  thresholds: Sequence[float] = THRESHOLD_GRID,
+                  metric: Metric = "adjusted_rand") -> tuple[float, list[dict]]:
     """The threshold whose cuts of `trees` agree best with the `reference` partitions (the
     middle one when several tie), and the curve: one row per threshold."""
     agree = {"adjusted_rand": adjusted_rand_index, "pair_agreement": pair_agreement}

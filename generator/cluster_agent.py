@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "judge"
 MAX_ATTEMPTS = 2  # a failed or unparsable reply is retried once
+CRITERIA_FIX = "use a more capable judge model or pass --criteria FILE"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,13 @@ class _Cost:
         self.calls += 1
         self.prompt_tokens += result.num_prompt_tokens
         self.completion_tokens += result.num_tokens
+
+    def absorb(self, replies: Sequence["_Reply | None"]) -> "_Cost":
+        for reply in filter(None, replies):
+            self.calls += reply.cost.calls
+            self.prompt_tokens += reply.cost.prompt_tokens
+            self.completion_tokens += reply.cost.completion_tokens
+        return self
 
 
 @dataclass(frozen=True)
@@ -251,11 +259,11 @@ def generate_criteria(backend: Backend, texts: Sequence[str], *, rng: np.random.
                  CRITERIA_SCHEMA, _parse_round) for _ in range(config.num_criteria_calls)]
     replies = ask_all(backend, jobs, stage="criteria", max_tokens=config.criteria_max_tokens,
                       temperature=config.criteria_temperature, seed=config.seed)
-    _add_costs(cost, replies)
+    cost.absorb(replies)
     rounds = [r.value for r in replies if r.value is not None]
     if not rounds:
         raise ScoreError(f"the judge answered none of the {len(jobs)} criteria calls usably "
-                         f"(first error: {replies[0].error})", fix="use a more capable judge model or pass --criteria FILE")
+                         f"(first error: {replies[0].error})", fix=CRITERIA_FIX)
     log.info("criteria: %d of %d rounds parsed", len(rounds), len(jobs))
     kept = _summarize(backend, rounds, config, cost)
     metadata, metrics = kept["metadata"], kept["metrics"]
@@ -280,14 +288,11 @@ def _summarize(backend: Backend, rounds: list[dict], config: ClusterAgentConfig,
         jobs.append(_Job(prompt, schema, lambda d: _parse_items(d, "items", "definition")))
     replies = ask_all(backend, jobs, stage="summary", max_tokens=config.summary_max_tokens,
                       temperature=config.temperature, seed=config.seed)
-    _add_costs(cost, replies)
+    cost.absorb(replies)
     kept = {}
     for kind, keep, reply in zip(("metadata", "metrics"), keeps, replies):
-        if reply.value is None:
-            raise ScoreError(f"the judge's {kind} summary is unusable ({reply.error})",
-                             fix="use a more capable judge model or pass --criteria FILE")
         first: dict[str, str] = {}
-        for name, text in reply.value:  # a repeated name keeps its first text
+        for name, text in _required(reply, f"{kind} summary"):  # a repeated name keeps its first text
             first.setdefault(name, text)
         kept[kind] = tuple(first.items())[:keep]
     return kept
@@ -310,18 +315,14 @@ def _write_sentences(backend: Backend, metadata, metrics, config: ClusterAgentCo
     prompt = render_prompt("sentences", config, metadata=list(metadata), metrics=list(metrics))
     [reply] = ask_all(backend, [_Job(prompt, schema, parse)], stage="sentences",
                       max_tokens=config.summary_max_tokens, temperature=config.temperature, seed=config.seed)
-    _add_costs(cost, [reply])
+    cost.absorb([reply])
+    return _required(reply, "criteria sentences")
+
+
+def _required(reply: _Reply, what: str):
     if reply.value is None:
-        raise ScoreError(f"the judge's criteria sentences are unusable ({reply.error})",
-                         fix="use a more capable judge model or pass --criteria FILE")
+        raise ScoreError(f"the judge's {what} is unusable ({reply.error})", fix=CRITERIA_FIX)
     return reply.value
-
-
-def _add_costs(total: _Cost, replies: Sequence[_Reply]) -> None:
-    for r in replies:
-        total.calls += r.cost.calls
-        total.prompt_tokens += r.cost.prompt_tokens
-        total.completion_tokens += r.cost.completion_tokens
 
 
 # ---- stages 3 and 4: clustering and self-verification ------------------------------------------
@@ -359,10 +360,8 @@ class ClusterAgentJudge:
         jobs = [self._verify_job(docs[i], proposals[i][0], proposals[i][2]) for i in todo]
         replies = ask_all(self.backend, jobs, stage="verify", max_tokens=self.config.verify_max_tokens,
                           temperature=self.config.temperature, seed=self.config.seed) if jobs else []
-        checks: list[_Reply | None] = [None] * len(proposals)
-        for i, reply in zip(todo, replies):
-            checks[i] = reply
-        return checks
+        checks = dict(zip(todo, replies))
+        return [checks.get(i) for i in range(len(proposals))]
 
     def _verify_job(self, docs: Sequence[str], clusters, reasons) -> _Job:
         shown = [{"id": j + 1, "members": [m + 1 for m in c], "reason": reasons[j]}
@@ -388,7 +387,8 @@ def cluster_schema(criteria: Criteria, k: int) -> dict:
     """Clusters with members 1..k, a reason, one value per metadata name and a reasoned 1-5
     score per metric."""
     text = {"type": "string"}
-    score = {"type": "object", "properties": {"reasoning": text, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+    score = {"type": "object",
+             "properties": {"reasoning": text, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
              "required": ["reasoning", "score"], "additionalProperties": False}
     meta_names = [n for n, _ in criteria.metadata]
     metric_names = [n for n, _ in criteria.metrics]
@@ -434,14 +434,11 @@ def _repair(proposed: list[tuple[list[int], str]], k: int):
 
 
 def _finish(reply: _Reply, proposal, check: _Reply | None, policy: str) -> BatchClustering:
-    cost = _Cost(reply.cost.calls, reply.cost.prompt_tokens, reply.cost.completion_tokens)
-    if check is not None:
-        _add_costs(cost, [check])
+    cost = _Cost().absorb([reply, check])
     error = reply.error if proposal is None else (check.error if check is not None and check.value is None else None)
     if error is not None:
-        return BatchClustering(clusters=(), failed=True, error=error, repairs={k: 0 for k in REPAIR_KINDS},
-                               calls=cost.calls, prompt_tokens=cost.prompt_tokens,
-                               completion_tokens=cost.completion_tokens)
+        return BatchClustering(clusters=(), failed=True, error=error, repairs=dict.fromkeys(REPAIR_KINDS, 0),
+                               **vars(cost))
     clusters, repairs, _ = proposal
     verdicts = check.value if check is not None else {}
     final: list[tuple[int, ...]] = []
@@ -451,5 +448,4 @@ def _finish(reply: _Reply, proposal, check: _Reply | None, policy: str) -> Batch
             repairs["invalid_dissolved"] += 1
         else:
             final.append(cluster)
-    return BatchClustering(clusters=tuple(final), repairs=repairs, calls=cost.calls,
-                           prompt_tokens=cost.prompt_tokens, completion_tokens=cost.completion_tokens)
+    return BatchClustering(clusters=tuple(final), repairs=repairs, **vars(cost))

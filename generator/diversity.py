@@ -138,15 +138,16 @@ def score_corpus(texts: Sequence[str], judge: Judge, *, k: int = 10, rng: np.ran
 
     Stops at the first of: the 95% half-width of D is at most `precision` (checked once
     `min_batches` batches are scored), the next chunk would overrun `max_calls` judge calls,
-    `num_batches` batches have been drawn. Chunks hold at most `chunk_size` batches; the first
-    holds `min_batches` so the interval is meaningful when precision is checked.
+    `num_batches` batches have been drawn. With a precision target, batches are judged in
+    chunks of at most `chunk_size` (the first holds `min_batches`, so the interval means
+    something when it is first checked).
     """
-    check_batch_inputs(len(texts), k, min_batches, num_batches)
+    check_batch_inputs(len(texts), k, min_batches, num_batches, precision)
     docs: list[tuple[int, ...]] = []
     results: list[BatchClustering] = []
     stop_reason = "num_batches"
     while len(docs) < num_batches:
-        size = _next_chunk_size(results, k, max_calls, precision, min_batches, num_batches, chunk_size)
+        size = _next_chunk_size(results, max_calls, precision, min_batches, num_batches, chunk_size)
         if size == 0 and not results:
             raise ScoreError(f"max_calls={max_calls} does not allow judging a single batch",
                              fix="raise --max-calls (the LLM judge spends about 2 calls per batch)")
@@ -159,6 +160,8 @@ def score_corpus(texts: Sequence[str], judge: Judge, *, k: int = 10, rng: np.ran
             raise RuntimeError(f"judge {judge.name} returned {len(clustered)} clusterings for {size} batches")
         docs.extend(tuple(int(i) for i in row) for row in chunk)
         results.extend(clustered)
+        log.info("%s: %d batches judged (%d failed), half-width %.3f", judge.name, len(results),
+                 sum(r.failed for r in results), _half_width(_scores(results)))
         if precision is not None and _half_width(_scores(results)) <= precision \
                 and sum(not r.failed for r in results) >= min_batches:
             stop_reason = "precision"
@@ -174,7 +177,8 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def check_batch_inputs(num_docs: int, k: int, min_batches: int, num_batches: int) -> None:
+def check_batch_inputs(num_docs: int, k: int, min_batches: int, num_batches: int,
+                       precision: float | None = None) -> None:
     """Fail fast, with the fix, on inputs no batch can be drawn from."""
     if num_docs == 0:
         raise ScoreError("the corpus is empty: nothing to score", fix="point at a corpus with documents")
@@ -186,21 +190,27 @@ def check_batch_inputs(num_docs: int, k: int, min_batches: int, num_batches: int
     if num_batches < 1 or min_batches < 1:
         raise ScoreError(f"num_batches={num_batches} and min_batches={min_batches} must be at least 1",
                          fix="raise the batch counts")
+    if precision is not None and not precision > 0:
+        raise ScoreError(f"precision {precision} must be positive", fix="pass e.g. --precision 0.1")
 
 
-def _next_chunk_size(results: Sequence[BatchClustering], k: int, max_calls: int | None,
+def _next_chunk_size(results: Sequence[BatchClustering], max_calls: int | None,
                      precision: float | None, min_batches: int, num_batches: int, chunk_size: int) -> int:
-    """How many batches to judge next: enough to reach the precision at the current spread
-    (capped by chunk_size and what is left), and no more than the call budget affords at the
-    calls-per-batch seen so far (2 assumed before any: clustering + verification)."""
+    """How many batches to judge next. Without a precision target: all that are left, in one
+    call, so a batching backend sees them together. With one: min_batches first, then enough
+    to reach the precision at the current spread, capped by chunk_size. Never more than the
+    call budget affords at the calls per batch seen so far (2 assumed before any: clustering +
+    verification)."""
     drawn = len(results)
     left = num_batches - drawn
-    if drawn == 0:
-        size = min(max(min_batches, 1), left)
+    if precision is None:
+        size = left
+    elif drawn == 0:
+        size = min(min_batches, left)
     else:
         size = min(chunk_size, left)
         scores = _scores(results)
-        if precision is not None and len(scores) >= 2:
+        if len(scores) >= 2:
             needed = math.ceil((Z_95 * float(np.std(scores, ddof=1)) / precision) ** 2)
             size = min(size, max(needed - len(scores), 1))
     if max_calls is not None:

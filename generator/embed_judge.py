@@ -6,7 +6,8 @@ condensed cosine-distance matrix, which equals `metric="cosine"` for these unit 
 stays defined for an all-zero row; then `fcluster(criterion="distance")`). The score is the
 same D = mean C_i² / K as the LLM judge's, so reports and the controller work everywhere, but
 the two judges' scores are on different rulers: compare a corpus only with scores from the
-same judge, K and threshold.
+same judge, K and threshold. Clustering one batch counts as one judge call, so `max_calls`
+bounds either judge.
 
 How DEFAULT_THRESHOLD = 0.89 was chosen (all-MiniLM-L6-v2, measured on the development box):
 for two singletons, average linkage merges them exactly when their cosine distance is at most

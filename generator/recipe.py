@@ -65,10 +65,33 @@ class Engine:
 
 @dataclass(frozen=True)
 class Target:
+    """The diversity to steer to: D on the cluster-agent scale at batch size `k`, measured by
+    `judge`. The controller pilots small rounds until a pilot scores within tolerance, then
+    generates the rest in `num_rounds` rounds, correcting after each."""
+
     score: float
     tolerance: float = 0.15
     judge: Literal["embed", "llm"] = "embed"
     k: int = 10
+    judge_model: str = ""  # llm judge: a local vLLM model, or the model served at judge_endpoint
+    judge_endpoint: str = ""
+    threshold: float = 0.0  # embed judge cosine-distance cut; 0 = the judge's default
+    num_batches: int = 300  # K-batches judged per measurement
+    pilot_docs: int = 0  # documents per pilot round; 0 = derived from size.num_docs
+    max_pilot_rounds: int = 8
+    num_rounds: int = 4  # main-phase rounds after the pilot
+    reweight_rate: float = 1.0  # per-cell reweighting strength (0 disables it)
+    grow_grid: bool = True  # propose new topics when the grid cannot reach the target
+    max_growth_rounds: int = 2
+    growth_topics_per_domain: int = 8
+
+
+def pilot_size(recipe: "Recipe") -> int:
+    """Documents per pilot round: 2% of the corpus, at least 10 K-batches' worth, at most 400."""
+    t = recipe.target
+    if t is None:
+        return 0
+    return t.pilot_docs or int(min(max(0.02 * recipe.size.num_docs, 10 * t.k), 400))
 
 
 @dataclass(frozen=True)
@@ -173,6 +196,16 @@ def _check_values(r: Recipe, where: str) -> None:
         need(1 / t.k <= t.score <= t.k, "target.score", f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
              "pick a score the judge can produce at this k")
         need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
+        need(t.k >= 2, "target.k", "must be at least 2", "use the paper's k: 10")
+        need(t.judge != "llm" or bool(t.judge_model), "target.judge",
+             "is llm but no judge model is configured, so the target cannot be measured",
+             "set target.judge_model (and target.judge_endpoint for a served model) or use judge: embed")
+        need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use e.g. 300")
+        need(t.max_pilot_rounds >= 1 and t.num_rounds >= 1, "target.max_pilot_rounds/num_rounds",
+             "must be at least 1", "use the defaults 8 and 4")
+        need(r.size.num_docs >= pilot_size(r), "size.num_docs",
+             f"({r.size.num_docs}) is smaller than one pilot round ({pilot_size(r)} documents)",
+             "raise size.num_docs or lower target.pilot_docs")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -32,12 +32,12 @@ def load_corpus(path: str | Path, text_field: str = "text") -> tuple[list[str], 
     if not path.exists():
         raise ScoreError(f"{path}: no such file or folder", fix="check the corpus path")
     columns = _read_columns(path)
+    if not columns or not len(next(iter(columns.values()))):
+        raise ScoreError(f"{path}: the corpus is empty (0 documents)", fix="point at a corpus with documents")
     if text_field not in columns:
         raise ScoreError(f"{path}: no text field {text_field!r}; available columns: {', '.join(columns) or 'none'}",
                          fix="pass --text-field NAME")
     texts = columns.pop(text_field)
-    if not texts:
-        raise ScoreError(f"{path}: the corpus is empty (0 documents)", fix="point at a corpus with documents")
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise ScoreError(f"{path}: row {bad + 1}: {text_field!r} is {type(texts[bad]).__name__}, not text",
@@ -179,7 +179,8 @@ def score_run(out: str | Path, *, judge: str = "embed", k: int = 10, seed: int =
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, help="Parquet file or folder, JSONL file, or saved HF dataset folder")
-    parser.add_argument("--judge-model", default=None, help="LLM judge run in-process with vLLM (e.g. a HF id)")
+    parser.add_argument("--judge-model", default=None, metavar="MODEL",
+                        help="LLM judge run in-process with vLLM (e.g. a HF id)")
     parser.add_argument("--judge-endpoint", default=None, metavar="URL",
                         help="OpenAI-compatible endpoint serving --judge-model (e.g. http://host:8000/v1)")
     parser.add_argument("--criteria", type=Path, default=None, metavar="FILE",
@@ -199,7 +200,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-batches", type=int, default=200, metavar="N", help="most batches to judge (default 200)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help=f"embedding judge cosine-distance threshold (default {DEFAULT_THRESHOLD})")
-    parser.add_argument("--regenerate-criteria", action="store_true", help="write new criteria even if --criteria exists")
+    parser.add_argument("--regenerate-criteria", action="store_true",
+                        help="write new criteria even if --criteria exists")
     parser.add_argument("--reference", type=Path, default=None, metavar="PATH",
                         help="reference corpus: also report the distribution shift from it")
     parser.add_argument("--no-proxies", action="store_true", help="skip the lexical and embedding proxies")
@@ -291,16 +293,19 @@ def format_result(result: dict, source: str) -> str:
     lines = [f"corpus         {source} ({result['num_docs']} documents)",
              f"judge          {result['judge']}   K={result['k']}",
              f"diversity D    {result['score']:.3f}   95% CI [{result['ci_low']:.3f}, {result['ci_high']:.3f}]   "
-             f"bootstrap ±{result['bootstrap_std']:.3f}" if result["ci_low"] is not None else
+             f"bootstrap sd {result['bootstrap_std']:.3f}" if result["ci_low"] is not None else
              f"diversity D    {result['score']:.3f}   (one batch: no interval)",
              f"cluster ratio  {result['cluster_ratio']:.3f}",
-             f"batches        {result['num_scored']} scored, {result['num_failed']} failed, stopped by {result['stop_reason']}",
-             f"judge calls    {result['calls']} ({result['prompt_tokens']} prompt + "
-             f"{result['completion_tokens']} completion tokens)"]
+             f"batches        {result['num_scored']} scored, {result['num_failed']} failed, "
+             f"stopped by {result['stop_reason']}",
+             f"judge calls    {result['calls']}" + (f" ({result['prompt_tokens']} prompt + "
+                                                 f"{result['completion_tokens']} completion tokens)"
+                                                 if result["prompt_tokens"] else "")]
     if any(result["repairs"].values()):
         lines.append("repairs        " + ", ".join(f"{k} {v}" for k, v in result["repairs"].items()))
-    for name, value in result.get("proxies", {}).items():
-        lines.append(f"  {name:<24} {value:.4g}")
+    if result.get("proxies"):
+        lines.append("proxies")
+        lines.extend(f"  {name:<24} {value:.4g}" for name, value in result["proxies"].items())
     for name, value in result.get("shift", {}).items():
         if isinstance(value, (int, float)):
             lines.append(f"  shift {name:<18} {value:.4g}")

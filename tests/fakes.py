@@ -47,3 +47,46 @@ class FakeBackend:
 
     def close(self) -> None:
         pass
+
+
+NOVEL = ["volcanic eruptions", "medieval banking", "jazz improvisation", "sourdough baking",
+         "satellite orbits", "coral reef ecology", "contract negotiation", "bird migration",
+         "quantum tunnelling", "origami folding", "tax policy", "glacier retreat", "chess openings",
+         "vaccine trials", "silk road trade", "urban beekeeping"]
+
+
+class EchoBackend(FakeBackend):
+    """Answers with the prompt's first line (so a document's subject is known exactly), and
+    answers grid-growth requests with fresh topic names, one per line."""
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        self.calls.append(len(requests))
+        out = []
+        for r in requests:
+            if r.prompt.startswith("Here are subjects from the field of"):
+                domain = r.prompt.split("field of ", 1)[1].split(",", 1)[0]
+                start = r.seed % len(NOVEL)
+                text = "\n".join(NOVEL[(start + i) % len(NOVEL)] for i in range(8))
+            else:
+                text = r.prompt.splitlines()[0] + f"\nvariant {r.seed}"
+            out.append(Result(id=r.id, text=text, finish_reason="stop", num_prompt_tokens=10, num_tokens=12))
+        return out
+
+
+class KeyJudge:
+    """Clusters each batch by a key of each text (exact grouping): a judge whose score is a
+    known function of the sampling distribution."""
+
+    def __init__(self, key, name="key"):
+        self.key = key
+        self.name = name
+
+    def cluster(self, batches):
+        from generator.diversity import BatchClustering
+        out = []
+        for batch in batches:
+            groups: dict = {}
+            for i, text in enumerate(batch):
+                groups.setdefault(self.key(text), []).append(i)
+            out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values()), calls=1))
+        return out

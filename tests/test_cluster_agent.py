@@ -50,7 +50,8 @@ class FakeBackend:
 
 def clusters_reply(*groups) -> str:
     return json.dumps({"clusters": [
-        {"cluster_id": i + 1, "members": list(members), "reason": f"group {i + 1}", "metadata": {"domain": "x", "form": "y"},
+        {"cluster_id": i + 1, "members": list(members), "reason": f"group {i + 1}",
+         "metadata": {"domain": "x", "form": "y"},
          "metrics": {"technicality": {"reasoning": "plain", "score": 2}}} for i, members in enumerate(groups)]})
 
 
@@ -144,7 +145,8 @@ def test_unparsable_verification_fails_the_batch():
 
 def test_failed_batches_excluded_and_all_failing_is_an_error():
     texts = [f"text {i}" for i in range(30)]
-    ok = FakeBackend(scripted(lambda r: "nope" if "text 0\n" in r.prompt else clusters_reply(*[[i] for i in range(1, 11)])))
+    singletons = clusters_reply(*[[i] for i in range(1, 11)])
+    ok = FakeBackend(scripted(lambda r: "nope" if "text 0\n" in r.prompt else singletons))
     report = score_corpus(texts, ClusterAgentJudge(ok, CRITERIA), k=10, rng=np.random.default_rng(0), num_batches=40)
     assert report.num_failed > 0 and report.num_scored + report.num_failed == 40
     assert report.score == pytest.approx(10.0)
@@ -260,7 +262,8 @@ def test_criteria_fail_clearly_when_no_round_parses():
 
 
 def test_merge_definitions_joins_spellings_and_orders_by_frequency():
-    merged = merge_definitions([("Tone", "a"), ("subject_domain", "b"), ("Subject Domain", "c"), ("subject-domain", "d")])
+    merged = merge_definitions([("Tone", "a"), ("subject_domain", "b"), ("Subject Domain", "c"),
+                                ("subject-domain", "d")])
     assert merged == {"subject domain": ["b", "c", "d"], "tone": ["a"]}
 
 

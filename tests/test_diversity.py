@@ -158,6 +158,17 @@ def test_stops_at_num_batches_without_precision_or_budget():
     assert report.stop_reason == "num_batches" and len(report.batches) == 70 == len(report.batch_docs)
 
 
+def test_a_non_positive_precision_is_an_error():
+    with pytest.raises(ScoreError, match="precision 0 must be positive"):
+        score_corpus(TEXTS, FakeJudge(lambda i, b: 3), rng=np.random.default_rng(0), precision=0)
+
+
+def test_without_a_precision_target_all_batches_go_to_the_judge_at_once():
+    judge = FakeJudge(lambda i, b: 3)
+    score_corpus(TEXTS, judge, rng=np.random.default_rng(0), num_batches=90)
+    assert judge.chunks == [90]
+
+
 def test_a_budget_below_one_batch_is_an_error():
     with pytest.raises(ScoreError, match="max_calls=1 does not allow"):
         score_corpus(TEXTS, FakeJudge(lambda i, b: 3), rng=np.random.default_rng(0), max_calls=1)

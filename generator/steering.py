@@ -1,0 +1,224 @@
+"""The controller's knobs, as pure functions over weights.
+
+- Concentration `c` in [0, 1]: on every axis with N values, the first max(1, round(N**c)) values
+  of a fixed seeded order are active with equal weight, the rest get weight 0. c = 1 is the
+  whole grid, evenly; c = 0 is one value per axis. Fewer active values → more documents share
+  a subject → lower diversity, so the score moves monotonically with c.
+- Per-cell reweighting from cluster attribution: a value whose documents land in the same
+  cluster more often than the baseline (lift > 1) is redundant; raising diversity scales it
+  down, lowering diversity scales it up.
+- The next concentration to try, from the (c, score) pairs measured so far.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from generator.grid import Grid
+
+Weights = dict[str, dict[str, float]]
+
+
+def axis_orders(grid: Grid, seed: int) -> dict[str, list[str]]:
+    """A fixed, seeded order of each axis' values: concentration keeps a prefix of it."""
+    rng = np.random.default_rng([seed, 4242])
+    return {name: [axis.values[i].value for i in rng.permutation(len(axis.values))]
+            for name, axis in grid.axes.items()}
+
+
+def active_count(num_values: int, c: float) -> int:
+    return max(1, min(num_values, int(round(num_values ** c))))
+
+
+def concentration_weights(orders: Mapping[str, Sequence[str]], c: float) -> Weights:
+    if not 0.0 <= c <= 1.0:
+        raise ValueError(f"concentration {c} is outside [0, 1]")
+    weights: Weights = {}
+    for axis, values in orders.items():
+        m = active_count(len(values), c)
+        weights[axis] = {v: (1.0 if i < m else 0.0) for i, v in enumerate(values)}
+    return weights
+
+
+def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapping, *,
+                   direction: int, rate: float = 1.0, min_pairs: int = 3,
+                   bounds: tuple[float, float] = (0.2, 5.0)) -> Weights:
+    """Scale each active value's weight by exp(-direction * rate * (lift - 1)), where lift is
+    its same-cluster rate over the baseline (from `diversity.attribute_cells`). direction=+1
+    raises diversity (redundant values lose weight), -1 lowers it. Values with fewer than
+    `min_pairs` judged pairs keep their weight; the factor is clipped to `bounds`; inactive
+    (zero-weight) values stay inactive."""
+    if direction not in (-1, 1):
+        raise ValueError("direction must be +1 (raise diversity) or -1 (lower it)")
+    columns = attribution.get("columns", {})
+    out: Weights = {}
+    for axis, values in weights.items():
+        stats = columns.get(axis, {})
+        new = {}
+        for value, w in values.items():
+            s = stats.get(value)
+            if w > 0 and s and s["pairs"] >= min_pairs and s.get("lift") is not None:
+                factor = math.exp(-direction * rate * (s["lift"] - 1.0))
+                w = w * min(max(factor, bounds[0]), bounds[1])
+            new[value] = w
+        out[axis] = new
+    return out
+
+
+def next_concentration(history: Sequence[tuple[float, float]], target: float) -> float | None:
+    """The next c to pilot, given measured (c, score) pairs; None when the target lies outside
+    the measured range at an end of [0, 1] (c = 1 measured below it, or c = 0 above it)."""
+    below = [(c, d) for c, d in history if d < target]
+    above = [(c, d) for c, d in history if d >= target]
+    if not above:
+        return None if any(c >= 1.0 for c, _ in below) else 1.0
+    if not below:
+        return None if any(c <= 0.0 for c, _ in above) else 0.0
+    (c_lo, d_lo), (c_hi, d_hi) = max(below), min(above)
+    if c_hi <= c_lo:  # noisy, non-monotone measurements: bisect the latest disagreement
+        return (c_lo + c_hi) / 2
+    frac = (target - d_lo) / (d_hi - d_lo) if d_hi > d_lo else 0.5
+    frac = min(max(frac, 0.1), 0.9)  # stay inside the bracket so it always shrinks
+    return c_lo + frac * (c_hi - c_lo)
+
+
+def correct_concentration(history: Sequence[tuple[float, float]], c: float, score: float,
+                          target: float, gain: float = 1.0) -> float:
+    """During the main phase: move c against the whole-corpus error, using the slope of the
+    measured (c, score) curve near c (a mixture of rounds needs the new round to overshoot)."""
+    pts = sorted(set(history))
+    slopes = [(d2 - d1) / (c2 - c1) for (c1, d1), (c2, d2) in zip(pts, pts[1:]) if c2 - c1 > 1e-6]
+    slope = max(np.median(slopes), 0.5) if slopes else 5.0
+    return float(min(max(c + gain * (target - score) / slope, 0.0), 1.0))
+
+
+def weights_summary(weights: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Per axis: active values and the effective number of values (exp of the entropy)."""
+    out = {}
+    for axis, values in weights.items():
+        w = np.array([x for x in values.values() if x > 0], dtype=float)
+        p = w / w.sum() if w.size else w
+        out[axis] = {"active": int(w.size), "total": len(values),
+                     "effective": float(np.exp(-(p * np.log(p)).sum())) if w.size else 0.0}
+    return out
+
+
+# ---- measuring and bookkeeping for the controller's rounds --------------------------------
+
+def open_judge(plan, out: Path):
+    """The judge named by the recipe's target (the embedding judge unless `judge: llm`)."""
+    t = plan.recipe.target
+    if t.judge == "embed":
+        from generator.embed_judge import DEFAULT_THRESHOLD, EmbeddingJudge
+        return EmbeddingJudge(t.threshold or DEFAULT_THRESHOLD)
+    from generator.backends import open_backend
+    from generator.cluster_agent import ClusterAgentConfig, ClusterAgentJudge
+    backend = (open_backend("openai", t.judge_model, base_url=t.judge_endpoint) if t.judge_endpoint
+               else open_backend("vllm", t.judge_model))
+    return LazyCriteriaJudge(backend, out / "criteria.json", ClusterAgentConfig(seed=plan.recipe.seed),
+                             ClusterAgentJudge)
+
+
+class LazyCriteriaJudge:
+    """An LLM cluster-agent whose criteria are written from the first texts it sees (saved to
+    criteria.json and frozen for the rest of the run, including after --resume)."""
+
+    def __init__(self, backend, path: Path, config, judge_cls):
+        self.backend, self.path, self.config, self.judge_cls = backend, path, config, judge_cls
+        self.name = f"llm:{backend.model}"
+        self._judge = None
+
+    def cluster(self, batches):
+        if self._judge is None:
+            from generator.cluster_agent import generate_criteria, load_criteria
+            if self.path.is_file():
+                criteria = load_criteria(self.path)
+            else:
+                texts = [t for b in batches for t in b]
+                criteria = generate_criteria(self.backend, texts, rng=np.random.default_rng(self.config.seed),
+                                             config=self.config)
+                self.path.write_text(criteria.to_json() + "\n", encoding="utf-8")
+            self._judge = self.judge_cls(self.backend, criteria, self.config)
+        return self._judge.cluster(batches)
+
+
+GRID_COLUMNS = ("domain", "topic", "persona", "style", "audience", "template")
+
+
+def read_corpus(root: Path) -> tuple[list[str], dict[str, list[str]]]:
+    from generator.writers import read_documents
+    table = read_documents(root, columns=["text", *GRID_COLUMNS])
+    return table.column("text").to_pylist(), {c: table.column(c).to_pylist() for c in GRID_COLUMNS}
+
+
+def read_texts(root: Path) -> list[str]:
+    return read_corpus(root)[0]
+
+
+def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
+    """Score texts with the target's judge and K; attribution when metadata is given."""
+    from generator.diversity import attribute_cells, score_corpus
+    report = score_corpus(texts, judge, k=target.k, rng=rng, num_batches=target.num_batches,
+                          min_batches=min(20, target.num_batches))
+    attribution = None
+    if metadata:
+        usable = {c: v for c, v in metadata.items() if len(set(v) - {""}) > 1}
+        attribution = attribute_cells(report, usable) if usable else None
+    return report, attribution
+
+
+def add_judge_cost(state, report):
+    return dataclasses.replace(state, judge_calls=state.judge_calls + report.calls,
+                               judge_tokens=state.judge_tokens + report.prompt_tokens + report.completion_tokens)
+
+
+def accept_pilot(out: Path, state):
+    """Move the current pilot round's shards into the corpus (they were drawn from the
+    accepted distribution); earlier pilot rounds stay under pilot/ as calibration cost."""
+    from generator.controller import pilot_dir
+    from generator.writers import shard_paths
+    moved = 0
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    for shard in shard_paths(pilot_dir(out, state.round)):
+        existing = shard_paths(out)
+        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        os.replace(shard, out / "data" / f"shard-{number:05d}.parquet")
+        moved += 1
+    return dataclasses.replace(state, num_docs=state.num_docs + state.round_docs,
+                               num_shards=state.num_shards + moved, round=state.round + 1,
+                               round_docs=0, round_tokens=0)
+
+
+def next_pilot_round(out: Path, state):
+    """The current pilot round is discarded (kept on disk for inspection); start the next."""
+    return dataclasses.replace(state, round=state.round + 1, round_docs=0, round_tokens=0,
+                               discarded_pilot_tokens=state.discarded_pilot_tokens + state.round_tokens)
+
+
+def log_round(out: Path, round_no: int, state, report, target, action: str, *, phase: str,
+              concentration: float) -> None:
+    """One line of OUT/controller.jsonl: what was measured in this round and what was done."""
+    row = {"round": round_no, "phase": phase, "docs": state.num_docs,
+           "concentration": round(concentration, 4), "score": report.score,
+           "ci_low": report.ci_low, "ci_high": report.ci_high, "half_width": report.half_width,
+           "target": target.score, "tolerance": target.tolerance, "action": action,
+           "weights": weights_summary(state.weights)}
+    with open(out / "controller.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def weights_file(weights: Mapping[str, Mapping[str, float]]) -> dict:
+    """weights.yaml: axis → value → weight (normalised to mean 1 over active values; inactive
+    values omitted). A recipe's `weights:` key takes this file to start from these weights."""
+    out = {}
+    for axis, values in weights.items():
+        active = {v: w for v, w in values.items() if w > 0}
+        mean = sum(active.values()) / len(active) if active else 1.0
+        out[axis] = {v: round(w / mean, 4) for v, w in active.items()}
+    return {"weights": out}

@@ -37,10 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_recipe_args(render)
     render.add_argument("-n", type=int, default=5, help="number of prompts (default 5)")
 
-    try:
-        from generator import scoring
-    except ImportError:  # TEMP until scoring lands
-        return parser
+    from generator import scoring
     score = sub.add_parser("score", help="measure the diversity of a corpus",
                            description="Score a corpus (Parquet file/folder, JSONL, or saved HF dataset).")
     scoring.add_score_arguments(score)

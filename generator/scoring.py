@@ -141,7 +141,8 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
         result["attribution"] = attribute_cells(report, grid)
     if proxies or reference_texts is not None:
         sample = _sample(texts, rng)
-        vectors = _embed(sample)
+        embed = scorer.embed if isinstance(scorer, EmbeddingJudge) else _embed  # reuse the judge's cache
+        vectors = embed(sample)
         if proxies:
             from generator.proxies import compute_proxies
 
@@ -149,7 +150,7 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
         if reference_texts is not None:
             from generator.shift import shift_report
 
-            result["shift"] = shift_report(vectors, _embed(_sample(reference_texts, rng)), rng=rng)
+            result["shift"] = shift_report(vectors, embed(_sample(reference_texts, rng)), rng=rng)
     return result
 
 

@@ -20,12 +20,13 @@ import yaml
 from generator.errors import UserError
 from generator.generation import plan_samples, split_results
 from generator import growth, steering
+from generator.dedup import Deduper
 from generator.recipe import Plan, pilot_size, recipe_dict
 from generator.records import Backend
-from generator.writers import append_failures, shard_paths, write_json, write_shard, write_yaml
+from generator.writers import append_failures, read_documents, shard_paths, write_json, write_shard, write_yaml
 
 log = logging.getLogger(__name__)
-OUR_FILES = ("data", "pilot", "plots", "criteria.json", "recipe.resolved.yaml", "state.json", "summary.json", "failures.jsonl",
+OUR_FILES = ("data", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json", "summary.json", "failures.jsonl",
              "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml")
 
 
@@ -56,6 +57,9 @@ class RunState:
     added_topics: dict = field(default_factory=dict)  # domain → topics added by grid growth
     round_docs: int = 0  # documents generated in the current pilot round
     round_tokens: int = 0  # tokens spent in the current pilot round
+    num_duplicates: int = 0  # generated documents dropped as exact or near duplicates
+    duplicates_exact: int = 0
+    duplicates_near: int = 0
     num_shards: int = 0  # shards in data/ that this state accounts for
 
 
@@ -119,7 +123,8 @@ def pilot_dir(out: Path, round: int) -> Path:
     return out / "pilot" / f"round-{round:02d}"
 
 
-def generate_batch(plan: Plan, out: Path, backend: Backend, state: RunState, n: int) -> RunState:
+def generate_batch(plan: Plan, out: Path, backend: Backend, state: RunState, n: int,
+                   deduper: Deduper | None = None) -> RunState:
     """Generate `n` samples in one engine call and persist the documents (into the pilot folder
     of the current round during the pilot phase). Returns the new state, also in state.json."""
     rng = np.random.default_rng([plan.recipe.seed, state.next_index])
@@ -128,10 +133,12 @@ def generate_batch(plan: Plan, out: Path, backend: Backend, state: RunState, n: 
     results = backend.generate([s.request for s in samples])
     elapsed = time.perf_counter() - t0
     docs, failures = split_results(samples, results, plan=plan, backend=backend.name, round=state.round)
+    docs, duplicates = drop_duplicates(docs, deduper)
     pilot = state.phase == "pilot"
     if docs:
         write_shard(pilot_dir(out, state.round) if pilot else out, docs)
     append_failures(out, failures)
+    append_failures(out, duplicates, name="duplicates.jsonl")
     tokens = sum(r.num_prompt_tokens + r.num_tokens for r in results)
     new = dataclasses.replace(
         state, next_index=state.next_index + n,
@@ -142,12 +149,42 @@ def generate_batch(plan: Plan, out: Path, backend: Backend, state: RunState, n: 
         num_shards=state.num_shards + (1 if docs and not pilot else 0),
         pilot_tokens=state.pilot_tokens + (tokens if pilot else 0),
         num_attempted=state.num_attempted + n, num_failed=state.num_failed + len(failures),
+        num_duplicates=state.num_duplicates + len(duplicates),
+        duplicates_exact=state.duplicates_exact + sum(d["reason"].startswith("exact") for d in duplicates),
+        duplicates_near=state.duplicates_near + sum(d["reason"].startswith("near") for d in duplicates),
         num_truncated=state.num_truncated + sum(d.finish_reason == "length" for d in docs),
         prompt_tokens=state.prompt_tokens + sum(r.num_prompt_tokens for r in results),
         completion_tokens=state.completion_tokens + sum(r.num_tokens for r in results),
         batches=state.batches + 1, generate_s=state.generate_s + elapsed)
     save_state(out, new)
     return new
+
+
+def drop_duplicates(docs: list, deduper: Deduper | None) -> tuple[list, list[dict]]:
+    if deduper is None:
+        return docs, []
+    kept, dropped = [], []
+    for d in docs:
+        reason = deduper.check(d.id, d.text)
+        if reason is None:
+            kept.append(d)
+        else:
+            dropped.append({"id": d.id, "sample_index": d.sample_index, "round": d.round,
+                            "template": d.template, "reason": reason, "text": d.text[:300]})
+    return kept, dropped
+
+
+def open_deduper(plan: Plan, out: Path) -> Deduper | None:
+    """The run's duplicate index, holding every document already kept (for --resume)."""
+    d = plan.recipe.dedup
+    if not (d.exact or d.near):
+        return None
+    deduper = Deduper(exact=d.exact, near=d.near, threshold=d.threshold, num_perm=d.num_perm,
+                      seed=plan.recipe.seed)
+    for root in [out, *sorted((out / "pilot").glob("round-*"))]:
+        table = read_documents(root, columns=["id", "text"])
+        deduper.index(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+    return deduper
 
 
 def save_state(out: Path, state: RunState) -> None:
@@ -162,11 +199,16 @@ def check_failure_rate(plan: Plan, state: RunState) -> str:
     if rate > plan.recipe.max_failure_rate:
         return (f"failure rate {rate:.1%} ({state.num_failed}/{state.num_attempted} rows) is above "
                 f"max_failure_rate {plan.recipe.max_failure_rate:.0%}; see failures.jsonl")
+    dup_rate = state.num_duplicates / state.num_attempted
+    if dup_rate > plan.recipe.dedup.max_duplicate_rate:
+        return (f"duplicate rate {dup_rate:.1%} ({state.num_duplicates}/{state.num_attempted} rows) is above "
+                f"dedup.max_duplicate_rate {plan.recipe.dedup.max_duplicate_rate:.0%}: the model keeps "
+                "repeating itself; see duplicates.jsonl (raise temperature or widen the grid)")
     return ""
 
 
 def fill(plan: Plan, out: Path, backend: Backend, state: RunState, until_docs: int,
-         on_batch: Callable[[RunState], None] | None = None) -> RunState:
+         on_batch: Callable[[RunState], None] | None = None, deduper: Deduper | None = None) -> RunState:
     """Generate batches until `until_docs` documents exist (in the corpus, or in the current
     pilot round during the pilot phase), or the failure rate stops the run."""
     def have(s: RunState) -> int:
@@ -174,7 +216,7 @@ def fill(plan: Plan, out: Path, backend: Backend, state: RunState, until_docs: i
 
     while have(state) < until_docs and not state.stopped:
         n = min(plan.recipe.size.batch_size, until_docs - have(state))
-        state = generate_batch(plan, out, backend, state, n)
+        state = generate_batch(plan, out, backend, state, n, deduper)
         if on_batch:
             on_batch(state)
         reason = check_failure_rate(plan, state)
@@ -190,11 +232,12 @@ def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force:
     tolerance of it (see `steer`); `judge` overrides the recipe's judge (tests)."""
     started = time.perf_counter()
     state = prepare_output(out, plan, resume=resume, force=force)
+    deduper = open_deduper(plan, out)
     if plan.recipe.target is None:
-        state = fill(plan, out, backend, state, plan.recipe.size.num_docs, on_batch)
+        state = fill(plan, out, backend, state, plan.recipe.size.num_docs, on_batch, deduper)
         extra = {}
     else:
-        state, extra = steer(plan, out, backend, state, judge=judge, on_batch=on_batch)
+        state, extra = steer(plan, out, backend, state, judge=judge, on_batch=on_batch, deduper=deduper)
     summary = write_summary(out, plan, state, time.perf_counter() - started, backend, extra)
     if state.stopped:
         raise RunStopped(state.stopped)
@@ -208,7 +251,9 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
         "backend": backend.name, "num_docs": state.num_docs, "requested_docs": plan.recipe.size.num_docs,
         "num_attempted": state.num_attempted, "num_failed": state.num_failed,
         "failure_rate": state.num_failed / max(1, state.num_attempted),
-        "num_truncated": state.num_truncated, "prompt_tokens": state.prompt_tokens,
+        "num_truncated": state.num_truncated,
+        "duplicates": {"exact": state.duplicates_exact, "near": state.duplicates_near},
+        "prompt_tokens": state.prompt_tokens,
         "completion_tokens": state.completion_tokens, "batches": state.batches,
         "generate_s": round(state.generate_s, 3), "wall_s": round(wall_s, 3),
         "tokens_per_s": round(state.completion_tokens / state.generate_s, 2) if state.generate_s else 0.0,
@@ -220,7 +265,8 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
 
 
 def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=None,
-          on_batch: Callable[[RunState], None] | None = None) -> tuple[RunState, dict]:
+          on_batch: Callable[[RunState], None] | None = None,
+          deduper: Deduper | None = None) -> tuple[RunState, dict]:
     """Pilot rounds → score → move the concentration knob, until a pilot is within half the
     tolerance (or the pilot budget is spent); then the rest of the corpus in rounds, scoring the
     whole corpus after each and correcting; finally an independent re-measure of the corpus."""
@@ -234,7 +280,7 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
     growth_rounds = sum(1 for h in state.history if h[2] == "grow")
     while state.phase == "pilot" and not state.stopped:
         this_round = state.round
-        state = fill(plan, out, backend, state, pilot_size(plan.recipe), on_batch)
+        state = fill(plan, out, backend, state, pilot_size(plan.recipe), on_batch, deduper)
         if state.stopped:
             break
         report, _ = steering.measure(steering.read_texts(pilot_dir(out, state.round)), judge, t,
@@ -284,7 +330,7 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
             state.num_docs + -(-left // rounds_left)
         state = dataclasses.replace(state, round_end_docs=end)
         this_round, c = state.round, state.concentration
-        state = fill(plan, out, backend, state, end, on_batch)
+        state = fill(plan, out, backend, state, end, on_batch, deduper)
         texts, metadata = steering.read_corpus(out)
         report, attribution = steering.measure(texts, judge, t, np.random.default_rng([seed, 303, state.round]),
                                                metadata=metadata)

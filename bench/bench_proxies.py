@@ -58,14 +58,14 @@ def memory_kb() -> dict[str, int]:
     return {k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) for k in ("VmHWM", "VmRSS")}
 
 
-def measure(fn) -> tuple[float, float]:
-    """(seconds, extra peak MB) of one call."""
+def measure(fn) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of all threads, extra peak MB) of one call."""
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = memory_kb()["VmRSS"]
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
-    seconds = time.perf_counter() - start
-    return seconds, (memory_kb()["VmHWM"] - before) / 1024
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return wall, cpu, (memory_kb()["VmHWM"] - before) / 1024
 
 
 def bench_size(num_docs: int, seed: int) -> dict:
@@ -113,14 +113,15 @@ def run_child(flag: str, value: int, seed: int) -> dict:
 
 def print_table(results: list[dict]) -> None:
     sizes = [r["num_docs"] for r in results]
-    head = f"{'step':<24}" + "".join(f"{f'{n} docs: s':>16}{'peak MB':>9}" for n in sizes)
-    head += "".join(f"{f'x{b // a} ratio':>11}" for a, b in zip(sizes, sizes[1:]))
+    head = f"{'step':<24}" + "".join(f"{f'{n} docs: wall s':>21}{'cpu s':>8}{'peak MB':>8}" for n in sizes)
+    head += "".join(f"{f'x{b // a} wall':>10}" for a, b in zip(sizes, sizes[1:]))
     print(head)
     for step in results[0]["rows"]:
         cells = [r["rows"][step] for r in results]
-        line = f"{step:<24}" + "".join(f"{s:>16.3f}{mb:>9.0f}" for s, mb in cells)
-        line += "".join(f"{b[0] / max(a[0], 1e-9):>11.1f}" for a, b in zip(cells, cells[1:]))
+        line = f"{step:<24}" + "".join(f"{s:>21.3f}{cpu:>8.2f}{mb:>8.0f}" for s, cpu, mb in cells)
+        line += "".join(f"{b[0] / max(a[0], 1e-9):>10.1f}" for a, b in zip(cells, cells[1:]))
         print(line)
+    print("load average (1, 5, 15 min):", Path("/proc/loadavg").read_text().split()[:3])
     print("words:", ", ".join(f"{r['num_docs']}: {r['words']}" for r in results),
           "| near_dup_rate:", ", ".join(f"{r['near_dup_rate']:.3f}" for r in results),
           "| final RSS MB:", ", ".join(f"{r['rss_mb']:.0f}" for r in results))

@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Run both judges on the same batches and pick the threshold "
                                            "at which the embedding judge agrees best with the LLM judge.")
     scoring.add_calibrate_arguments(calibrate)
+    from generator import export
+    export.add_export_arguments(sub.add_parser(
+        "export", help="mix runs and real corpora at token weights into a trainer's format",
+        description="Mix generated runs with real corpora at token weights and write them in a "
+                    "pretraining framework's format (datatrove, megatron, nanotron, olmo)."))
+    card = sub.add_parser("card", help="write RUN_DIR/README.md, a dataset card with plots",
+                          description="Write a Hugging Face dataset card (README.md) with plots for a run folder.")
+    card.add_argument("run_dir", type=Path)
     return parser
 
 
@@ -107,6 +115,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                            num_batches=r.scoring.num_batches)
         print(f"diversity ({report['judge']} judge, K={report['k']}): "
               f"D = {report['score']:.3f} ± {report['half_width']:.3f} → {out / 'diversity.json'}")
+    if "achieved" in summary:
+        a, t = summary["achieved"], summary["target"]
+        print(f"target {t['score']} ± {t['tolerance']}: achieved {a['score']:.3f} "
+              f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] in {summary['rounds']['pilot']} pilot + "
+              f"{summary['rounds']['main']} main rounds; calibration cost "
+              f"{summary['cost']['calibration_ratio']:.1%} of corpus tokens")
+    from generator.card import write_card
+    print(f"dataset card → {write_card(out)}")
     return 0
 
 
@@ -120,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in commands:
             return commands[args.command](args)
+        if args.command == "export":
+            from generator.export import run_export
+            return run_export(args)
+        if args.command == "card":
+            from generator.card import write_card
+            print(f"wrote {write_card(args.run_dir)}")
+            return 0
         from generator import scoring
         return {"score": scoring.run_score, "calibrate": scoring.run_calibrate}[args.command](args)
     except UserError as exc:

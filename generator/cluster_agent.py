@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts" / "judge"
 MAX_ATTEMPTS = 2  # a failed or unparsable reply is retried once
 CRITERIA_FIX = "use a more capable judge model or pass --criteria FILE"
+# Bounded strings keep every structured answer inside its token budget, even from a weak judge
+# that would otherwise repeat itself inside a string until max_tokens cuts the JSON.
+NAME = {"type": "string", "minLength": 1, "maxLength": 80}
+PROSE = {"type": "string", "minLength": 1, "maxLength": 400}
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,7 @@ def truncate(text: str, max_chars: int) -> str:
 # ---- stage 1 and 2: criteria ------------------------------------------------------------------
 
 def _items_schema(value_key: str, min_items: int, max_items: int) -> dict:
-    item = {"type": "object", "properties": {"name": {"type": "string"}, value_key: {"type": "string"}},
+    item = {"type": "object", "properties": {"name": NAME, value_key: PROSE},
             "required": ["name", value_key], "additionalProperties": False}
     return {"type": "array", "items": item, "minItems": min_items, "maxItems": max_items}
 
@@ -302,7 +306,7 @@ def _write_sentences(backend: Backend, metadata, metrics, config: ClusterAgentCo
                      cost: _Cost) -> tuple[tuple[str, str], ...]:
     names = [name for name, _ in (*metadata, *metrics)]
     schema = {"type": "object", "properties": {"criteria": {
-        "type": "object", "properties": {n: {"type": "string"} for n in names},
+        "type": "object", "properties": {n: PROSE for n in names},
         "required": names, "additionalProperties": False}}, "required": ["criteria"]}
 
     def parse(data: object) -> tuple[tuple[str, str], ...]:
@@ -367,7 +371,7 @@ class ClusterAgentJudge:
         shown = [{"id": j + 1, "members": [m + 1 for m in c], "reason": reasons[j]}
                  for j, c in enumerate(clusters) if len(c) > 1]
         ids = [str(c["id"]) for c in shown]
-        verdict = {"type": "object", "properties": {"reason": {"type": "string"}, "valid": {"type": "boolean"}},
+        verdict = {"type": "object", "properties": {"reason": PROSE, "valid": {"type": "boolean"}},
                    "required": ["reason", "valid"], "additionalProperties": False}
         schema = {"type": "object", "properties": {i: verdict for i in ids}, "required": ids,
                   "additionalProperties": False}
@@ -386,7 +390,7 @@ class ClusterAgentJudge:
 def cluster_schema(criteria: Criteria, k: int) -> dict:
     """Clusters with members 1..k, a reason, one value per metadata name and a reasoned 1-5
     score per metric."""
-    text = {"type": "string"}
+    text = PROSE
     score = {"type": "object",
              "properties": {"reasoning": text, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
              "required": ["reasoning", "score"], "additionalProperties": False}

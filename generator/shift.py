@@ -46,8 +46,10 @@ def median_bandwidth(x: np.ndarray, y: np.ndarray) -> float:
     pooled = np.concatenate([x, y])
     if pooled.shape[0] > _MEDIAN_MAX_POINTS:
         pooled = pooled[np.linspace(0, pooled.shape[0] - 1, _MEDIAN_MAX_POINTS).astype(np.int64)]
-    d2 = _sq_dists(pooled, pooled)[np.triu_indices(pooled.shape[0], k=1)]
-    distances = np.sqrt(d2[d2 > 0])
+    from scipy.spatial.distance import pdist
+
+    distances = pdist(pooled)  # from differences, so duplicated rows give exactly 0
+    distances = distances[distances > 0]
     if distances.size == 0:
         raise ValueError("median_bandwidth: all points are identical, so there is no distance "
                          "scale; pass bandwidth= explicitly")

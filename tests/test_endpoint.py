@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
@@ -114,7 +113,9 @@ def vllm_server():
     port = free_port()
     model = resolve_model("embedded:smollm2-135m")
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="WARNING")
-    cmd = [str(Path(sys.executable).parent / "vllm"), "serve", model, "--host", "127.0.0.1",
+    # vLLM's OpenAI-compatible server (what `vllm serve` runs). The `vllm` console script of the
+    # CPU build looks up package metadata named "vllm" and fails, so start the module directly.
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), "--served-model-name", "smollm2", "--dtype", "float32",
            "--max-model-len", "1024", "--enforce-eager", "--no-enable-chunked-prefill",
            "--max-num-batched-tokens", "8192"]

@@ -160,7 +160,12 @@ def test_dcscore_hand_computed_pair_and_batching():
     x = np.array([[1.0, 0.0], [c, math.sqrt(1 - c * c)]])
     assert dcscore(x, tau=tau) == pytest.approx(2 / (1 + math.exp((c - 1) / tau)), rel=1e-6)
     y = np.random.default_rng(4).normal(size=(37, 8))
-    assert dcscore(y, batch_size=5) == pytest.approx(dcscore(y, batch_size=1024), rel=1e-6)
+    unit = y / np.linalg.norm(y, axis=1, keepdims=True)
+    logits = unit @ unit.T / 0.3
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected = np.trace(softmax / softmax.sum(axis=1, keepdims=True))  # the full n x n formula
+    for batch_size in (1, 5, 36, 1024):
+        assert dcscore(y, tau=0.3, batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
 
 
 def test_mean_pairwise_cosine_distance_hand_computed():

@@ -37,6 +37,11 @@ def test_median_bandwidth_ignores_duplicated_rows():
     x = np.zeros((10, 2))
     y = np.array([[3.0, 4.0], [3.0, 4.0]])
     assert median_bandwidth(x, y) == pytest.approx(5.0)
+    # a collapsed corpus of one repeated float32 embedding against a varied reference
+    rng = np.random.default_rng(2)
+    row = rng.normal(size=(1, 384)).astype(np.float32)
+    varied = rng.normal(size=(20, 384)).astype(np.float32)
+    assert median_bandwidth(np.repeat(row, 60, axis=0), varied) > 1.0
 
 
 def test_centroid_cosine_distance_hand_computed():

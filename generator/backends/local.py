@@ -64,7 +64,8 @@ class VllmBackend:
             if problem:
                 results[i] = failed_result(r, problem)
                 continue
-            structured = StructuredOutputsParams(json=json.loads(r.json_schema)) if r.json_schema else None
+            structured = (StructuredOutputsParams(json=json.loads(r.json_schema), disable_any_whitespace=True)
+                          if r.json_schema else None)
             params.append(SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
                                          seed=r.seed, structured_outputs=structured))
             batch.append(messages)

@@ -92,6 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar = tqdm(total=r.size.num_docs, unit="doc", desc="generating", dynamic_ncols=True)
 
     def on_batch(state: controller.RunState) -> None:
+        bar.set_description(f"pilot round {state.round} ({state.round_docs} docs)" if state.phase == "pilot"
+                            else "generating")
         bar.n = state.num_docs
         rate = state.completion_tokens / state.generate_s if state.generate_s else 0.0
         bar.set_postfix_str(f"{rate:.0f} tok/s, {state.num_failed} failed")

@@ -82,12 +82,14 @@ def used_values(variables: Sequence[str], values: Mapping[str, str]) -> dict[str
     return {axis: v for axis, v in values.items() if axis in keep}
 
 
-def failure_reason(result: Result) -> str | None:
+def failure_reason(result: Result, *, keep_truncated: bool = True) -> str | None:
     """Why a result cannot become a document, or None if it can."""
     if not result.ok:
         return result.error or "engine error"
     if not result.text.strip():
         return "empty answer"
+    if result.finish_reason == "length" and not keep_truncated:
+        return f"truncated at max_tokens ({result.num_tokens} tokens)"
     return None
 
 
@@ -111,7 +113,7 @@ def split_results(samples: Sequence[Sample], results: Sequence[Result], *, plan:
     for sample, result in zip(samples, results):
         if result.id != sample.request.id:
             raise RuntimeError(f"backend returned results out of order at sample {sample.index}")
-        reason = failure_reason(result)
+        reason = failure_reason(result, keep_truncated=plan.recipe.keep_truncated)
         if reason is None:
             docs.append(to_document(sample, result, plan=plan, backend=backend, round=round))
         else:

@@ -129,6 +129,8 @@ class Recipe:
     scoring: Scoring = field(default_factory=Scoring)
     target: Target | None = None
     dedup: Dedup = field(default_factory=Dedup)
+    roots: list[str] = field(default_factory=list)  # folders grids and templates may load from
+    keep_truncated: bool = True  # keep answers cut at max_tokens (False: record them as failed rows)
     max_failure_rate: float = 0.2
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
 
@@ -136,19 +138,20 @@ class Recipe:
 def _build(cls, data: Any, where: str):
     """Build dataclass `cls` from parsed YAML, checking keys and types."""
     hints = typing.get_type_hints(cls)
+    here = where.rstrip(": ")
     if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}",
+        raise UserError(f"{here}: expected a mapping, got {type(data).__name__}",
                         fix=f"write {where.split(': ')[-1] or 'it'} as key: value pairs")
     fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
     names = [f.name for f in fields]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}", fix=f"valid keys: {', '.join(names)}")
+        raise UserError(f"{here}: unknown key {unknown[0]!r}", fix=f"valid keys: {', '.join(names)}")
     kwargs = {}
     for f in fields:
         if f.name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise UserError(f"{where}: missing required key {f.name!r}", fix=f"add `{f.name}:`")
+                raise UserError(f"{here}: missing required key {f.name!r}", fix=f"add `{f.name}:`")
             continue
         kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{where}{'.' if where[-1] != ' ' else ''}{f.name}")
     return cls(**kwargs)
@@ -265,6 +268,12 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     base = path.resolve().parent
     grid = {k: str((base / v).resolve()) for k, v in recipe.grid.items()}
     templates = [TemplateSpec(str((base / t.path).resolve()), t.weight) for t in recipe.templates]
+    roots = [base] + [(base / r).resolve() for r in recipe.roots]
+    for key, p in [*((f"grid.{k}", v) for k, v in grid.items()),
+                   *((f"templates[{i}].path", t.path) for i, t in enumerate(templates))]:
+        if not any(Path(p).is_relative_to(root) for root in roots):
+            raise UserError(f"{where}: {key} ({p}) is outside the recipe's folders {[str(r) for r in roots]}",
+                            fix="move the file under the recipe's folder or add its folder to roots:")
     return dataclasses.replace(recipe, grid=grid, templates=templates, path=str(path.resolve()))
 
 

@@ -28,6 +28,7 @@ def write_recipe(tmp_path: Path, body: str, name: str = "recipe.yaml") -> Path:
 SMALL_RECIPE = """
 name: small
 seed: 3
+roots: [@ROOT@]
 grid:
   topic: @ROOT@/topics/topics.yaml
   persona: @ROOT@/topics/personas.yaml

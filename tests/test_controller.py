@@ -16,6 +16,7 @@ from generator.recipe import load_recipe
 RECIPE = """
 name: steer
 seed: 11
+roots: [@ROOT@, .]
 grid:
   topic: @TOPICS@
   persona: @ROOT@/topics/personas.yaml

@@ -112,3 +112,21 @@ def test_parquet_schema_matches_the_document_record(small_recipe, tmp_path):
     controller.run(load_recipe(small_recipe), tmp_path / "run", FakeBackend())
     shard = sorted((tmp_path / "run" / "data").glob("*.parquet"))[0]
     assert pq.read_schema(shard).remove_metadata() == SCHEMA
+
+
+def test_truncated_answers_become_failed_rows_when_not_kept(small_recipe, tmp_path):
+    # The fake answers 40 words; max_tokens 32 cuts every answer, so every row fails and the
+    # run stops on the failure rate, computed over attempted rows.
+    plan = load_recipe(small_recipe, ["keep_truncated=false"])
+    with pytest.raises(controller.RunStopped, match=r"failure rate 100.0% \(8/8 rows\)"):
+        controller.run(plan, tmp_path / "run", FakeBackend())
+    failures = [json.loads(l) for l in (tmp_path / "run" / "failures.jsonl").read_text().splitlines()]
+    assert {f["reason"] for f in failures} == {"truncated at max_tokens (32 tokens)"}
+    kept = controller.run(load_recipe(small_recipe), tmp_path / "kept", FakeBackend())
+    assert kept["num_truncated"] == 20 and kept["num_failed"] == 0
+
+
+def test_no_pickle_in_the_package(root):
+    for path in (root / "generator").rglob("*.py"):
+        text = path.read_text()
+        assert "import pickle" not in text and "pickle.load" not in text, path

@@ -1,0 +1,157 @@
+"""The bad-input catalogue: every malformed input exits with code 2 and one line that names the
+file or key and the fix, prints no traceback, and writes nothing to the output folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL_RECIPE, write_recipe
+from generator.cli import main
+
+
+def recipe_case(body: str):
+    def make(tmp: Path) -> list[str]:
+        return ["run", str(write_recipe(tmp, body)), "--out", str(tmp / "out")]
+    return make
+
+
+def replaced(old: str, new: str):
+    assert old in SMALL_RECIPE, old
+    return recipe_case(SMALL_RECIPE.replace(old, new))
+
+
+def grid_case(text: str | bytes):
+    def make(tmp: Path) -> list[str]:
+        grid = tmp / "bad_grid.yaml"
+        grid.write_bytes(text if isinstance(text, bytes) else text.encode())
+        body = SMALL_RECIPE.replace("@ROOT@/topics/personas.yaml", str(grid)).replace("roots: [@ROOT@]",
+                                                                                     f"roots: [@ROOT@, {tmp}]")
+        return ["run", str(write_recipe(tmp, body)), "--out", str(tmp / "out")]
+    return make
+
+
+def template_case(text: str):
+    def make(tmp: Path) -> list[str]:
+        tpl = tmp / "bad.j2"
+        tpl.write_text(text)
+        body = SMALL_RECIPE.replace("@ROOT@/prompts/textbook.j2", str(tpl)).replace("roots: [@ROOT@]",
+                                                                                   f"roots: [@ROOT@, {tmp}]")
+        return ["run", str(write_recipe(tmp, body)), "--out", str(tmp / "out")]
+    return make
+
+
+def data_case(name: str, content: bytes | str, *extra: str, command: str = "score"):
+    def make(tmp: Path) -> list[str]:
+        path = tmp / name
+        if content is not None:
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return [command, str(path), *extra]
+    return make
+
+
+def export_case(*mix: str):
+    def make(tmp: Path) -> list[str]:
+        from fakes import FakeBackend
+        from generator import controller
+        from generator.recipe import load_recipe
+        run = tmp / "run"
+        controller.run(load_recipe(write_recipe(tmp, SMALL_RECIPE, name="source.yaml")), run, FakeBackend())
+        return ["export", str(run), "--to", "datatrove", "--out", str(tmp / "out"), *mix]
+    return make
+
+
+def export_mix_case(mix: str):
+    def make(tmp: Path) -> list[str]:
+        (tmp / "real.jsonl").write_text(json.dumps({"text": "hello there"}) + "\n")
+        args = export_case()(tmp)
+        return [*args, "--mix", mix.replace("@TMP@", str(tmp))]
+    return make
+
+
+CASES = {
+    # recipes: YAML, keys, types, values
+    "yaml syntax": (recipe_case("name: [unclosed\n"), "invalid YAML"),
+    "not a mapping": (recipe_case("- a\n- b\n"), "must be a mapping"),
+    "unknown top-level key": (recipe_case(SMALL_RECIPE + "colour: blue\n"), "unknown key 'colour'"),
+    "unknown nested key": (replaced("sampling: {", "sampling: {colour: 1, "), "unknown key 'colour'"),
+    "missing name": (replaced("name: small\n", ""), "missing required key 'name'"),
+    "num_docs not an int": (replaced("num_docs: 20", "num_docs: many"), "expected int"),
+    "num_docs zero": (replaced("num_docs: 20", "num_docs: 0"), "num_docs must be positive"),
+    "num_docs negative": (replaced("num_docs: 20", "num_docs: -3"), "num_docs must be positive"),
+    "temperature a string": (replaced("temperature: 0.7", "temperature: hot"), "expected float"),
+    "top_p above 1": (replaced("top_p: 0.9", "top_p: 1.5"), r"top_p must be in"),
+    "max_tokens zero": (replaced("max_tokens: 32", "max_tokens: 0"), "max_tokens must be positive"),
+    "unknown backend": (replaced("backend: ray", "backend: tpu"), "'tpu' is not allowed"),
+    "openai without url": (replaced("backend: ray", "backend: openai"), "base_url"),
+    "unknown model alias": (recipe_case(SMALL_RECIPE + "model: embedded:gpt-17\n"), "not a known embedded model"),
+    "grid not a mapping": (recipe_case(SMALL_RECIPE.split("grid:")[0] + "grid: [1, 2]\n" +
+                                       SMALL_RECIPE.split("audiences.yaml\n")[1]), "expected a non-empty mapping"),
+    "template list empty": (recipe_case(SMALL_RECIPE.replace(
+        "templates:\n  - path: @ROOT@/prompts/topic_style_persona.j2\n  - path: @ROOT@/prompts/textbook.j2\n",
+        "templates: []\n")), "expected a non-empty list"),
+    "negative template weight": (replaced("textbook.j2", "textbook.j2\n    weight: -1"), "weight must be positive"),
+    "missing template file": (replaced("textbook.j2", "nothing.j2"), "template file not found"),
+    "missing grid file": (replaced("personas.yaml", "nobody.yaml"), "grid file not found"),
+    "file outside the roots": (replaced("roots: [@ROOT@]", "roots: [.]"), "outside the recipe's folders"),
+    "grid lacks a template variable": (replaced("  persona: @ROOT@/topics/personas.yaml\n", ""), r"uses \['persona'\]"),
+    "bad --set": (lambda tmp: [*recipe_case(SMALL_RECIPE)(tmp), "--set", "nonsense"], "expected key=value"),
+    # targets
+    "target above K": (recipe_case(SMALL_RECIPE + "target: {score: 11}\n"), r"outside \[1/K, K\]"),
+    "target below 1/K": (recipe_case(SMALL_RECIPE + "target: {score: 0.01}\n"), r"outside \[1/K, K\]"),
+    "tolerance zero": (recipe_case(SMALL_RECIPE + "target: {score: 3, tolerance: 0}\n"), "tolerance must be > 0"),
+    "llm judge without a model": (recipe_case(SMALL_RECIPE + "target: {score: 3, judge: llm}\n"),
+                                  "no judge model is configured"),
+    "size below one pilot round": (recipe_case(SMALL_RECIPE + "target: {score: 3}\n"), "smaller than one pilot round"),
+    "dedup threshold": (recipe_case(SMALL_RECIPE + "dedup: {threshold: 1.5}\n"), r"dedup.threshold must be in"),
+    # grids
+    "empty grid axis": (grid_case("axis: persona\nvalues: []\n"), "has no values"),
+    "duplicate axis values": (grid_case("axis: persona\nvalues: [a nurse, A Nurse]\n"), "duplicate value"),
+    "grid yaml syntax": (grid_case("axis: persona\nvalues: [a\n"), "invalid YAML"),
+    "grid non-utf8": (grid_case("axis: persona\nvalues: [caf\xe9]\n".encode("latin-1")), "not UTF-8"),
+    "grid negative weight": (grid_case("axis: persona\nvalues: [{value: a, weight: -2}]\n"), "positive number"),
+    # templates
+    "template syntax error": (template_case("{# variables: [topic] #}About {{ topic }"), "template syntax error"),
+    "template without header": (template_case("About {{ topic }}"), "missing declaration header"),
+    "undeclared template variable": (template_case("{# variables: [topic] #}{{ topic }} {{ mood }}"),
+                                     "differ from those used"),
+    # data files for score
+    "score missing path": (data_case("nothing.parquet", None), "no such file"),
+    "score empty jsonl": (data_case("empty.jsonl", ""), "empty"),
+    "score non-utf8 jsonl": (data_case("latin.jsonl", b'{"text": "caf\xe9"}\n'), "UTF-8"),
+    "score bad json line": (data_case("broken.jsonl", '{"text": "a"}\n{not json\n'), r"broken.jsonl:2: not JSON"),
+    "score missing text field": (data_case("other.jsonl", '{"body": "a"}\n'), "text"),
+    "score unknown format": (data_case("corpus.csv", "text\nhello\n"), "format|not a"),
+    "score k larger than corpus": (data_case("tiny.jsonl", '{"text": "a"}\n{"text": "b"}\n', "--k", "10"),
+                                   r"K=10|k=10|--k"),
+    # exports and mixes
+    "mix without weight": (export_mix_case("web=@TMP@/real.jsonl"), "NAME=PATH:WEIGHT|WEIGHT"),
+    "mix weight not a number": (export_mix_case("web=@TMP@/real.jsonl:lots"), "not a number"),
+    "mix weight negative": (export_mix_case("web=@TMP@/real.jsonl:-1"), "must be positive"),
+    "mix missing file": (export_mix_case("web=@TMP@/nope.jsonl:0.5"), "nope.jsonl: no such file"),
+    "export negative repetition": (lambda tmp: [*export_case()(tmp), "--max-repetition", "-1"], "must be positive"),
+    # render
+    "render non-positive n": (lambda tmp: ["render", str(write_recipe(tmp, SMALL_RECIPE)), "-n", "0"],
+                              "must be positive"),
+}
+
+
+def test_catalogue_has_at_least_thirty_cases():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_exits_2_with_one_clear_line(name, tmp_path, capsys):
+    make, match = CASES[name]
+    args = make(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and "(fix: " in err and "Traceback" not in err
+    import re
+    assert re.search(match, err), err
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

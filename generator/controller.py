@@ -290,11 +290,19 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
         history = [*state.history, [c, score, "pilot"]]
         state = dataclasses.replace(state, history=history)
         points = [(h[0], h[1]) for h in history if h[2] == "pilot"]
-        if abs(score - t.score) <= t.tolerance / 2 or len(points) >= t.max_pilot_rounds:
-            action = f"accept c={c:.3f}" if abs(score - t.score) <= t.tolerance / 2 else \
-                f"pilot budget spent; continue at c={c:.3f}"
-            state = steering.accept_pilot(out, state)
-            state = dataclasses.replace(state, phase="main")
+        close = abs(score - t.score) <= min(t.tolerance, max(t.tolerance / 2, report.half_width))
+        best_c, best_score = min(points, key=lambda p: abs(p[1] - t.score))
+        if close or (len(points) >= t.max_pilot_rounds and best_c == c):
+            action = f"accept c={c:.3f}" if close else f"pilot budget spent; keep the closest, c={c:.3f}"
+            state = dataclasses.replace(steering.accept_pilot(out, state), phase="main")
+        elif len(points) >= t.max_pilot_rounds:
+            action = f"pilot budget spent; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
+            state = dataclasses.replace(steering.next_pilot_round(out, state), phase="main", concentration=best_c,
+                                        weights=steering.concentration_weights(orders, best_c))
+        elif steering.bracket_width(points, t.score) < steering.MIN_BRACKET:
+            action = f"converged on c; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
+            state = dataclasses.replace(steering.next_pilot_round(out, state), phase="main", concentration=best_c,
+                                        weights=steering.concentration_weights(orders, best_c))
         else:
             nxt = steering.next_concentration(points, t.score)
             if nxt is None and score < t.score and t.grow_grid and growth_rounds < t.max_growth_rounds:

@@ -76,7 +76,8 @@ class Target:
     judge_model: str = ""  # llm judge: a local vLLM model, or the model served at judge_endpoint
     judge_endpoint: str = ""
     threshold: float = 0.0  # embed judge cosine-distance cut; 0 = the judge's default
-    num_batches: int = 300  # K-batches judged per measurement
+    num_batches: int = 3000  # most K-batches judged per measurement
+    precision: float = 0.0  # stop judging once the 95% half-width of D is this small; 0 = tolerance / 3
     pilot_docs: int = 0  # documents per pilot round; 0 = derived from size.num_docs
     max_pilot_rounds: int = 8
     num_rounds: int = 4  # main-phase rounds after the pilot
@@ -218,7 +219,8 @@ def _check_values(r: Recipe, where: str) -> None:
         need(t.judge != "llm" or bool(t.judge_model), "target.judge",
              "is llm but no judge model is configured, so the target cannot be measured",
              "set target.judge_model (and target.judge_endpoint for a served model) or use judge: embed")
-        need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use e.g. 300")
+        need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use e.g. 3000")
+        need(t.precision >= 0, "target.precision", "must be >= 0", "use 0 for tolerance / 3")
         need(t.max_pilot_rounds >= 1 and t.num_rounds >= 1, "target.max_pilot_rounds/num_rounds",
              "must be at least 1", "use the defaults 8 and 4")
         need(r.size.num_docs >= pilot_size(r), "size.num_docs",

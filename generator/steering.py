@@ -23,6 +23,7 @@ import numpy as np
 from generator.grid import Grid
 
 Weights = dict[str, dict[str, float]]
+MIN_BRACKET = 0.01  # a bracket on c narrower than this cannot be resolved further
 
 
 def axis_orders(grid: Grid, seed: int) -> dict[str, list[str]]:
@@ -48,23 +49,27 @@ def concentration_weights(orders: Mapping[str, Sequence[str]], c: float) -> Weig
 
 def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapping, *,
                    direction: int, rate: float = 1.0, min_pairs: int = 3,
-                   bounds: tuple[float, float] = (0.2, 5.0)) -> Weights:
-    """Scale each active value's weight by exp(-direction * rate * (lift - 1)), where lift is
-    its same-cluster rate over the baseline (from `diversity.attribute_cells`). direction=+1
-    raises diversity (redundant values lose weight), -1 lowers it. Values with fewer than
-    `min_pairs` judged pairs keep their weight; the factor is clipped to `bounds`; inactive
-    (zero-weight) values stay inactive."""
+                   bounds: tuple[float, float] = (0.5, 2.0)) -> Weights:
+    """Scale each active value's weight by exp(-direction * rate * (lift / mean_lift - 1)), where
+    lift is its same-cluster rate over the baseline (from `diversity.attribute_cells`) and
+    mean_lift the axis' pair-weighted mean: only redundancy *relative to the rest of the axis*
+    moves weight. direction=+1 raises diversity (more redundant values lose weight), -1 lowers
+    it. Values with fewer than `min_pairs` judged pairs keep their weight; the factor is
+    clipped to `bounds`; inactive (zero-weight) values stay inactive."""
     if direction not in (-1, 1):
         raise ValueError("direction must be +1 (raise diversity) or -1 (lower it)")
     columns = attribution.get("columns", {})
     out: Weights = {}
     for axis, values in weights.items():
-        stats = columns.get(axis, {})
+        stats = {v: s for v, s in columns.get(axis, {}).items()
+                 if s["pairs"] >= min_pairs and s.get("lift") is not None and values.get(v, 0) > 0}
+        pairs = sum(s["pairs"] for s in stats.values())
+        mean_lift = sum(s["lift"] * s["pairs"] for s in stats.values()) / pairs if pairs else 1.0
         new = {}
         for value, w in values.items():
             s = stats.get(value)
-            if w > 0 and s and s["pairs"] >= min_pairs and s.get("lift") is not None:
-                factor = math.exp(-direction * rate * (s["lift"] - 1.0))
+            if s and mean_lift > 0:
+                factor = math.exp(-direction * rate * (s["lift"] / mean_lift - 1.0))
                 w = w * min(max(factor, bounds[0]), bounds[1])
             new[value] = w
         out[axis] = new
@@ -73,7 +78,8 @@ def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapp
 
 def next_concentration(history: Sequence[tuple[float, float]], target: float) -> float | None:
     """The next c to pilot, given measured (c, score) pairs; None when the target lies outside
-    the measured range at an end of [0, 1] (c = 1 measured below it, or c = 0 above it)."""
+    the measured range at an end of [0, 1] (c = 1 measured below it, or c = 0 above it), or
+    when the bracket around it is narrower than MIN_BRACKET."""
     below = [(c, d) for c, d in history if d < target]
     above = [(c, d) for c, d in history if d >= target]
     if not above:
@@ -81,6 +87,8 @@ def next_concentration(history: Sequence[tuple[float, float]], target: float) ->
     if not below:
         return None if any(c <= 0.0 for c, _ in above) else 0.0
     (c_lo, d_lo), (c_hi, d_hi) = max(below), min(above)
+    if 0 <= c_hi - c_lo < MIN_BRACKET:
+        return None  # converged as far as c can resolve: the caller keeps the closest point
     if c_hi <= c_lo:  # noisy, non-monotone measurements: bisect the latest disagreement
         return (c_lo + c_hi) / 2
     frac = (target - d_lo) / (d_hi - d_lo) if d_hi > d_lo else 0.5
@@ -88,13 +96,22 @@ def next_concentration(history: Sequence[tuple[float, float]], target: float) ->
     return c_lo + frac * (c_hi - c_lo)
 
 
+def bracket_width(history: Sequence[tuple[float, float]], target: float) -> float:
+    """Width in c of the tightest bracket around the target (inf when there is none)."""
+    below = [c for c, d in history if d < target]
+    above = [c for c, d in history if d >= target]
+    return abs(min(above) - max(below)) if below and above else float("inf")
+
+
 def correct_concentration(history: Sequence[tuple[float, float]], c: float, score: float,
-                          target: float, gain: float = 1.0) -> float:
+                          target: float, gain: float = 0.7) -> float:
     """During the main phase: move c against the whole-corpus error, using the slope of the
     measured (c, score) curve near c (a mixture of rounds needs the new round to overshoot)."""
     pts = sorted(set(history))
-    slopes = [(d2 - d1) / (c2 - c1) for (c1, d1), (c2, d2) in zip(pts, pts[1:]) if c2 - c1 > 1e-6]
-    slope = max(np.median(slopes), 0.5) if slopes else 5.0
+    # slopes between measurements at least 0.05 apart: closer pairs are dominated by noise
+    slopes = [(d2 - d1) / (c2 - c1) for i, (c1, d1) in enumerate(pts) for c2, d2 in pts[i + 1:]
+              if c2 - c1 >= 0.05 and abs(c1 - c) <= 0.3 and abs(c2 - c) <= 0.3]
+    slope = max(float(np.median(slopes)), 0.5) if slopes else 5.0
     return float(min(max(c + gain * (target - score) / slope, 0.0), 1.0))
 
 
@@ -165,7 +182,8 @@ def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
     """Score texts with the target's judge and K; attribution when metadata is given."""
     from generator.diversity import attribute_cells, score_corpus
     report = score_corpus(texts, judge, k=target.k, rng=rng, num_batches=target.num_batches,
-                          min_batches=min(20, target.num_batches))
+                          precision=target.precision or target.tolerance / 3,
+                          min_batches=min(50, target.num_batches), chunk_size=100)
     attribution = None
     if metadata:
         usable = {c: v for c, v in metadata.items() if len(set(v) - {""}) > 1}

@@ -12,6 +12,7 @@ from generator import controller, steering
 from generator.errors import UserError
 from generator.grid import Axis, AxisValue, Grid
 from generator.recipe import load_recipe
+from generator.writers import read_documents
 
 RECIPE = """
 name: steer
@@ -23,7 +24,7 @@ grid:
 templates:
   - path: @TPL@
 size: {num_docs: 600, batch_size: 100}
-target: {score: @SCORE@, tolerance: 0.3, num_batches: 300, pilot_docs: 100}
+target: {score: @SCORE@, tolerance: 0.3, pilot_docs: 100}
 scoring: {enabled: false}
 """
 
@@ -154,19 +155,22 @@ def test_concentration_is_monotone_in_active_values():
     assert small < large
 
 
-def test_update_weights_moves_redundant_cells_by_direction():
-    weights = {"topic": {"a": 1.0, "b": 1.0, "c": 0.0}}
-    attribution = {"columns": {"topic": {"a": {"pairs": 10, "lift": 2.0}, "b": {"pairs": 10, "lift": 1.0},
-                                         "c": {"pairs": 10, "lift": 3.0}}}}
+def test_update_weights_moves_relatively_redundant_cells_by_direction():
+    weights = {"topic": {"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0}}
+    # pair-weighted mean lift over active a, b (d has too few pairs): (3*10 + 1*10) / 20 = 2
+    attribution = {"columns": {"topic": {"a": {"pairs": 10, "lift": 3.0}, "b": {"pairs": 10, "lift": 1.0},
+                                         "c": {"pairs": 10, "lift": 9.0}, "d": {"pairs": 1, "lift": 9.0}}}}
     up = steering.update_weights(weights, attribution, direction=1)
     down = steering.update_weights(weights, attribution, direction=-1)
-    assert up["topic"]["a"] < 1.0 < down["topic"]["a"]
-    assert up["topic"]["b"] == down["topic"]["b"] == 1.0  # lift 1: not redundant
+    assert up["topic"]["a"] == pytest.approx(np.exp(-0.5)) and down["topic"]["a"] == pytest.approx(np.exp(0.5))
+    assert up["topic"]["b"] == pytest.approx(np.exp(0.5)) and down["topic"]["b"] == pytest.approx(np.exp(-0.5))
     assert up["topic"]["c"] == down["topic"]["c"] == 0.0  # inactive stays inactive
-    huge = {"columns": {"topic": {"a": {"pairs": 10, "lift": 50.0}}}}
-    assert steering.update_weights(weights, huge, direction=1)["topic"]["a"] == pytest.approx(0.2)
-    few = {"columns": {"topic": {"a": {"pairs": 1, "lift": 5.0}}}}
-    assert steering.update_weights(weights, few, direction=1)["topic"]["a"] == 1.0
+    assert up["topic"]["d"] == down["topic"]["d"] == 1.0  # too few pairs to judge
+    uniform = {"columns": {"topic": {"a": {"pairs": 10, "lift": 7.0}, "b": {"pairs": 10, "lift": 7.0}}}}
+    same = steering.update_weights(weights, uniform, direction=1)
+    assert same["topic"]["a"] == same["topic"]["b"] == pytest.approx(1.0)  # equal redundancy: no move
+    extreme = {"columns": {"topic": {"a": {"pairs": 10, "lift": 50.0}, "b": {"pairs": 990, "lift": 1.0}}}}
+    assert steering.update_weights(weights, extreme, direction=1)["topic"]["a"] == pytest.approx(0.5)  # clipped
     with pytest.raises(ValueError, match="direction"):
         steering.update_weights(weights, attribution, direction=0)
 
@@ -179,3 +183,37 @@ def test_next_concentration_brackets_and_detects_unreachable_ends():
     assert 0.0 < c < 1.0 and c == pytest.approx(0.5)
     c = steering.next_concentration([(1.0, 5.0), (0.0, 1.0)], 4.9)
     assert c == pytest.approx(0.9)  # clamped inside the bracket so it keeps shrinking
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingEcho(EchoBackend):
+    """Dies (like a killed process) on its n-th call, after earlier batches were persisted."""
+
+    def __init__(self, crash_on_call: int):
+        super().__init__()
+        self.crash_on_call = crash_on_call
+
+    def generate(self, requests):
+        if len(self.calls) + 1 == self.crash_on_call:
+            raise Crash()
+        return super().generate(requests)
+
+
+@pytest.mark.parametrize("crash_on_call", [2, 4, 6])
+def test_resume_continues_the_controller_state(tmp_path, root, crash_on_call):
+    plan = load_recipe(make_recipe(tmp_path, root, 2.0))
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        controller.run(plan, out, CrashingEcho(crash_on_call), judge=KeyJudge(topic_of))
+    saved = json.loads((out / "state.json").read_text())
+    summary = controller.run(plan, out, EchoBackend(), resume=True, judge=KeyJudge(topic_of))
+    final = json.loads((out / "state.json").read_text())
+    # the round counter and the measured history continue from where the crash left them
+    assert final["round"] >= saved["round"]
+    assert final["history"][: len(saved["history"])] == saved["history"]
+    ids = read_documents(out).column("id").to_pylist()
+    assert len(ids) == summary["num_docs"] == 600 and len(set(ids)) == 600
+    assert summary["achieved"]["within_tolerance"]

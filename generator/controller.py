@@ -304,7 +304,7 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
             state = dataclasses.replace(steering.next_pilot_round(out, state), phase="main", concentration=best_c,
                                         weights=steering.concentration_weights(orders, best_c))
         else:
-            nxt = steering.next_concentration(points, t.score)
+            nxt = steering.next_concentration(points, t.score, floor=1 / t.k)
             if nxt is None and score < t.score and t.grow_grid and growth_rounds < t.max_growth_rounds:
                 added = growth.grow_topics(plan, backend, out, rng=np.random.default_rng([seed, 202, state.round]))
                 merged = growth.merge_added(state.added_topics, added)

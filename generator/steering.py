@@ -76,12 +76,19 @@ def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapp
     return out
 
 
-def next_concentration(history: Sequence[tuple[float, float]], target: float) -> float | None:
-    """The next c to pilot, given measured (c, score) pairs; None when the target lies outside
+def next_concentration(history: Sequence[tuple[float, float]], target: float,
+                       floor: float | None = None) -> float | None:
+    """The next c to pilot, given measured (c, score) pairs (with `floor`, the lowest score the
+    judge can give, the first step interpolates towards it); None when the target lies outside
     the measured range at an end of [0, 1] (c = 1 measured below it, or c = 0 above it), or
     when the bracket around it is narrower than MIN_BRACKET."""
     below = [(c, d) for c, d in history if d < target]
     above = [(c, d) for c, d in history if d >= target]
+    if floor is not None and len(history) == 1 and above and floor < target:
+        # First guess: interpolate towards the judge's floor (1/K) at c = 0 instead of spending
+        # a pilot round measuring c = 0; later rounds measure both ends when they need to.
+        (c1, d1), = above
+        return float(min(max(c1 * (target - floor) / (d1 - floor), 0.05), 0.95))
     if not above:
         return None if any(c >= 1.0 for c, _ in below) else 1.0
     if not below:

@@ -183,6 +183,13 @@ def test_next_concentration_brackets_and_detects_unreachable_ends():
     assert 0.0 < c < 1.0 and c == pytest.approx(0.5)
     c = steering.next_concentration([(1.0, 5.0), (0.0, 1.0)], 4.9)
     assert c == pytest.approx(0.9)  # clamped inside the bracket so it keeps shrinking
+    # first step with a floor: interpolate towards (0, floor) without measuring c = 0
+    assert steering.next_concentration([(1.0, 5.1)], 2.6, floor=0.1) == pytest.approx(0.5)
+    assert steering.next_concentration([(1.0, 5.1)], 0.2, floor=0.1) == pytest.approx(0.05)  # clamped
+    assert steering.next_concentration([(1.0, 5.1), (0.5, 3.0)], 2.0, floor=0.1) == 0.0
+    assert steering.next_concentration([(0.5, 3.0), (0.495, 2.0)], 2.5) is None  # bracket below 0.01
+    assert steering.bracket_width([(0.5, 3.0), (0.495, 2.0)], 2.5) == pytest.approx(0.005)
+
 
 
 class Crash(Exception):

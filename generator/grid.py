@@ -100,18 +100,22 @@ def _parse_entry(entry, where: str, domain: str = "") -> AxisValue:
                      description=str(entry.get("description", "") or ""), domain=domain)
 
 
+def read_yaml(path: Path, what: str, missing_fix: str):
+    """Parse a user's YAML file (recipe or grid) with one-line errors for the usual mistakes."""
+    if not path.is_file():
+        raise UserError(f"{path}: {what} file not found", fix=missing_fix)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})", fix="fix the YAML syntax") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text", fix=f"save the {what} as UTF-8") from None
+
+
 def load_axis(path: Path, name: str | None = None) -> Axis:
     """Read one axis file; `name` (the recipe's key) overrides the file's `axis:`."""
     where = str(path)
-    if not path.is_file():
-        raise UserError(f"{where}: grid file not found", fix="check the path in the recipe's grid:")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{where}: invalid YAML ({str(exc).splitlines()[0]})",
-                        fix="fix the YAML syntax") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{where}: not UTF-8 text", fix="save the file as UTF-8") from None
+    data = read_yaml(path, "grid", "check the path in the recipe's grid:")
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping with 'axis' and 'values' or 'domains'",
                         fix="see topics/personas.yaml for the format")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from generator.errors import UserError
-from generator.grid import Grid, load_grid
+from generator.grid import Grid, load_grid, read_yaml
 from generator.templates import Template, check_template_against, load_template
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
@@ -254,14 +254,7 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate the recipe file itself (not the files it names)."""
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise UserError(f"{where}: recipe file not found", fix="pass the path of a YAML recipe")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{where}: invalid YAML ({str(exc).splitlines()[0]})", fix="fix the YAML syntax") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{where}: not UTF-8 text", fix="save the recipe as UTF-8") from None
+    data = read_yaml(path, "recipe", "pass the path of a YAML recipe")
     if not isinstance(data, dict):
         raise UserError(f"{where}: a recipe must be a mapping", fix="see recipes/quickstart.yaml")
     data = _merge(data, parse_overrides(overrides or []))

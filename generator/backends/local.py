@@ -35,6 +35,10 @@ class VllmBackend:
         gpu = has_gpu()
         if not gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
+            # On CPU the engine core's busy loop in a separate process takes a whole core away
+            # from the model; in-process with the single-process executor the same batch runs
+            # about 1.8x faster on 2 cores (bench/bench_pipeline.py, BENCHMARKS.md).
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if dtype == "auto" and not gpu:
             dtype = "float32"  # bf16 is slower than fp32 on CPUs without AVX512_BF16
         path = resolve_model(model)
@@ -45,7 +49,8 @@ class VllmBackend:
         else:
             # vLLM's CPU runner crashes ("CPU Generator does not use offset") when a request with
             # its own seed is prefilled in chunks; whole-prompt prefills keep per-request seeds.
-            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len))
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len),
+                          distributed_executor_backend="uni")
         log.info("starting vLLM engine for %s (%s)", model, "GPU" if gpu else "CPU")
         self.llm = LLM(path, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -65,25 +67,27 @@ def test_sigkill_mid_run_then_resume_gives_exact_corpus(tmp_path):
                                                          "size: {num_docs: 24, batch_size: 4}")
                           .replace("max_tokens: 32", "max_tokens: 12"))
     out = tmp_path / "run"
-    ray_dir = tmp_path / "ray"
+    # Ray's unix sockets live under RAY_TMPDIR and their paths must stay short.
+    ray_dir = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
     env = dict(os.environ, RAY_TMPDIR=str(ray_dir), RAY_AUTH_MODE="disabled")
     cmd = [sys.executable, "-m", "generator.cli", "run", str(recipe), "--out", str(out)]
     before = vllm_pids()
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(tmp_path / "killed-run.log", "w")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     state_file = out / "state.json"
     deadline = time.monotonic() + 400
     try:
         while time.monotonic() < deadline:
             if state_file.is_file() and json.loads(state_file.read_text())["num_docs"] >= 8:
                 break
-            assert proc.poll() is None, "the run ended before it could be killed"
+            assert proc.poll() is None, (tmp_path / "killed-run.log").read_text()[-3000:]
             time.sleep(0.2)
         else:
             pytest.fail("the run did not complete two batches in 400 s")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
+        log.close()
         kill_leftovers(str(ray_dir), before)
     killed = json.loads(state_file.read_text())
     assert 8 <= killed["num_docs"] < 24
@@ -98,6 +102,7 @@ def test_sigkill_mid_run_then_resume_gives_exact_corpus(tmp_path):
     assert sorted(table.column("sample_index").to_pylist()) == list(range(24))  # indices continue
     final = json.loads(state_file.read_text())
     assert final["batches"] == 6 and final["next_index"] == 24
+    shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def test_killed_engine_actor_is_replaced_and_the_run_completes(small_recipe, tmp_path, ray_engine):

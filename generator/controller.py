@@ -337,7 +337,7 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
         end = state.round_end_docs if state.round_end_docs > state.num_docs else \
             state.num_docs + -(-left // rounds_left)
         state = dataclasses.replace(state, round_end_docs=end)
-        this_round, c = state.round, state.concentration
+        this_round, round_c = state.round, state.concentration
         state = fill(plan, out, backend, state, end, on_batch, deduper)
         texts, metadata = steering.read_corpus(out)
         report, attribution = steering.measure(texts, judge, t, np.random.default_rng([seed, 303, state.round]),
@@ -345,17 +345,17 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
         state = steering.add_judge_cost(state, report)
         action = "keep"
         if abs(report.score - t.score) > t.tolerance / 2 and state.num_docs < num_docs:
-            c = steering.correct_concentration([(h[0], h[1]) for h in state.history], state.concentration,
-                                               report.score, t.score)
+            pilots = [(h[0], h[1]) for h in state.history if h[2] == "pilot"]  # pure, not mixtures
+            c = steering.correct_concentration(pilots, state.concentration, report.score, t.score)
             weights = steering.concentration_weights(orders, c)
             if t.reweight_rate > 0 and attribution:
                 weights = steering.update_weights(weights, attribution, rate=t.reweight_rate,
                                                   direction=1 if report.score < t.score else -1)
             action = f"correct c {state.concentration:.3f} → {c:.3f}, reweight cells"
             state = dataclasses.replace(state, concentration=c, weights=weights)
-        state = dataclasses.replace(state, history=[*state.history, [state.concentration, report.score, "main"]],
+        state = dataclasses.replace(state, history=[*state.history, [round_c, report.score, "main"]],
                                     round=state.round + 1)
-        steering.log_round(out, this_round, state, report, t, action, phase="main", concentration=c)
+        steering.log_round(out, this_round, state, report, t, action, phase="main", concentration=round_c)
         save_state(out, state)
     return finish(plan, out, state, judge)
 

@@ -257,6 +257,7 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data = read_yaml(path, "recipe", "pass the path of a YAML recipe")
     if not isinstance(data, dict):
         raise UserError(f"{where}: a recipe must be a mapping", fix="see recipes/quickstart.yaml")
+    data.pop("recipe_hash", None)  # a run's recipe.resolved.yaml carries it; it is recomputed
     data = _merge(data, parse_overrides(overrides or []))
     recipe = _build(Recipe, data, f"{where}: ")
     _check_values(recipe, where)
@@ -269,7 +270,8 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         if not any(Path(p).is_relative_to(root) for root in roots):
             raise UserError(f"{where}: {key} ({p}) is outside the recipe's folders {[str(r) for r in roots]}",
                             fix="move the file under the recipe's folder or add its folder to roots:")
-    return dataclasses.replace(recipe, grid=grid, templates=templates, path=str(path.resolve()))
+    return dataclasses.replace(recipe, grid=grid, templates=templates, roots=[str(r) for r in roots],
+                               path=str(path.resolve()))
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,7 @@ def hash_recipe(recipe: Recipe) -> str:
     # File names, not absolute paths: the same recipe hashes the same in any checkout.
     d["grid"] = {k: Path(v).name for k, v in recipe.grid.items()}
     d["templates"] = [{"path": Path(t.path).name, "weight": t.weight} for t in recipe.templates]
+    d.pop("roots")  # where files may come from is access control, not content
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
     for p in [*sorted(recipe.grid.values()), *(t.path for t in recipe.templates)]:
         h.update(Path(p).read_bytes())

@@ -130,3 +130,13 @@ def test_no_pickle_in_the_package(root):
     for path in (root / "generator").rglob("*.py"):
         text = path.read_text()
         assert "import pickle" not in text and "pickle.load" not in text, path
+
+
+def test_resolved_recipe_reruns_to_the_same_hash_and_prompts(small_recipe, tmp_path):
+    plan = load_recipe(small_recipe)
+    controller.run(plan, tmp_path / "a", FakeBackend())
+    again = load_recipe(tmp_path / "a" / "recipe.resolved.yaml")
+    assert again.recipe_hash == plan.recipe_hash
+    controller.run(again, tmp_path / "b", FakeBackend())
+    assert read_documents(tmp_path / "b").column("id").to_pylist() == \
+        read_documents(tmp_path / "a").column("id").to_pylist()

@@ -295,12 +295,9 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
         if close or (len(points) >= t.max_pilot_rounds and best_c == c):
             action = f"accept c={c:.3f}" if close else f"pilot budget spent; keep the closest, c={c:.3f}"
             state = dataclasses.replace(steering.accept_pilot(out, state), phase="main")
-        elif len(points) >= t.max_pilot_rounds:
-            action = f"pilot budget spent; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
-            state = dataclasses.replace(steering.next_pilot_round(out, state), phase="main", concentration=best_c,
-                                        weights=steering.concentration_weights(orders, best_c))
-        elif steering.bracket_width(points, t.score) < steering.MIN_BRACKET:
-            action = f"converged on c; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
+        elif len(points) >= t.max_pilot_rounds or steering.bracket_width(points, t.score) < steering.MIN_BRACKET:
+            why = "pilot budget spent" if len(points) >= t.max_pilot_rounds else "converged on c"
+            action = f"{why}; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
             state = dataclasses.replace(steering.next_pilot_round(out, state), phase="main", concentration=best_c,
                                         weights=steering.concentration_weights(orders, best_c))
         else:

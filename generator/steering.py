@@ -207,13 +207,10 @@ def accept_pilot(out: Path, state):
     """Move the current pilot round's shards into the corpus (they were drawn from the
     accepted distribution); earlier pilot rounds stay under pilot/ as calibration cost."""
     from generator.controller import pilot_dir
-    from generator.writers import shard_paths
+    from generator.writers import next_shard_path, shard_paths
     moved = 0
-    (out / "data").mkdir(parents=True, exist_ok=True)
     for shard in shard_paths(pilot_dir(out, state.round)):
-        existing = shard_paths(out)
-        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-        os.replace(shard, out / "data" / f"shard-{number:05d}.parquet")
+        os.replace(shard, next_shard_path(out))
         moved += 1
     return dataclasses.replace(state, num_docs=state.num_docs + state.round_docs,
                                num_shards=state.num_shards + moved, round=state.round + 1,

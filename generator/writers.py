@@ -74,13 +74,18 @@ def shard_paths(out: Path) -> list[Path]:
     return sorted((out / "data").glob("shard-*.parquet"))
 
 
+def next_shard_path(out: Path) -> Path:
+    """The path of the shard after the existing ones (its folder is created)."""
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    existing = shard_paths(out)
+    number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+    return out / "data" / f"shard-{number:05d}.parquet"
+
+
 def write_shard(out: Path, docs: list[Document]) -> Path:
     """Write one new shard after the existing ones."""
     data = out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    existing = shard_paths(out)
-    number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-    path = data / f"shard-{number:05d}.parquet"
+    path = next_shard_path(out)
     table = pa.Table.from_pylist([dataclasses.asdict(d) for d in docs], schema=SCHEMA)
     tmp = data / f".{path.name}.tmp"
     pq.write_table(table, tmp)

@@ -14,6 +14,7 @@ import numpy as np
 
 from generator.grid import sample_cells, template_variables
 from generator.recipe import Plan
+from generator.templates import words_for_tokens
 from generator.records import Request, Result
 from generator.writers import Document
 
@@ -57,7 +58,7 @@ def plan_samples(plan: Plan, start_index: int, n: int, rng: np.random.Generator,
     samples = []
     for offset, (t_id, cell) in enumerate(zip(template_ids, cells)):
         template = plan.templates[t_id]
-        variables = template_variables(plan.grid, cell)
+        variables = {**template_variables(plan.grid, cell), "num_words": words_for_tokens(r.sampling.max_tokens)}
         prompt = template.render(variables)
         index = start_index + offset
         seed = derive_seed(r.seed, index)

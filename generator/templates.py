@@ -26,6 +26,15 @@ from jinja2.sandbox import SandboxedEnvironment
 from generator.errors import UserError
 
 _HEADER = re.compile(r"\A\s*\{#-?(.*?)-?#\}", re.DOTALL)
+# Variables every template may use besides the grid's: set from the recipe, not from a cell.
+RUN_VARIABLES = frozenset({"num_words"})
+WORDS_PER_TOKEN = 0.55  # asked length, in words, per token of max_tokens: leaves room to end at EOS
+
+
+def words_for_tokens(max_tokens: int) -> int:
+    """The length a template asks for (`num_words`), so that a document fits in `max_tokens`:
+    about 0.74 words per token for English prose, less a margin, rounded to tens."""
+    return max(10, int(round(max_tokens * WORDS_PER_TOKEN / 10.0)) * 10)
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,7 +110,7 @@ def load_template(path: Path) -> Template:
 
 
 def check_template_against(template: Template, provided: set[str], grid_where: str) -> None:
-    missing = sorted(set(template.variables) - provided)
+    missing = sorted(set(template.variables) - provided - RUN_VARIABLES)
     if missing:
         raise UserError(
             f"{template.path}: uses {missing} but the grid ({grid_where}) provides only "

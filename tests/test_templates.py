@@ -10,24 +10,24 @@ VARS = {
     "topic": "tide pools", "topics": ["tide pools", "sourdough", "tax brackets"],
     "domain": "Biology", "style": "blog post", "style_description": "A chatty blog post.",
     "persona": "a marine biologist", "audience": "young children",
-    "audience_description": "Children aged six to ten.",
+    "audience_description": "Children aged six to ten.", "num_words": 120,
 }
 GOLDEN = {
-    "topic": "Write an informative text of about 300 words on the following subject: tide pools.\n"
+    "topic": "Write an informative text of about 120 words on the following subject: tide pools.\n"
              "Explain the main ideas clearly and include at least one concrete example.",
     "topic_style": "Write a blog post about tide pools.\nFormat: A chatty blog post.\n"
-                   "Aim for about 300 words and give the reader something concrete to remember.",
+                   "Aim for about 120 words and give the reader something concrete to remember.",
     "topic_style_persona": "You are a marine biologist.\nDrawing on your own background and way of "
                            "speaking, write a blog post about tide pools.\nFormat: A chatty blog post.\n"
-                           "Keep it to about 300 words.",
+                           "Keep it to about 120 words.",
     "multitopic_style_persona": "You are a marine biologist.\nWrite a blog post that connects the "
                                 "following subjects in one coherent piece:\n- tide pools\n- sourdough\n"
                                 "- tax brackets\nFormat: A chatty blog post.\nShow how the subjects "
-                                "relate to each other. Keep it to about 300 words.",
+                                "relate to each other. Keep it to about 120 words.",
     "textbook": "Write a section of a textbook of Biology for young children on the unit \"tide pools\".\n"
-                "About the readers: Children aged six to ten.\nStart with why the unit matters, develop "
-                "the key concepts step by step with worked examples,\nand end with two short exercises. "
-                "Write in a clear, engaging textbook voice; do not add a title page\nor a table of contents.",
+                "About the readers: Children aged six to ten.\nSay why the unit matters, explain its key "
+                "idea with one worked example,\nand end with one short exercise. Write in a clear, engaging "
+                "textbook voice, without a title page\nor a table of contents, in about 120 words.",
 }
 
 

@@ -167,6 +167,7 @@ def count_section(summary: dict, table: Mapping[str, list]) -> dict:
     tokens = np.asarray(table["num_tokens"], dtype=np.int64)
     finish = Counter(table["finish_reason"])
     return {"num_docs": len(tokens), "num_failed": summary.get("num_failed", "n/a"),
+            "num_eos": finish.get("stop", 0), "num_trimmed": finish.get("trimmed", 0),
             "num_truncated": finish.get("length", 0), "completion_tokens": int(tokens.sum()),
             "prompt_tokens": int(np.sum(table["num_prompt_tokens"])), "mean_tokens": f"{tokens.mean():.1f}",
             "median_tokens": f"{np.median(tokens):g}", "max_tokens": int(tokens.max()),

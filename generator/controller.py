@@ -36,7 +36,8 @@ class RunState:
     num_docs: int = 0
     num_attempted: int = 0
     num_failed: int = 0
-    num_truncated: int = 0
+    num_truncated: int = 0  # kept as cut at max_tokens
+    num_trimmed: int = 0  # cut at max_tokens, trimmed back to a complete sentence
     prompt_tokens: int = 0
     completion_tokens: int = 0
     batches: int = 0
@@ -153,6 +154,7 @@ def generate_batch(plan: Plan, out: Path, backend: Backend, state: RunState, n: 
         duplicates_exact=state.duplicates_exact + sum(d["reason"].startswith("exact") for d in duplicates),
         duplicates_near=state.duplicates_near + sum(d["reason"].startswith("near") for d in duplicates),
         num_truncated=state.num_truncated + sum(d.finish_reason == "length" for d in docs),
+        num_trimmed=state.num_trimmed + sum(d.finish_reason == "trimmed" for d in docs),
         prompt_tokens=state.prompt_tokens + sum(r.num_prompt_tokens for r in results),
         completion_tokens=state.completion_tokens + sum(r.num_tokens for r in results),
         batches=state.batches + 1, generate_s=state.generate_s + elapsed)
@@ -251,7 +253,7 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
         "backend": backend.name, "num_docs": state.num_docs, "requested_docs": plan.recipe.size.num_docs,
         "num_attempted": state.num_attempted, "num_failed": state.num_failed,
         "failure_rate": state.num_failed / max(1, state.num_attempted),
-        "num_truncated": state.num_truncated,
+        "num_truncated": state.num_truncated, "num_trimmed": state.num_trimmed,
         "duplicates": {"exact": state.duplicates_exact, "near": state.duplicates_near},
         "prompt_tokens": state.prompt_tokens,
         "completion_tokens": state.completion_tokens, "batches": state.batches,

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from generator.errors import UserError
-from generator.mixes import (DEFAULT_MAX_REPETITION, PROVENANCE_COLUMNS, Mix, MixedSource, encode_texts,
+from generator.mixes import (DEFAULT_MAX_REPETITION, check_mix_options, PROVENANCE_COLUMNS, Mix, MixedSource, encode_texts,
                              load_source, load_tokenizer, parse_source, plan_mix)
 from generator.writers import atomic_write_text, write_yaml
 
@@ -65,6 +65,13 @@ def run_export(args: argparse.Namespace) -> int:
     default_name = Path(args.run_dir).resolve().name.replace(" ", "_")
     specs = [parse_source(args.run_dir, default_name=default_name), *(parse_source(m) for m in args.mix)]
     check_out(args.out)
+    check_mix_options(args.max_repetition, args.total_tokens)  # before the tokenizer loads
+    for spec in specs:
+        if not Path(spec.path).exists():
+            raise UserError(f"source {spec.name!r}: {spec.path}: no such file or folder", fix="check the path of the run or corpus")
+    if args.tokenizer is not None and not Path(args.tokenizer).exists():
+        raise UserError(f"--tokenizer {args.tokenizer}: no such file or folder",
+                        fix="pass a local tokenizer folder or its tokenizer.json")
     tokenizer = load_tokenizer(args.tokenizer)
     corpora = [load_source(s, tokenizer, text_field=args.text_field) for s in specs]
     mix = plan_mix(specs, corpora, tokenizer, rng=np.random.default_rng(args.seed), seed=args.seed,

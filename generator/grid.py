@@ -213,6 +213,18 @@ def _descriptions(axis: Axis) -> dict[str, str]:
     return {v.value: v.description for v in axis.values}
 
 
+def first_cell(grid: Grid, num_topics: int = 1) -> Cell:
+    """The cell of every axis' first value: a probe for rendering templates at load time."""
+    values = {}
+    for name, axis in grid.axes.items():
+        values[name] = axis.values[0].value
+        if axis.hierarchical:
+            values["domain"] = axis.values[0].domain
+    topic_axis = next((a for a in grid.axes.values() if a.hierarchical), None)
+    extra = tuple(v.value for v in topic_axis.values[1:num_topics]) if topic_axis else ()
+    return Cell(values=values, extra_topics=extra)
+
+
 def template_variables(grid: Grid, cell: Cell) -> dict[str, object]:
     """The variables a template sees for one cell."""
     out: dict[str, object] = dict(cell.values)

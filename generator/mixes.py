@@ -249,6 +249,14 @@ def run_provenance(run: Path, meta: Mapping[str, list]) -> dict:
 
 # ---- the mix ------------------------------------------------------------------------------------
 
+def check_mix_options(max_repetition: float, total_tokens: int | None) -> None:
+    """Reject impossible mix options before any corpus or tokenizer is loaded."""
+    if not max_repetition > 0:
+        raise UserError(f"--max-repetition {max_repetition}: must be positive", fix="e.g. --max-repetition 4")
+    if total_tokens is not None and total_tokens <= 0:
+        raise UserError(f"--total-tokens {total_tokens}: must be positive", fix="e.g. --total-tokens 1000000")
+
+
 def plan_mix(specs: Sequence[SourceSpec], corpora: Sequence[Corpus], tokenizer: Tokenizer, *,
              rng: np.random.Generator, seed: int = 0, max_repetition: float = DEFAULT_MAX_REPETITION,
              total_tokens: int | None = None) -> Mix:
@@ -257,10 +265,7 @@ def plan_mix(specs: Sequence[SourceSpec], corpora: Sequence[Corpus], tokenizer: 
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise UserError(f"source name {duplicate!r} is used twice", fix="give every --mix source its own NAME")
-    if not max_repetition > 0:
-        raise UserError(f"--max-repetition {max_repetition}: must be positive", fix="e.g. --max-repetition 4")
-    if total_tokens is not None and total_tokens <= 0:
-        raise UserError(f"--total-tokens {total_tokens}: must be positive", fix="e.g. --total-tokens 1000000")
+    check_mix_options(max_repetition, total_tokens)
     weights = np.array([s.weight for s in specs], dtype=float)
     weights /= weights.sum()
     available = np.array([c.available_tokens for c in corpora], dtype=float)

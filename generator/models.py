@@ -33,6 +33,13 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def is_prepared(name: str) -> bool:
+    """Whether an embedded model is already converted in the cache (other names: always)."""
+    if name not in EMBEDDED:
+        return True
+    return _is_complete(cache_dir() / "models" / EMBEDDED[name][2])
+
+
 def resolve_model(name: str) -> str:
     """Return what to hand to vLLM for the recipe's `model`."""
     if not name.startswith("embedded:"):

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from generator.errors import UserError
-from generator.grid import Grid, load_grid, read_yaml
-from generator.templates import Template, check_template_against, load_template
+from generator.grid import Grid, first_cell, load_grid, read_yaml, template_variables
+from generator.templates import Template, check_template_against, load_template, words_for_tokens
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
 
@@ -131,7 +131,9 @@ class Recipe:
     target: Target | None = None
     dedup: Dedup = field(default_factory=Dedup)
     roots: list[str] = field(default_factory=list)  # folders grids and templates may load from
-    keep_truncated: bool = True  # keep answers cut at max_tokens (False: record them as failed rows)
+    # An answer cut at max_tokens: "trim" it back to its last complete sentence (finish_reason
+    # "trimmed"), "keep" it as cut, or "drop" it as a failed row. YAML true/false mean keep/drop.
+    keep_truncated: Literal["trim", "keep", "drop"] = "trim"
     max_failure_rate: float = 0.2
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
 
@@ -259,6 +261,8 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise UserError(f"{where}: a recipe must be a mapping", fix="see recipes/quickstart.yaml")
     data.pop("recipe_hash", None)  # a run's recipe.resolved.yaml carries it; it is recomputed
     data = _merge(data, parse_overrides(overrides or []))
+    if isinstance(data.get("keep_truncated"), bool):  # the older yes/no form
+        data["keep_truncated"] = "keep" if data["keep_truncated"] else "drop"
     recipe = _build(Recipe, data, f"{where}: ")
     _check_values(recipe, where)
     base = path.resolve().parent
@@ -288,8 +292,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
     recipe = read_recipe(path, overrides)
     grid = load_grid({k: Path(v) for k, v in recipe.grid.items()})
     templates = tuple(load_template(Path(t.path)) for t in recipe.templates)
+    probe = {**template_variables(grid, first_cell(grid, max(t.num_topics for t in templates))),
+             "num_words": words_for_tokens(recipe.sampling.max_tokens)}
     for t in templates:
         check_template_against(t, grid.variables(), f"{recipe.path}: grid")
+        t.render(probe)  # a template that fails at run time fails here, before any work starts
     return Plan(recipe=recipe, grid=grid, templates=templates, recipe_hash=hash_recipe(recipe))
 
 

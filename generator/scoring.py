@@ -242,7 +242,33 @@ def obtain_criteria(args: argparse.Namespace, backend, texts: Sequence[str]):
     return criteria
 
 
+def check_judge_args(args: argparse.Namespace) -> None:
+    """Reject impossible `score`/`calibrate` options before any corpus, model or engine loads."""
+    if args.k < 2:
+        raise ScoreError(f"--k {args.k}: a batch needs at least 2 documents", fix="use the paper's --k 10")
+    if args.num_batches is not None and args.num_batches < 1:
+        raise ScoreError(f"--num-batches {args.num_batches}: must be positive", fix="e.g. --num-batches 200")
+    if getattr(args, "precision", None) is not None and not args.precision > 0:
+        raise ScoreError(f"--precision {args.precision}: must be positive", fix="e.g. --precision 0.05")
+    if getattr(args, "max_calls", None) is not None and args.max_calls < 1:
+        raise ScoreError(f"--max-calls {args.max_calls}: must be positive", fix="e.g. --max-calls 4000")
+    threshold = getattr(args, "threshold", None)
+    if threshold is not None and not 0 < threshold <= 2:
+        raise ScoreError(f"--threshold {threshold}: a cosine distance lies in (0, 2]",
+                         fix=f"e.g. the default --threshold {DEFAULT_THRESHOLD}")
+    for flag, path in (("corpus", args.data), ("--reference", getattr(args, "reference", None))):
+        if path is not None and not Path(path).exists():
+            raise ScoreError(f"{flag} {path}: no such file or folder", fix="check the corpus path")
+    if getattr(args, "judge", "llm") == "llm":
+        if args.judge_endpoint and not args.judge_model:
+            raise ScoreError("--judge-endpoint needs the name of the model it serves", fix="add --judge-model NAME")
+        if not args.judge_model:
+            raise ScoreError("the llm judge needs a model",
+                             fix="pass --judge-model M or --judge-endpoint URL --judge-model M")
+
+
 def run_score(args: argparse.Namespace) -> int:
+    check_judge_args(args)
     texts, metadata = load_corpus(args.data, args.text_field)
     reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
     backend = criteria = None
@@ -268,6 +294,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from generator.calibrate import calibrate_threshold
     from generator.cluster_agent import ClusterAgentConfig, ClusterAgentJudge
 
+    check_judge_args(args)
     texts, _ = load_corpus(args.data, args.text_field)
     backend = open_judge_backend(args)
     try:

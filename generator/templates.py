@@ -21,6 +21,7 @@ from pathlib import Path
 import jinja2
 import yaml
 from jinja2 import meta
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from generator.errors import UserError
@@ -59,11 +60,31 @@ class Template:
 
 
 def render_source(source: str, variables: dict[str, object], *, where: str = "<string>") -> str:
+    """Render in the sandbox; any failure of the template itself is a `UserError` naming the
+    file and the template line."""
     try:
         return _compile(source).render(**variables).strip()
     except jinja2.UndefinedError as exc:
-        raise UserError(f"{where}: {exc.message}",
+        raise UserError(f"{where}{_template_line(exc)}: {exc.message}",
                         fix="declare the variable and make sure the grid provides it") from None
+    except SecurityError as exc:
+        raise UserError(f"{where}{_template_line(exc)}: the sandbox refused an unsafe operation ({exc})",
+                        fix="use the declared variables with filters and loops only; attributes "
+                            "starting with '_' are never allowed") from None
+    except Exception as exc:  # noqa: BLE001 - any runtime error of a template is the template's fault
+        raise UserError(f"{where}{_template_line(exc)}: template failed: {type(exc).__name__}: {exc}",
+                        fix="fix the expression on that line (e.g. a filter applied to the wrong type)") from None
+
+
+def _template_line(exc: BaseException) -> str:
+    """':LINE' of the innermost template frame in the traceback (Jinja maps frames to lines)."""
+    line = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line
 
 
 @functools.lru_cache(maxsize=256)

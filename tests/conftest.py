@@ -60,3 +60,20 @@ def ray_engine():
     yield backend
     backend.close()
     ray.shutdown()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--order", default="file", choices=("file", "reverse", "random"),
+                     help="run tests in file order, reversed, or shuffled (see --order-seed)")
+    parser.addoption("--order-seed", type=int, default=0, help="seed of --order random")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The suite must not depend on test order or on what an earlier test left in the cache."""
+    order = config.getoption("--order")
+    if order == "reverse":
+        items.reverse()
+    elif order == "random":
+        import numpy as np
+        perm = np.random.default_rng(config.getoption("--order-seed")).permutation(len(items))
+        items[:] = [items[i] for i in perm]

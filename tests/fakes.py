@@ -40,7 +40,9 @@ class FakeBackend:
             key = "same" if self.collapse else r.prompt + str(r.seed)
             h = hashlib.sha256(key.encode()).digest()
             n = min(self.words, r.max_tokens)
-            text = " ".join(WORDS[b % len(WORDS)] for b in (h * 4)[:n])
+            # sentences of seven words, so an answer cut at max_tokens can be trimmed back
+            text = " ".join(WORDS[b % len(WORDS)] + ("." if i % 7 == 6 else "")
+                            for i, b in enumerate((h * 4)[:n]))
             out.append(Result(id=r.id, text=text, finish_reason="length" if n == r.max_tokens else "stop",
                               num_prompt_tokens=len(r.prompt.split()), num_tokens=n))
         return out

@@ -97,7 +97,7 @@ def test_card_sections_report_the_run(tmp_path):
         assert section in body
     assert "**D = 3.456**" in body and "[3.100, 3.800]" in body and "embed:all-MiniLM-L6-v2@0.83" in body
     assert "| generated tokens | 4780 |" in body  # sum of 100 + i for i < 40
-    assert "| truncated at max_tokens | 10 |" in body
+    assert "| cut at max_tokens, kept as cut | 10 |" in body
     assert "| mmd2 | 0.012 |" in body and "| vendi | 12.5 |" in body
     assert "## Steering" not in body
 

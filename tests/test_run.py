@@ -8,6 +8,7 @@ import pytest
 from fakes import FakeBackend
 from generator import controller
 from generator.errors import UserError
+from generator.generation import trim_to_sentence
 from generator.recipe import load_recipe
 from generator.writers import SCHEMA, read_documents
 
@@ -122,8 +123,39 @@ def test_truncated_answers_become_failed_rows_when_not_kept(small_recipe, tmp_pa
         controller.run(plan, tmp_path / "run", FakeBackend())
     failures = [json.loads(l) for l in (tmp_path / "run" / "failures.jsonl").read_text().splitlines()]
     assert {f["reason"] for f in failures} == {"truncated at max_tokens (32 tokens)"}
-    kept = controller.run(load_recipe(small_recipe), tmp_path / "kept", FakeBackend())
-    assert kept["num_truncated"] == 20 and kept["num_failed"] == 0
+    kept = controller.run(load_recipe(small_recipe, ["keep_truncated=keep"]), tmp_path / "kept", FakeBackend())
+    assert kept["num_truncated"] == 20 and kept["num_trimmed"] == 0 and kept["num_failed"] == 0
+
+
+def test_truncated_answers_are_trimmed_to_their_last_sentence_by_default(small_recipe, tmp_path):
+    summary = controller.run(load_recipe(small_recipe), tmp_path / "run", FakeBackend())
+    assert summary["num_trimmed"] == 20 and summary["num_truncated"] == 0 and summary["num_failed"] == 0
+    table = read_documents(tmp_path / "run")
+    assert set(table.column("finish_reason").to_pylist()) == {"trimmed"}
+    for text in table.column("text").to_pylist():
+        assert text.endswith(".") and len(text.split()) == 28  # 32 words cut back to 4 sentences of 7
+
+
+def test_truncation_policy_accepts_the_yes_no_form_and_rejects_others(small_recipe):
+    assert load_recipe(small_recipe, ["keep_truncated=true"]).recipe.keep_truncated == "keep"
+    assert load_recipe(small_recipe, ["keep_truncated=false"]).recipe.keep_truncated == "drop"
+    with pytest.raises(UserError, match=r"keep_truncated: 'cut' is not allowed \(fix: use one of \['trim', 'keep', 'drop'\]"):
+        load_recipe(small_recipe, ["keep_truncated=cut"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("One. Two three", "One."),
+    ("He said \"stop.\" Then she", "He said \"stop.\""),
+    ("Is it? Yes! And then", "Is it? Yes!"),
+    ("Steps:\n1. Mix the flour\n2. Add", ""),
+    ("Mix it.\n1. Stir well.\n2. Add", "Mix it.\n1. Stir well."),
+    ("It rose in 2020. Then it fell in", "It rose in 2020."),
+    ("Use tools, e.g. a saw and", ""),
+    ("Ends well.", "Ends well."),
+    ("no sentence end at all", ""),
+])
+def test_trim_to_sentence(text, expected):
+    assert trim_to_sentence(text) == expected
 
 
 def test_no_pickle_in_the_package(root):

@@ -1,4 +1,5 @@
 """Golden renders of every shipped template, and the declaration checks."""
+import re
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,31 @@ def test_template_needing_an_axis_the_grid_lacks(tmp_path):
 
 
 def test_sandbox_blocks_unsafe_attribute_access(tmp_path):
-    from jinja2.exceptions import SecurityError
-    t = load_template(write(tmp_path, "{# variables: [topic] #}{{ topic.__class__.__mro__ }}"))
-    with pytest.raises(SecurityError):
+    t = load_template(write(tmp_path, "{# variables: [topic] #}\n{{ topic.__class__.__mro__ }}"))
+    with pytest.raises(UserError, match=r"t\.j2:2: the sandbox refused an unsafe operation .*__class__"):
         t.render({"topic": "x"})
+
+
+def test_template_runtime_error_names_file_and_line(tmp_path):
+    t = load_template(write(tmp_path, "{# variables: [topic] #}\nok\n{{ topic | int + none }}"))
+    with pytest.raises(UserError, match=r"t\.j2:3: template failed: TypeError"):
+        t.render({"topic": "x"})
+
+
+@pytest.mark.parametrize("body, match", [
+    ("{{ topic.__class__ }}", r"bad\.j2:\d+: the sandbox refused"),
+    ("{{ topic | int + none }}", r"bad\.j2:\d+: template failed: TypeError"),
+])
+def test_unsafe_template_fails_at_load_with_exit_2(tmp_path, capsys, body, match):
+    """Regression: `generator render` with `{{ topic.__class__ }}` exited 1 with a 36-line traceback."""
+    from conftest import SMALL_RECIPE, write_recipe
+    from generator.cli import main
+    tpl = tmp_path / "bad.j2"
+    tpl.write_text("{# variables: [topic] #}\n" + body + "\n")
+    recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("@ROOT@/prompts/textbook.j2", str(tpl))
+                          .replace("roots: [@ROOT@]", f"roots: [@ROOT@, {tmp_path}]"))
+    for command in (["render", str(recipe)], ["run", str(recipe), "--out", str(tmp_path / "out")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(match, err[0]), err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,235 @@
+"""The controller: generate a recipe's corpus, steering sampling to a target diversity.
+
+Without a target the corpus is generated in one pass. With one: pilot rounds at a
+concentration c (how much of the grid is active) are scored until one lands within tolerance
+(or the pilot budget is spent, or the grid grows when its whole is not diverse enough); then
+the rest is generated in main rounds, the whole corpus re-scored after each and c and per-cell
+weights corrected; finally the finished corpus is re-measured on fresh batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from generator.files import write_yaml
+from generator.recipe import Plan, pilot_size
+from generator.records import Backend
+from generator.run import growth, knobs
+from generator.run.dedup import Deduper
+from generator.run.loop import OnBatch, fill, open_deduper, write_summary
+from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
+                                  weights_file)
+from generator.run.state import Round, RunState, pilot_dir, prepare_output
+
+STREAMS = {"pilot": 101, "growth": 202, "main": 303, "final": 909}  # named random streams of the controller
+
+
+def stream(seed: int, name: str, *more: int) -> np.random.Generator:
+    return np.random.default_rng([seed, STREAMS[name], *more])
+
+
+class RunStopped(Exception):
+    """The run stopped before completing (failure rate exceeded, target out of reach); the
+    summary is written."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every round of one run works with (the plan and axis orders change when the grid grows)."""
+
+    plan: Plan
+    out: Path
+    backend: Backend
+    judge: object
+    orders: dict
+    on_batch: OnBatch | None
+    deduper: Deduper | None
+
+    @property
+    def target(self):
+        return self.plan.recipe.target
+
+
+def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force: bool = False,
+        on_batch: OnBatch | None = None, judge=None) -> dict:
+    """Generate the recipe's corpus into `out`; return the summary (also in summary.json).
+    `judge` overrides the judge named by the recipe's target (tests)."""
+    started = time.perf_counter()
+    state = prepare_output(out, plan, resume=resume, force=force)
+    deduper = open_deduper(plan, out)
+    if plan.recipe.target is None:
+        state = fill(plan, out, backend, state, plan.recipe.size.num_docs, on_batch, deduper)
+        extra = {}
+    else:
+        state, extra = steer(plan, out, backend, state, judge=judge, on_batch=on_batch, deduper=deduper)
+    summary = write_summary(out, plan, state, time.perf_counter() - started, backend, extra)
+    if state.stopped:
+        raise RunStopped(state.stopped)
+    return summary
+
+
+def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=None,
+          on_batch: OnBatch | None = None, deduper: Deduper | None = None) -> tuple[RunState, dict]:
+    plan = growth.with_added_topics(plan, state.steering.added_topics)
+    if judge is None:
+        from generator.judges import judge_for_target
+        judge = judge_for_target(plan, out)
+    ctx = Context(plan, out, backend, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), on_batch, deduper)
+    if state.steering.phase == "fill":
+        state = set_concentration(ctx, state, 1.0, phase="pilot")
+    while state.steering.phase == "pilot" and not state.stopped:
+        ctx, state = pilot_round(ctx, state)
+    while (state.steering.phase == "main" and state.counters.num_docs < plan.recipe.size.num_docs
+           and not state.stopped):
+        state = main_round(ctx, state)
+    return finish(ctx, state)
+
+
+def set_concentration(ctx: Context, state: RunState, c: float, **changes) -> RunState:
+    steering = dataclasses.replace(state.steering, concentration=c,
+                                   weights=knobs.concentration_weights(ctx.orders, c), **changes)
+    return dataclasses.replace(state, steering=steering)
+
+
+def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
+    """Generate one pilot round at the current c, score it, and decide what comes next."""
+    this_round, c = state.steering.round, state.steering.concentration
+    state = fill(ctx.plan, ctx.out, ctx.backend, state, pilot_size(ctx.plan.recipe), ctx.on_batch, ctx.deduper)
+    if state.stopped:
+        return ctx, state
+    texts, _ = read_corpus(pilot_dir(ctx.out, this_round))
+    report, _ = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "pilot", this_round))
+    state = add_judge_cost(state, report)
+    s = state.steering
+    state = dataclasses.replace(state, steering=dataclasses.replace(
+        s, history=(*s.history, Round(c, report.score, "pilot"))))
+    ctx, state, action = after_pilot(ctx, state, report)
+    log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c)
+    save(ctx, state)
+    return ctx, state
+
+
+def after_pilot(ctx: Context, state: RunState, report) -> tuple[Context, RunState, str]:
+    """Accept the pilot, leave the pilot phase at the closest point, grow the grid, stop as
+    out of reach, or pilot again at the next c."""
+    t, s = ctx.target, state.steering
+    c, score = s.concentration, report.score
+    points = [(h.concentration, h.score) for h in s.rounds("pilot")]
+    close = abs(score - t.score) <= min(t.tolerance, max(t.tolerance / 2, report.half_width))
+    best_c, best_score = min(points, key=lambda p: abs(p[1] - t.score))
+    if close or (len(points) >= t.max_pilot_rounds and best_c == c):
+        action = f"accept c={c:.3f}" if close else f"pilot budget spent; keep the closest, c={c:.3f}"
+        return ctx, with_phase(accept_pilot(ctx.out, state), "main"), action
+    if len(points) >= t.max_pilot_rounds or knobs.bracket_width(points, t.score) < knobs.MIN_BRACKET:
+        why = "pilot budget spent" if len(points) >= t.max_pilot_rounds else "converged on c"
+        action = f"{why}; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
+        return ctx, set_concentration(ctx, next_pilot_round(state), best_c, phase="main"), action
+    nxt = knobs.next_concentration(points, t.score, floor=1 / t.k)
+    if nxt is None and score < t.score and t.grow_grid and len(s.rounds("grow")) < t.max_growth_rounds:
+        ctx, state, action = grow_grid(ctx, state)
+    elif nxt is None:
+        return ctx, stop_out_of_reach(ctx, state, points, score), "stop"
+    else:
+        action = f"pilot again at c={nxt:.3f}"
+        state = set_concentration(ctx, state, nxt)
+    return ctx, next_pilot_round(state), action
+
+
+def grow_grid(ctx: Context, state: RunState) -> tuple[Context, RunState, str]:
+    """The whole grid is not diverse enough: ask the generator for new topics, start again at c = 1."""
+    plan, s = ctx.plan, state.steering
+    added = growth.grow_topics(plan, ctx.backend, ctx.out, rng=stream(plan.recipe.seed, "growth", s.round))
+    merged = growth.merge_added(s.added_topics, added)
+    growth.write_added(ctx.out, merged)
+    plan = growth.with_added_topics(plan, merged)
+    ctx = dataclasses.replace(ctx, plan=plan, orders=knobs.axis_orders(plan.grid, plan.recipe.seed))
+    last = s.history[-1]
+    state = dataclasses.replace(state, steering=dataclasses.replace(
+        s, added_topics=merged, history=(*s.history[:-1], dataclasses.replace(last, kind="grow"))))
+    return ctx, set_concentration(ctx, state, 1.0), f"grid growth: +{sum(len(v) for v in added.values())} topics"
+
+
+def stop_out_of_reach(ctx: Context, state: RunState, points: list, score: float) -> RunState:
+    t = ctx.target
+    lo, hi = min(p[1] for p in points), max(p[1] for p in points)
+    side = "above" if score < t.score else "below"
+    return dataclasses.replace(with_phase(state, "done"), stopped=(
+        f"target {t.score} is {side} what this grid reaches with judge {ctx.judge.name} "
+        f"(measured {lo:.2f}..{hi:.2f}); best reachable score {hi if side == 'above' else lo:.2f}"))
+
+
+def main_round(ctx: Context, state: RunState) -> RunState:
+    """Generate the next share of the corpus, re-score the whole corpus, correct c and weights."""
+    t, num_docs = ctx.target, ctx.plan.recipe.size.num_docs
+    c, s = state.counters, state.steering
+    rounds_left = max(1, t.num_rounds - len(s.rounds("main")))
+    end = s.round_end_docs if s.round_end_docs > c.num_docs else c.num_docs + -(-(num_docs - c.num_docs) // rounds_left)
+    state = dataclasses.replace(state, steering=dataclasses.replace(s, round_end_docs=end))
+    this_round, round_c = s.round, s.concentration
+    state = fill(ctx.plan, ctx.out, ctx.backend, state, end, ctx.on_batch, ctx.deduper)
+    texts, metadata = read_corpus(ctx.out)
+    report, attribution = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "main", state.steering.round),
+                                  metadata=metadata)
+    state = add_judge_cost(state, report)
+    action = "keep"
+    if abs(report.score - t.score) > t.tolerance / 2 and state.counters.num_docs < num_docs:
+        state, action = correct(ctx, state, report, attribution)
+    s = state.steering
+    state = dataclasses.replace(state, steering=dataclasses.replace(
+        s, history=(*s.history, Round(round_c, report.score, "main")), round=s.round + 1))
+    log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c)
+    save(ctx, state)
+    return state
+
+
+def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunState, str]:
+    """Move c against the whole-corpus error along the pure pilot measurements, then reweight cells."""
+    t, s = ctx.target, state.steering
+    pilots = [(h.concentration, h.score) for h in s.rounds("pilot")]  # pure, not mixtures
+    c = knobs.correct_concentration(pilots, s.concentration, report.score, t.score)
+    weights = knobs.concentration_weights(ctx.orders, c)
+    if t.reweight_rate > 0 and attribution:
+        weights = knobs.update_weights(weights, attribution, rate=t.reweight_rate,
+                                       direction=1 if report.score < t.score else -1)
+    state = dataclasses.replace(state, steering=dataclasses.replace(s, concentration=c, weights=weights))
+    return state, f"correct c {s.concentration:.3f} → {c:.3f}, reweight cells"
+
+
+def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
+    """Re-measure the finished corpus as a whole (fresh batches); write weights and plots."""
+    from generator.run.plots import plot_trajectory, plot_weights
+
+    t, s = ctx.target, state.steering
+    extra: dict = {"target": {"score": t.score, "tolerance": t.tolerance, "judge": ctx.judge.name, "k": t.k}}
+    if not state.stopped and state.counters.num_docs:
+        texts, _ = read_corpus(ctx.out)
+        report, _ = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "final"))
+        state = add_judge_cost(state, report)
+        s = state.steering
+        extra["achieved"] = {"score": report.score, "ci_low": report.ci_low, "ci_high": report.ci_high,
+                             "half_width": report.half_width, "num_batches": report.num_scored,
+                             "within_tolerance": abs(report.score - t.score) <= t.tolerance}
+    c = state.counters
+    corpus_tokens = max(1, c.prompt_tokens + c.completion_tokens - s.discarded_pilot_tokens)
+    extra["rounds"] = {"pilot": len(s.history) - len(s.rounds("main")), "main": len(s.rounds("main"))}
+    extra["cost"] = {"pilot_tokens": s.pilot_tokens, "discarded_pilot_tokens": s.discarded_pilot_tokens,
+                     "judge_calls": s.judge_calls, "judge_tokens": s.judge_tokens, "corpus_tokens": corpus_tokens,
+                     "calibration_ratio": (s.discarded_pilot_tokens + s.judge_tokens) / corpus_tokens}
+    extra["final_concentration"] = s.concentration
+    write_yaml(ctx.out / "weights.yaml", weights_file(s.weights))
+    plot_trajectory(ctx.out / "controller.jsonl", ctx.out / "plots" / "score_trajectory.png")
+    plot_weights(s.weights, ctx.out / "plots" / "weights.png")
+    return (state if state.stopped else with_phase(state, "done")), extra
+
+
+def with_phase(state: RunState, phase: str) -> RunState:
+    return dataclasses.replace(state, steering=dataclasses.replace(state.steering, phase=phase))
+
+
+def save(ctx: Context, state: RunState) -> None:
+    from generator.run.state import save_state
+    save_state(ctx.out, state)

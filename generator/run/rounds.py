@@ -1,0 +1,87 @@
+"""What a controller round reads, measures and records: the corpus or a pilot round's
+documents, the judge's report with its cost, the round's line in controller.jsonl, the move
+of an accepted pilot round into the corpus, and weights.yaml."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from generator.files import next_shard_path, read_documents, shard_paths
+from generator.records import GRID_COLUMNS
+from generator.run.knobs import weights_summary
+from generator.run.state import RunState, pilot_dir
+
+
+def read_corpus(root: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Texts and grid columns of the documents under `root`."""
+    table = read_documents(root, columns=["text", *GRID_COLUMNS])
+    return table.column("text").to_pylist(), {c: table.column(c).to_pylist() for c in GRID_COLUMNS}
+
+
+def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
+    """Score texts with the target's judge and K; per-cell attribution when metadata is given."""
+    from generator.judges.protocol import attribute_cells, score_corpus
+    report = score_corpus(texts, judge, k=target.k, rng=rng, num_batches=target.num_batches,
+                          precision=target.precision or target.tolerance / 3,
+                          min_batches=min(50, target.num_batches), chunk_size=100)
+    attribution = None
+    if metadata:
+        usable = {c: v for c, v in metadata.items() if len(set(v) - {""}) > 1}
+        attribution = attribute_cells(report, usable) if usable else None
+    return report, attribution
+
+
+def add_judge_cost(state: RunState, report) -> RunState:
+    s = state.steering
+    return dataclasses.replace(state, steering=dataclasses.replace(
+        s, judge_calls=s.judge_calls + report.calls,
+        judge_tokens=s.judge_tokens + report.prompt_tokens + report.completion_tokens))
+
+
+def accept_pilot(out: Path, state: RunState) -> RunState:
+    """Move the current pilot round's shards into the corpus (they were drawn from the
+    accepted distribution); earlier pilot rounds stay under pilot/ as calibration cost."""
+    c, s = state.counters, state.steering
+    moved = 0
+    for shard in shard_paths(pilot_dir(out, s.round)):
+        os.replace(shard, next_shard_path(out))
+        moved += 1
+    return dataclasses.replace(
+        state, counters=dataclasses.replace(c, num_docs=c.num_docs + s.round_docs, num_shards=c.num_shards + moved),
+        steering=dataclasses.replace(s, round=s.round + 1, round_docs=0, round_tokens=0))
+
+
+def next_pilot_round(state: RunState) -> RunState:
+    """The current pilot round is discarded (kept on disk for inspection); start the next."""
+    s = state.steering
+    return dataclasses.replace(state, steering=dataclasses.replace(
+        s, round=s.round + 1, round_docs=0, round_tokens=0,
+        discarded_pilot_tokens=s.discarded_pilot_tokens + s.round_tokens))
+
+
+def log_round(out: Path, round_no: int, state: RunState, report, target, action: str, *, phase: str,
+              concentration: float) -> None:
+    """One line of OUT/controller.jsonl: what was measured in this round and what was done."""
+    row = {"round": round_no, "phase": phase, "docs": state.counters.num_docs,
+           "concentration": round(concentration, 4), "score": report.score,
+           "ci_low": report.ci_low, "ci_high": report.ci_high, "half_width": report.half_width,
+           "target": target.score, "tolerance": target.tolerance, "action": action,
+           "weights": weights_summary(state.steering.weights)}
+    with open(out / "controller.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def weights_file(weights: Mapping[str, Mapping[str, float]]) -> dict:
+    """weights.yaml: axis -> value -> weight (normalised to mean 1 over active values; inactive
+    values omitted)."""
+    out = {}
+    for axis, values in weights.items():
+        active = {v: w for v, w in values.items() if w > 0}
+        mean = sum(active.values()) / len(active) if active else 1.0
+        out[axis] = {v: round(w / mean, 4) for v, w in active.items()}
+    return {"weights": out}

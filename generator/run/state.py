@@ -1,0 +1,160 @@
+"""A run folder's progress: the records `state.json` holds, and how a folder is opened.
+
+    OUT/recipe.resolved.yaml   the recipe as run, with its hash (written before generation)
+    OUT/state.json             counters and steering state after the last completed batch
+    OUT/pilot/round-NN/        documents of pilot rounds (calibration cost unless accepted)
+
+`prepare_output` decides, without touching anything first, whether `--out` is new, resumed
+or overwritten; `reconcile` repairs a folder after a crash (shards written after the last
+saved state are dropped and redone with the same sample indices).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from generator.errors import UserError
+from generator.files import shard_paths, write_json, write_yaml
+from generator.recipe import Plan, recipe_dict
+
+log = logging.getLogger(__name__)
+OUR_FILES = ("data", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
+             "summary.json", "failures.jsonl", "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml")
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What the run has generated so far (corpus and pilot rounds together)."""
+
+    next_index: int = 0  # the sample index the next batch starts at
+    num_docs: int = 0  # documents in the corpus (data/)
+    num_attempted: int = 0
+    num_failed: int = 0
+    num_truncated: int = 0  # kept as cut at max_tokens
+    num_trimmed: int = 0  # cut at max_tokens, trimmed back to a complete sentence
+    duplicates_exact: int = 0
+    duplicates_near: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    batches: int = 0
+    generate_s: float = 0.0
+    num_shards: int = 0  # shards in data/ that this state accounts for
+
+    @property
+    def num_duplicates(self) -> int:
+        return self.duplicates_exact + self.duplicates_near
+
+
+@dataclass(frozen=True)
+class Round:
+    """One measured controller round: the concentration it ran at and the score it got."""
+
+    concentration: float
+    score: float
+    kind: Literal["pilot", "grow", "main"]
+
+
+@dataclass(frozen=True)
+class Steering:
+    """The controller's state (defaults when the recipe has no target)."""
+
+    phase: Literal["fill", "pilot", "main", "done"] = "fill"
+    round: int = 0
+    weights: dict = field(default_factory=dict)
+    concentration: float = 1.0
+    history: tuple[Round, ...] = ()
+    round_end_docs: int = 0  # the main-phase round in progress ends at this many documents
+    round_docs: int = 0  # documents generated in the current pilot round
+    round_tokens: int = 0  # tokens spent in the current pilot round
+    pilot_docs: int = 0
+    pilot_tokens: int = 0  # prompt + completion tokens of every pilot round
+    discarded_pilot_tokens: int = 0  # of pilot rounds not kept in the corpus
+    judge_calls: int = 0
+    judge_tokens: int = 0
+    added_topics: dict = field(default_factory=dict)  # domain -> topics added by grid growth
+
+    def rounds(self, kind: str) -> list[Round]:
+        return [h for h in self.history if h.kind == kind]
+
+
+@dataclass(frozen=True)
+class RunState:
+    counters: Counters = field(default_factory=Counters)
+    steering: Steering = field(default_factory=Steering)
+    stopped: str = ""  # why the run stopped early ("" while it runs or once it completed)
+
+
+def save_state(out: Path, state: RunState) -> None:
+    write_json(out / "state.json", dataclasses.asdict(state))
+
+
+def load_state(path: Path) -> RunState:
+    data = json.loads(path.read_text())
+    if "counters" not in data:
+        raise UserError(f"{path}: written by an older version of generator (flat state)",
+                        fix="start a new run in a new --out, or finish this one with the version that began it")
+    steering = dict(data["steering"])
+    steering["history"] = tuple(Round(**h) for h in steering.get("history", ()))
+    return RunState(counters=Counters(**data["counters"]), steering=Steering(**steering), stopped=data["stopped"])
+
+
+def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
+    """Decide what to do with `out` without touching it: "new", "resume" or "overwrite"."""
+    if not (out.exists() and any(out.iterdir())):
+        return "new"
+    resolved = out / "recipe.resolved.yaml"
+    previous = yaml.safe_load(resolved.read_text()) if resolved.is_file() else None
+    same = isinstance(previous, dict) and previous.get("recipe_hash") == plan.recipe_hash
+    if resume and same:
+        return "resume"
+    if resume:
+        raise UserError(f"{out}: cannot resume, it is not a run of this recipe (hash differs or missing)",
+                        fix="pass the same recipe, or a new --out")
+    if not force:
+        what = "a run of this recipe" if same else "not empty and not a run of this recipe"
+        raise UserError(f"{out}: output folder is {what}",
+                        fix="add --resume to continue it, --force to overwrite, or choose a new --out")
+    return "overwrite"
+
+
+def prepare_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> RunState:
+    """Check the output folder, write the resolved recipe, return the state to start from."""
+    action = check_output(out, plan, resume=resume, force=force)
+    if action == "resume":
+        state_file = out / "state.json"
+        return reconcile(out, load_state(state_file) if state_file.is_file() else RunState())
+    if action == "overwrite":
+        for name in OUR_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "recipe.resolved.yaml", {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
+    return RunState()
+
+
+def reconcile(out: Path, state: RunState) -> RunState:
+    """After a crash: drop shards written after the last saved state (their batch is redone
+    with the same sample indices), and restart an unfinished pilot round from scratch."""
+    for extra in shard_paths(out)[state.counters.num_shards:]:
+        log.warning("removing %s, written after the last saved state", extra)
+        extra.unlink()
+    s = state.steering
+    if s.phase == "pilot" and s.round_docs:
+        shutil.rmtree(pilot_dir(out, s.round), ignore_errors=True)
+        s = dataclasses.replace(s, pilot_docs=s.pilot_docs - s.round_docs, round_docs=0,
+                                discarded_pilot_tokens=s.discarded_pilot_tokens + s.round_tokens, round_tokens=0)
+    return dataclasses.replace(state, steering=s)
+
+
+def pilot_dir(out: Path, round: int) -> Path:
+    return out / "pilot" / f"round-{round:02d}"

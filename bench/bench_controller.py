@@ -43,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fakes import EchoBackend, KeyJudge
-    from generator import controller
+    from generator.run import controller
     from generator.recipe import load_recipe
 
     class LongEcho(EchoBackend):

@@ -26,8 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     args = ap.parse_args()
-    from generator.diversity import score_corpus
-    from generator.embed_judge import EmbeddingJudge
+    from generator.judges.protocol import score_corpus
+    from generator.judges.embedding import EmbeddingJudge
 
     rows = [json.loads(l) for l in (ROOT / "tests/data/judge/generated_quickstart.jsonl").read_text().splitlines()]
     texts = [r["text"] for r in rows]

@@ -34,10 +34,10 @@ def main() -> None:
     import numpy as np
     from vllm import LLM, SamplingParams
 
-    from generator import controller
+    from generator.run import controller
     from generator.backends import open_backend
-    from generator.backends.local import VllmBackend
-    from generator.generation import plan_samples
+    from generator.backends.vllm import VllmBackend
+    from generator.sampling.requests import plan_samples
     from generator.recipe import load_recipe
 
     overrides = [f"size.num_docs={args.docs}", f"size.batch_size={args.batch}",

@@ -69,7 +69,7 @@ def measure(fn) -> tuple[float, float, float]:
 
 
 def bench_size(num_docs: int, seed: int) -> dict:
-    from generator import proxies as px
+    from generator.measure import proxies as px
 
     rng = np.random.default_rng(seed)
     box = {}
@@ -91,7 +91,7 @@ def bench_size(num_docs: int, seed: int) -> dict:
 
 def bench_embedder(num_texts: int, seed: int) -> dict:
     try:
-        from generator.embeddings import embed_texts, load_embedder
+        from generator.measure.embeddings import embed_texts, load_embedder
         start = time.perf_counter()
         load_embedder()
     except ImportError as err:

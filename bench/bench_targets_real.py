@@ -25,7 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     from conftest import write_recipe
     from test_controller_engine import TARGETED
-    from generator import controller
+    from generator.run import controller
     from generator.backends import open_backend
     from generator.recipe import load_recipe
 

@@ -1,28 +1,29 @@
-"""`generator` command line: run, render, score, calibrate.
+"""`generator` command line: run, render, score, calibrate, export, card.
 
-User errors print one line `error: ... (fix: ...)` and exit with code 2, without a traceback.
+Every command checks its arguments and inputs before any heavy step. User errors print one
+line `error: ... (fix: ...)` and exit with code 2, without a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
+from generator import terminal
 from generator.errors import UserError
+from generator.export.formats import FORMATS
+from generator.export.mixes import DEFAULT_MAX_REPETITION
+from generator.judges.embedding import DEFAULT_THRESHOLD
 
-ERR = sys.stderr  # the terminal's stderr: progress bars and error lines (library output goes to a log)
+
+def say(*lines: str) -> None:
+    """A line on the terminal's stderr (progress and notes; results go to stdout)."""
+    print(*lines, file=terminal.ERR)
 
 
-def _common_recipe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="path of a YAML recipe")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key, dotted for nested keys (e.g. size.num_docs=50); repeatable")
-
+# ---- arguments ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="generator", description=__doc__.splitlines()[0])
@@ -30,30 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show library output (model loading, vLLM, Ray) and progress details on the "
                              "terminal; without it they go to a log file under the cache folder")
     sub = parser.add_subparsers(dest="command", required=True)
-
     run = sub.add_parser("run", help="generate a corpus from a recipe",
                          description="Generate the recipe's corpus into --out (Parquet shards under data/).")
-    _common_recipe_args(run)
+    add_recipe_arguments(run)
     run.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<recipe name>)")
     run.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     run.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     run.add_argument("--no-score", action="store_true", help="skip scoring the corpus at the end")
-
     render = sub.add_parser("render", help="print sampled prompts without a model",
                             description="Sample N prompts from the recipe's grid and templates and print them.")
-    _common_recipe_args(render)
+    add_recipe_arguments(render)
     render.add_argument("-n", type=int, default=5, help="number of prompts (default 5)")
-
-    from generator import scoring
-    score = sub.add_parser("score", help="measure the diversity of a corpus",
-                           description="Score a corpus (Parquet file/folder, JSONL, or saved HF dataset).")
-    scoring.add_score_arguments(score)
-    calibrate = sub.add_parser("calibrate", help="fit the embedding judge's threshold to an LLM judge",
-                               description="Run both judges on the same batches and pick the threshold "
-                                           "at which the embedding judge agrees best with the LLM judge.")
-    scoring.add_calibrate_arguments(calibrate)
-    from generator import export
-    export.add_export_arguments(sub.add_parser(
+    add_score_arguments(sub.add_parser(
+        "score", help="measure the diversity of a corpus",
+        description="Score a corpus (Parquet file/folder, JSONL, or saved HF dataset)."))
+    add_calibrate_arguments(sub.add_parser(
+        "calibrate", help="fit the embedding judge's threshold to an LLM judge",
+        description="Run both judges on the same batches and pick the threshold at which the embedding "
+                    "judge agrees best with the LLM judge."))
+    add_export_arguments(sub.add_parser(
         "export", help="mix runs and real corpora at token weights into a trainer's format",
         description="Mix generated runs with real corpora at token weights and write them in a "
                     "pretraining framework's format (datatrove, megatron, nanotron, olmo)."))
@@ -63,17 +59,104 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="path of a YAML recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, dotted for nested keys (e.g. size.num_docs=50); repeatable")
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="Parquet file or folder, JSONL file, or saved HF dataset folder")
+    parser.add_argument("--judge-model", default=None, metavar="MODEL",
+                        help="LLM judge run in-process with vLLM (e.g. a HF id)")
+    parser.add_argument("--judge-endpoint", default=None, metavar="URL",
+                        help="OpenAI-compatible endpoint serving --judge-model (e.g. http://host:8000/v1)")
+    parser.add_argument("--criteria", type=Path, default=None, metavar="FILE",
+                        help="frozen LLM-judge criteria JSON: read if it exists, else written there")
+    parser.add_argument("--k", type=int, default=10, help="documents per batch, K (default 10)")
+    parser.add_argument("--text-field", default="text", help="column holding the documents (default text)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the batch sampling (default 0)")
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    add_judge_arguments(parser)
+    parser.add_argument("--judge", choices=("embed", "llm"), default="embed", help="clustering judge (default embed)")
+    parser.add_argument("--precision", type=float, default=None, metavar="P",
+                        help="stop once the 95%% half-width of D is at most P")
+    parser.add_argument("--max-calls", type=int, default=None, metavar="N", help="judge call budget")
+    parser.add_argument("--num-batches", type=int, default=200, metavar="N", help="most batches to judge (default 200)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"embedding judge cosine-distance threshold (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--regenerate-criteria", action="store_true",
+                        help="write new criteria even if --criteria exists")
+    parser.add_argument("--reference", type=Path, default=None, metavar="PATH",
+                        help="reference corpus: also report the distribution shift from it")
+    parser.add_argument("--no-proxies", action="store_true", help="skip the lexical and embedding proxies")
+
+
+def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_judge_arguments(parser)
+    parser.add_argument("--num-batches", type=int, default=50, metavar="N", help="batches both judges see (default 50)")
+    parser.add_argument("--metric", choices=("adjusted_rand", "pair_agreement"), default="adjusted_rand",
+                        help="agreement to maximise (default adjusted_rand)")
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run folder (or NAME=PATH:WEIGHT); its name is the folder name, weight 1")
+    parser.add_argument("--to", required=True, choices=FORMATS, help="trainer format")
+    parser.add_argument("--out", type=Path, required=True, help="export folder (must not exist or be empty)")
+    parser.add_argument("--mix", action="append", default=[], metavar="NAME=PATH:WEIGHT",
+                        help="another source: a run folder, Parquet file/folder, JSONL or saved HF dataset, "
+                             "with its token weight (weights are normalised); repeatable")
+    parser.add_argument("--tokenizer", default=None, metavar="PATH",
+                        help="local tokenizer folder or tokenizer.json (default: the embedded model's)")
+    parser.add_argument("--max-repetition", type=float, default=DEFAULT_MAX_REPETITION, metavar="R",
+                        help=f"most epochs of any source (default {DEFAULT_MAX_REPETITION:g})")
+    parser.add_argument("--total-tokens", type=int, default=None, metavar="N",
+                        help="tokens in the mix (default: the largest mix in which no source repeats)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of document sampling (default 0)")
+    parser.add_argument("--text-field", default="text", help="text column of real corpora (default text)")
+
+
+def check_judge_args(args: argparse.Namespace) -> None:
+    """Reject impossible `score`/`calibrate` options before any corpus, model or engine loads."""
+    def fail(what: str, fix: str):
+        raise UserError(what, fix=fix)
+
+    if args.k < 2:
+        fail(f"--k {args.k}: a batch needs at least 2 documents", "use the paper's --k 10")
+    if args.num_batches < 1:
+        fail(f"--num-batches {args.num_batches}: must be positive", "e.g. --num-batches 200")
+    if getattr(args, "precision", None) is not None and not args.precision > 0:
+        fail(f"--precision {args.precision}: must be positive", "e.g. --precision 0.05")
+    if getattr(args, "max_calls", None) is not None and args.max_calls < 1:
+        fail(f"--max-calls {args.max_calls}: must be positive", "e.g. --max-calls 4000")
+    threshold = getattr(args, "threshold", None)
+    if threshold is not None and not 0 < threshold <= 2:
+        fail(f"--threshold {threshold}: a cosine distance lies in (0, 2]", f"e.g. the default --threshold {DEFAULT_THRESHOLD}")
+    for flag, path in (("corpus", args.data), ("--reference", getattr(args, "reference", None))):
+        if path is not None and not Path(path).exists():
+            fail(f"{flag} {path}: no such file or folder", "check the corpus path")
+    if getattr(args, "judge", "llm") == "llm":
+        if args.judge_endpoint and not args.judge_model:
+            fail("--judge-endpoint needs the name of the model it serves", "add --judge-model NAME")
+        if not args.judge_model:
+            fail("the llm judge needs a model", "pass --judge-model M or --judge-endpoint URL --judge-model M")
+
+
+# ---- commands -----------------------------------------------------------------------------------
+
 def cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from generator.generation import plan_samples
     from generator.recipe import load_recipe
+    from generator.sampling.requests import plan_samples
 
     if args.n <= 0:
         raise UserError(f"-n {args.n}: must be positive", fix="e.g. -n 5")
     plan = load_recipe(args.recipe, args.overrides)
-    samples = plan_samples(plan, 0, args.n, np.random.default_rng([plan.recipe.seed, 0]))
-    for s in samples:
+    for s in plan_samples(plan, 0, args.n, np.random.default_rng([plan.recipe.seed, 0])):
         cells = ", ".join(f"{k}={v}" for k, v in s.values.items())
         print(f"--- sample {s.index} · template {s.template} · id {s.request.id}\n[{cells}]")
         if s.request.system:
@@ -82,87 +165,29 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress(**kwargs):
-    """A progress bar on the terminal (never in the library log)."""
-    from tqdm import tqdm
-    return tqdm(file=ERR, dynamic_ncols=True, disable=False, **kwargs)
-
-
-@contextlib.contextmanager
-def long_step(desc: str):
-    """A live 'desc: elapsed' line for a step that reports no progress of its own."""
-    bar = progress(desc=desc, total=None, bar_format="{desc}: {elapsed}")
-    done = threading.Event()
-
-    def tick():
-        while not done.wait(0.5):
-            bar.refresh()
-
-    thread = threading.Thread(target=tick, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-        bar.close()
-
-
-def prepare_model(model: str) -> None:
-    """Convert the embedded model once (about 20 s), with its own progress line."""
-    from generator.models import is_prepared, resolve_model
-    if model.startswith("embedded:") and not is_prepared(model):
-        with long_step(f"preparing {model} (once)"):
-            resolve_model(model)
-
-
-class RunProgress:
-    """One bar per pilot round and one for the main corpus, fed by the run loop's callback."""
-
-    def __init__(self, num_docs: int, pilot_docs: int):
-        self.num_docs, self.pilot_docs = num_docs, pilot_docs
-        self.bar, self.key = None, None
-
-    def __call__(self, state) -> None:
-        key = ("pilot", state.round) if state.phase == "pilot" else ("main", 0)
-        if key != self.key:
-            self.close()
-            self.key = key
-            desc = f"pilot round {state.round}" if key[0] == "pilot" else "generating"
-            self.bar = progress(total=self.pilot_docs if key[0] == "pilot" else self.num_docs,
-                                unit="doc", desc=desc)
-        self.bar.n = state.round_docs if key[0] == "pilot" else state.num_docs
-        rate = state.completion_tokens / state.generate_s if state.generate_s else 0.0
-        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {state.num_failed} failed")
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from generator import controller
     from generator.backends import engine_options, open_backend
+    from generator.judges import open_judge
     from generator.recipe import load_recipe, pilot_size
+    from generator.run import controller
+    from generator.run.state import check_output
 
     plan = load_recipe(args.recipe, args.overrides)
     out = args.out or Path("runs") / plan.recipe.name
-    controller.check_output(out, plan, resume=args.resume, force=args.force)
+    check_output(out, plan, resume=args.resume, force=args.force)
     r = plan.recipe
-    print(f"recipe {r.name} ({plan.recipe_hash}) · model {r.model} · backend {r.engine.backend} · "
-          f"{r.size.num_docs} documents → {out}", file=ERR)
+    say(f"recipe {r.name} ({plan.recipe_hash}) · model {r.model} · backend {r.engine.backend} · "
+        f"{r.size.num_docs} documents → {out}")
     if r.engine.backend != "openai":
-        prepare_model(r.model)
-    with long_step(f"starting {r.engine.backend} engine"):
+        terminal.prepare_model(r.model)
+    with terminal.long_step(f"starting {r.engine.backend} engine"):
         backend = open_backend(r.engine.backend, r.model, **engine_options(r.engine))
-    bars = RunProgress(r.size.num_docs, pilot_size(r))
+    bars = terminal.RunProgress(r.size.num_docs, pilot_size(r))
     try:
         summary = controller.run(plan, out, backend, resume=args.resume, force=args.force, on_batch=bars)
     except controller.RunStopped as exc:
         bars.close()
-        print(f"error: run stopped: {exc}", file=ERR)
+        say(f"error: run stopped: {exc}")
         return 1
     finally:
         bars.close()
@@ -172,10 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{summary['num_docs'] - summary['num_trimmed'] - summary['num_truncated']} at EOS, "
           f"{summary['num_trimmed']} trimmed, {summary['num_truncated']} cut) to {out / 'data'}")
     if r.scoring.enabled and not args.no_score:
-        from generator.scoring import score_run
-        with long_step(f"scoring ({r.scoring.judge} judge)"):
-            report = score_run(out, judge=r.scoring.judge, k=r.scoring.k, seed=r.seed,
-                               num_batches=r.scoring.num_batches)
+        from generator.measure.report import score_run
+        with terminal.long_step(f"scoring ({r.scoring.judge} judge)"):
+            report = score_run(out, judge=open_judge(r.scoring.judge, criteria_path=out / "criteria.json", seed=r.seed),
+                               k=r.scoring.k, seed=r.seed, num_batches=r.scoring.num_batches)
         print(f"diversity ({report['judge']} judge, K={report['k']}): "
               f"D = {report['score']:.3f} ± {report['half_width']:.3f} → {out / 'diversity.json'}")
     if "achieved" in summary:
@@ -184,102 +209,129 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] in {summary['rounds']['pilot']} pilot + "
               f"{summary['rounds']['main']} main rounds; calibration cost "
               f"{summary['cost']['calibration_ratio']:.1%} of corpus tokens")
-    from generator.card import write_card
-    with long_step("writing the dataset card"):
+    from generator.export.card import write_card
+    with terminal.long_step("writing the dataset card"):
         card = write_card(out)
     print(f"dataset card → {card}")
     return 0
 
 
-def log_path_for(command: str) -> Path:
-    """A fresh log file for this command under the cache folder (the newest 20 are kept)."""
-    from generator.models import cache_dir
-    folder = cache_dir() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-19]:
-        old.unlink(missing_ok=True)
-    return folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+def open_cli_judge(args: argparse.Namespace, kind: str):
+    from generator.judges import open_judge
+    return open_judge(kind, threshold=getattr(args, "threshold", 0.0), model=args.judge_model or "",
+                      endpoint=args.judge_endpoint or "", criteria_path=args.criteria,
+                      regenerate_criteria=getattr(args, "regenerate_criteria", False), seed=args.seed)
 
 
-def _on_real_terminal_fds() -> bool:
+def cmd_score(args: argparse.Namespace) -> int:
+    from generator.files import write_json
+    from generator.measure.report import format_result, score_texts
+    from generator.readers import load_corpus
+
+    check_judge_args(args)
+    texts, metadata = load_corpus(args.data, args.text_field)
+    reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
+    judge = open_cli_judge(args, args.judge)
     try:
-        return sys.stdout.fileno() == 1 and sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        return False  # replaced streams (e.g. a test's capture): leave them alone
-
-
-@contextlib.contextmanager
-def quiet_libraries(verbose: bool, command: str):
-    """Unless verbose, everything libraries write (vLLM and Ray banners, model loading,
-    warnings, child processes' output) goes to a log file; the CLI's own lines and bars go to
-    the terminal. Yields the log path (None when nothing is redirected)."""
-    global ERR
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    if verbose or not _on_real_terminal_fds():
-        ERR = sys.stderr
-        yield None
-        return
-    path = log_path_for(command)
-    for name, value in {"VLLM_CONFIGURE_LOGGING": "0", "TRANSFORMERS_VERBOSITY": "warning",
-                        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "0"}.items():
-        os.environ.setdefault(name, value)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    old_stdout = sys.stdout
-    sys.stdout = open(saved_out, "w", buffering=1, encoding="utf-8", closefd=False)
-    ERR = open(saved_err, "w", buffering=1, encoding="utf-8", closefd=False)
-    logging.getLogger().setLevel(logging.INFO)  # the log file gets the details
-    try:
-        yield path
+        if args.judge == "llm":
+            judge.prepare(texts)
+        result = score_texts(texts, metadata, judge=judge, k=args.k, seed=args.seed, precision=args.precision,
+                             max_calls=args.max_calls, num_batches=args.num_batches, reference_texts=reference,
+                             proxies=not args.no_proxies)
     finally:
-        sys.stdout.flush()
-        ERR.flush()
-        sys.stdout, ERR = old_stdout, sys.stderr
-        os.dup2(saved_out, 1)
-        os.dup2(saved_err, 2)
-        os.close(saved_out)
-        os.close(saved_err)
+        if hasattr(judge, "close"):
+            judge.close()
+    print(format_result(result, str(args.data)))
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from generator.files import write_json
+    from generator.judges.calibrate import calibrate_threshold
+    from generator.readers import load_corpus
+
+    check_judge_args(args)
+    texts, _ = load_corpus(args.data, args.text_field)
+    judge = open_cli_judge(args, "llm")
+    try:
+        judge.prepare(texts)
+        calibration = calibrate_threshold(texts, judge, k=args.k, num_batches=args.num_batches,
+                                          rng=np.random.default_rng(args.seed), metric=args.metric)
+    finally:
+        judge.close()
+    print(f"threshold {calibration.threshold:g} ({calibration.metric} {calibration.agreement:.3f}) · "
+          f"LLM D {calibration.llm_score:.3f} vs embedding D {calibration.embed_score:.3f} · "
+          f"{calibration.num_batches} batches, {calibration.num_failed} failed")
+    for row in calibration.curve:
+        print(f"  t={row['threshold']:.2f}  ARI {row['adjusted_rand']:.3f}  pairs {row['pair_agreement']:.3f}  "
+              f"embed D {row['embed_score']:.3f}")
+    if args.json:
+        write_json(args.json, calibration.to_dict())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from generator.export.formats import check_out, export_mix, format_weights
+    from generator.export.mixes import check_mix_options, load_source, load_tokenizer, parse_source, plan_mix
+
+    default_name = Path(args.run_dir).resolve().name.replace(" ", "_")
+    specs = [parse_source(args.run_dir, default_name=default_name), *(parse_source(m) for m in args.mix)]
+    check_out(args.out)
+    check_mix_options(args.max_repetition, args.total_tokens)
+    for spec in specs:
+        if not Path(spec.path).exists():
+            raise UserError(f"source {spec.name!r}: {spec.path}: no such file or folder",
+                            fix="check the path of the run or corpus")
+    if args.tokenizer is not None and not Path(args.tokenizer).exists():
+        raise UserError(f"--tokenizer {args.tokenizer}: no such file or folder",
+                        fix="pass a local tokenizer folder or its tokenizer.json")
+    tokenizer = load_tokenizer(args.tokenizer)
+    corpora = [load_source(s, tokenizer, text_field=args.text_field) for s in specs]
+    mix = plan_mix(specs, corpora, tokenizer, rng=np.random.default_rng(args.seed), seed=args.seed,
+                   max_repetition=args.max_repetition, total_tokens=args.total_tokens)
+    recipe = export_mix(mix, args.out, args.to)
+    print(format_weights(recipe))
+    print(f"wrote a {args.to} export of {recipe['total_tokens']['achieved']} tokens to {args.out}")
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from generator.export.card import write_card
+    print(f"wrote {write_card(args.run_dir)}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "render": cmd_render, "score": cmd_score, "calibrate": cmd_calibrate,
+            "export": cmd_export, "card": cmd_card}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    commands = {"run": cmd_run, "render": cmd_render, "card": cmd_card}
-    with quiet_libraries(args.verbose, args.command) as log_path:
+    with terminal.quiet_libraries(args.verbose, args.command) as log_path:
         try:
-            if args.command in commands:
-                return commands[args.command](args)
-            if args.command == "export":
-                from generator.export import run_export
-                return run_export(args)
-            from generator import scoring
-            return {"score": scoring.run_score, "calibrate": scoring.run_calibrate}[args.command](args)
+            return COMMANDS[args.command](args)
         except UserError as exc:
-            print(f"error: {exc}", file=ERR)
+            say(f"error: {exc}")
             return 2
         except KeyboardInterrupt:
-            print("interrupted; completed batches are on disk, continue with --resume", file=ERR)
+            say("interrupted; completed batches are on disk, continue with --resume")
             return 130
         except Exception as exc:
             if log_path is None:
                 raise
             logging.getLogger(__name__).exception("%s failed", args.command)
-            print(f"error: {type(exc).__name__}: {exc} (details in {log_path}; rerun with -v to see them)",
-                  file=ERR)
+            say(f"error: {type(exc).__name__}: {exc} (details in {log_path}; rerun with -v to see them)")
             return 1
-
-
-def cmd_card(args: argparse.Namespace) -> int:
-    from generator.card import write_card
-    print(f"wrote {write_card(args.run_dir)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from generator.errors import UserError
-from generator.grid import Grid, first_cell, load_grid, read_yaml, template_variables
-from generator.templates import Template, check_template_against, load_template, words_for_tokens
+from generator.sampling.grid import Grid, first_cell, load_grid, read_yaml, template_variables
+from generator.sampling.templates import Template, check_template_against, load_template, words_for_tokens
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
 

@@ -1,4 +1,5 @@
-"""The records every stage passes around, and the one protocol behind all generation.
+"""The records every stage passes around, the one protocol behind all generation, and the
+vocabulary they share: grid columns, weights, chat messages, derived seeds.
 
 A backend takes a list of `Request` and returns one `Result` per request, in the same
 order. A row that fails (engine error, timeout, unparsable reply) comes back as a `Result`
@@ -6,8 +7,12 @@ with `finish_reason="error"` and the reason in `error`; it never raises for one 
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
+
+import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -52,3 +57,54 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[Request]) -> list[Result]: ...
 
     def close(self) -> None: ...
+
+
+def chat_messages(request: Request) -> list[dict[str, str]]:
+    """The chat a request stands for: an optional system message, then the user prompt."""
+    return ([{"role": "system", "content": request.system}] if request.system else []) + [
+        {"role": "user", "content": request.prompt}]
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed derived from its parts (the run seed first), e.g. (seed, sample index)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+STANDARD_AXES = ("domain", "topic", "persona", "style", "audience")  # grid axes with a column of their own
+GRID_COLUMNS = (*STANDARD_AXES, "template")  # the columns per-cell attribution and weights speak of
+Weights = Mapping[str, Mapping[str, float]]  # axis (or "template") -> value -> weight
+
+
+@dataclass(frozen=True)
+class Document:
+    """One generated row; the field names are the Parquet columns."""
+
+    id: str
+    text: str
+    prompt: str
+    template: str
+    domain: str
+    topic: str
+    persona: str
+    style: str
+    audience: str
+    grid_values: str  # JSON of every axis value, custom axes included
+    model: str
+    backend: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    finish_reason: str
+    num_tokens: int
+    num_prompt_tokens: int
+    sample_index: int
+    round: int
+    recipe_hash: str
+
+
+SCHEMA = pa.schema([
+    (f.name, {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}[f.type])
+    for f in dataclasses.fields(Document)
+])

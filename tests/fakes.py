@@ -1,9 +1,12 @@
-"""A deterministic fake backend for unit tests of the loop's logic (never used by the product)."""
+"""Every fake the tests use: backends, judges and embedders with known behaviour (never used by the product)."""
 from __future__ import annotations
 
 import hashlib
 from typing import Sequence
 
+import numpy as np
+
+from generator.judges.protocol import BatchClustering
 from generator.records import Request, Result, failed_result
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
@@ -84,11 +87,85 @@ class KeyJudge:
         self.name = name
 
     def cluster(self, batches):
-        from generator.diversity import BatchClustering
         out = []
         for batch in batches:
             groups: dict = {}
             for i, text in enumerate(batch):
                 groups.setdefault(self.key(text), []).append(i)
             out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values()), calls=1))
+        return out
+
+
+def fake_embed(texts):
+    """Deterministic 16-d vectors from a hash of each text (no model needed)."""
+    rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[:16], dtype=np.uint8) for t in texts]
+    return np.asarray(rows, dtype=np.float32) / 255.0
+
+
+def group_embed(texts):
+    """Fake embedder: text 'g<group>-<i>' -> a unit vector near axis <group>, the same for
+    the same text. Distances: same group about 0.02, different groups about 1."""
+    out = []
+    for text in texts:
+        group = int(text.split("-")[0][1:])
+        noise = np.random.default_rng(abs(hash(text)) % 2**32).normal(0, 0.1, 8)
+        vector = np.eye(8)[group] + noise * np.r_[np.zeros(4), np.ones(4)]
+        out.append(vector / np.linalg.norm(vector))
+    return np.array(out, dtype=np.float32)
+
+
+class CountingEmbed:
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def __call__(self, texts):
+        self.seen.extend(texts)
+        return group_embed(texts)
+
+
+class GroupJudge:
+    """A stand-in LLM judge that clusters by the group written in each text; fails batch 0."""
+
+    name = "group-judge"
+
+    def cluster(self, batches):
+        out = [BatchClustering(clusters=(), failed=True, error="first batch fails")]
+        for batch in batches[1:]:
+            groups: dict[str, list[int]] = {}
+            for position, text in enumerate(batch):
+                groups.setdefault(text.split("-")[0], []).append(position)
+            out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values())))
+        return out
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingEcho(EchoBackend):
+    """Dies (like a killed process) on its n-th call, after earlier batches were persisted."""
+
+    def __init__(self, crash_on_call: int):
+        super().__init__()
+        self.crash_on_call = crash_on_call
+
+    def generate(self, requests):
+        if len(self.calls) + 1 == self.crash_on_call:
+            raise Crash()
+        return super().generate(requests)
+
+
+class RepeatingBackend(FakeBackend):
+    """Every third answer repeats the first answer it ever gave."""
+
+    def generate(self, requests):
+        results = super().generate(requests)
+        out = []
+        for r in results:
+            if not hasattr(self, "first"):
+                self.first = r.text
+            elif self.seen % 3 == 0:
+                r = Result(id=r.id, text=self.first, finish_reason="stop", num_tokens=r.num_tokens)
+            out.append(r)
+            self.seen += 1
         return out

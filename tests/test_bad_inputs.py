@@ -54,7 +54,7 @@ def data_case(name: str, content: bytes | str, *extra: str, command: str = "scor
 def export_case(*mix: str):
     def make(tmp: Path) -> list[str]:
         from fakes import FakeBackend
-        from generator import controller
+        from generator.run import controller
         from generator.recipe import load_recipe
         run = tmp / "run"
         controller.run(load_recipe(write_recipe(tmp, SMALL_RECIPE, name="source.yaml")), run, FakeBackend())
@@ -178,7 +178,7 @@ def test_fresh_machine_export_with_bad_option_loads_no_model(tmp_path):
     import subprocess
     import sys
     from fakes import FakeBackend
-    from generator import controller
+    from generator.run import controller
     from generator.recipe import load_recipe
     run = tmp_path / "run"
     controller.run(load_recipe(write_recipe(tmp_path, SMALL_RECIPE)), run, FakeBackend())

@@ -18,13 +18,13 @@ def open_backend(kind: str, model: str, **options: Any) -> Backend:
     """Build a backend. `model` is a recipe model name (embedded aliases are resolved here).
     Options are the `Engine` fields of the recipe that apply to the kind."""
     if kind == "vllm":
-        from generator.backends.local import VllmBackend
+        from generator.backends.vllm import VllmBackend
         return VllmBackend(model, **options)
     if kind == "ray":
-        from generator.backends.pool import RayBackend
+        from generator.backends.ray import RayBackend
         return RayBackend(model, **options)
     if kind == "openai":
-        from generator.backends.endpoint import OpenAIBackend
+        from generator.backends.openai import OpenAIBackend
         return OpenAIBackend(model, **options)
     raise UserError(f"unknown backend {kind!r}", fix="use one of: ray, vllm, openai")
 

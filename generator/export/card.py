@@ -1,0 +1,290 @@
+"""Hugging Face dataset cards for run folders: `write_card(run_dir)` writes RUN_DIR/README.md.
+
+The card has YAML front matter (license, language, task_categories, size_categories,
+pretty_name, configs over data/*.parquet) and sections built from the run's own files:
+recipe.resolved.yaml, summary.json, diversity.json (when scored), the Parquet shards and the
+grid files the recipe names. Plots go to RUN_DIR/plots/ and are linked relatively: per-axis
+histograms of what was generated, a 2-D embedding map coloured by domain, and the controller's
+score_trajectory.png / weights.png when the run had a target.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from generator.errors import UserError
+from generator.files import atomic_write_text, read_documents
+
+log = logging.getLogger(__name__)
+
+CARD_TEMPLATE = Path(__file__).parent / "templates" / "card.md.j2"
+HIST_AXES = ("domain", "style", "persona", "audience", "template")
+MAX_MAP_DOCS = 2000
+MAP_COLOURS = 10  # domains drawn in their own colour; the rest are "other"
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+MODEL_LICENSES = {"embedded:smollm2-135m": "apache-2.0"}  # SmolLM2 is Apache-2.0
+COLUMNS = {
+    "id": "hash of the request (prompt, model, seed, sampling settings)",
+    "text": "the generated document",
+    "prompt": "the rendered prompt the model answered",
+    "template": "prompt template (file stem in prompts/)",
+    "domain": "topic domain (empty when the template used no topic)",
+    "topic": "topic; several joined by '; ' for multi-topic templates",
+    "persona": "writer persona (empty when unused)",
+    "style": "text style (empty when unused)",
+    "audience": "target audience (empty when unused)",
+    "grid_values": "JSON of every grid value the prompt used, custom axes included",
+    "model": "generating model", "backend": "inference backend",
+    "temperature": "sampling temperature", "top_p": "nucleus sampling p", "max_tokens": "generation limit",
+    "seed": "per-request sampling seed", "finish_reason": "stop or length (truncated)",
+    "num_tokens": "generated tokens", "num_prompt_tokens": "prompt tokens",
+    "sample_index": "index of the sample in the run", "round": "controller round that generated it",
+    "recipe_hash": "hash of the resolved recipe and every file it names",
+}
+
+
+def write_card(run_dir: str | Path, *, embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+               seed: int = 0) -> Path:
+    """Write RUN_DIR/README.md (and RUN_DIR/plots/*.png); return the card's path.
+    `embed` maps texts to vectors (default: generator.measure.embeddings.embed_texts)."""
+    run = Path(run_dir)
+    recipe, summary = _read_yaml(run / "recipe.resolved.yaml"), _read_json(run / "summary.json")
+    if recipe is None:
+        raise UserError(f"{run}: no recipe.resolved.yaml, so this is not a run folder",
+                        fix="pass the --out folder of `generator run`")
+    table = read_documents(run).to_pydict()
+    if not table["text"]:
+        raise UserError(f"{run}: the run has no documents (data/shard-*.parquet)", fix="generate the corpus first")
+    diversity = _read_json(run / "diversity.json")
+    plots = draw_plots(run, table, embed=embed, rng=np.random.default_rng(seed))
+    card = render_card(run, recipe, summary or {}, diversity, table, plots)
+    path = run / "README.md"
+    atomic_write_text(path, card)
+    return path
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict | None:
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+# ---- sections ------------------------------------------------------------------------------------
+
+def front_matter(recipe: dict, num_docs: int) -> dict:
+    size = next((label for limit, label in SIZE_CATEGORIES if num_docs < limit), "n>1B")
+    return {"license": MODEL_LICENSES.get(recipe.get("model", ""), "other"), "language": ["en"],
+            "task_categories": ["text-generation"], "size_categories": [size],
+            "pretty_name": f"{recipe.get('name', 'generator run')} (synthetic)",
+            "tags": ["synthetic", "pretraining"],
+            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}]}
+
+
+def grid_coverage(recipe: dict, table: Mapping[str, list], run: Path) -> list[dict]:
+    """Per axis: distinct grid values the corpus used, against the grid's size (n/a when a grid
+    file is gone). Values the grid does not hold (an edited grid file) are not counted."""
+    from generator.sampling.grid import load_axis
+
+    used: dict[str, set[str]] = {"template": set(table["template"])}
+    for raw in table["grid_values"]:
+        for axis, value in (json.loads(raw) if raw else {}).items():
+            used.setdefault(axis, set()).add(value)
+    grid: dict[str, set[str] | None] = {"template": {Path(t["path"]).stem for t in recipe.get("templates", [])}}
+    for axis, path in (recipe.get("grid") or {}).items():
+        try:
+            values = load_axis(Path(path), axis).values
+        except UserError:
+            grid[axis] = None
+            continue
+        if any(v.domain for v in values):
+            added = run / "grid.added.yaml"
+            if added.is_file():
+                values = values + load_axis(added, axis).values
+            grid["domain"] = {v.domain for v in values}
+            # multi-topic rows join their topics with "; "
+            used[axis] = {part for v in used.get(axis, set()) for part in v.split("; ")} | used.get(axis, set())
+        grid[axis] = {v.value for v in values}
+    first = ["template", *[a for a in ("domain", "topic") if a in grid]]
+    order = [*first, *sorted(set(grid) - set(first))]
+    rows = []
+    for axis in order:
+        values = grid[axis]
+        n = len(used.get(axis, set()) & values) if values is not None else len(used.get(axis, set()))
+        size = len(values) if values is not None else None
+        rows.append({"axis": axis, "used": n, "size": size, "share": f"{n / size:.0%}" if size else "n/a"})
+    return rows
+
+
+def _fmt(x) -> str:
+    if isinstance(x, bool) or x is None:
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def diversity_section(d: dict | None) -> dict | None:
+    if not d:
+        return None
+    ci = f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if d.get("ci_low") is not None else ""
+    proxies = [(k, _fmt(v)) for k, v in (d.get("proxies") or {}).items()]
+    shift = [(k, _fmt(v)) for k, v in (d.get("shift") or {}).items() if isinstance(v, (int, float))]
+    return {"score": f"{d['score']:.3f}", "ci": ci, "judge": d.get("judge", d.get("judge_kind", "?")),
+            "k": d.get("k"), "num_scored": d.get("num_scored"), "cluster_ratio": _fmt(d.get("cluster_ratio")),
+            "proxies": proxies, "shift": shift}
+
+
+def steering_section(summary: dict) -> dict | None:
+    target = summary.get("target")
+    if not target:
+        return None
+    achieved = summary.get("achieved") or {}
+    if achieved:
+        ci = (f" (95% interval [{achieved['ci_low']:.3f}, {achieved['ci_high']:.3f}])"
+              if achieved.get("ci_low") is not None else "")
+        within = "within" if achieved.get("within_tolerance") else "outside"
+        achieved_text = f"D = {achieved['score']:.3f}{ci}, {within} tolerance"
+    else:
+        achieved_text = "not measured (the run stopped early)"
+    rounds = summary.get("rounds") or {}
+    return {"target": f"{target['score']} ± {target.get('tolerance')} "
+                      f"(judge {target.get('judge')}, K = {target.get('k')})",
+            "achieved": achieved_text,
+            "rounds": f"{rounds.get('pilot', 0)} pilot, {rounds.get('main', 0)} main",
+            "cost": [(k, _fmt(v)) for k, v in (summary.get("cost") or {}).items()]}
+
+
+def count_section(summary: dict, table: Mapping[str, list]) -> dict:
+    tokens = np.asarray(table["num_tokens"], dtype=np.int64)
+    finish = Counter(table["finish_reason"])
+    return {"num_docs": len(tokens), "num_failed": summary.get("num_failed", "n/a"),
+            "num_eos": finish.get("stop", 0), "num_trimmed": finish.get("trimmed", 0),
+            "num_truncated": finish.get("length", 0), "completion_tokens": int(tokens.sum()),
+            "prompt_tokens": int(np.sum(table["num_prompt_tokens"])), "mean_tokens": f"{tokens.mean():.1f}",
+            "median_tokens": f"{np.median(tokens):g}", "max_tokens": int(tokens.max()),
+            "tokens_per_s": summary.get("tokens_per_s")}
+
+
+def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, table: Mapping[str, list],
+                plots: dict) -> str:
+    from generator.sampling.templates import sandbox
+
+    sampling, engine = recipe.get("sampling") or {}, recipe.get("engine") or {}
+    recipe_rows = {
+        "name": recipe.get("name"), "recipe_hash": recipe.get("recipe_hash"), "seed": recipe.get("seed"),
+        "num_docs": (recipe.get("size") or {}).get("num_docs"),
+        "templates": ", ".join(f"{Path(t['path']).stem} (weight {t.get('weight', 1):g})"
+                               for t in recipe.get("templates", [])),
+        "grid": ", ".join(f"{axis}: {Path(p).name}" for axis, p in (recipe.get("grid") or {}).items()),
+        "temperature": sampling.get("temperature"), "top_p": sampling.get("top_p"),
+        "max_tokens": sampling.get("max_tokens"), "system_prompt": recipe.get("system_prompt")}
+    model = {"model": recipe.get("model"), "backend": ", ".join(sorted(set(table["backend"]))),
+             "engine": f"{engine.get('num_replicas', 1)} replica(s) × tensor parallel "
+                       f"{engine.get('tensor_parallel_size', 1)}, "
+                       f"dtype {engine.get('dtype', 'auto')}"}
+    source = CARD_TEMPLATE.read_text(encoding="utf-8")
+    return sandbox().from_string(source).render(
+        front_matter=yaml.safe_dump(front_matter(recipe, len(table["text"])), sort_keys=False, allow_unicode=True),
+        pretty_name=front_matter(recipe, 0)["pretty_name"], recipe=recipe_rows, model=model,
+        counts=count_section(summary, table), coverage=grid_coverage(recipe, table, run),
+        diversity=diversity_section(diversity), steering=steering_section(summary), plots=plots,
+        columns=[(c, COLUMNS.get(c, "")) for c in table], data_dir="data").rstrip() + "\n"
+
+
+# ---- plots ---------------------------------------------------------------------------------------
+
+def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Generator) -> dict:
+    folder = run / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    plots: dict = {"axes": [], "steering": [], "map": None, "map_missing": ""}
+    if plot_axis_histograms(table, folder / "axis_histograms.png"):
+        plots["axes"].append({"alt": "documents per value of each grid axis", "path": "plots/axis_histograms.png"})
+    steering = (("score_trajectory.png", "controller score trajectory"), ("weights.png", "final sampling weights"))
+    for name, alt in steering:
+        if (folder / name).is_file():
+            plots["steering"].append({"alt": alt, "path": f"plots/{name}"})
+    try:
+        caption = plot_embedding_map(table, folder / "embedding_map.png", embed=embed, rng=rng)
+        plots["map"] = {"alt": "2-D embedding map coloured by domain", "path": "plots/embedding_map.png",
+                        "caption": caption}
+    except ImportError as exc:  # the embedder is an optional extra
+        log.warning("no embedding map: %s", exc)
+        plots["map_missing"] = str(exc)
+    return plots
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_axis_histograms(table: Mapping[str, list], png: Path, top: int = 12) -> Path | None:
+    """One panel per axis the corpus used: document counts of its most frequent values."""
+    counts = {a: Counter(v for v in table[a] if v) for a in HIST_AXES if a in table}
+    counts = {a: c for a, c in counts.items() if c}
+    if not counts:
+        return None
+    plt = _pyplot()
+    fig, panels = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 5), squeeze=False)
+    for panel, (axis, counter) in zip(panels[0], counts.items()):
+        shown = counter.most_common(top)[::-1]
+        panel.barh([v if len(v) <= 34 else v[:32] + "…" for v, _ in shown], [n for _, n in shown], color="tab:blue")
+        panel.set_title(f"{axis}: {len(counter)} distinct", fontsize=9)
+        panel.tick_params(axis="y", labelsize=6)
+        panel.set_xlabel("documents", fontsize=8)
+    fig.suptitle("What was generated (top values per axis)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def project_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First two principal components (numpy SVD) and their shares of the variance."""
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    share = s ** 2 / max(float((s ** 2).sum()), 1e-12)
+    coords = centred @ vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    return coords, np.pad(share[:2], (0, max(0, 2 - len(share))))
+
+
+def plot_embedding_map(table: Mapping[str, list], png: Path, *, embed, rng: np.random.Generator) -> str:
+    """PCA of document embeddings (at most MAX_MAP_DOCS, sampled with `rng`), coloured by domain."""
+    if embed is None:
+        from generator.measure.embeddings import embed_texts as embed
+    n = len(table["text"])
+    idx = np.sort(rng.choice(n, size=MAX_MAP_DOCS, replace=False)) if n > MAX_MAP_DOCS else np.arange(n)
+    coords, share = project_2d(np.asarray(embed([table["text"][i] for i in idx]), dtype=np.float64))
+    domains = [table["domain"][i] or "(no topic)" for i in idx]
+    shown = [d for d, _ in Counter(domains).most_common(MAP_COLOURS)]
+    labels = np.array([d if d in shown else "other" for d in domains])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for i, label in enumerate([*shown, "other"]):
+        mask = labels == label
+        if mask.any():
+            ax.scatter(coords[mask, 0], coords[mask, 1], s=10, alpha=0.7, label=f"{label} ({mask.sum()})",
+                       color="lightgray" if label == "other" else plt.cm.tab10(i % 10))
+    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
+    ax.set_title("Documents in embedding space (PCA), coloured by domain")
+    ax.legend(fontsize=7, loc="best", markerscale=1.5)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return (f"PCA of all-MiniLM-L6-v2 embeddings of {len(idx)} of {n} documents "
+            f"({'a seeded random sample' if n > len(idx) else 'all'}), coloured by domain; the first two "
+            f"components hold {share[0] + share[1]:.0%} of the variance.")

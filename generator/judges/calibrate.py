@@ -1,0 +1,133 @@
+"""Fit the embedding judge's distance threshold to an LLM judge's clusterings.
+
+Both judges see the same random K-batches. The LLM judge's partitions are the reference;
+the embedding judge's average-linkage tree of each batch is cut at every threshold of a grid,
+and the threshold whose partitions agree best with the reference (mean adjusted Rand index
+over batches by default, or pairwise same-cluster agreement) is chosen. The whole agreement
+curve is returned, with the embedding judge's score D at each threshold beside the LLM
+judge's D, so one can see both how well and at what scale the two rulers match.
+
+`separating_threshold` is the pair rule behind `embed_judge.DEFAULT_THRESHOLD`: the distance
+cut that best separates pairs with the same label from pairs with different labels.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from generator.judges.protocol import BatchClustering, Judge, ScoreError, batch_score, check_batch_inputs, sample_batches
+from generator.judges.embedding import EmbeddingJudge, clusters_at
+
+THRESHOLD_GRID = tuple(round(0.30 + 0.02 * i, 2) for i in range(36))  # 0.30 .. 1.00
+Metric = Literal["adjusted_rand", "pair_agreement"]
+
+
+def labels_of(clusters: Sequence[Sequence[int]], k: int) -> np.ndarray:
+    labels = np.full(k, -1, dtype=np.int64)
+    for label, members in enumerate(clusters):
+        labels[list(members)] = label
+    return labels
+
+
+def pair_agreement(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], k: int) -> float:
+    """Fraction of the K(K-1)/2 pairs that both partitions put together or both keep apart."""
+    la, lb = labels_of(a, k), labels_of(b, k)
+    rows, cols = np.triu_indices(k, 1)
+    return float(np.mean((la[rows] == la[cols]) == (lb[rows] == lb[cols])))
+
+
+def adjusted_rand_index(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], k: int) -> float:
+    """Hubert-Arabie adjusted Rand index of two partitions of range(k); 1.0 when both are the
+    same trivial partition (all singletons or one cluster), where the formula is 0/0."""
+    la, lb = labels_of(a, k), labels_of(b, k)
+    table = np.zeros((la.max() + 1, lb.max() + 1), dtype=np.int64)
+    np.add.at(table, (la, lb), 1)
+    pairs = lambda n: n * (n - 1) / 2  # noqa: E731
+    together = pairs(table).sum()
+    in_a, in_b = pairs(table.sum(axis=1)).sum(), pairs(table.sum(axis=0)).sum()
+    expected = in_a * in_b / pairs(k)
+    best = (in_a + in_b) / 2
+    return 1.0 if best == expected else float((together - expected) / (best - expected))
+
+
+def fit_threshold(reference: Sequence[Sequence[Sequence[int]]], trees: Sequence[np.ndarray], k: int, *,
+                  thresholds: Sequence[float] = THRESHOLD_GRID,
+                  metric: Metric = "adjusted_rand") -> tuple[float, list[dict]]:
+    """The threshold whose cuts of `trees` agree best with the `reference` partitions (the
+    middle one when several tie), and the curve: one row per threshold."""
+    agree = {"adjusted_rand": adjusted_rand_index, "pair_agreement": pair_agreement}
+    if metric not in agree:
+        raise ScoreError(f"unknown agreement metric {metric!r}", fix=f"use one of {sorted(agree)}")
+    curve = []
+    for t in thresholds:
+        cuts = [clusters_at(tree, t) for tree in trees]
+        curve.append({"threshold": float(t),
+                      **{name: float(np.mean([f(ref, cut, k) for ref, cut in zip(reference, cuts)]))
+                         for name, f in agree.items()},
+                      "embed_score": float(np.mean([batch_score(c) for c in cuts]))})
+    values = np.array([row[metric] for row in curve])
+    ties = np.flatnonzero(values >= values.max() - 1e-12)
+    return curve[int(ties[len(ties) // 2])]["threshold"], curve
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    metric: str
+    agreement: float  # the metric at the chosen threshold
+    llm_judge: str
+    llm_score: float  # the LLM judge's D on the scored batches
+    embed_score: float  # the embedding judge's D at the chosen threshold, same batches
+    k: int
+    num_batches: int  # scored by the LLM judge
+    num_failed: int
+    curve: tuple[dict, ...]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["curve"] = [dict(row) for row in self.curve]
+        return out
+
+
+def calibrate_threshold(texts: Sequence[str], llm_judge: Judge, *, k: int = 10, num_batches: int = 50,
+                        rng: np.random.Generator, thresholds: Sequence[float] = THRESHOLD_GRID,
+                        metric: Metric = "adjusted_rand",
+                        embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> Calibration:
+    """Run `llm_judge` and the embedding judge on the same `num_batches` random K-batches and
+    fit the embedding threshold to the LLM judge's partitions."""
+    check_batch_inputs(len(texts), k, 1, num_batches)
+    rows = sample_batches(len(texts), k, num_batches, rng)
+    batches = [[texts[i] for i in row] for row in rows]
+    reference: list[BatchClustering] = llm_judge.cluster(batches)
+    kept = [i for i, ref in enumerate(reference) if not ref.failed]
+    if not kept:
+        raise ScoreError(f"judge {llm_judge.name} failed on all {num_batches} calibration batches",
+                         fix="check the judge model or endpoint")
+    trees = EmbeddingJudge(embed=embed).linkages([batches[i] for i in kept])
+    partitions = [reference[i].clusters for i in kept]
+    threshold, curve = fit_threshold(partitions, trees, k, thresholds=thresholds, metric=metric)
+    chosen = next(row for row in curve if row["threshold"] == threshold)
+    return Calibration(threshold=threshold, metric=metric, agreement=chosen[metric], llm_judge=llm_judge.name,
+                       llm_score=float(np.mean([batch_score(p) for p in partitions])),
+                       embed_score=chosen["embed_score"], k=k, num_batches=len(kept),
+                       num_failed=num_batches - len(kept), curve=tuple(curve))
+
+
+def separating_threshold(vectors: np.ndarray, labels: Sequence[str], *,
+                         thresholds: Sequence[float] = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))
+                         ) -> tuple[float, float]:
+    """The cosine-distance cut that best separates same-label pairs (distance <= cut) from
+    different-label pairs, by balanced accuracy; returns (cut, balanced accuracy)."""
+    from generator.judges.embedding import cosine_distances
+
+    labels = np.asarray(labels)
+    rows, cols = np.triu_indices(len(labels), 1)
+    distance = cosine_distances(vectors)
+    same = labels[rows] == labels[cols]
+    if same.all() or not same.any():
+        raise ValueError("separating_threshold needs pairs with the same label and pairs with different labels")
+    scores = [(np.mean(distance[same] <= t) + np.mean(distance[~same] > t)) / 2 for t in thresholds]
+    best = int(np.argmax(scores))
+    return float(thresholds[best]), float(scores[best])

@@ -1,0 +1,114 @@
+"""The diversity report of a corpus: what `generator score` prints and a run's diversity.json.
+
+The judge's score D with its interval, the proxies, the shift from a reference corpus, and a
+per-cell attribution of the grid columns (template, domain, topic, persona, style, audience,
+model): how often two documents sharing a value land in the same cluster, against the corpus
+baseline.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from generator.judges.embedding import EmbeddingJudge
+from generator.judges.protocol import Judge, attribute_cells, score_corpus
+from generator.readers import load_corpus
+from generator.records import GRID_COLUMNS
+from generator.files import write_json
+
+log = logging.getLogger(__name__)
+
+MAX_PROXY_DOCS = 2000  # proxies and the shift test run on a random sample of this many documents
+
+
+def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None = None, *, judge: Judge,
+                k: int = 10, seed: int = 0, precision: float | None = None, max_calls: int | None = None,
+                num_batches: int = 200, reference_texts: Sequence[str] | None = None, proxies: bool = True) -> dict:
+    """Everything `generator score` reports, as one JSON-ready dict: the diversity report
+    (top-level keys judge, k, score, half_width, ...), and when available the proxies, the
+    shift from `reference_texts` and the per-cell attribution of the grid columns. `judge`
+    comes from `generator.judges.open_judge`."""
+    rng = np.random.default_rng(seed)
+    scorer = judge
+    report = score_corpus(texts, scorer, k=k, rng=rng, max_calls=max_calls, precision=precision,
+                          num_batches=num_batches, min_batches=min(20, num_batches))
+    result = report.to_dict()
+    if isinstance(scorer, EmbeddingJudge):
+        result["judge_kind"], result["threshold"] = "embed", scorer.threshold
+    else:
+        result["judge_kind"], result["criteria"] = "llm", json.loads(scorer.criteria.to_json())
+    grid = {c: metadata[c] for c in (*GRID_COLUMNS, "model") if metadata and c in metadata and len(set(metadata[c]) - {""}) > 1}
+    if grid:
+        result["attribution"] = attribute_cells(report, grid)
+    if proxies or reference_texts is not None:
+        sample = _sample(texts, rng)
+        embed = scorer.embed if isinstance(scorer, EmbeddingJudge) else _embed  # reuse the judge's cache
+        vectors = embed(sample)
+        if proxies:
+            from generator.measure.proxies import compute_proxies
+
+            result["proxies"] = compute_proxies(sample, vectors, seed=seed)
+        if reference_texts is not None:
+            from generator.measure.shift import shift_report
+
+            result["shift"] = shift_report(vectors, embed(_sample(reference_texts, rng)), rng=rng)
+    return result
+
+
+def _sample(texts: Sequence[str], rng: np.random.Generator) -> list[str]:
+    if len(texts) <= MAX_PROXY_DOCS:
+        return list(texts)
+    return [texts[i] for i in np.sort(rng.choice(len(texts), size=MAX_PROXY_DOCS, replace=False))]
+
+
+def _embed(texts: Sequence[str]) -> np.ndarray:
+    from generator.measure.embeddings import embed_texts
+
+    return embed_texts(texts)
+
+
+def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_batches: int = 200,
+              **options) -> dict:
+    """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json."""
+    out = Path(out)
+    texts, metadata = load_corpus(out / "data")
+    result = score_texts(texts, metadata, judge=judge, k=k, seed=seed, num_batches=num_batches, **options)
+    write_json(out / "diversity.json", result)
+    return result
+
+
+def format_result(result: dict, source: str) -> str:
+    """A plain-text table of a `score_texts` result."""
+    lines = [f"corpus         {source} ({result['num_docs']} documents)",
+             f"judge          {result['judge']}   K={result['k']}",
+             f"diversity D    {result['score']:.3f}   95% CI [{result['ci_low']:.3f}, {result['ci_high']:.3f}]   "
+             f"bootstrap sd {result['bootstrap_std']:.3f}" if result["ci_low"] is not None else
+             f"diversity D    {result['score']:.3f}   (one batch: no interval)",
+             f"cluster ratio  {result['cluster_ratio']:.3f}",
+             f"batches        {result['num_scored']} scored, {result['num_failed']} failed, "
+             f"stopped by {result['stop_reason']}",
+             f"judge calls    {result['calls']}" + (f" ({result['prompt_tokens']} prompt + "
+                                                 f"{result['completion_tokens']} completion tokens)"
+                                                 if result["prompt_tokens"] else "")]
+    if any(result["repairs"].values()):
+        lines.append("repairs        " + ", ".join(f"{k} {v}" for k, v in result["repairs"].items()))
+    if result.get("proxies"):
+        lines.append("proxies")
+        lines.extend(f"  {name:<24} {value:.4g}" for name, value in result["proxies"].items())
+    for name, value in result.get("shift", {}).items():
+        if isinstance(value, (int, float)):
+            lines.append(f"  shift {name:<18} {value:.4g}")
+    attribution = result.get("attribution")
+    if attribution:
+        lines.append(f"most redundant cells (same-cluster rate; baseline "
+                     f"{attribution['baseline']['same_cluster_rate']:.3f})")
+        cells = [(stats["same_cluster_rate"], column, value, stats["pairs"])
+                 for column, values in attribution["columns"].items()
+                 for value, stats in values.items() if stats["pairs"] >= 5]
+        for rate, column, value, pairs in sorted(cells, reverse=True)[:10]:
+            lines.append(f"  {rate:.3f}  {column}={value[:60]}  ({pairs} pairs)")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""The controller's knobs: pure functions over weights and measured (c, score) points (no I/O).
+
+- Concentration `c` in [0, 1]: on every axis with N values, the first max(1, round(N**c)) values
+  of a fixed seeded order are active with equal weight, the rest get weight 0. c = 1 is the
+  whole grid, evenly; c = 0 is one value per axis. Fewer active values → more documents share
+  a subject → lower diversity, so the score moves monotonically with c.
+- Per-cell reweighting from cluster attribution: a value whose documents land in the same
+  cluster more often than the baseline (lift > 1) is redundant; raising diversity scales it
+  down, lowering diversity scales it up.
+- The next concentration to try, from the (c, score) pairs measured so far.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from generator.records import Weights
+from generator.sampling.grid import Grid
+
+
+AXIS_ORDER_STREAM = 4242  # the random stream of the axes' fixed orders
+MIN_BRACKET = 0.01  # a bracket on c narrower than this cannot be resolved further
+
+
+def axis_orders(grid: Grid, seed: int) -> dict[str, list[str]]:
+    """A fixed, seeded order of each axis' values: concentration keeps a prefix of it."""
+    rng = np.random.default_rng([seed, AXIS_ORDER_STREAM])
+    return {name: [axis.values[i].value for i in rng.permutation(len(axis.values))]
+            for name, axis in grid.axes.items()}
+
+
+def active_count(num_values: int, c: float) -> int:
+    return max(1, min(num_values, int(round(num_values ** c))))
+
+
+def concentration_weights(orders: Mapping[str, Sequence[str]], c: float) -> Weights:
+    if not 0.0 <= c <= 1.0:
+        raise ValueError(f"concentration {c} is outside [0, 1]")
+    weights: Weights = {}
+    for axis, values in orders.items():
+        m = active_count(len(values), c)
+        weights[axis] = {v: (1.0 if i < m else 0.0) for i, v in enumerate(values)}
+    return weights
+
+
+def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapping, *,
+                   direction: int, rate: float = 1.0, min_pairs: int = 3,
+                   bounds: tuple[float, float] = (0.5, 2.0)) -> Weights:
+    """Scale each active value's weight by exp(-direction * rate * (lift / mean_lift - 1)), where
+    lift is its same-cluster rate over the baseline (from `diversity.attribute_cells`) and
+    mean_lift the axis' pair-weighted mean: only redundancy *relative to the rest of the axis*
+    moves weight. direction=+1 raises diversity (more redundant values lose weight), -1 lowers
+    it. Values with fewer than `min_pairs` judged pairs keep their weight; the factor is
+    clipped to `bounds`; inactive (zero-weight) values stay inactive."""
+    if direction not in (-1, 1):
+        raise ValueError("direction must be +1 (raise diversity) or -1 (lower it)")
+    columns = attribution.get("columns", {})
+    out: Weights = {}
+    for axis, values in weights.items():
+        stats = {v: s for v, s in columns.get(axis, {}).items()
+                 if s["pairs"] >= min_pairs and s.get("lift") is not None and values.get(v, 0) > 0}
+        pairs = sum(s["pairs"] for s in stats.values())
+        mean_lift = sum(s["lift"] * s["pairs"] for s in stats.values()) / pairs if pairs else 1.0
+        new = {}
+        for value, w in values.items():
+            s = stats.get(value)
+            if s and mean_lift > 0:
+                factor = math.exp(-direction * rate * (s["lift"] / mean_lift - 1.0))
+                w = w * min(max(factor, bounds[0]), bounds[1])
+            new[value] = w
+        out[axis] = new
+    return out
+
+
+def next_concentration(history: Sequence[tuple[float, float]], target: float,
+                       floor: float | None = None) -> float | None:
+    """The next c to pilot, given measured (c, score) pairs (with `floor`, the lowest score the
+    judge can give, the first step interpolates towards it); None when the target lies outside
+    the measured range at an end of [0, 1] (c = 1 measured below it, or c = 0 above it), or
+    when the bracket around it is narrower than MIN_BRACKET."""
+    below = [(c, d) for c, d in history if d < target]
+    above = [(c, d) for c, d in history if d >= target]
+    if floor is not None and len(history) == 1 and above and floor < target:
+        # First guess: interpolate towards the judge's floor (1/K) at c = 0 instead of spending
+        # a pilot round measuring c = 0; later rounds measure both ends when they need to.
+        (c1, d1), = above
+        return float(min(max(c1 * (target - floor) / (d1 - floor), 0.05), 0.95))
+    if not above:
+        return None if any(c >= 1.0 for c, _ in below) else 1.0
+    if not below:
+        return None if any(c <= 0.0 for c, _ in above) else 0.0
+    (c_lo, d_lo), (c_hi, d_hi) = max(below), min(above)
+    if 0 <= c_hi - c_lo < MIN_BRACKET:
+        return None  # converged as far as c can resolve: the caller keeps the closest point
+    if c_hi <= c_lo:  # noisy, non-monotone measurements: bisect the latest disagreement
+        return (c_lo + c_hi) / 2
+    frac = (target - d_lo) / (d_hi - d_lo) if d_hi > d_lo else 0.5
+    frac = min(max(frac, 0.1), 0.9)  # stay inside the bracket so it always shrinks
+    return c_lo + frac * (c_hi - c_lo)
+
+
+def bracket_width(history: Sequence[tuple[float, float]], target: float) -> float:
+    """Width in c of the tightest bracket around the target (inf when there is none)."""
+    below = [c for c, d in history if d < target]
+    above = [c for c, d in history if d >= target]
+    return abs(min(above) - max(below)) if below and above else float("inf")
+
+
+def correct_concentration(history: Sequence[tuple[float, float]], c: float, score: float,
+                          target: float, gain: float = 0.7) -> float:
+    """During the main phase: move c against the whole-corpus error, using the slope of the
+    measured (c, score) curve near c (a mixture of rounds needs the new round to overshoot)."""
+    pts = sorted(set(history))
+    # slopes between measurements at least 0.05 apart: closer pairs are dominated by noise
+    slopes = [(d2 - d1) / (c2 - c1) for i, (c1, d1) in enumerate(pts) for c2, d2 in pts[i + 1:]
+              if c2 - c1 >= 0.05 and abs(c1 - c) <= 0.3 and abs(c2 - c) <= 0.3]
+    slope = max(float(np.median(slopes)), 0.5) if slopes else 5.0
+    return float(min(max(c + gain * (target - score) / slope, 0.0), 1.0))
+
+
+def weights_summary(weights: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Per axis: active values and the effective number of values (exp of the entropy)."""
+    out = {}
+    for axis, values in weights.items():
+        w = np.array([x for x in values.values() if x > 0], dtype=float)
+        p = w / w.sum() if w.size else w
+        out[axis] = {"active": int(w.size), "total": len(values),
+                     "effective": float(np.exp(-(p * np.log(p)).sum())) if w.size else 0.0}
+    return out

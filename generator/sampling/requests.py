@@ -1,0 +1,75 @@
+"""From grid cells to requests: plain functions.
+
+Sample `i` of a run is fully determined by the recipe, the weights in force and the run seed:
+its request seed derives from (seed, i), and its id is a hash of the request content.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from generator.sampling.grid import sample_cells, template_variables
+from generator.recipe import Plan
+from generator.sampling.templates import words_for_tokens
+from generator.records import Request, Weights, derive_seed
+
+
+
+@dataclass(frozen=True)
+class Sample:
+    index: int
+    template: str
+    values: Mapping[str, str]  # grid values, with `topic` joined by "; " for multi-topic
+    request: Request
+
+
+def request_id(prompt: str, model: str, seed: int, temperature: float, top_p: float, max_tokens: int) -> str:
+    key = json.dumps([prompt, model, seed, temperature, top_p, max_tokens])
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def template_probabilities(plan: Plan, weights: Weights | None) -> np.ndarray:
+    w = np.array([t.weight for t in plan.recipe.templates], dtype=float)
+    chosen = (weights or {}).get("template")
+    if chosen:
+        w = np.array([chosen.get(t.name, wi) for t, wi in zip(plan.templates, w)], dtype=float)
+    return w / w.sum()
+
+
+def plan_samples(plan: Plan, start_index: int, n: int, rng: np.random.Generator,
+                 weights: Weights | None = None) -> list[Sample]:
+    """Draw `n` samples (template + grid cell), render their prompts, build their requests."""
+    r = plan.recipe
+    template_ids = rng.choice(len(plan.templates), size=n, p=template_probabilities(plan, weights))
+    num_topics = max(t.num_topics for t in plan.templates)
+    cells = sample_cells(plan.grid, n, rng, weights=weights, num_topics=num_topics)
+    samples = []
+    for offset, (t_id, cell) in enumerate(zip(template_ids, cells)):
+        template = plan.templates[t_id]
+        variables = {**template_variables(plan.grid, cell), "num_words": words_for_tokens(r.sampling.max_tokens)}
+        prompt = template.render(variables)
+        index = start_index + offset
+        seed = derive_seed(r.seed, index)
+        values = used_values(template.variables, cell.values)
+        if template.num_topics > 1 and "topics" in variables:
+            values["topic"] = "; ".join(variables["topics"][: template.num_topics])  # type: ignore[index]
+        s = r.sampling
+        request = Request(id=request_id(prompt, r.model, seed, s.temperature, s.top_p, s.max_tokens),
+                          prompt=prompt, max_tokens=s.max_tokens, temperature=s.temperature,
+                          top_p=s.top_p, seed=seed, system=r.system_prompt or None)
+        samples.append(Sample(index=index, template=template.name, values=values, request=request))
+    return samples
+
+
+def used_values(variables: Sequence[str], values: Mapping[str, str]) -> dict[str, str]:
+    """The grid values a template actually used (provenance must not list unused axes)."""
+    used = set(variables)
+    keep = {axis for axis in values
+            if axis in used or f"{axis}_description" in used or f"{axis}s" in used}
+    if "topic" in keep:
+        keep.add("domain")
+    return {axis: v for axis, v in values.items() if axis in keep}

@@ -1,0 +1,130 @@
+"""The terminal side of the CLI: progress bars and error lines on the terminal, everything
+libraries print (model conversion, vLLM and Ray banners, warnings, child processes) in a log
+file under the cache folder unless `-v` is given."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+ERR = sys.stderr  # the terminal's stderr while a command runs (rebound by quiet_libraries)
+
+
+def progress(**kwargs):
+    """A progress bar on the terminal (never in the library log)."""
+    from tqdm import tqdm
+    return tqdm(file=ERR, dynamic_ncols=True, disable=False, **kwargs)
+
+
+@contextlib.contextmanager
+def long_step(desc: str):
+    """A live 'desc: elapsed' line for a step that reports no progress of its own."""
+    bar = progress(desc=desc, total=None, bar_format="{desc}: {elapsed}")
+    done = threading.Event()
+
+    def tick():
+        while not done.wait(0.5):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        bar.close()
+
+
+def prepare_model(model: str) -> None:
+    """Convert the embedded model once (about 20 s), with its own progress line."""
+    from generator.backends.models import is_prepared, resolve_model
+    if model.startswith("embedded:") and not is_prepared(model):
+        with long_step(f"preparing {model} (once)"):
+            resolve_model(model)
+
+
+class RunProgress:
+    """One bar per pilot round and one for the main corpus, fed by the run loop's callback."""
+
+    def __init__(self, num_docs: int, pilot_docs: int):
+        self.num_docs, self.pilot_docs = num_docs, pilot_docs
+        self.bar, self.key = None, None
+
+    def __call__(self, state) -> None:
+        key = ("pilot", state.round) if state.phase == "pilot" else ("main", 0)
+        if key != self.key:
+            self.close()
+            self.key = key
+            desc = f"pilot round {state.round}" if key[0] == "pilot" else "generating"
+            self.bar = progress(total=self.pilot_docs if key[0] == "pilot" else self.num_docs,
+                                unit="doc", desc=desc)
+        self.bar.n = state.round_docs if key[0] == "pilot" else state.num_docs
+        rate = state.completion_tokens / state.generate_s if state.generate_s else 0.0
+        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {state.num_failed} failed")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def log_path_for(command: str) -> Path:
+    """A fresh log file for this command under the cache folder (the newest 20 are kept)."""
+    from generator.backends.models import cache_dir
+    folder = cache_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-19]:
+        old.unlink(missing_ok=True)
+    return folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def _on_real_terminal_fds() -> bool:
+    try:
+        return sys.stdout.fileno() == 1 and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False  # replaced streams (e.g. a test's capture): leave them alone
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool, command: str):
+    """Unless verbose, everything libraries write (vLLM and Ray banners, model loading,
+    warnings, child processes' output) goes to a log file; the CLI's own lines and bars go to
+    the terminal. Yields the log path (None when nothing is redirected)."""
+    global ERR
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if verbose or not _on_real_terminal_fds():
+        ERR = sys.stderr
+        yield None
+        return
+    path = log_path_for(command)
+    for name, value in {"VLLM_CONFIGURE_LOGGING": "0", "TRANSFORMERS_VERBOSITY": "warning",
+                        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "RAY_DEDUP_LOGS": "0"}.items():
+        os.environ.setdefault(name, value)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    old_stdout = sys.stdout
+    sys.stdout = open(saved_out, "w", buffering=1, encoding="utf-8", closefd=False)
+    ERR = open(saved_err, "w", buffering=1, encoding="utf-8", closefd=False)
+    logging.getLogger().setLevel(logging.INFO)  # the log file gets the details
+    try:
+        yield path
+    finally:
+        sys.stdout.flush()
+        ERR.flush()
+        sys.stdout, ERR = old_stdout, sys.stderr
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)

@@ -1,0 +1,42 @@
+"""The LLM cluster-agent end to end on the real embedded model (vLLM CPU build in the session's
+Ray actor). SmolLM2-135M is no real judge; this checks the plumbing: JSON schemas enforced by
+structured decoding, criteria written and frozen, repairs counted, failures excluded, the score
+inside [1/K, K], and costs reported."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import DATA
+from generator.judges.cluster_agent import ClusterAgentConfig, ClusterAgentJudge, Criteria, generate_criteria
+from generator.judges.protocol import score_corpus
+
+pytestmark = pytest.mark.integration
+DATA = DATA / "judge" / "generated_quickstart.jsonl"
+
+SMALL = ClusterAgentConfig(docs_per_criteria_call=2, num_criteria_calls=2, num_kept=2, max_doc_chars=200,
+                           criteria_max_tokens=500, summary_max_tokens=600, cluster_max_tokens=500,
+                           verify_max_tokens=300, summary_max_names=8, summary_max_definitions=1, seed=3)
+
+
+def test_cluster_agent_runs_end_to_end_on_the_embedded_model(ray_engine, tmp_path):
+    texts = [json.loads(line)["text"] for line in DATA.read_text().splitlines()][:30]
+    criteria = generate_criteria(ray_engine, texts, rng=np.random.default_rng(0), config=SMALL)
+    assert criteria.metadata and criteria.metrics and criteria.sentences
+    saved = tmp_path / "criteria.json"
+    saved.write_text(criteria.to_json())
+    frozen = Criteria.from_json(saved.read_text())
+    assert frozen == criteria
+    k = 4
+    report = score_corpus(texts, ClusterAgentJudge(ray_engine, frozen, SMALL), k=k,
+                          rng=np.random.default_rng(1), num_batches=3, min_batches=1)
+    assert report.num_scored + report.num_failed == 3
+    assert report.calls >= 3 and report.prompt_tokens > 0 and report.completion_tokens > 0
+    assert set(report.repairs) == {"out_of_range", "duplicate", "unassigned", "invalid_dissolved"}
+    if report.num_scored:
+        assert 1 / k <= report.score <= k
+        for batch in report.batches:
+            if not batch.failed:
+                assert sorted(i for c in batch.clusters for i in c) == list(range(k))
+    else:
+        assert all(b.error for b in report.batches)

@@ -1,0 +1,128 @@
+"""Faults on the real stack: a run killed with SIGKILL mid-way resumes to exactly the requested
+corpus, and an engine actor killed mid-batch is replaced with its batch retried."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL_RECIPE, write_recipe
+from generator.run import controller
+from generator.recipe import load_recipe
+from generator.files import read_documents
+
+pytestmark = pytest.mark.integration
+
+
+def vllm_pids() -> set[int]:
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "cmdline").read_bytes().startswith(b"VLLM::") or b"EngineActor" in (d / "cmdline").read_bytes():
+                    pids.add(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def kill_leftovers(marker: str, keep: set[int]) -> None:
+    """Kill what the killed run left behind: its Ray processes (their command lines name its
+    RAY_TMPDIR) and orphaned engine processes that were not running before the test."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                cmd = (d / "cmdline").read_bytes()
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            pid = int(d.name)
+            if marker.encode() in cmd or (pid in vllm_pids() - keep and ppid == 1):
+                left.append(pid)
+        if not left:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(1)
+
+
+def test_sigkill_mid_run_then_resume_gives_exact_corpus(tmp_path):
+    recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("size: {num_docs: 20, batch_size: 8}",
+                                                         "size: {num_docs: 24, batch_size: 4}")
+                          .replace("max_tokens: 32", "max_tokens: 12"))
+    out = tmp_path / "run"
+    # Ray's unix sockets live under RAY_TMPDIR and their paths must stay short.
+    ray_dir = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
+    env = dict(os.environ, RAY_TMPDIR=str(ray_dir), RAY_AUTH_MODE="disabled")
+    cmd = [sys.executable, "-m", "generator.cli", "run", str(recipe), "--out", str(out)]
+    before = vllm_pids()
+    log = open(tmp_path / "killed-run.log", "w")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    state_file = out / "state.json"
+    deadline = time.monotonic() + 400
+    try:
+        while time.monotonic() < deadline:
+            if state_file.is_file() and json.loads(state_file.read_text())["counters"]["num_docs"] >= 8:
+                break
+            assert proc.poll() is None, (tmp_path / "killed-run.log").read_text()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the run did not complete two batches in 400 s")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        log.close()
+        kill_leftovers(str(ray_dir), before)
+    killed = json.loads(state_file.read_text())["counters"]
+    assert 8 <= killed["num_docs"] < 24
+    kept_ids = read_documents(out).column("id").to_pylist()[: killed["num_docs"]]
+
+    done = subprocess.run([*cmd, "--resume"], env=env, timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = read_documents(out)
+    ids = table.column("id").to_pylist()
+    assert len(ids) == 24 and len(set(ids)) == 24
+    assert set(kept_ids) <= set(ids)  # nothing written before the kill was lost
+    assert sorted(table.column("sample_index").to_pylist()) == list(range(24))  # indices continue
+    final = json.loads(state_file.read_text())["counters"]
+    assert final["batches"] == 6 and final["next_index"] == 24
+    shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def test_killed_engine_actor_is_replaced_and_the_run_completes(small_recipe, tmp_path, ray_engine):
+    import ray
+
+    plan = load_recipe(small_recipe, ["size.num_docs=16", "size.batch_size=16", "sampling.max_tokens=48"])
+    victim = ray_engine.actors[0]
+    restarts = ray_engine.restarts
+    handed_out = []
+
+    def kill_after_first_chunk(slot: int) -> None:  # the engine dies with its chunk in flight
+        handed_out.append(slot)
+        if len(handed_out) == 1:
+            ray.kill(victim, no_restart=True)
+
+    ray_engine.on_submit = kill_after_first_chunk
+    try:
+        summary = controller.run(plan, tmp_path / "run", ray_engine)
+    finally:
+        ray_engine.on_submit = None
+    assert handed_out[:2] == [0, 0]  # the chunk went out, the actor died, and it went out again
+    assert ray_engine.restarts == restarts + 1 and ray_engine.actors[0] is not victim
+    ids = read_documents(tmp_path / "run").column("id").to_pylist()
+    assert summary["num_docs"] == 16 == len(set(ids)) and summary["num_failed"] == 0

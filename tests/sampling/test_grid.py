@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generator.errors import UserError
+from generator.sampling.grid import Axis, AxisValue, Grid, load_axis, load_grid, sample_cells, template_variables
+
+
+def grid_files(root: Path) -> dict[str, Path]:
+    return {a: root / "topics" / f"{a}s.yaml" for a in ("topic", "persona", "style", "audience")}
+
+
+def test_shipped_grids_meet_the_minimum_sizes(root):
+    grid = load_grid(grid_files(root))
+    topics = grid.axes["topic"]
+    assert len(topics.values) >= 300
+    assert len(topics.domains()) >= 20
+    assert len(grid.axes["persona"].values) >= 60
+    assert len(grid.axes["style"].values) >= 10
+    assert len(grid.axes["audience"].values) >= 5
+    styles = {v.value for v in grid.axes["style"].values}
+    assert {"textbook narrative", "textbook academic", "blog post", "wikiHow", "story", "forum Q&A",
+            "lecture transcript", "news explainer", "FAQ", "dialogue"} <= styles
+
+
+def test_sampling_is_seeded(root):
+    grid = load_grid(grid_files(root))
+    a = sample_cells(grid, 50, np.random.default_rng(1))
+    b = sample_cells(grid, 50, np.random.default_rng(1))
+    c = sample_cells(grid, 50, np.random.default_rng(2))
+    assert a == b
+    assert a != c
+
+
+def test_weights_steer_sampling_and_zero_weight_deactivates():
+    axis = Axis("persona", tuple(AxisValue(v) for v in "abcd"))
+    grid = Grid({"persona": axis})
+    cells = sample_cells(grid, 4000, np.random.default_rng(0),
+                         weights={"persona": {"a": 3.0, "b": 1.0, "c": 0.0, "d": 0.0}})
+    counts = {v: sum(c.values["persona"] == v for c in cells) for v in "abcd"}
+    assert counts["c"] == counts["d"] == 0
+    # P(a) = 0.75; with n=4000 the standard deviation of the share is 0.007, so 0.72..0.78 fails
+    # with probability far below 1e-4.
+    assert 0.72 < counts["a"] / 4000 < 0.78
+
+
+def test_huge_grid_samples_without_materialising():
+    # 10 axes of 10 values: 10^10 cells; sampling 1000 must not enumerate them.
+    axes = {f"axis{i}": Axis(f"axis{i}", tuple(AxisValue(f"v{i}_{j}") for j in range(10)))
+            for i in range(10)}
+    grid = Grid(axes)
+    cells = sample_cells(grid, 1000, np.random.default_rng(0))
+    assert len(cells) == 1000 and len(cells[0].values) == 10
+
+
+def test_domain_weight_spreads_over_its_topics(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text("axis: topic\ndomains:\n  - name: A\n    weight: 3\n    topics: [a1, a2, a3]\n"
+                 "  - name: B\n    topics: [b1]\n")
+    axis = load_axis(f)
+    cells = sample_cells(Grid({"topic": axis}), 4000, np.random.default_rng(0))
+    share_a = sum(c.values["domain"] == "A" for c in cells) / 4000
+    assert 0.72 < share_a < 0.78  # domain A carries 3/4 of the mass, not 3 topics of 4
+
+
+def test_multi_topic_cells_have_distinct_topics(root):
+    grid = load_grid(grid_files(root))
+    cells = sample_cells(grid, 20, np.random.default_rng(0), num_topics=3)
+    for c in cells:
+        topics = template_variables(grid, c)["topics"]
+        assert len(topics) == 3 and len(set(topics)) == 3
+
+
+@pytest.mark.parametrize("body,match", [
+    ("axis: persona\nvalues: []\n", "has no values"),
+    ("axis: persona\nvalues: [a, A]\n", "duplicate value"),
+    ("axis: persona\nvalues: [{value: a, weight: -1}]\n", "must be a positive number"),
+    ("axis: persona\nvalues: [{value: a, colour: red}]\n", "unknown key"),
+    ("axis: persona\nvalues: [a\n", "invalid YAML"),
+    ("axis: persona\nitems: [a]\n", "unknown key"),
+    ("- a\n- b\n", "expected a mapping"),
+    ("axis: topic\ndomains: [{name: X}]\n", "needs 'name' and 'topics'"),
+])
+def test_bad_grid_files_are_rejected(tmp_path, body, match):
+    f = tmp_path / "g.yaml"
+    f.write_text(body)
+    with pytest.raises(UserError, match=match):
+        load_axis(f)
+
+
+def test_missing_and_non_utf8_grid_files(tmp_path):
+    with pytest.raises(UserError, match="grid file not found"):
+        load_axis(tmp_path / "nope.yaml")
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes("axis: persona\nvalues: [caf\xe9]\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_axis(f)

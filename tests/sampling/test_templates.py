@@ -1,0 +1,98 @@
+"""Golden renders of every shipped template, and the declaration checks."""
+import re
+from pathlib import Path
+
+import pytest
+
+from generator.errors import UserError
+from generator.sampling.templates import check_template_against, load_template
+
+VARS = {
+    "topic": "tide pools", "topics": ["tide pools", "sourdough", "tax brackets"],
+    "domain": "Biology", "style": "blog post", "style_description": "A chatty blog post.",
+    "persona": "a marine biologist", "audience": "young children",
+    "audience_description": "Children aged six to ten.", "num_words": 120,
+}
+GOLDEN = {
+    "topic": "Write an informative text of about 120 words on the following subject: tide pools.\n"
+             "Explain the main ideas clearly and include at least one concrete example.",
+    "topic_style": "Write a blog post about tide pools.\nFormat: A chatty blog post.\n"
+                   "Aim for about 120 words and give the reader something concrete to remember.",
+    "topic_style_persona": "You are a marine biologist.\nDrawing on your own background and way of "
+                           "speaking, write a blog post about tide pools.\nFormat: A chatty blog post.\n"
+                           "Keep it to about 120 words.",
+    "multitopic_style_persona": "You are a marine biologist.\nWrite a blog post that connects the "
+                                "following subjects in one coherent piece:\n- tide pools\n- sourdough\n"
+                                "- tax brackets\nFormat: A chatty blog post.\nShow how the subjects "
+                                "relate to each other. Keep it to about 120 words.",
+    "textbook": "Write a section of a textbook of Biology for young children on the unit \"tide pools\".\n"
+                "About the readers: Children aged six to ten.\nSay why the unit matters, explain its key "
+                "idea with one worked example,\nand end with one short exercise. Write in a clear, engaging "
+                "textbook voice, without a title page\nor a table of contents, in about 120 words.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_render(root, name):
+    t = load_template(root / "prompts" / f"{name}.j2")
+    assert t.render({k: VARS[k] for k in t.variables}) == GOLDEN[name]
+
+
+def test_every_shipped_template_has_a_golden_render(root):
+    shipped = {p.stem for p in (root / "prompts").glob("*.j2")}
+    assert shipped == set(GOLDEN)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "t.j2"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text,match", [
+    ("Write about {{ topic }}.", "missing declaration header"),
+    ("{# variables: [topic] #}Write about {{ topic }} for {{ persona }}.", "differ from those used"),
+    ("{# variables: [topic] #}Write about {{ topic }", "template syntax error"),
+    ("{# variables: topic #}Write about {{ topic }}.", "must be a list of names"),
+    ("{#\nvariables: [topic]\nnum_topics: 0\n#}{{ topic }}", "num_topics must be a positive integer"),
+])
+def test_bad_templates_are_rejected(tmp_path, text, match):
+    with pytest.raises(UserError, match=match):
+        load_template(write(tmp_path, text))
+
+
+def test_template_needing_an_axis_the_grid_lacks(tmp_path):
+    t = load_template(write(tmp_path, "{# variables: [topic, persona] #}{{ persona }}: {{ topic }}"))
+    with pytest.raises(UserError, match=r"uses \['persona'\] but the grid"):
+        check_template_against(t, {"topic", "domain"}, "recipe.yaml: grid")
+
+
+def test_sandbox_blocks_unsafe_attribute_access(tmp_path):
+    t = load_template(write(tmp_path, "{# variables: [topic] #}\n{{ topic.__class__.__mro__ }}"))
+    with pytest.raises(UserError, match=r"t\.j2:2: the sandbox refused an unsafe operation .*__class__"):
+        t.render({"topic": "x"})
+
+
+def test_template_runtime_error_names_file_and_line(tmp_path):
+    t = load_template(write(tmp_path, "{# variables: [topic] #}\nok\n{{ topic | int + none }}"))
+    with pytest.raises(UserError, match=r"t\.j2:3: template failed: TypeError"):
+        t.render({"topic": "x"})
+
+
+@pytest.mark.parametrize("body, match", [
+    ("{{ topic.__class__ }}", r"bad\.j2:\d+: the sandbox refused"),
+    ("{{ topic | int + none }}", r"bad\.j2:\d+: template failed: TypeError"),
+])
+def test_unsafe_template_fails_at_load_with_exit_2(tmp_path, capsys, body, match):
+    """Regression: `generator render` with `{{ topic.__class__ }}` exited 1 with a 36-line traceback."""
+    from conftest import SMALL_RECIPE, write_recipe
+    from generator.cli import main
+    tpl = tmp_path / "bad.j2"
+    tpl.write_text("{# variables: [topic] #}\n" + body + "\n")
+    recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("@ROOT@/prompts/textbook.j2", str(tpl))
+                          .replace("roots: [@ROOT@]", f"roots: [@ROOT@, {tmp_path}]"))
+    for command in (["render", str(recipe)], ["run", str(recipe), "--out", str(tmp_path / "out")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(match, err[0]), err
+    assert not (tmp_path / "out").exists()

@@ -186,12 +186,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = controller.run(plan, out, backend, resume=args.resume, force=args.force, on_batch=bars)
     except controller.RunStopped as exc:
-        bars.close()
-        say(f"error: run stopped: {exc}")
-        return 1
+        summary = {"stopped": str(exc)}
     finally:
         bars.close()
         backend.close()
+    if "num_docs" not in summary:
+        say(f"error: run stopped: {summary['stopped']}")
+        return 1
     print(f"wrote {summary['num_docs']} documents ({summary['completion_tokens']} tokens, "
           f"{summary['tokens_per_s']} tok/s, {summary['num_failed']} failed; endings: "
           f"{summary['num_docs'] - summary['num_trimmed'] - summary['num_truncated']} at EOS, "

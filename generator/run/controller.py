@@ -23,7 +23,7 @@ from generator.run.dedup import Deduper
 from generator.run.loop import OnBatch, fill, open_deduper, write_summary
 from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
                                   weights_file)
-from generator.run.state import Round, RunState, pilot_dir, prepare_output
+from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "final": 909}  # named random streams of the controller
 
@@ -231,5 +231,4 @@ def with_phase(state: RunState, phase: str) -> RunState:
 
 
 def save(ctx: Context, state: RunState) -> None:
-    from generator.run.state import save_state
     save_state(ctx.out, state)

@@ -174,3 +174,15 @@ def test_resolved_recipe_reruns_to_the_same_hash_and_prompts(small_recipe, tmp_p
     controller.run(again, tmp_path / "b", FakeBackend())
     assert read_documents(tmp_path / "b").column("id").to_pylist() == \
         read_documents(tmp_path / "a").column("id").to_pylist()
+
+
+def test_resume_of_a_folder_with_the_older_flat_state_is_refused(small_recipe, tmp_path):
+    plan = load_recipe(small_recipe)
+    out = tmp_path / "run"
+    controller.run(plan, out, FakeBackend())
+    flat = json.loads((out / "state.json").read_text())["counters"]
+    (out / "state.json").write_text(json.dumps(flat))  # the layout before counters/steering records
+    before = sorted(p.name for p in out.rglob("*"))
+    with pytest.raises(UserError, match=r"state.json: written by an older version of generator.*new --out"):
+        controller.run(plan, out, FakeBackend(), resume=True)
+    assert sorted(p.name for p in out.rglob("*")) == before

@@ -90,3 +90,69 @@ class KeyJudge:
                 groups.setdefault(self.key(text), []).append(i)
             out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values()), calls=1))
         return out
+
+
+# ---- the LLM judge ------------------------------------------------------------------------------
+
+def _judge_criteria():
+    from generator.cluster_agent import Criteria
+    return Criteria(
+        metadata=(("domain", "The subject area."), ("form", "How the text is organised.")),
+        metrics=(("technicality", "1 plain words, 3 some terms, 5 expert jargon."),),
+        sentences=(("domain", "Documents belong together when they share a subject area."),
+                   ("form", "Documents belong together when their text is organised the same way."),
+                   ("technicality", "Documents belong together when they are about as technical.")),
+        judge_model="scripted-judge", k=10, num_rounds=3)
+
+
+JUDGE_CRITERIA = _judge_criteria()
+
+
+def valid_verdicts(request: Request) -> str:
+    """A verification answer that finds every cluster asked about valid."""
+    import json
+    ids = json.loads(request.json_schema)["required"]
+    return json.dumps({i: {"reason": "alike", "valid": True} for i in ids})
+
+
+def criteria_answers(request: Request) -> str:
+    """Answers to the criteria stages: rounds, summaries and sentences."""
+    import json
+    stage = request.id.split("-")[0]
+    if stage == "criteria":
+        return json.dumps({"metadata": [{"name": n, "definition": "d"} for n in ("domain", "form", "tone")],
+                           "metrics": [{"name": n, "rubric": "1-5"} for n in ("depth", "clarity", "tone")]})
+    if stage == "summary":
+        return json.dumps({"items": [{"name": "domain", "definition": "subject"},
+                                     {"name": "tone", "definition": "voice"}]})
+    names = json.loads(request.json_schema)["properties"]["criteria"]["required"]
+    return json.dumps({"criteria": {n: f"Group by {n}." for n in names}})
+
+
+class ScriptedJudgeBackend:
+    """A judge backend answering by stage (the request id's prefix): `cluster(request)`,
+    `verify(request)` and `criteria(request)` return answer text or a ready `Result`. Every
+    answered request costs 100 prompt and 20 completion tokens; `num_requests` counts them."""
+
+    name = "scripted"
+
+    def __init__(self, cluster=None, verify=valid_verdicts, criteria=criteria_answers, model="scripted-judge"):
+        self.cluster, self.verify, self.criteria = cluster, verify, criteria
+        self.model = model
+        self.num_requests = 0
+        self.generate_calls: list[list[Request]] = []
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        self.generate_calls.append(list(requests))
+        out = []
+        for r in requests:
+            self.num_requests += 1
+            stage = r.id.split("-")[0]
+            answer = {"cluster": self.cluster, "verify": self.verify}.get(stage, self.criteria)(r)
+            if isinstance(answer, str):
+                answer = Result(id=r.id, text=answer, finish_reason="stop", num_prompt_tokens=100, num_tokens=20)
+            out.append(answer)
+        return out
+
+    def close(self) -> None:
+        pass

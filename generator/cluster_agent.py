@@ -58,6 +58,7 @@ class ClusterAgentConfig:
     cluster_max_tokens: int = 3072
     verify_max_tokens: int = 1024
     max_attempts: int = 2  # per call: the first try and one retry (a cut answer retries at 2x tokens)
+    criteria_budget_share: float = 0.25  # most of a call budget that writing criteria may spend
     summary_max_names: int = 40  # most frequent names shown to a summary call
     summary_max_definitions: int = 3  # definitions shown per name
     seed: int = 0  # request seeds derive from (seed, prompt, attempt)
@@ -192,17 +193,21 @@ def generate_criteria(backend: Backend, texts: Sequence[str], *, rng: np.random.
                       budget: CallBudget | None = None, audit: AuditSink | None = None) -> Criteria:
     """Write clustering criteria from random samples of `texts` (stages 1 and 2). With a
     `budget`, the rounds get what is left after reserving the three summary calls (with their
-    retries); a budget too small for one round and the summaries is an error."""
+    retries), within `config.criteria_budget_share` of it; a budget too small for one round and
+    the summaries is an error."""
     if not texts:
         raise ScoreError("cannot write criteria for an empty corpus", fix="point at a corpus with documents")
     budget = budget or CallBudget()
     reserve = 3 * config.max_attempts
     num_rounds = config.num_criteria_calls
     if budget.left is not None:
-        num_rounds = min(num_rounds, budget.left - reserve)
+        allowed = int(budget.left * config.criteria_budget_share)
+        num_rounds = min(num_rounds, allowed - reserve)
         if num_rounds < 1:
             raise ScoreError(f"a call budget of {budget.left} cannot write criteria: one round and the summaries "
-                             f"need up to {1 + reserve} calls", fix="raise --max-calls or pass --criteria FILE")
+                             f"need up to {1 + reserve} calls, and criteria may spend "
+                             f"{config.criteria_budget_share:.0%} of the budget",
+                             fix="raise --max-calls or pass --criteria FILE")
     ask = dict(seed=config.seed, max_attempts=config.max_attempts, audit=audit)
     cost = Cost()
     docs_per_call = min(config.docs_per_criteria_call, len(texts))
@@ -210,7 +215,7 @@ def generate_criteria(backend: Backend, texts: Sequence[str], *, rng: np.random.
                               documents=[truncate(texts[i], config.max_doc_chars)
                                          for i in rng.choice(len(texts), size=docs_per_call, replace=False)]),
                 CRITERIA_SCHEMA, _parse_round) for _ in range(num_rounds)]
-    rounds_budget = CallBudget(None if budget.left is None else budget.left - reserve)
+    rounds_budget = CallBudget(None if budget.left is None else allowed - reserve)
     replies = ask_all(backend, jobs, stage="criteria", max_tokens=config.criteria_max_tokens,
                       temperature=config.criteria_temperature, budget=rounds_budget, **ask)
     budget.take(rounds_budget.spent)

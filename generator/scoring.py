@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from generator.diversity import ScoreError, attribute_cells, score_corpus
+from generator.diversity import INVALID_POLICIES, MAX_FAILURE_SHARE, ScoreError, attribute_cells, score_corpus
 from generator.embed_judge import DEFAULT_THRESHOLD, EmbeddingJudge
 from generator.writers import write_json
 
@@ -111,12 +111,18 @@ def _read_saved_dataset(path: Path) -> dict[str, list]:
 def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None = None, *, judge: str = "embed",
                 k: int = 10, seed: int = 0, precision: float | None = None, max_calls: int | None = None,
                 num_batches: int = 200, threshold: float = DEFAULT_THRESHOLD, backend=None, criteria=None,
-                agent_config=None, reference_texts: Sequence[str] | None = None, proxies: bool = True) -> dict:
+                agent_config=None, reference_texts: Sequence[str] | None = None, proxies: bool = True,
+                budget=None, audit=None, max_failure_share: float = MAX_FAILURE_SHARE) -> dict:
     """Everything `generator score` reports, as one JSON-ready dict: the diversity report
     (top-level keys judge, k, score, half_width, ...), and when available the proxies, the
     shift from `reference_texts` and the per-cell attribution of the grid columns.
-    judge="llm" needs a `backend` and frozen `criteria` (see cluster_agent)."""
+    judge="llm" needs a `backend` and frozen `criteria` (see cluster_agent). A `budget`
+    (judge_calls.CallBudget) shared with criteria writing replaces `max_calls`; `audit`
+    receives every judge call and batch."""
+    from generator.judge_calls import CallBudget
+
     rng = np.random.default_rng(seed)
+    budget = budget or CallBudget(max_calls)
     if judge == "embed":
         scorer = EmbeddingJudge(threshold)
     elif judge == "llm":
@@ -125,17 +131,24 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
                              fix="pass --judge-model M or --judge-endpoint URL (criteria are written if missing)")
         from generator.cluster_agent import ClusterAgentConfig, ClusterAgentJudge
 
-        scorer = ClusterAgentJudge(backend, criteria, agent_config or ClusterAgentConfig(seed=seed))
+        scorer = ClusterAgentJudge(backend, criteria, agent_config or ClusterAgentConfig(seed=seed),
+                                   budget=budget, audit=audit)
     else:
         raise ScoreError(f"unknown judge {judge!r}", fix="use --judge embed or --judge llm")
-    report = score_corpus(texts, scorer, k=k, rng=rng, max_calls=max_calls, precision=precision,
-                          num_batches=num_batches, min_batches=min(20, num_batches))
+    if audit is not None:
+        audit.write({"type": "run", "judge": scorer.name, "k": k, "num_docs": len(texts), "seed": seed,
+                     "precision": precision, "max_calls": budget.max_calls,
+                     "invalid_policy": getattr(getattr(scorer, "config", None), "invalid_policy", None)})
+    report = score_corpus(texts, scorer, k=k, rng=rng, max_calls=budget.left, precision=precision,
+                          num_batches=num_batches, min_batches=min(30, num_batches),
+                          max_failure_share=max_failure_share, audit=audit)
     result = report.to_dict()
     result["judge_kind"] = judge
     if judge == "embed":
         result["threshold"] = threshold
     else:
         result["criteria"] = json.loads(criteria.to_json())
+        result["calls_total"] = budget.spent  # criteria written in this run included
     grid = {c: metadata[c] for c in GRID_COLUMNS if metadata and c in metadata and len(set(metadata[c]) - {""}) > 1}
     if grid:
         result["attribution"] = attribute_cells(report, grid)
@@ -206,6 +219,18 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, default=None, metavar="PATH",
                         help="reference corpus: also report the distribution shift from it")
     parser.add_argument("--no-proxies", action="store_true", help="skip the lexical and embedding proxies")
+    parser.add_argument("--invalid-policy", choices=INVALID_POLICIES, default="split",
+                        help="an LLM-judge cluster found invalid is split into singletons, dropped, or kept "
+                             "(default split)")
+    parser.add_argument("--max-failure-share", type=float, default=MAX_FAILURE_SHARE, metavar="S",
+                        help=f"refuse the score when more than this share of batches failed "
+                             f"(default {MAX_FAILURE_SHARE})")
+    parser.add_argument("--audit", type=Path, default=None, metavar="FILE",
+                        help="JSONL of every judge call and batch (default: beside --json as OUT.audit.jsonl)")
+    parser.add_argument("--judge-cache", type=Path, default=None, metavar="FILE",
+                        help="SQLite cache of LLM-judge calls: a re-run repeats none of them")
+    parser.add_argument("--recompute", type=Path, default=None, metavar="AUDIT",
+                        help="rebuild D from an audit file under --invalid-policy, with no judge call")
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,20 +246,28 @@ def open_judge_backend(args: argparse.Namespace):
     if args.judge_endpoint:
         if not args.judge_model:
             raise ScoreError("--judge-endpoint needs the name of the model it serves", fix="add --judge-model NAME")
-        return open_backend("openai", args.judge_model, base_url=args.judge_endpoint)
-    if args.judge_model:
-        return open_backend("vllm", args.judge_model)
-    raise ScoreError("the llm judge needs a model", fix="pass --judge-model M or --judge-endpoint URL --judge-model M")
+        backend = open_backend("openai", args.judge_model, base_url=args.judge_endpoint)
+    elif args.judge_model:
+        backend = open_backend("vllm", args.judge_model)
+    else:
+        raise ScoreError("the llm judge needs a model",
+                         fix="pass --judge-model M or --judge-endpoint URL --judge-model M")
+    if getattr(args, "judge_cache", None):
+        from generator.judge_cache import CachedBackend
+
+        backend = CachedBackend(backend, args.judge_cache)
+    return backend
 
 
-def obtain_criteria(args: argparse.Namespace, backend, texts: Sequence[str]):
-    """Frozen criteria from --criteria, or new ones (written to --criteria when given)."""
+def obtain_criteria(args: argparse.Namespace, backend, texts: Sequence[str], *, budget=None, audit=None):
+    """Frozen criteria from --criteria (refused if written by another judge model or for
+    another K), or new ones within `budget` (written to --criteria when given)."""
     from generator.cluster_agent import ClusterAgentConfig, generate_criteria, load_criteria
 
     if args.criteria and args.criteria.exists() and not getattr(args, "regenerate_criteria", False):
-        return load_criteria(args.criteria)
+        return load_criteria(args.criteria, judge_model=backend.model, k=args.k)
     criteria = generate_criteria(backend, texts, rng=np.random.default_rng([args.seed, 1]),
-                                 config=ClusterAgentConfig(seed=args.seed))
+                                 config=ClusterAgentConfig(seed=args.seed), k=args.k, budget=budget, audit=audit)
     if args.criteria:
         args.criteria.parent.mkdir(parents=True, exist_ok=True)
         args.criteria.write_text(criteria.to_json() + "\n", encoding="utf-8")
@@ -243,25 +276,51 @@ def obtain_criteria(args: argparse.Namespace, backend, texts: Sequence[str]):
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from generator.judge_audit import AuditLog, recompute
+    from generator.judge_calls import CallBudget
+
+    if args.recompute:
+        result = recompute(args.recompute, args.invalid_policy, seed=args.seed)
+        print(format_recomputed(result))
+        if args.json:
+            write_json(args.json, result)
+        return 0
     texts, metadata = load_corpus(args.data, args.text_field)
     reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
-    backend = criteria = None
-    if args.judge == "llm":
-        backend = open_judge_backend(args)
-        criteria = obtain_criteria(args, backend, texts)
+    audit_path = args.audit or (args.json.with_suffix(".audit.jsonl") if args.json else None)
+    audit = AuditLog(audit_path) if audit_path else None
+    budget = CallBudget(args.max_calls)
+    backend = criteria = config = None
     try:
+        if args.judge == "llm":
+            from generator.cluster_agent import ClusterAgentConfig
+
+            backend = open_judge_backend(args)
+            criteria = obtain_criteria(args, backend, texts, budget=budget, audit=audit)
+            config = ClusterAgentConfig(seed=args.seed, invalid_policy=args.invalid_policy)
         result = score_texts(texts, metadata, judge=args.judge, k=args.k, seed=args.seed, precision=args.precision,
-                             max_calls=args.max_calls, num_batches=args.num_batches, threshold=args.threshold,
-                             backend=backend, criteria=criteria, reference_texts=reference,
-                             proxies=not args.no_proxies)
+                             num_batches=args.num_batches, threshold=args.threshold, backend=backend,
+                             criteria=criteria, agent_config=config, reference_texts=reference,
+                             proxies=not args.no_proxies, budget=budget, audit=audit,
+                             max_failure_share=args.max_failure_share)
     finally:
         if backend is not None:
             backend.close()
+        if audit is not None:
+            audit.close()
     print(format_result(result, str(args.data)))
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")
+    if audit_path:
+        print(f"wrote {audit_path}")
     return 0
+
+
+def format_recomputed(result: dict) -> str:
+    return (f"recomputed     {result['recomputed_from']} under invalid policy {result['invalid_policy']} (0 calls)\n"
+            f"diversity D    {result['score']:.3f}   95% CI [{result['ci_low']:.3f}, {result['ci_high']:.3f}]\n"
+            f"batches        {result['num_scored']} scored, {result['num_failed']} failed")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -302,8 +361,15 @@ def format_result(result: dict, source: str) -> str:
              f"judge calls    {result['calls']}" + (f" ({result['prompt_tokens']} prompt + "
                                                  f"{result['completion_tokens']} completion tokens)"
                                                  if result["prompt_tokens"] else "")]
+    if result.get("failures"):
+        lines.append(f"failures       {result['failure_share']:.1%} of batches: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(result["failures"].items()))
+                     + f"; D would span [{result['score_failed_low']:.3f}, {result['score_failed_high']:.3f}] "
+                       "had they scored 1/K or K")
     if any(result["repairs"].values()):
         lines.append("repairs        " + ", ".join(f"{k} {v}" for k, v in result["repairs"].items()))
+    if any(result.get("fixes", {}).values()):
+        lines.append("fixes          " + ", ".join(f"{k} {v}" for k, v in result["fixes"].items() if v))
     if result.get("proxies"):
         lines.append("proxies")
         lines.extend(f"  {name:<24} {value:.4g}" for name, value in result["proxies"].items())

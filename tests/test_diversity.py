@@ -147,7 +147,7 @@ def test_precision_plans_a_fresh_main_sample_from_a_pilot():
 def test_constant_pilot_still_plans_the_minimum_main_sample():
     report = score_corpus(TEXTS, FakeJudge(lambda i, b: 4), rng=np.random.default_rng(0), precision=0.5,
                           min_batches=25, num_batches=500)
-    assert report.stop_reason == "precision" and report.num_pilot == 25 and report.num_scored == 100
+    assert report.stop_reason == "precision" and report.num_pilot == 25 and report.num_scored == 150
     assert report.half_width == pytest.approx(0, abs=1e-12)
 
 

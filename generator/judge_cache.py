@@ -2,7 +2,7 @@
 
 `CachedBackend` wraps any `Backend`. A request's key is the hash of the model and everything
 that shapes the answer (prompt, system prompt, JSON schema, max_tokens, temperature, top_p,
-seed), not its id. Answered results are stored in a SQLite file; error rows are not, so they
+seed), not its id; a request repeated within one call is sent once. Answered results are stored in a SQLite file; error rows are not, so they
 are tried again next time. Calls that hit the cache cost nothing and are counted in `hits`.
 """
 from __future__ import annotations
@@ -43,21 +43,17 @@ class CachedBackend:
             row = self._db.execute("SELECT result FROM calls WHERE key = ?", (key,)).fetchone()
             if row is not None:
                 found[key] = json.loads(row[0])
-        todo = [i for i, key in enumerate(keys) if key not in found]
+        todo = list({key: i for i, key in reversed(list(enumerate(keys))) if key not in found}.values())
         fresh = self.backend.generate([requests[i] for i in todo]) if todo else []
-        out: list[Result | None] = [None] * len(requests)
         for i, result in zip(todo, fresh):
-            out[i] = result
+            found[keys[i]] = {k: v for k, v in vars(result).items() if k != "id"}
             if result.ok:
-                stored = {k: v for k, v in vars(result).items() if k != "id"}
-                self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (keys[i], json.dumps(stored)))
+                self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)",
+                                 (keys[i], json.dumps(found[keys[i]])))
         self._db.commit()
-        for i, key in enumerate(keys):
-            if out[i] is None:
-                out[i] = Result(id=requests[i].id, **found[key])
         self.hits += len(requests) - len(todo)
         self.misses += len(todo)
-        return out
+        return [Result(id=request.id, **found[key]) for request, key in zip(requests, keys)]
 
     def close(self) -> None:
         self._db.close()

@@ -16,6 +16,7 @@ from generator.errors import UserError
 from generator.export.formats import FORMATS
 from generator.export.mixes import DEFAULT_MAX_REPETITION
 from generator.judges.embedding import DEFAULT_THRESHOLD
+from generator.judges.protocol import INVALID_POLICIES, MAX_FAILURE_SHARE
 
 
 def say(*lines: str) -> None:
@@ -93,6 +94,17 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, default=None, metavar="PATH",
                         help="reference corpus: also report the distribution shift from it")
     parser.add_argument("--no-proxies", action="store_true", help="skip the lexical and embedding proxies")
+    parser.add_argument("--invalid-policy", choices=INVALID_POLICIES, default="split",
+                        help="an LLM-judge cluster found invalid is split into singletons, dropped, or kept "
+                             "(default split)")
+    parser.add_argument("--max-failure-share", type=float, default=MAX_FAILURE_SHARE, metavar="S",
+                        help=f"refuse the score when more than this share of batches failed (default {MAX_FAILURE_SHARE})")
+    parser.add_argument("--audit", type=Path, default=None, metavar="FILE",
+                        help="JSONL of every judge call and batch (default: beside --json as OUT.audit.jsonl)")
+    parser.add_argument("--judge-cache", type=Path, default=None, metavar="FILE",
+                        help="SQLite cache of LLM-judge calls: a re-run repeats none of them")
+    parser.add_argument("--recompute", type=Path, default=None, metavar="AUDIT",
+                        help="rebuild D from an audit file under --invalid-policy, with no judge call")
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +144,9 @@ def check_judge_args(args: argparse.Namespace) -> None:
         fail(f"--precision {args.precision}: must be positive", "e.g. --precision 0.05")
     if getattr(args, "max_calls", None) is not None and args.max_calls < 1:
         fail(f"--max-calls {args.max_calls}: must be positive", "e.g. --max-calls 4000")
+    share = getattr(args, "max_failure_share", None)
+    if share is not None and not 0 <= share < 1:
+        fail(f"--max-failure-share {share}: must be in [0, 1)", "e.g. --max-failure-share 0.2")
     threshold = getattr(args, "threshold", None)
     if threshold is not None and not 0 < threshold <= 2:
         fail(f"--threshold {threshold}: a cosine distance lies in (0, 2]", f"e.g. the default --threshold {DEFAULT_THRESHOLD}")
@@ -217,35 +232,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_cli_judge(args: argparse.Namespace, kind: str):
+def open_cli_judge(args: argparse.Namespace, kind: str, *, budget=None, audit=None):
     from generator.judges import open_judge
     return open_judge(kind, threshold=getattr(args, "threshold", 0.0), model=args.judge_model or "",
                       endpoint=args.judge_endpoint or "", criteria_path=args.criteria,
-                      regenerate_criteria=getattr(args, "regenerate_criteria", False), seed=args.seed)
+                      regenerate_criteria=getattr(args, "regenerate_criteria", False), seed=args.seed, k=args.k,
+                      invalid_policy=getattr(args, "invalid_policy", "split"), budget=budget, audit=audit,
+                      cache_path=getattr(args, "judge_cache", None))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from generator.files import write_json
-    from generator.measure.report import format_result, score_texts
+    from generator.judges.audit import AuditLog, recompute
+    from generator.judges.calls import CallBudget
+    from generator.measure.report import format_recomputed, format_result, score_texts
     from generator.readers import load_corpus
 
+    if args.recompute:
+        result = recompute(args.recompute, args.invalid_policy, seed=args.seed)
+        print(format_recomputed(result))
+        if args.json:
+            write_json(args.json, result)
+        return 0
     check_judge_args(args)
     texts, metadata = load_corpus(args.data, args.text_field)
     reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
-    judge = open_cli_judge(args, args.judge)
+    audit_path = args.audit or (args.json.with_suffix(".audit.jsonl") if args.json else None)
+    audit = AuditLog(audit_path) if audit_path else None
+    budget = CallBudget(args.max_calls)
+    judge = None
     try:
+        judge = open_cli_judge(args, args.judge, budget=budget, audit=audit)
         if args.judge == "llm":
             judge.prepare(texts)
         result = score_texts(texts, metadata, judge=judge, k=args.k, seed=args.seed, precision=args.precision,
-                             max_calls=args.max_calls, num_batches=args.num_batches, reference_texts=reference,
-                             proxies=not args.no_proxies)
+                             num_batches=args.num_batches, reference_texts=reference, proxies=not args.no_proxies,
+                             budget=budget, audit=audit, max_failure_share=args.max_failure_share)
     finally:
         if hasattr(judge, "close"):
             judge.close()
+        if audit is not None:
+            audit.close()
     print(format_result(result, str(args.data)))
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")
+    if audit_path:
+        print(f"wrote {audit_path}")
     return 0
 
 

@@ -169,3 +169,168 @@ class RepeatingBackend(FakeBackend):
             out.append(r)
             self.seen += 1
         return out
+
+
+# ---- the LLM judge ------------------------------------------------------------------------------
+
+def _judge_criteria():
+    from generator.judges.cluster_agent import Criteria
+    return Criteria(
+        metadata=(("domain", "The subject area."), ("form", "How the text is organised.")),
+        metrics=(("technicality", "1 plain words, 3 some terms, 5 expert jargon."),),
+        sentences=(("domain", "Documents belong together when they share a subject area."),
+                   ("form", "Documents belong together when their text is organised the same way."),
+                   ("technicality", "Documents belong together when they are about as technical.")),
+        judge_model="scripted-judge", k=10, num_rounds=3)
+
+
+JUDGE_CRITERIA = _judge_criteria()
+
+
+def valid_verdicts(request: Request) -> str:
+    """A verification answer that finds every cluster asked about valid."""
+    import json
+    ids = json.loads(request.json_schema)["required"]
+    return json.dumps({i: {"reason": "alike", "valid": True} for i in ids})
+
+
+def criteria_answers(request: Request) -> str:
+    """Answers to the criteria stages: rounds, summaries and sentences."""
+    import json
+    stage = request.id.split("-")[0]
+    if stage == "criteria":
+        return json.dumps({"metadata": [{"name": n, "definition": "d"} for n in ("domain", "form", "tone")],
+                           "metrics": [{"name": n, "rubric": "1-5"} for n in ("depth", "clarity", "tone")]})
+    if stage == "summary":
+        return json.dumps({"items": [{"name": "domain", "definition": "subject"},
+                                     {"name": "tone", "definition": "voice"}]})
+    names = json.loads(request.json_schema)["properties"]["criteria"]["required"]
+    return json.dumps({"criteria": {n: f"Group by {n}." for n in names}})
+
+
+class ScriptedJudgeBackend:
+    """A judge backend answering by stage (the request id's prefix): `cluster(request)`,
+    `verify(request)` and `criteria(request)` return answer text or a ready `Result`. Every
+    answered request costs 100 prompt and 20 completion tokens; `num_requests` counts them."""
+
+    name = "scripted"
+
+    def __init__(self, cluster=None, verify=valid_verdicts, criteria=criteria_answers, model="scripted-judge"):
+        self.cluster, self.verify, self.criteria = cluster, verify, criteria
+        self.model = model
+        self.num_requests = 0
+        self.generate_calls: list[list[Request]] = []
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        self.generate_calls.append(list(requests))
+        out = []
+        for r in requests:
+            self.num_requests += 1
+            stage = r.id.split("-")[0]
+            answer = {"cluster": self.cluster, "verify": self.verify}.get(stage, self.criteria)(r)
+            if isinstance(answer, str):
+                answer = Result(id=r.id, text=answer, finish_reason="stop", num_prompt_tokens=100, num_tokens=20)
+            out.append(answer)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedJudgeServer:
+    """An OpenAI-compatible judge on localhost (stdlib `http.server` in a thread) that clusters
+    each batch by hidden labels written in the documents as "[label N]". Each document leaves
+    its label's cluster for a singleton with probability `noise`. A clustering answer is
+    replaced by prose with probability `malformed_rate` (a `json` failure) or cut short with
+    `finish_reason: length` with probability `cut_rate`; `injected` counts both by kind.
+    Verification finds every cluster valid. Decisions are seeded per request (prompt and seed),
+    so they do not depend on thread order."""
+
+    def __init__(self, *, noise: float = 0.0, malformed_rate: float = 0.0, cut_rate: float = 0.0,
+                 seed: int = 0, model: str = "scripted-judge"):
+        import threading
+        from collections import Counter
+        from http.server import ThreadingHTTPServer
+
+        self.noise, self.malformed_rate, self.cut_rate, self.seed, self.model = (
+            noise, malformed_rate, cut_rate, seed, model)
+        self.injected: Counter = Counter()
+        self.num_requests = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> "ScriptedJudgeServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer(self, body: dict) -> tuple[str, str]:
+        """(text, finish_reason) for one chat-completions body."""
+        import json
+        import re
+
+        import numpy as np
+
+        prompt = body["messages"][-1]["content"]
+        schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+        if "clusters" not in schema.get("properties", {}):
+            return json.dumps({i: {"reason": "alike", "valid": True} for i in schema.get("required", [])}), "stop"
+        key = hashlib.sha256(f"{self.seed}\x00{body.get('seed')}\x00{prompt}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
+        docs = re.findall(r"<document (\d+)>\n(.*?)\n</document \1>", prompt, flags=re.S)
+        groups: dict = {}
+        for number, text in docs:
+            label = re.search(r"\[label (\d+)\]", text).group(1)
+            groups.setdefault(f"alone {number}" if rng.random() < self.noise else label, []).append(int(number))
+        text = json.dumps({"clusters": [{"cluster_id": j + 1, "members": members, "reason": "same label"}
+                                        for j, members in enumerate(groups.values())]})
+        draw = rng.random()
+        with self._lock:
+            if draw < self.malformed_rate:
+                self.injected["json"] += 1
+                return "Documents 1 and 2 go together; the rest are alone.", "stop"
+            if draw < self.malformed_rate + self.cut_rate:
+                self.injected["length"] += 1
+                return text[: len(text) // 2], "length"
+        return text, "stop"
+
+    def _handler(self):
+        import json
+        from http.server import BaseHTTPRequestHandler
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._send({"object": "list", "data": [{"id": server.model, "object": "model"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.num_requests += 1
+                text, finish = server.answer(body)
+                self._send({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                         "finish_reason": finish}],
+                            "usage": {"prompt_tokens": len(body["messages"][-1]["content"]) // 4,
+                                      "completion_tokens": len(text) // 4}})
+
+        return Handler

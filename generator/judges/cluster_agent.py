@@ -17,24 +17,25 @@ is failed and counted. Prompts are the Jinja2 templates in prompts/judge/.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
-from generator.judges.protocol import REPAIR_KINDS, BatchClustering, ScoreError, repair_partition
-from generator.records import Backend, Request, Result
+from generator.judges.protocol import INVALID_POLICIES, REPAIR_KINDS, BatchClustering, ScoreError, apply_policy
+from generator.judges.calls import (AuditSink, CallBudget, Cost, Job, Reply, ReplyError, ask_all,  # noqa: F401
+                                   parse_json)
+from generator.judges.replies import Proposal, member_number, parse_clusters, repair_reply  # noqa: F401
+from generator.records import Backend
 from generator.sampling.templates import load_template
 
 log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts" / "judge"
-MAX_ATTEMPTS = 2  # a failed or unparsable reply is retried once
 CRITERIA_FIX = "use a more capable judge model or pass --criteria FILE"
 # Bounded strings keep every structured answer inside its token budget, even from a weak judge
 # that would otherwise repeat itself inside a string until max_tokens cuts the JSON.
@@ -49,24 +50,34 @@ class ClusterAgentConfig:
     num_kept: int = 4  # k metadata and k metrics survive the summaries
     max_doc_chars: int = 2000  # each document is cut to this many characters in every prompt
     verify: bool = True
-    invalid_policy: Literal["dissolve", "keep"] = "dissolve"
+    invalid_policy: Literal["split", "drop", "keep"] = "split"  # "dissolve" is read as "split"
     temperature: float = 0.2  # clustering and verification
     criteria_temperature: float = 0.8  # criteria rounds: varied samples want varied answers
     criteria_max_tokens: int = 1024
     summary_max_tokens: int = 2048
     cluster_max_tokens: int = 3072
     verify_max_tokens: int = 1024
+    max_attempts: int = 2  # per call: the first try and one retry (a cut answer retries at 2x tokens)
+    criteria_budget_share: float = 0.25  # most of a call budget that writing criteria may spend
     summary_max_names: int = 40  # most frequent names shown to a summary call
     summary_max_definitions: int = 3  # definitions shown per name
     seed: int = 0  # request seeds derive from (seed, prompt, attempt)
     prompts_dir: str = ""  # empty: the repository's prompts/judge
 
     def __post_init__(self):
-        if self.invalid_policy not in ("dissolve", "keep"):
-            raise ScoreError(f"invalid_policy {self.invalid_policy!r} is not allowed", fix="use 'dissolve' or 'keep'")
-        for name in ("docs_per_criteria_call", "num_criteria_calls", "num_kept", "max_doc_chars"):
+        if self.invalid_policy == "dissolve":
+            object.__setattr__(self, "invalid_policy", "split")
+        if self.invalid_policy not in INVALID_POLICIES:
+            raise ScoreError(f"invalid_policy {self.invalid_policy!r} is not allowed",
+                             fix=f"use one of {', '.join(INVALID_POLICIES)}")
+        for name in ("docs_per_criteria_call", "num_criteria_calls", "num_kept", "max_doc_chars", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ScoreError(f"{name} must be at least 1, got {getattr(self, name)}", fix=f"set {name} >= 1")
+
+    @property
+    def max_calls_per_batch(self) -> int:
+        """Worst case: every clustering and verification try spent."""
+        return self.max_attempts * (2 if self.verify else 1)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class Criteria:
     metrics: tuple[tuple[str, str], ...]
     sentences: tuple[tuple[str, str], ...]
     judge_model: str = ""
+    k: int = 0  # documents per clustering batch of the study (0: not recorded)
+    seed: int = 0
     num_rounds: int = 0  # criteria rounds that parsed
     cost: dict[str, int] = field(default_factory=dict)  # calls, prompt_tokens, completion_tokens
 
@@ -86,7 +99,8 @@ class Criteria:
             "metadata": [{"name": n, "definition": d} for n, d in self.metadata],
             "metrics": [{"name": n, "rubric": r} for n, r in self.metrics],
             "criteria": [{"name": n, "criterion": s} for n, s in self.sentences],
-            "judge_model": self.judge_model, "num_rounds": self.num_rounds, "cost": self.cost,
+            "judge_model": self.judge_model, "k": self.k, "seed": self.seed, "num_rounds": self.num_rounds,
+            "cost": self.cost,
         }, indent=2, ensure_ascii=False)
 
     @classmethod
@@ -96,106 +110,30 @@ class Criteria:
             data = json.loads(text)
             pairs = {key: tuple((str(item["name"]), str(item[value])) for item in data[key])
                      for key, value in (("metadata", "definition"), ("metrics", "rubric"), ("criteria", "criterion"))}
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            extra = dict(k=int(data.get("k", 0)), seed=int(data.get("seed", 0)),
+                         num_rounds=int(data.get("num_rounds", 0)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ScoreError(f"{where}: not a criteria file ({type(exc).__name__}: {exc})", fix=fix) from None
         if not pairs["metadata"] or not pairs["metrics"] or not pairs["criteria"]:
             raise ScoreError(f"{where}: metadata, metrics and criteria must each be non-empty", fix=fix)
         return cls(metadata=pairs["metadata"], metrics=pairs["metrics"], sentences=pairs["criteria"],
-                   judge_model=str(data.get("judge_model", "")), num_rounds=int(data.get("num_rounds", 0)),
-                   cost=dict(data.get("cost", {})))
+                   judge_model=str(data.get("judge_model", "")), cost=dict(data.get("cost", {})), **extra)
 
 
-def load_criteria(path: str | Path) -> Criteria:
+def load_criteria(path: str | Path, *, judge_model: str | None = None, k: int | None = None) -> Criteria:
+    """Read frozen criteria; with `judge_model` / `k`, refuse a file written for another
+    judge or another K (scores are only comparable on one ruler)."""
     path = Path(path)
     if not path.is_file():
         raise ScoreError(f"{path}: criteria file not found", fix="give an existing --criteria file")
-    return Criteria.from_json(path.read_text(encoding="utf-8"), where=str(path))
-
-
-class ReplyError(Exception):
-    """A judge reply that is not the JSON asked for."""
-
-
-@dataclass
-class _Cost:
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def add(self, result: Result) -> None:
-        self.calls += 1
-        self.prompt_tokens += result.num_prompt_tokens
-        self.completion_tokens += result.num_tokens
-
-    def absorb(self, replies: Sequence["_Reply | None"]) -> "_Cost":
-        for reply in filter(None, replies):
-            self.calls += reply.cost.calls
-            self.prompt_tokens += reply.cost.prompt_tokens
-            self.completion_tokens += reply.cost.completion_tokens
-        return self
-
-
-@dataclass(frozen=True)
-class _Job:
-    prompt: str
-    schema: dict
-    parse: Callable[[object], object]  # parsed JSON -> value, raises ReplyError
-
-
-@dataclass
-class _Reply:
-    value: object = None
-    error: str | None = None
-    cost: _Cost = field(default_factory=_Cost)
-
-
-def ask_all(backend: Backend, jobs: Sequence[_Job], *, stage: str, max_tokens: int, temperature: float,
-            seed: int) -> list[_Reply]:
-    """Send every job in one generate call; send the failed or unparsable ones once more."""
-    replies = [_Reply() for _ in jobs]
-    pending = list(range(len(jobs)))
-    for attempt in range(MAX_ATTEMPTS):
-        if not pending:
-            break
-        requests = [Request(id=f"{stage}-{i}-try{attempt}", prompt=jobs[i].prompt, max_tokens=max_tokens,
-                            temperature=temperature, seed=_request_seed(seed, jobs[i].prompt, attempt),
-                            json_schema=json.dumps(jobs[i].schema)) for i in pending]
-        results = backend.generate(requests)
-        if len(results) != len(requests):
-            raise RuntimeError(f"backend returned {len(results)} results for {len(requests)} requests")
-        still = []
-        for i, result in zip(pending, results):
-            reply = replies[i]
-            reply.cost.add(result)
-            try:
-                if not result.ok:
-                    raise ReplyError(f"backend error: {result.error}")
-                reply.value, reply.error = jobs[i].parse(parse_json(result.text)), None
-            except ReplyError as exc:
-                reply.error = f"{stage}: {exc}"
-                still.append(i)
-        pending = still
-    return replies
-
-
-def _request_seed(seed: int, prompt: str, attempt: int) -> int:
-    digest = hashlib.blake2b(f"{seed}\x00{attempt}\x00{prompt}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
-
-
-def parse_json(text: str) -> object:
-    """The JSON object in a reply; tolerates code fences and prose around it."""
-    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        start, end = body.find("{"), body.rfind("}")
-        try:
-            if start >= 0 and end > start:
-                return json.loads(body[start:end + 1])
-        except json.JSONDecodeError:
-            pass
-        raise ReplyError(f"not JSON: {text[:80]!r}") from None
+    criteria = Criteria.from_json(path.read_text(encoding="utf-8"), where=str(path))
+    if judge_model is not None and criteria.judge_model and criteria.judge_model != judge_model:
+        raise ScoreError(f"{path}: criteria were written by judge {criteria.judge_model!r}, not {judge_model!r}",
+                         fix="score with the judge that wrote them, or pass --regenerate-criteria")
+    if k is not None and criteria.k and criteria.k != k:
+        raise ScoreError(f"{path}: criteria were written for K={criteria.k}, not K={k}",
+                         fix=f"pass --k {criteria.k}, or --regenerate-criteria")
+    return criteria
 
 
 @functools.lru_cache(maxsize=16)
@@ -251,33 +189,58 @@ def merge_definitions(items: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def generate_criteria(backend: Backend, texts: Sequence[str], *, rng: np.random.Generator,
-                      config: ClusterAgentConfig = ClusterAgentConfig()) -> Criteria:
-    """Write clustering criteria from random samples of `texts` (stages 1 and 2)."""
+                      config: ClusterAgentConfig = ClusterAgentConfig(), k: int = 0,
+                      budget: CallBudget | None = None, audit: AuditSink | None = None) -> Criteria:
+    """Write clustering criteria from random samples of `texts` (stages 1 and 2). With a
+    `budget`, the rounds get what is left after reserving the three summary calls (with their
+    retries), within `config.criteria_budget_share` of it; a budget too small for one round and
+    the summaries is an error."""
     if not texts:
         raise ScoreError("cannot write criteria for an empty corpus", fix="point at a corpus with documents")
-    cost = _Cost()
+    budget = budget or CallBudget()
+    reserve = 3 * config.max_attempts
+    num_rounds = config.num_criteria_calls
+    if budget.left is not None:
+        allowed = int(budget.left * config.criteria_budget_share)
+        num_rounds = min(num_rounds, allowed - reserve)
+        if num_rounds < 1:
+            raise ScoreError(f"a call budget of {budget.left} cannot write criteria: one round and the summaries "
+                             f"need up to {1 + reserve} calls, and criteria may spend "
+                             f"{config.criteria_budget_share:.0%} of the budget",
+                             fix="raise --max-calls or pass --criteria FILE")
+    ask = dict(seed=config.seed, max_attempts=config.max_attempts, audit=audit)
+    cost = Cost()
     docs_per_call = min(config.docs_per_criteria_call, len(texts))
-    jobs = [_Job(render_prompt("criteria", config, min_items=3, max_items=5,
-                               documents=[truncate(texts[i], config.max_doc_chars)
-                                          for i in rng.choice(len(texts), size=docs_per_call, replace=False)]),
-                 CRITERIA_SCHEMA, _parse_round) for _ in range(config.num_criteria_calls)]
+    jobs = [Job(render_prompt("criteria", config, min_items=3, max_items=5,
+                              documents=[truncate(texts[i], config.max_doc_chars)
+                                         for i in rng.choice(len(texts), size=docs_per_call, replace=False)]),
+                CRITERIA_SCHEMA, _parse_round) for _ in range(num_rounds)]
+    rounds_budget = CallBudget(None if budget.left is None else allowed - reserve)
     replies = ask_all(backend, jobs, stage="criteria", max_tokens=config.criteria_max_tokens,
-                      temperature=config.criteria_temperature, seed=config.seed)
+                      temperature=config.criteria_temperature, budget=rounds_budget, **ask)
+    budget.take(rounds_budget.spent)
     cost.absorb(replies)
     rounds = [r.value for r in replies if r.value is not None]
     if not rounds:
         raise ScoreError(f"the judge answered none of the {len(jobs)} criteria calls usably "
                          f"(first error: {replies[0].error})", fix=CRITERIA_FIX)
     log.info("criteria: %d of %d rounds parsed", len(rounds), len(jobs))
-    kept = _summarize(backend, rounds, config, cost)
-    metadata, metrics = kept["metadata"], kept["metrics"]
-    sentences = _write_sentences(backend, metadata, metrics, config, cost)
+    kept = _summarize(backend, rounds, config, cost, budget=budget, **ask)
+    metadata, metrics = kept["metadata"], _distinct_names(kept["metrics"], kept["metadata"])
+    sentences = _write_sentences(backend, metadata, metrics, config, cost, budget=budget, **ask)
     return Criteria(metadata=metadata, metrics=metrics, sentences=sentences, judge_model=backend.model,
-                    num_rounds=len(rounds), cost=vars(cost).copy())
+                    k=k, seed=config.seed, num_rounds=len(rounds), cost=vars(cost).copy())
+
+
+def _distinct_names(metrics, metadata) -> tuple[tuple[str, str], ...]:
+    """A metric named like a kept metadata item is renamed "<name> (metric)", so every
+    criterion sentence and schema key has its own name."""
+    taken = {name for name, _ in metadata}
+    return tuple((f"{name} (metric)" if name in taken else name, text) for name, text in metrics)
 
 
 def _summarize(backend: Backend, rounds: list[dict], config: ClusterAgentConfig,
-               cost: _Cost) -> dict[str, tuple[tuple[str, str], ...]]:
+               cost: Cost, **ask) -> dict[str, tuple[tuple[str, str], ...]]:
     """The metadata and the metrics summary calls, sent together: kind -> kept (name, text)."""
     jobs, keeps = [], []
     for kind in ("metadata", "metrics"):
@@ -289,9 +252,9 @@ def _summarize(backend: Backend, rounds: list[dict], config: ClusterAgentConfig,
                                num_rounds=len(rounds))
         schema = {"type": "object", "properties": {"items": _items_schema("definition", 1, keeps[-1])},
                   "required": ["items"], "additionalProperties": False}
-        jobs.append(_Job(prompt, schema, lambda d: _parse_items(d, "items", "definition")))
+        jobs.append(Job(prompt, schema, lambda d: _parse_items(d, "items", "definition")))
     replies = ask_all(backend, jobs, stage="summary", max_tokens=config.summary_max_tokens,
-                      temperature=config.temperature, seed=config.seed)
+                      temperature=config.temperature, **ask)
     cost.absorb(replies)
     kept = {}
     for kind, keep, reply in zip(("metadata", "metrics"), keeps, replies):
@@ -303,7 +266,7 @@ def _summarize(backend: Backend, rounds: list[dict], config: ClusterAgentConfig,
 
 
 def _write_sentences(backend: Backend, metadata, metrics, config: ClusterAgentConfig,
-                     cost: _Cost) -> tuple[tuple[str, str], ...]:
+                     cost: Cost, **ask) -> tuple[tuple[str, str], ...]:
     names = [name for name, _ in (*metadata, *metrics)]
     schema = {"type": "object", "properties": {"criteria": {
         "type": "object", "properties": {n: PROSE for n in names},
@@ -317,13 +280,13 @@ def _write_sentences(backend: Backend, metadata, metrics, config: ClusterAgentCo
         return tuple((n, found[n].strip()) for n in names)
 
     prompt = render_prompt("sentences", config, metadata=list(metadata), metrics=list(metrics))
-    [reply] = ask_all(backend, [_Job(prompt, schema, parse)], stage="sentences",
-                      max_tokens=config.summary_max_tokens, temperature=config.temperature, seed=config.seed)
+    [reply] = ask_all(backend, [Job(prompt, schema, parse)], stage="sentences",
+                      max_tokens=config.summary_max_tokens, temperature=config.temperature, **ask)
     cost.absorb([reply])
     return _required(reply, "criteria sentences")
 
 
-def _required(reply: _Reply, what: str):
+def _required(reply: Reply, what: str):
     if reply.value is None:
         raise ScoreError(f"the judge's {what} is unusable ({reply.error})", fix=CRITERIA_FIX)
     return reply.value
@@ -333,41 +296,48 @@ def _required(reply: _Reply, what: str):
 
 class ClusterAgentJudge:
     """Clusters K-batches with an LLM under frozen `criteria`, then verifies each cluster.
-    Takes any `Backend`; implements `diversity.Judge`."""
+    Takes any `Backend`; implements `diversity.Judge`. A `budget` caps every call it makes;
+    an `audit` sink receives one record per call."""
 
-    def __init__(self, backend: Backend, criteria: Criteria, config: ClusterAgentConfig = ClusterAgentConfig()):
+    def __init__(self, backend: Backend, criteria: Criteria, config: ClusterAgentConfig = ClusterAgentConfig(),
+                 *, budget: CallBudget | None = None, audit: AuditSink | None = None):
         self.backend = backend
         self.criteria = criteria
         self.config = config
+        self.budget = budget or CallBudget()
+        self.audit = audit
         self.name = f"cluster-agent:{backend.model}"
+        self.max_calls_per_batch = config.max_calls_per_batch
+
+    def _ask(self, jobs: Sequence[Job], stage: str, max_tokens: int) -> list[Reply]:
+        return ask_all(self.backend, jobs, stage=stage, max_tokens=max_tokens, temperature=self.config.temperature,
+                       seed=self.config.seed, max_attempts=self.config.max_attempts, budget=self.budget,
+                       audit=self.audit)
 
     def cluster(self, batches: Sequence[Sequence[str]]) -> list[BatchClustering]:
         docs = [[truncate(t, self.config.max_doc_chars) for t in batch] for batch in batches]
-        replies = ask_all(self.backend, [self._cluster_job(d) for d in docs], stage="cluster",
-                          max_tokens=self.config.cluster_max_tokens, temperature=self.config.temperature,
-                          seed=self.config.seed)
-        proposals = [None if r.value is None else _repair(r.value, len(d)) for r, d in zip(replies, docs)]
+        replies = self._ask([self._cluster_job(d) for d in docs], "cluster", self.config.cluster_max_tokens)
+        proposals = [None if r.value is None else repair_reply(r.value, len(d)) for r, d in zip(replies, docs)]
         checks = self._verify(docs, proposals)
         return [_finish(reply, proposal, check, self.config.invalid_policy)
                 for reply, proposal, check in zip(replies, proposals, checks)]
 
-    def _cluster_job(self, docs: Sequence[str]) -> _Job:
+    def _cluster_job(self, docs: Sequence[str]) -> Job:
         prompt = render_prompt("cluster", self.config, criteria=list(self.criteria.sentences),
                                metadata=list(self.criteria.metadata), metrics=list(self.criteria.metrics),
                                documents=list(docs))
-        return _Job(prompt, cluster_schema(self.criteria, len(docs)), _parse_clusters)
+        return Job(prompt, cluster_schema(self.criteria, len(docs)), parse_clusters)
 
-    def _verify(self, docs: Sequence[Sequence[str]], proposals: Sequence) -> list[_Reply | None]:
+    def _verify(self, docs: Sequence[Sequence[str]], proposals: Sequence) -> list[Reply | None]:
         """One verification reply per batch whose proposal has a multi-document cluster."""
         todo = [i for i, p in enumerate(proposals)
-                if self.config.verify and p is not None and any(len(c) > 1 for c in p[0])]
-        jobs = [self._verify_job(docs[i], proposals[i][0], proposals[i][2]) for i in todo]
-        replies = ask_all(self.backend, jobs, stage="verify", max_tokens=self.config.verify_max_tokens,
-                          temperature=self.config.temperature, seed=self.config.seed) if jobs else []
+                if self.config.verify and p is not None and any(len(c) > 1 for c in p.clusters)]
+        jobs = [self._verify_job(docs[i], proposals[i].clusters, proposals[i].reasons) for i in todo]
+        replies = self._ask(jobs, "verify", self.config.verify_max_tokens) if jobs else []
         checks = dict(zip(todo, replies))
         return [checks.get(i) for i in range(len(proposals))]
 
-    def _verify_job(self, docs: Sequence[str], clusters, reasons) -> _Job:
+    def _verify_job(self, docs: Sequence[str], clusters, reasons) -> Job:
         shown = [{"id": j + 1, "members": [m + 1 for m in c], "reason": reasons[j]}
                  for j, c in enumerate(clusters) if len(c) > 1]
         ids = [str(c["id"]) for c in shown]
@@ -384,7 +354,7 @@ class ClusterAgentJudge:
 
         prompt = render_prompt("verify", self.config, criteria=list(self.criteria.sentences),
                                documents=list(docs), clusters=shown)
-        return _Job(prompt, schema, parse)
+        return Job(prompt, schema, parse)
 
 
 def cluster_schema(criteria: Criteria, k: int) -> dict:
@@ -407,49 +377,17 @@ def cluster_schema(criteria: Criteria, k: int) -> dict:
                                                           "maxItems": k}}, "required": ["clusters"]}
 
 
-def _parse_clusters(data: object) -> list[tuple[list[int], str]]:
-    """[(0-based positions, reason)] per proposed cluster; a member that is not a whole
-    number becomes -1 so the repair counts it out of range."""
-    clusters = data.get("clusters") if isinstance(data, dict) else None
-    if not isinstance(clusters, list) or not clusters:
-        raise ReplyError("no 'clusters' list")
-    if any(not isinstance(c, dict) or not isinstance(c.get("members"), list) for c in clusters):
-        raise ReplyError("every cluster needs a 'members' list")
-    return [([_position(m) for m in c["members"]], str(c.get("reason", ""))) for c in clusters]
-
-
-def _position(member: object) -> int:
-    if isinstance(member, bool):
-        return -1
-    if isinstance(member, int):
-        return member - 1
-    if isinstance(member, str) and member.strip().isdigit():
-        return int(member) - 1
-    return -1
-
-
-def _repair(proposed: list[tuple[list[int], str]], k: int):
-    """(partition, repairs, reason per cluster). A repaired multi-document cluster keeps the
-    reason of the proposal it came from: the first one that lists its first member."""
-    groups = [members for members, _ in proposed]
-    clusters, repairs = repair_partition(groups, k)
-    reasons = [next((reason for members, reason in proposed if c[0] in members), "") for c in clusters]
-    return clusters, repairs, reasons
-
-
-def _finish(reply: _Reply, proposal, check: _Reply | None, policy: str) -> BatchClustering:
-    cost = _Cost().absorb([reply, check])
-    error = reply.error if proposal is None else (check.error if check is not None and check.value is None else None)
-    if error is not None:
-        return BatchClustering(clusters=(), failed=True, error=error, repairs=dict.fromkeys(REPAIR_KINDS, 0),
-                               **vars(cost))
-    clusters, repairs, _ = proposal
-    verdicts = check.value if check is not None else {}
-    final: list[tuple[int, ...]] = []
-    for j, cluster in enumerate(clusters):
-        if not verdicts.get(j, True) and policy == "dissolve":
-            final.extend((m,) for m in cluster)
-            repairs["invalid_dissolved"] += 1
-        else:
-            final.append(cluster)
-    return BatchClustering(clusters=tuple(final), repairs=repairs, **vars(cost))
+def _finish(reply: Reply, proposal: Proposal | None, check: Reply | None, policy: str) -> BatchClustering:
+    cost = vars(Cost().absorb([reply, check]))
+    if proposal is None or (check is not None and check.value is None):
+        failed = reply if proposal is None else check
+        return BatchClustering(clusters=(), failed=True, error=failed.error, failure=failed.failure,
+                               repairs=dict.fromkeys(REPAIR_KINDS, 0), **cost)
+    verdicts = tuple(sorted((check.value if check is not None else {}).items()))
+    clusters, repairs, fixes = apply_policy(proposal.clusters, verdicts, policy, proposal.repairs, proposal.fixes)
+    if not clusters:
+        return BatchClustering(clusters=(), failed=True, error="every cluster was judged invalid and dropped",
+                               failure="dropped", repairs=repairs, fixes=fixes, proposal=proposal.clusters,
+                               verdicts=verdicts, **cost)
+    return BatchClustering(clusters=clusters, repairs=repairs, fixes=fixes, proposal=proposal.clusters,
+                           verdicts=verdicts, **cost)

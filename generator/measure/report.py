@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from generator.judges.embedding import EmbeddingJudge
-from generator.judges.protocol import Judge, attribute_cells, score_corpus
+from generator.judges.protocol import MAX_FAILURE_SHARE, Judge, attribute_cells, score_corpus
 from generator.readers import load_corpus
 from generator.records import GRID_COLUMNS
 from generator.files import write_json
@@ -27,20 +27,31 @@ MAX_PROXY_DOCS = 2000  # proxies and the shift test run on a random sample of th
 
 def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None = None, *, judge: Judge,
                 k: int = 10, seed: int = 0, precision: float | None = None, max_calls: int | None = None,
-                num_batches: int = 200, reference_texts: Sequence[str] | None = None, proxies: bool = True) -> dict:
+                num_batches: int = 200, reference_texts: Sequence[str] | None = None, proxies: bool = True,
+                budget=None, audit=None, max_failure_share: float = MAX_FAILURE_SHARE) -> dict:
     """Everything `generator score` reports, as one JSON-ready dict: the diversity report
     (top-level keys judge, k, score, half_width, ...), and when available the proxies, the
     shift from `reference_texts` and the per-cell attribution of the grid columns. `judge`
-    comes from `generator.judges.open_judge`."""
+    comes from `generator.judges.open_judge`; a `budget` (judges.calls.CallBudget) shared with
+    that judge replaces `max_calls`, and `audit` receives every judge call and batch."""
+    from generator.judges.calls import CallBudget
+
     rng = np.random.default_rng(seed)
     scorer = judge
-    report = score_corpus(texts, scorer, k=k, rng=rng, max_calls=max_calls, precision=precision,
-                          num_batches=num_batches, min_batches=min(20, num_batches))
+    budget = budget or CallBudget(max_calls)
+    if audit is not None:
+        audit.write({"type": "run", "judge": scorer.name, "k": k, "num_docs": len(texts), "seed": seed,
+                     "precision": precision, "max_calls": budget.max_calls,
+                     "invalid_policy": getattr(getattr(scorer, "config", None), "invalid_policy", None)})
+    report = score_corpus(texts, scorer, k=k, rng=rng, max_calls=budget.left, precision=precision,
+                          num_batches=num_batches, min_batches=min(30, num_batches),
+                          max_failure_share=max_failure_share, audit=audit)
     result = report.to_dict()
     if isinstance(scorer, EmbeddingJudge):
         result["judge_kind"], result["threshold"] = "embed", scorer.threshold
     else:
         result["judge_kind"], result["criteria"] = "llm", json.loads(scorer.criteria.to_json())
+        result["calls_total"] = budget.spent  # criteria written in this run included
     grid = {c: metadata[c] for c in (*GRID_COLUMNS, "model") if metadata and c in metadata and len(set(metadata[c]) - {""}) > 1}
     if grid:
         result["attribution"] = attribute_cells(report, grid)
@@ -94,8 +105,15 @@ def format_result(result: dict, source: str) -> str:
              f"judge calls    {result['calls']}" + (f" ({result['prompt_tokens']} prompt + "
                                                  f"{result['completion_tokens']} completion tokens)"
                                                  if result["prompt_tokens"] else "")]
+    if result.get("failures"):
+        lines.append(f"failures       {result['failure_share']:.1%} of batches: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(result["failures"].items()))
+                     + f"; D would span [{result['score_failed_low']:.3f}, {result['score_failed_high']:.3f}] "
+                       "had they scored 1/K or K")
     if any(result["repairs"].values()):
         lines.append("repairs        " + ", ".join(f"{k} {v}" for k, v in result["repairs"].items()))
+    if any(result.get("fixes", {}).values()):
+        lines.append("fixes          " + ", ".join(f"{k} {v}" for k, v in result["fixes"].items() if v))
     if result.get("proxies"):
         lines.append("proxies")
         lines.extend(f"  {name:<24} {value:.4g}" for name, value in result["proxies"].items())
@@ -112,3 +130,9 @@ def format_result(result: dict, source: str) -> str:
         for rate, column, value, pairs in sorted(cells, reverse=True)[:10]:
             lines.append(f"  {rate:.3f}  {column}={value[:60]}  ({pairs} pairs)")
     return "\n".join(lines)
+
+
+def format_recomputed(result: dict) -> str:
+    return (f"recomputed     {result['recomputed_from']} under invalid policy {result['invalid_policy']} (0 calls)\n"
+            f"diversity D    {result['score']:.3f}   95% CI [{result['ci_low']:.3f}, {result['ci_high']:.3f}]\n"
+            f"batches        {result['num_scored']} scored, {result['num_failed']} failed")

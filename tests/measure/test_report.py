@@ -185,7 +185,8 @@ class StageBackend:
         if stage == "summary":
             return json.dumps({"items": [{"name": "domain", "definition": "subject area"}]})
         if stage == "sentences":
-            return json.dumps({"criteria": {"domain": "Same subject area."}})
+            names = json.loads(request.json_schema)["properties"]["criteria"]["required"]
+            return json.dumps({"criteria": {name: f"Same {name}." for name in names}})
         if stage == "cluster":
             k = json.loads(request.json_schema)["properties"]["clusters"]["maxItems"]
             return json.dumps({"clusters": [{"cluster_id": 1, "members": [1, 2], "reason": "r"}]

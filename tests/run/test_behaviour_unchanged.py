@@ -1,6 +1,7 @@
 """The same recipe and seed give the same prompts, ids and Parquet rows (and, when steering,
 the same controller rounds) as the rows saved in tests/data/golden. Regenerate the files only
-for an intended change of behaviour: `python tests/test_behaviour_unchanged.py`."""
+for an intended change of behaviour:
+`PYTHONPATH=tests python tests/run/test_behaviour_unchanged.py`."""
 from __future__ import annotations
 
 import json

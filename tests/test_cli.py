@@ -34,3 +34,32 @@ def test_run_on_a_fresh_cache_shows_only_its_own_progress(tmp_path):
     assert [l.split(" ")[0] for l in done.stdout.strip().splitlines()] == ["wrote", "dataset"]
     logs = list((cache / "logs").glob("run-*.log"))
     assert len(logs) == 1 and "converting SmolLM2-135M-Instruct" in logs[0].read_text()  # library output went there
+
+
+def test_run_progress_follows_pilot_rounds_and_the_corpus(small_recipe, tmp_path, capsys):
+    """Regression: the progress callback read fields of the older flat run state and crashed
+    the quickstart after the first batch."""
+    from fakes import EchoBackend, KeyJudge
+    from generator import terminal
+    from generator.recipe import load_recipe, pilot_size
+    from generator.run import controller
+
+    plan = load_recipe(small_recipe, ["size.num_docs=60", "size.batch_size=10", "target.score=3",
+                                      "target.pilot_docs=20", "target.num_rounds=1",
+                                      "dedup.exact=false", "dedup.near=false"])
+    seen = []
+    bars = terminal.RunProgress(plan.recipe.size.num_docs, pilot_size(plan.recipe))
+
+    def on_batch(state):
+        bars(state)
+        seen.append((bars.bar.desc, bars.bar.n, bars.bar.total))
+
+    try:
+        controller.run(plan, tmp_path / "run", EchoBackend(), on_batch=on_batch,
+                       judge=KeyJudge(lambda text: text.splitlines()[0]))
+    except controller.RunStopped:
+        pass
+    finally:
+        bars.close()
+    assert seen[0] == ("pilot round 0", 10, 20) and seen[1] == ("pilot round 0", 20, 20)
+    assert any(desc == "generating" and total == 60 for desc, _, total in seen)

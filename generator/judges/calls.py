@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from generator.records import Backend, Request, Result
+from generator.records import Backend, Request, Result, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def _jsonable(value: object) -> object:
 
 
 def request_seed(seed: int, prompt: str, attempt: int) -> int:
-    digest = hashlib.blake2b(f"{seed}\x00{attempt}\x00{prompt}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+    """The seed of one judge request: the run's seed hasher over (seed, attempt, prompt)."""
+    return derive_seed(seed, attempt, prompt)
 
 
 def parse_json(text: object) -> object:

@@ -21,6 +21,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from generator.measure.minhash import MinHashIndex
+
 TOKEN_RE = re.compile(r"\w+")
 # DCScore temperature for all-MiniLM-L6-v2 embeddings. At tau = 1 every pair weighs about the
 # same (unrelated documents sit at cosine 0.0-0.3, so exp((K - 1) / tau) barely varies) and the
@@ -254,25 +256,15 @@ def _near_duplicate_roots(shingles: list[np.ndarray], threshold: float, num_perm
     """For each document, the lowest index of its near-duplicate group (itself if none).
     Candidates come from MinHash LSH; a pair is kept when its estimated Jaccard similarity of
     shingle sets is >= threshold; groups are the connected components of kept pairs."""
-    if not 0 < threshold <= 1:
-        raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-    from datasketch import MinHash, MinHashLSH
-
-    # Every candidate is verified below, so the bands favour recall: the default (0.5, 0.5)
-    # weights find only ~93% of pairs at Jaccard 0.9 for threshold 0.8; these find ~99.9%.
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
-    template = MinHash(num_perm=num_perm, seed=seed)  # permutations drawn once, then shared
+    # Every candidate is verified, so the bands favour recall: the default (0.5, 0.5) weights
+    # find only ~93% of pairs at Jaccard 0.9 for threshold 0.8; these find ~99.9%.
+    index = MinHashIndex(threshold, num_perm=num_perm, seed=seed, weights=(0.1, 0.9), hashfunc=int, verify=True)
     roots = list(range(len(shingles)))
-    sketches = []
-    for d, doc_shingles in enumerate(shingles):
-        sketch = MinHash(num_perm=num_perm, seed=seed, hashfunc=int,  # shingles are already ids
-                         permutations=template.permutations, scheme=template.scheme)
-        sketch.update_batch(doc_shingles)
-        sketches.append(sketch)
-        for other in lsh.query(sketch):  # only earlier documents are indexed
-            if sketch.jaccard(sketches[other]) >= threshold:
-                _union(roots, d, other)
-        lsh.insert(d, sketch)
+    for d, doc_shingles in enumerate(shingles):  # shingles are already integer ids
+        sketch = index.sketch(doc_shingles)
+        for other in index.matches(sketch):  # only earlier documents are indexed
+            _union(roots, d, other)
+        index.insert(d, sketch)
     return np.array([_find(roots, d) for d in range(len(shingles))])
 
 

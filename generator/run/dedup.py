@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from generator.measure.minhash import MinHashIndex
+
 _NON_WORD = re.compile(r"[^\w]+")
 
 
@@ -40,16 +42,7 @@ class Deduper:
 
     def __post_init__(self):
         self._hashes: dict[str, str] = {}
-        self._lsh = None
-        if self.near:
-            from datasketch import MinHashLSH
-            self._lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-
-    def _sketch(self, text: str):
-        from datasketch import MinHash
-        m = MinHash(num_perm=self.num_perm, seed=self.seed)
-        m.update_batch(list(shingles(text, self.shingle_n)))
-        return m
+        self._near = MinHashIndex(self.threshold, num_perm=self.num_perm, seed=self.seed) if self.near else None
 
     def check(self, doc_id: str, text: str, *, count: bool = True) -> str | None:
         """None if the text is new (it is then indexed), else the reason it is a duplicate."""
@@ -58,15 +51,14 @@ class Deduper:
             if count:
                 self.counts["exact"] += 1
             return f"exact duplicate of {self._hashes[h]}"
-        sketch = self._sketch(text) if self._lsh is not None else None
-        if sketch is not None:
-            similar = self._lsh.query(sketch)
+        if self._near is not None:
+            sketch = self._near.sketch(shingles(text, self.shingle_n))
+            similar = self._near.matches(sketch)
             if similar:
                 if count:
                     self.counts["near"] += 1
                 return f"near duplicate of {similar[0]}"
-            if doc_id not in self._lsh:
-                self._lsh.insert(doc_id, sketch)
+            self._near.insert(doc_id, sketch)
         self._hashes.setdefault(h, doc_id)
         return None
 

@@ -19,12 +19,13 @@ import numpy as np
 import yaml
 
 from generator.errors import UserError
+from generator.records import GRID_COLUMNS
 from generator.files import atomic_write_text, read_documents
 
 log = logging.getLogger(__name__)
 
 CARD_TEMPLATE = Path(__file__).parent / "templates" / "card.md.j2"
-HIST_AXES = ("domain", "style", "persona", "audience", "template")
+HIST_AXES = tuple(c for c in GRID_COLUMNS if c != "topic")  # topics are too many to draw
 MAX_MAP_DOCS = 2000
 MAP_COLOURS = 10  # domains drawn in their own colour; the rest are "other"
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),

@@ -30,12 +30,13 @@ import numpy as np
 import yaml
 
 from generator.errors import UserError
+from generator.records import GRID_COLUMNS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER_MODEL = "embedded:smollm2-135m"
 DEFAULT_MAX_REPETITION = 4.0  # Muennighoff et al. 2023: up to ~4 epochs cost little against unique data
-PROVENANCE_COLUMNS = ("template", "domain", "topic", "persona", "style", "audience", "model", "recipe_hash")
+PROVENANCE_COLUMNS = (*GRID_COLUMNS, "model", "recipe_hash")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

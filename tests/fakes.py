@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -69,7 +70,6 @@ class EchoBackend(FakeBackend):
         out = []
         for r in requests:
             if r.prompt.startswith("Here are subjects from the field of"):
-                domain = r.prompt.split("field of ", 1)[1].split(",", 1)[0]
                 start = r.seed % len(NOVEL)
                 text = "\n".join(NOVEL[(start + i) % len(NOVEL)] for i in range(8))
             else:
@@ -96,10 +96,14 @@ class KeyJudge:
         return out
 
 
-def fake_embed(texts):
-    """Deterministic 16-d vectors from a hash of each text (no model needed)."""
-    rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[:16], dtype=np.uint8) for t in texts]
-    return np.asarray(rows, dtype=np.float32) / 255.0
+def fake_embed(texts, dim: int = 384, **_) -> np.ndarray:
+    """Hashed bag of words, L2-normalised: texts sharing words get close vectors (no model)."""
+    from generator.measure.proxies import tokenize
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for token in tokenize(text) or ["<empty>"]:
+            out[row, zlib.crc32(token.encode()) % dim] += 1.0
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def group_embed(texts):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from generator import cli
-from generator.judges.cluster_agent import ClusterAgentConfig, ClusterAgentJudge, generate_criteria
+from generator.judges.cluster_agent import ClusterAgentJudge, generate_criteria
 from generator.judges.protocol import ScoreError, score_corpus
 from generator.judges.calls import CallBudget, Job, ask_all
 from fakes import JUDGE_CRITERIA, ScriptedJudgeBackend, valid_verdicts

@@ -5,11 +5,11 @@ import gzip
 import math
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
 
+from fakes import fake_embed
 from generator.measure import proxies
 from generator.measure.proxies import (
     PROXY_KEYS,
@@ -41,15 +41,6 @@ def near_duplicate_docs(rng: np.random.Generator, num_docs: int, num_words: int)
         words[int(rng.integers(num_words))] = f"edit{int(rng.integers(10**6))}"
         docs.append(" ".join(words))
     return docs
-
-
-def fake_embed(texts: list[str], dim: int = 384) -> np.ndarray:
-    """Hashed bag of words, L2-normalised: texts sharing words get close vectors."""
-    out = np.zeros((len(texts), dim), dtype=np.float32)
-    for row, text in enumerate(texts):
-        for token in tokenize(text):
-            out[row, zlib.crc32(token.encode()) % dim] += 1.0
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 # --- tokenisation and lexical proxies -------------------------------------------------

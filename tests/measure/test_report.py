@@ -1,14 +1,13 @@
 """Corpus loading, `score_texts`, and the `generator score` / `generator calibrate` commands."""
 from __future__ import annotations
 
-import hashlib
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fakes import fake_embed
 from generator import cli
 from generator.judges import open_judge
 from generator.measure import report as scoring
@@ -19,13 +18,6 @@ from generator.records import Result
 
 ROWS = [{"text": f"document {i} about {'tides' if i % 2 else 'soup'}", "topic": "tides" if i % 2 else "soup",
          "style": ["essay", "poem", "recipe"][i % 3], "n": i} for i in range(24)]
-
-
-def fake_embed(texts, **_):
-    """Deterministic unit vectors from a hash of each text (no model)."""
-    out = [np.random.default_rng(int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)).normal(size=384) for t in texts]
-    out = np.array(out, dtype=np.float32).reshape(len(texts), 384)
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 @pytest.fixture(autouse=True)

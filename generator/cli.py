@@ -66,8 +66,13 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a recipe key, dotted for nested keys (e.g. size.num_docs=50); repeatable")
 
 
-def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="Parquet file or folder, JSONL file, or saved HF dataset folder")
+def add_judge_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    if many:
+        parser.add_argument("data", type=Path, nargs="+",
+                            help="corpora (Parquet file or folder, JSONL file, or saved HF dataset folder); "
+                                 "several are scored on one ruler and compared in one table")
+    else:
+        parser.add_argument("data", type=Path, help="Parquet file or folder, JSONL file, or saved HF dataset folder")
     parser.add_argument("--judge-model", default=None, metavar="MODEL",
                         help="LLM judge run in-process with vLLM (e.g. a HF id)")
     parser.add_argument("--judge-endpoint", default=None, metavar="URL",
@@ -81,7 +86,9 @@ def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    add_judge_arguments(parser)
+    add_judge_arguments(parser, many=True)
+    parser.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                        help="with several corpora: a bar chart of D with 95%% intervals")
     parser.add_argument("--judge", choices=("embed", "llm"), default="embed", help="clustering judge (default embed)")
     parser.add_argument("--precision", type=float, default=None, metavar="P",
                         help="stop once the 95%% half-width of D is at most P")
@@ -150,7 +157,8 @@ def check_judge_args(args: argparse.Namespace) -> None:
     threshold = getattr(args, "threshold", None)
     if threshold is not None and not 0 < threshold <= 2:
         fail(f"--threshold {threshold}: a cosine distance lies in (0, 2]", f"e.g. the default --threshold {DEFAULT_THRESHOLD}")
-    for flag, path in (("corpus", args.data), ("--reference", getattr(args, "reference", None))):
+    corpora = args.data if isinstance(args.data, list) else [args.data]
+    for flag, path in [*(("corpus", p) for p in corpora), ("--reference", getattr(args, "reference", None))]:
         if path is not None and not Path(path).exists():
             fail(f"{flag} {path}: no such file or folder", "check the corpus path")
     if getattr(args, "judge", "llm") == "llm":
@@ -245,7 +253,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from generator.files import write_json
     from generator.judges.audit import AuditLog, recompute
     from generator.judges.calls import CallBudget
-    from generator.measure.report import format_recomputed, format_result, score_texts
+    from generator.measure.report import format_recomputed
     from generator.readers import load_corpus
 
     if args.recompute:
@@ -255,7 +263,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             write_json(args.json, result)
         return 0
     check_judge_args(args)
-    texts, metadata = load_corpus(args.data, args.text_field)
+    if args.plot is not None and len(args.data) < 2:
+        raise UserError("--plot compares several corpora", fix="pass two or more corpora, or drop --plot")
+    corpora = [load_corpus(path, args.text_field) for path in args.data]
     reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
     audit_path = args.audit or (args.json.with_suffix(".audit.jsonl") if args.json else None)
     audit = AuditLog(audit_path) if audit_path else None
@@ -263,30 +273,49 @@ def cmd_score(args: argparse.Namespace) -> int:
     judge = None
     try:
         judge = open_cli_judge(args, args.judge, budget=budget, audit=audit)
-        if args.judge == "llm":
-            judge.prepare(texts)
-        result = score_texts(texts, metadata, judge=judge, k=args.k, seed=args.seed, precision=args.precision,
-                             num_batches=args.num_batches, reference_texts=reference, proxies=not args.no_proxies,
-                             budget=budget, audit=audit, max_failure_share=args.max_failure_share)
+        if args.judge == "llm":  # one ruler: criteria from all corpora together, unless --criteria exists
+            judge.prepare([t for texts, _ in corpora for t in texts])
+        results = [score_one(args, judge, texts, metadata, reference, budget, audit) for texts, metadata in corpora]
     finally:
         if hasattr(judge, "close"):
             judge.close()
         if audit is not None:
             audit.close()
-    print(format_result(result, str(args.data)))
+    write_score_outputs(args, results, audit_path)
+    return 0
+
+
+def score_one(args: argparse.Namespace, judge, texts, metadata, reference, budget, audit) -> dict:
+    from generator.measure.report import score_texts
+    return score_texts(texts, metadata, judge=judge, k=args.k, seed=args.seed, precision=args.precision,
+                       num_batches=args.num_batches, reference_texts=reference, proxies=not args.no_proxies,
+                       budget=budget, audit=audit, max_failure_share=args.max_failure_share)
+
+
+def write_score_outputs(args: argparse.Namespace, results: list[dict], audit_path) -> None:
+    from generator.files import write_json
+    from generator.measure.report import format_comparison, format_result, plot_comparison
+
+    names = [str(p) for p in args.data]
+    if len(results) == 1:
+        print(format_result(results[0], names[0]))
+    else:
+        print(format_comparison(results, names))
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, results[0] if len(results) == 1 else
+                   {"corpora": [{"corpus": n, **r} for n, r in zip(names, results)]})
         print(f"wrote {args.json}")
+    if args.plot is not None:
+        print(f"wrote {plot_comparison(results, names, args.plot)}")
     if audit_path:
         print(f"wrote {audit_path}")
-    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from generator.files import write_json
-    from generator.judges.calibrate import calibrate_threshold
+    from generator.judges.calibrate import calibrate_threshold, format_calibration
     from generator.readers import load_corpus
 
     check_judge_args(args)
@@ -298,12 +327,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                           rng=np.random.default_rng(args.seed), metric=args.metric)
     finally:
         judge.close()
-    print(f"threshold {calibration.threshold:g} ({calibration.metric} {calibration.agreement:.3f}) · "
-          f"LLM D {calibration.llm_score:.3f} vs embedding D {calibration.embed_score:.3f} · "
-          f"{calibration.num_batches} batches, {calibration.num_failed} failed")
-    for row in calibration.curve:
-        print(f"  t={row['threshold']:.2f}  ARI {row['adjusted_rand']:.3f}  pairs {row['pair_agreement']:.3f}  "
-              f"embed D {row['embed_score']:.3f}")
+    print(format_calibration(calibration))
     if args.json:
         write_json(args.json, calibration.to_dict())
         print(f"wrote {args.json}")

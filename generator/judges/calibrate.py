@@ -131,3 +131,13 @@ def separating_threshold(vectors: np.ndarray, labels: Sequence[str], *,
     scores = [(np.mean(distance[same] <= t) + np.mean(distance[~same] > t)) / 2 for t in thresholds]
     best = int(np.argmax(scores))
     return float(thresholds[best]), float(scores[best])
+
+
+def format_calibration(calibration: Calibration) -> str:
+    """The chosen threshold and the agreement curve, as plain text."""
+    lines = [f"threshold {calibration.threshold:g} ({calibration.metric} {calibration.agreement:.3f}) · "
+             f"LLM D {calibration.llm_score:.3f} vs embedding D {calibration.embed_score:.3f} · "
+             f"{calibration.num_batches} batches, {calibration.num_failed} failed"]
+    lines += [f"  t={row['threshold']:.2f}  ARI {row['adjusted_rand']:.3f}  pairs {row['pair_agreement']:.3f}  "
+              f"embed D {row['embed_score']:.3f}" for row in calibration.curve]
+    return "\n".join(lines)

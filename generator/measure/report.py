@@ -136,3 +136,36 @@ def format_recomputed(result: dict) -> str:
     return (f"recomputed     {result['recomputed_from']} under invalid policy {result['invalid_policy']} (0 calls)\n"
             f"diversity D    {result['score']:.3f}   95% CI [{result['ci_low']:.3f}, {result['ci_high']:.3f}]\n"
             f"batches        {result['num_scored']} scored, {result['num_failed']} failed")
+
+
+def format_comparison(results: Sequence[dict], names: Sequence[str]) -> str:
+    """One table for several corpora scored on one ruler (same judge, K and criteria)."""
+    width = max(12, *(len(n) for n in names))
+    lines = [f"judge {results[0]['judge']}   K={results[0]['k']}   (one ruler for every corpus)",
+             f"{'corpus':<{width}} {'docs':>7} {'D':>7} {'95% CI':>17} {'cluster ratio':>14} {'failed':>7}"]
+    for name, r in zip(names, results):
+        ci = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None else "n/a"
+        lines.append(f"{name:<{width}} {r['num_docs']:>7} {r['score']:>7.3f} {ci:>17} "
+                     f"{r['cluster_ratio']:>14.3f} {r['num_failed']:>7}")
+    return "\n".join(lines)
+
+
+def plot_comparison(results: Sequence[dict], names: Sequence[str], png: Path) -> Path:
+    """D of each corpus with its 95% interval, side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [r["score"] for r in results]
+    low = [r["score"] - (r["ci_low"] if r["ci_low"] is not None else r["score"]) for r in results]
+    high = [(r["ci_high"] if r["ci_high"] is not None else r["score"]) - r["score"] for r in results]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(results) + 2), 3.6))
+    ax.bar(range(len(results)), scores, yerr=[low, high], capsize=6, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(results)), [Path(n).name or n for n in names], rotation=20, ha="right")
+    ax.set_ylabel(f"D (K = {results[0]['k']})")
+    ax.set_title(f"diversity on one ruler: {results[0]['judge']}", fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png

@@ -231,3 +231,23 @@ def test_cli_turns_a_bad_corpus_into_exit_code_2(tmp_path, capsys):
 
     assert main(["score", str(tmp_path / "nope.parquet")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_several_corpora_are_scored_on_one_ruler_in_one_table_and_plot(tmp_path, capsys):
+    one_topic = write_jsonl(tmp_path / "one.jsonl", [{"text": f"soup recipe number {i} with soup"} for i in range(30)])
+    many = write_jsonl(tmp_path / "many.jsonl", [{"text": f"{w} {i}"} for i, w in enumerate(
+        ["tides", "soup", "taxes", "chess", "glaciers", "violins"] * 5)])
+    out, png = tmp_path / "cmp.json", tmp_path / "cmp.png"
+    assert cli.cmd_score(parse([one_topic, many, "--k", 5, "--num-batches", 40, "--no-proxies",
+                                "--json", out, "--plot", png])) == 0
+    printed = capsys.readouterr().out
+    assert "one ruler for every corpus" in printed and "one.jsonl" in printed and "many.jsonl" in printed
+    corpora = json.loads(out.read_text())["corpora"]
+    assert [c["corpus"] for c in corpora] == [str(one_topic), str(many)]
+    assert corpora[0]["judge"] == corpora[1]["judge"] and corpora[0]["score"] < corpora[1]["score"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_needs_several_corpora(tmp_path):
+    with pytest.raises(UserError, match="--plot compares several corpora"):
+        cli.cmd_score(parse([write_jsonl(tmp_path / "c.jsonl", ROWS), "--plot", tmp_path / "p.png"]))

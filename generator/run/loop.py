@@ -115,6 +115,8 @@ def fill(plan: Plan, out: Path, backend: Backend, state: RunState, until_docs: i
     def have(s: RunState) -> int:
         return s.steering.round_docs if s.steering.phase == "pilot" else s.counters.num_docs
 
+    if on_batch and have(state) < until_docs:
+        on_batch(state)  # progress shows from the start, before the first batch returns
     while have(state) < until_docs and not state.stopped:
         n = min(plan.recipe.size.batch_size, until_docs - have(state))
         state = generate_batch(plan, out, backend, state, n, deduper)

@@ -100,6 +100,9 @@ def grid_coverage(recipe: dict, table: Mapping[str, list], run: Path) -> list[di
             used.setdefault(axis, set()).add(value)
     grid: dict[str, set[str] | None] = {"template": {Path(t["path"]).stem for t in recipe.get("templates", [])}}
     for axis, path in (recipe.get("grid") or {}).items():
+        if isinstance(path, dict):  # a seed-document axis: its values are documents
+            grid[axis] = None
+            continue
         try:
             values = load_axis(Path(path), axis).values
         except UserError:
@@ -156,11 +159,33 @@ def steering_section(summary: dict) -> dict | None:
     else:
         achieved_text = "not measured (the run stopped early)"
     rounds = summary.get("rounds") or {}
-    return {"target": f"{target['score']} ± {target.get('tolerance')} "
+    return {"target": f"{round(target['score'], 4)} ± {target.get('tolerance')} "
                       f"(judge {target.get('judge')}, K = {target.get('k')})",
             "achieved": achieved_text,
             "rounds": f"{rounds.get('pilot', 0)} pilot, {rounds.get('main', 0)} main",
+            "reference": reference_rows(summary),
             "cost": [(k, _fmt(v)) for k, v in (summary.get("cost") or {}).items()]}
+
+
+def reference_rows(summary: dict) -> list[tuple[str, str]]:
+    """The steering rows of a run with a reference corpus: its D, the relative target, the
+    achieved relative D and the shift against the bound."""
+    ref, target, achieved = summary.get("reference"), summary.get("target") or {}, summary.get("achieved") or {}
+    if not ref:
+        return []
+    rows = [("reference D", f"{ref['score']:.3f} (95% interval [{ref['ci_low']:.3f}, {ref['ci_high']:.3f}], "
+                            f"{ref['num_docs']} documents)")]
+    if target.get("relative") is not None:
+        rows.append(("target, relative", f"{target['relative']:g} × reference D = {target['score']:.3f}"))
+    if "relative" in achieved:
+        rows.append(("achieved, relative", f"{achieved['relative']:.3f} × reference D (95% interval "
+                                           f"[{achieved['relative_ci_low']:.3f}, {achieved['relative_ci_high']:.3f}])"))
+        bound = target.get("max_shift")
+        rows.append(("shift from reference (MMD²)", f"{achieved['shift']:.4f}" + (
+            f", bound {bound:g}: {'within' if achieved['within_shift_bound'] else 'over'}" if bound else ", no bound")))
+    if summary.get("binding"):
+        rows.append(("binding constraint", summary["binding"]))
+    return rows
 
 
 def count_section(summary: dict, table: Mapping[str, list]) -> dict:
@@ -184,7 +209,8 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
         "num_docs": (recipe.get("size") or {}).get("num_docs"),
         "templates": ", ".join(f"{Path(t['path']).stem} (weight {t.get('weight', 1):g})"
                                for t in recipe.get("templates", [])),
-        "grid": ", ".join(f"{axis}: {Path(p).name}" for axis, p in (recipe.get("grid") or {}).items()),
+        "grid": ", ".join(f"{axis}: {Path(p if isinstance(p, str) else p['path']).name}"
+                          for axis, p in (recipe.get("grid") or {}).items()),
         "temperature": sampling.get("temperature"), "top_p": sampling.get("top_p"),
         "max_tokens": sampling.get("max_tokens"), "system_prompt": recipe.get("system_prompt")}
     model = {"model": recipe.get("model"), "backend": ", ".join(sorted(set(table["backend"]))),

@@ -56,16 +56,17 @@ class RunProgress:
         self.bar, self.key = None, None
 
     def __call__(self, state) -> None:
-        key = ("pilot", state.round) if state.phase == "pilot" else ("main", 0)
+        c, s = state.counters, state.steering  # a RunState
+        key = ("pilot", s.round) if s.phase == "pilot" else ("main", 0)
         if key != self.key:
             self.close()
             self.key = key
-            desc = f"pilot round {state.round}" if key[0] == "pilot" else "generating"
+            desc = f"pilot round {s.round}" if key[0] == "pilot" else "generating"
             self.bar = progress(total=self.pilot_docs if key[0] == "pilot" else self.num_docs,
                                 unit="doc", desc=desc)
-        self.bar.n = state.round_docs if key[0] == "pilot" else state.num_docs
-        rate = state.completion_tokens / state.generate_s if state.generate_s else 0.0
-        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {state.num_failed} failed")
+        self.bar.n = s.round_docs if key[0] == "pilot" else c.num_docs
+        rate = c.completion_tokens / c.generate_s if c.generate_s else 0.0
+        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {c.num_failed} failed")
         self.bar.refresh()
 
     def close(self) -> None:

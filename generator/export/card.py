@@ -234,7 +234,8 @@ def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Ge
     plots: dict = {"axes": [], "steering": [], "map": None, "map_missing": ""}
     if plot_axis_histograms(table, folder / "axis_histograms.png"):
         plots["axes"].append({"alt": "documents per value of each grid axis", "path": "plots/axis_histograms.png"})
-    steering = (("score_trajectory.png", "controller score trajectory"), ("weights.png", "final sampling weights"))
+    steering = (("score_trajectory.png", "controller score trajectory"), ("weights.png", "final sampling weights"),
+                ("shift_trajectory.png", "MMD² from the reference per round"))
     for name, alt in steering:
         if (folder / name).is_file():
             plots["steering"].append({"alt": alt, "path": f"plots/{name}"})
@@ -242,6 +243,11 @@ def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Ge
         caption = plot_embedding_map(table, folder / "embedding_map.png", embed=embed, rng=rng)
         plots["map"] = {"alt": "2-D embedding map coloured by domain", "path": "plots/embedding_map.png",
                         "caption": caption}
+        if (run / "reference.npy").is_file():
+            caption = plot_reference_map(table, np.load(run / "reference.npy"), folder / "reference_map.png",
+                                         embed=embed, rng=rng)
+            if caption:
+                plots["steering"].append({"alt": caption, "path": "plots/reference_map.png"})
     except ImportError as exc:  # the embedder is an optional extra
         log.warning("no embedding map: %s", exc)
         plots["map_missing"] = str(exc)
@@ -285,6 +291,33 @@ def project_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if coords.shape[1] < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
     return coords, np.pad(share[:2], (0, max(0, 2 - len(share))))
+
+
+def plot_reference_map(table: Mapping[str, list], reference: np.ndarray, png: Path, *, embed,
+                       rng: np.random.Generator) -> str:
+    """The corpus (at most MAX_MAP_DOCS, sampled with `rng`) and the reference corpus in one PCA
+    map; "" when their embeddings differ in dimension (another embedder)."""
+    if embed is None:
+        from generator.measure.embeddings import embed_texts as embed
+    n = len(table["text"])
+    idx = np.sort(rng.choice(n, size=MAX_MAP_DOCS, replace=False)) if n > MAX_MAP_DOCS else np.arange(n)
+    corpus = np.asarray(embed([table["text"][i] for i in idx]), dtype=np.float64)
+    if corpus.shape[1] != reference.shape[1]:
+        return ""
+    coords, share = project_2d(np.vstack([corpus, reference]))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    ax.scatter(coords[:len(idx), 0], coords[:len(idx), 1], s=10, alpha=0.6, label=f"corpus ({len(idx)})")
+    ax.scatter(coords[len(idx):, 0], coords[len(idx):, 1], s=12, alpha=0.7, marker="x", color="tab:red",
+               label=f"reference ({len(reference)})")
+    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
+    ax.set_title("Corpus and reference in one embedding map (PCA)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return "corpus and reference documents in one embedding map (PCA)"
 
 
 def plot_embedding_map(table: Mapping[str, list], png: Path, *, embed, rng: np.random.Generator) -> str:

@@ -203,7 +203,8 @@ def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = Non
         action = f"{why}; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
         return ctx, set_concentration(ctx, next_pilot_round(state), best_c, phase="main"), action
     nxt = knobs.next_concentration(points, t.score, floor=1 / t.k)
-    if nxt is None and score < t.score and t.grow_grid and len(s.rounds("grow")) < t.max_growth_rounds:
+    growable = t.grow_grid and "topic" in ctx.plan.grid.axes  # growth adds topics (a seed-document grid has none)
+    if nxt is None and score < t.score and growable and len(s.rounds("grow")) < t.max_growth_rounds:
         ctx, state, action = grow_grid(ctx, state)
     elif nxt is None:
         return ctx, stop_out_of_reach(ctx, state, points, score), "stop"
@@ -295,7 +296,7 @@ def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunStat
 
 def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     """Re-measure the finished corpus as a whole (fresh batches); write weights and plots."""
-    from generator.run.plots import plot_trajectory, plot_weights
+    from generator.run.plots import plot_shift, plot_trajectory, plot_weights
 
     t, s = ctx.target, state.steering
     extra: dict = {"target": {"score": t.score, "tolerance": t.tolerance, "judge": ctx.judge.name, "k": t.k}}
@@ -324,6 +325,7 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     write_yaml(ctx.out / "weights.yaml", weights_file(s.weights))
     plot_trajectory(ctx.out / "controller.jsonl", ctx.out / "plots" / "score_trajectory.png")
     plot_weights(s.weights, ctx.out / "plots" / "weights.png")
+    plot_shift(ctx.out / "controller.jsonl", ctx.out / "plots" / "shift_trajectory.png")
     return (state if state.stopped else with_phase(state, "done")), extra
 
 

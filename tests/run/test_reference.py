@@ -162,3 +162,13 @@ def test_witness_is_high_where_the_corpus_is_far_from_the_reference():
     w = witness(corpus, reference, bandwidth=2.0)
     assert w[100:].mean() > w[:100].mean()
     assert mmd_rbf(corpus[:100], reference, bandwidth=2.0) < mmd_rbf(corpus, reference, bandwidth=2.0)
+
+
+def test_shift_plot_and_card_rows_of_a_bounded_run(tmp_path, root):
+    from generator.export.card import write_card
+    summary, out = run(tmp_path, root, "{relative: 0.5, tolerance: 0.3, pilot_docs: 100, max_shift: 0.5}")
+    assert (out / "plots" / "shift_trajectory.png").read_bytes()[:4] == b"\x89PNG"
+    card = write_card(out, embed=TopicEmbed({v.value: v.domain for v in grid_topics(root)})).read_text()
+    assert "plots/reference_map.png" in card and (out / "plots" / "reference_map.png").stat().st_size > 1000
+    assert "| reference D |" in card and "shift from reference (MMD²)" in card and "bound 0.5" in card
+    assert "plots/shift_trajectory.png" in card

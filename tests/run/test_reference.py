@@ -172,3 +172,12 @@ def test_shift_plot_and_card_rows_of_a_bounded_run(tmp_path, root):
     assert "plots/reference_map.png" in card and (out / "plots" / "reference_map.png").stat().st_size > 1000
     assert "| reference D |" in card and "shift from reference (MMD²)" in card and "bound 0.5" in card
     assert "plots/shift_trajectory.png" in card
+
+
+def test_relative_target_outside_the_judges_range_fails_before_generating(tmp_path, root):
+    backend = EchoBackend()
+    plan = load_recipe(make(tmp_path, root, "{relative: 50, tolerance: 0.3, pilot_docs: 100}"))
+    embed = TopicEmbed({v.value: v.domain for v in grid_topics(root)})
+    with pytest.raises(UserError, match=r"target.relative 50.0 × reference D .* is outside \[1/K, K\]"):
+        controller.run(plan, tmp_path / "out", backend, judge=CountingJudge(topic_of), embed=embed)
+    assert backend.calls == []

@@ -85,7 +85,7 @@ def test_render_rejects_non_positive_n(small_recipe, capsys):
 def test_moderate_recipes_load_with_their_reference(root, name, grounded):
     plan = load_recipe(root / "recipes" / name)
     t = plan.recipe.target
-    assert t.relative == 1.2 and t.score is None and t.max_shift > 0
+    assert t.relative == 2.3 and t.score is None and t.max_shift > 0
     assert len(plan.reference_texts) == plan.recipe.reference.num_docs == 150
     assert ("seed_doc" in plan.grid.axes) == grounded
     if grounded:

@@ -24,8 +24,6 @@ def say(*lines: str) -> None:
     print(*lines, file=terminal.ERR)
 
 
-# ---- arguments ----------------------------------------------------------------------------------
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="generator", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -168,8 +166,6 @@ def check_judge_args(args: argparse.Namespace) -> None:
             fail("the llm judge needs a model", "pass --judge-model M or --judge-endpoint URL --judge-model M")
 
 
-# ---- commands -----------------------------------------------------------------------------------
-
 def cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -224,12 +220,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         from generator.measure.report import score_run
         with terminal.long_step(f"scoring ({r.scoring.judge} judge)"):
             report = score_run(out, judge=open_judge(r.scoring.judge, criteria_path=out / "criteria.json", seed=r.seed),
-                               k=r.scoring.k, seed=r.seed, num_batches=r.scoring.num_batches)
+                               k=r.scoring.k, seed=r.seed, num_batches=r.scoring.num_batches,
+                               reference_texts=plan.reference_texts or None)
         print(f"diversity ({report['judge']} judge, K={report['k']}): "
               f"D = {report['score']:.3f} ± {report['half_width']:.3f} → {out / 'diversity.json'}")
     if "achieved" in summary:
         a, t = summary["achieved"], summary["target"]
-        print(f"target {t['score']} ± {t['tolerance']}: achieved {a['score']:.3f} "
+        if "reference" in summary:
+            ref = summary["reference"]
+            print(f"reference D = {ref['score']:.3f} [{ref['ci_low']:.3f}, {ref['ci_high']:.3f}]; achieved "
+                  f"{a['relative']:.3f} × reference, MMD² {a['shift']:.4f} (bound {t.get('max_shift')})")
+        print(f"target {t['score']:g} ± {t['tolerance']}: achieved {a['score']:.3f} "
               f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] in {summary['rounds']['pilot']} pilot + "
               f"{summary['rounds']['main']} main rounds; calibration cost "
               f"{summary['cost']['calibration_ratio']:.1%} of corpus tokens")

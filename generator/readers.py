@@ -91,3 +91,31 @@ def _read_saved_dataset(path: Path) -> dict[str, list]:
                              fix=f"point at one split, e.g. {path / sorted(data)[0]}")
         data = next(iter(data.values()))
     return data.to_dict()
+
+
+REFERENCE_STREAM = 515  # the random stream that picks the reference sample
+
+
+def read_reference(spec, *, seed: int, k: int, where: str) -> list[str]:
+    """The recipe's reference documents: `spec.num_docs` of them (all when 0 or fewer exist),
+    picked with a rng seeded by (seed, REFERENCE_STREAM), in file order. Fails with a
+    `UserError` naming `where` when the corpus cannot be read or is too small to score at K."""
+    import numpy as np
+
+    try:
+        texts, _ = load_corpus(spec.path, spec.text_field)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc.what}", fix=exc.fix.replace("pass --text-field NAME",
+                                                                    "set reference.text_field")) from None
+    texts = [t for t in texts if t.strip()]
+    need = 2 * k
+    if len(texts) < need:
+        raise UserError(f"{where}: {spec.path} has {len(texts)} non-empty documents, too few to measure D at "
+                        f"K = {k} (at least 2K = {need})", fix="point at a larger corpus or lower the target's k")
+    if spec.num_docs and spec.num_docs < len(texts):
+        if spec.num_docs < need:
+            raise UserError(f"{where}: num_docs {spec.num_docs} is too few to measure D at K = {k}",
+                            fix=f"use reference.num_docs: {need} or more (0 for all)")
+        picked = np.random.default_rng([seed, REFERENCE_STREAM]).choice(len(texts), spec.num_docs, replace=False)
+        texts = [texts[i] for i in sorted(picked)]
+    return texts

@@ -17,7 +17,9 @@ from typing import Any, Literal
 import yaml
 
 from generator.errors import UserError
-from generator.sampling.grid import Grid, first_cell, load_grid, read_yaml, template_variables
+from generator.readers import read_reference
+from generator.sampling.grid import (Grid, first_cell, load_document_axis, load_grid, read_yaml, template_variables,
+                                     with_axis)
 from generator.sampling.templates import Template, check_template_against, load_template, words_for_tokens
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
@@ -69,7 +71,9 @@ class Target:
     `judge`. The controller pilots small rounds until a pilot scores within tolerance, then
     generates the rest in `num_rounds` rounds, correcting after each."""
 
-    score: float
+    score: float | None = None  # absolute D; give exactly one of score and relative
+    relative: float | None = None  # D as a multiple of the reference corpus' D (needs `reference:`)
+    max_shift: float | None = None  # most MMD² of corpus vs reference embeddings (needs `reference:`)
     tolerance: float = 0.15
     judge: Literal["embed", "llm"] = "embed"
     k: int = 10
@@ -117,9 +121,29 @@ class Dedup:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """Real documents the corpus is compared with: their D (same judge and K as the target),
+    proxies and embeddings are measured once per run (OUT/reference.json)."""
+
+    path: str  # Parquet file or folder, JSONL file, or a `save_to_disk` folder
+    text_field: str = "text"
+    num_docs: int = 500  # documents sampled from it (seeded by the recipe seed); 0 = all
+
+
+@dataclass(frozen=True)
+class SeedDocs:
+    """A grid axis whose values are real documents (templates see the text as the axis name,
+    plus `<axis>_id` and `<axis>_source`; rows keep the id and source in grid_values)."""
+
+    path: str
+    text_field: str = "text"
+    max_chars: int = 1500  # longer documents are cut at the last word before this
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
-    grid: dict[str, str]
+    grid: dict[str, str | SeedDocs]
     templates: list[TemplateSpec]
     size: Size
     model: str = "embedded:smollm2-135m"
@@ -129,6 +153,7 @@ class Recipe:
     engine: Engine = field(default_factory=Engine)
     scoring: Scoring = field(default_factory=Scoring)
     target: Target | None = None
+    reference: Reference | None = None
     dedup: Dedup = field(default_factory=Dedup)
     roots: list[str] = field(default_factory=list)  # folders grids and templates may load from
     # An answer cut at max_tokens: "trim" it back to its last complete sentence (finish_reason
@@ -165,7 +190,9 @@ def _coerce(tp, value: Any, where: str):
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         if value is None and type(None) in args:
             return None
-        return _coerce(next(a for a in args if a is not type(None)), value, where)
+        members = [a for a in args if a is not type(None)]
+        record = next((a for a in members if dataclasses.is_dataclass(a)), None)
+        return _coerce(record if record is not None and isinstance(value, dict) else members[0], value, where)
     if origin is Literal:
         if value not in args:
             raise UserError(f"{where}: {value!r} is not allowed", fix=f"use one of {list(args)}")
@@ -212,10 +239,27 @@ def _check_values(r: Recipe, where: str) -> None:
     if r.model.startswith("embedded:"):
         need(r.model in EMBEDDED_MODELS, "model", f"{r.model!r} is not a known embedded model",
              f"use one of {sorted(EMBEDDED_MODELS)}, a Hugging Face id or a local path")
+    if r.reference is not None:
+        need(r.reference.num_docs >= 0, "reference.num_docs", "must be >= 0", "use e.g. 500, or 0 for all")
+    for axis, spec in r.grid.items():
+        if isinstance(spec, SeedDocs):
+            need(spec.max_chars >= 100, f"grid.{axis}.max_chars", f"({spec.max_chars}) must be at least 100",
+                 "use e.g. 1500")
     if r.target is not None:
         t = r.target
-        need(1 / t.k <= t.score <= t.k, "target.score", f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
-             "pick a score the judge can produce at this k")
+        need((t.score is None) != (t.relative is None), "target",
+             "needs exactly one of score (absolute D) and relative (a multiple of the reference's D)",
+             "write target: {score: 1.4} or target: {relative: 1.2} with a reference:")
+        need(t.relative is None or r.reference is not None, "target.relative",
+             "needs a reference corpus to be relative to", "add reference: {path: real.jsonl} or use target.score")
+        need(t.relative is None or t.relative > 0, "target.relative", f"must be > 0, got {t.relative}",
+             "use e.g. 1.2 for 20% more diverse than the reference")
+        need(t.max_shift is None or t.max_shift > 0, "target.max_shift", f"must be > 0, got {t.max_shift}",
+             "use an MMD² bound such as 0.05, or drop the key for no bound")
+        need(t.max_shift is None or r.reference is not None, "target.max_shift",
+             "needs a reference corpus to measure the shift from", "add reference: {path: real.jsonl}")
+        need(t.score is None or 1 / t.k <= t.score <= t.k, "target.score",
+             f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]", "pick a score the judge can produce at this k")
         need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
         need(t.k >= 2, "target.k", "must be at least 2", "use the paper's k: 10")
         need(t.judge != "llm" or bool(t.judge_model), "target.judge",
@@ -266,16 +310,19 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     recipe = _build(Recipe, data, f"{where}: ")
     _check_values(recipe, where)
     base = path.resolve().parent
-    grid = {k: str((base / v).resolve()) for k, v in recipe.grid.items()}
+    grid = {k: str((base / v).resolve()) if isinstance(v, str) else dataclasses.replace(v, path=str((base / v.path).resolve()))
+            for k, v in recipe.grid.items()}
     templates = [TemplateSpec(str((base / t.path).resolve()), t.weight) for t in recipe.templates]
+    reference = recipe.reference and dataclasses.replace(recipe.reference, path=str((base / recipe.reference.path).resolve()))
     roots = [base] + [(base / r).resolve() for r in recipe.roots]
-    for key, p in [*((f"grid.{k}", v) for k, v in grid.items()),
-                   *((f"templates[{i}].path", t.path) for i, t in enumerate(templates))]:
+    for key, p in [*((f"grid.{k}", v if isinstance(v, str) else v.path) for k, v in grid.items()),
+                   *((f"templates[{i}].path", t.path) for i, t in enumerate(templates)),
+                   *([("reference.path", reference.path)] if reference else [])]:
         if not any(Path(p).is_relative_to(root) for root in roots):
             raise UserError(f"{where}: {key} ({p}) is outside the recipe's folders {[str(r) for r in roots]}",
                             fix="move the file under the recipe's folder or add its folder to roots:")
-    return dataclasses.replace(recipe, grid=grid, templates=templates, roots=[str(r) for r in roots],
-                               path=str(path.resolve()))
+    return dataclasses.replace(recipe, grid=grid, templates=templates, reference=reference,
+                               roots=[str(r) for r in roots], path=str(path.resolve()))
 
 
 @dataclass(frozen=True)
@@ -286,18 +333,30 @@ class Plan:
     grid: Grid
     templates: tuple[Template, ...]
     recipe_hash: str
+    reference_texts: tuple[str, ...] = ()  # the sampled reference documents, when the recipe has one
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
     recipe = read_recipe(path, overrides)
-    grid = load_grid({k: Path(v) for k, v in recipe.grid.items()})
+    grid = load_grid({k: Path(v) for k, v in recipe.grid.items() if isinstance(v, str)})
+    for name, spec in recipe.grid.items():
+        if isinstance(spec, SeedDocs):
+            grid = with_axis(grid, load_document_axis(name, Path(spec.path), spec.text_field, spec.max_chars,
+                                                     where=f"{recipe.path}: grid.{name}"))
+    grid = Grid({name: grid.axes[name] for name in recipe.grid})  # the recipe's axis order
     templates = tuple(load_template(Path(t.path)) for t in recipe.templates)
     probe = {**template_variables(grid, first_cell(grid, max(t.num_topics for t in templates))),
              "num_words": words_for_tokens(recipe.sampling.max_tokens)}
     for t in templates:
         check_template_against(t, grid.variables(), f"{recipe.path}: grid")
         t.render(probe)  # a template that fails at run time fails here, before any work starts
-    return Plan(recipe=recipe, grid=grid, templates=templates, recipe_hash=hash_recipe(recipe))
+    reference = ()
+    if recipe.reference is not None:
+        k = recipe.target.k if recipe.target else recipe.scoring.k
+        reference = tuple(read_reference(recipe.reference, seed=recipe.seed, k=k,
+                                         where=f"{recipe.path}: reference"))
+    return Plan(recipe=recipe, grid=grid, templates=templates, recipe_hash=hash_recipe(recipe),
+                reference_texts=reference)
 
 
 def recipe_dict(recipe: Recipe) -> dict:
@@ -310,10 +369,22 @@ def hash_recipe(recipe: Recipe) -> str:
     """Hash of the resolved recipe and the contents of every file it names."""
     d = recipe_dict(recipe)
     # File names, not absolute paths: the same recipe hashes the same in any checkout.
-    d["grid"] = {k: Path(v).name for k, v in recipe.grid.items()}
+    d["grid"] = {k: Path(v).name if isinstance(v, str) else {**dataclasses.asdict(v), "path": Path(v.path).name}
+                 for k, v in recipe.grid.items()}
     d["templates"] = [{"path": Path(t.path).name, "weight": t.weight} for t in recipe.templates]
     d.pop("roots")  # where files may come from is access control, not content
+    # Keys added later are hashed only when set, so older recipes keep their hash.
+    if d["reference"] is None:
+        d.pop("reference")
+    else:
+        d["reference"]["path"] = Path(recipe.reference.path).name
+    for key in ("relative", "max_shift"):
+        if d["target"] is not None and d["target"][key] is None:
+            d["target"].pop(key)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
-    for p in [*sorted(recipe.grid.values()), *(t.path for t in recipe.templates)]:
-        h.update(Path(p).read_bytes())
+    files = [*sorted(v for v in recipe.grid.values() if isinstance(v, str)), *(t.path for t in recipe.templates)]
+    data = [v.path for v in recipe.grid.values() if isinstance(v, SeedDocs)]
+    for p in [*files, *data, *([recipe.reference.path] if recipe.reference else [])]:
+        for f in ([Path(p)] if Path(p).is_file() else sorted(q for q in Path(p).rglob("*") if q.is_file())):
+            h.update(f.read_bytes())
     return h.hexdigest()[:16]

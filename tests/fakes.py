@@ -338,3 +338,40 @@ class ScriptedJudgeServer:
                                       "completion_tokens": len(text) // 4}})
 
         return Handler
+
+
+def _hash_vector(key: str, dim: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).normal(size=dim)
+
+
+class TopicEmbed:
+    """Fake embedder for echo documents (first line = topic): a document's vector is its
+    domain's direction, moved a little by its topic and very little by the rest of the text,
+    so documents of one domain lie close together and far from other domains. `calls` counts
+    the texts embedded."""
+
+    def __init__(self, domain_of: dict, dim: int = 32):
+        self.domain_of, self.dim, self.calls = domain_of, dim, 0
+
+    def __call__(self, texts):
+        self.calls += len(texts)
+        rows = []
+        for text in texts:
+            topic = text.splitlines()[0]
+            v = (_hash_vector(self.domain_of.get(topic, topic), self.dim) + 0.3 * _hash_vector(topic, self.dim)
+                 + 0.05 * _hash_vector(text, self.dim))
+            rows.append(v / np.linalg.norm(v))
+        return np.asarray(rows, dtype=np.float32)
+
+
+class CountingJudge(KeyJudge):
+    """A KeyJudge that counts the batches it clusters."""
+
+    def __init__(self, key, name="key"):
+        super().__init__(key, name)
+        self.batches = 0
+
+    def cluster(self, batches):
+        self.batches += len(batches)
+        return super().cluster(batches)

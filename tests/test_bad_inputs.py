@@ -51,6 +51,29 @@ def data_case(name: str, content: bytes | str, *extra: str, command: str = "scor
     return make
 
 
+def reference_case(content: bytes | str | None, recipe_tail: str):
+    """A recipe with a reference corpus (tmp/real.jsonl holding `content`; None: no file)."""
+    def make(tmp: Path) -> list[str]:
+        if content is not None:
+            (tmp / "real.jsonl").write_bytes(content if isinstance(content, bytes) else content.encode())
+        return ["run", str(write_recipe(tmp, SMALL_RECIPE + recipe_tail)), "--out", str(tmp / "out")]
+    return make
+
+
+def seed_doc_case(field: str):
+    """A recipe whose template rewrites seed documents read from tmp/seeds.jsonl by `field`."""
+    def make(tmp: Path) -> list[str]:
+        (tmp / "seeds.jsonl").write_text("".join(json.dumps({"text": f"A real document number {i}."}) + "\n"
+                                                 for i in range(3)))
+        body = SMALL_RECIPE.replace("grid:\n", f"grid:\n  seed_doc: {{path: seeds.jsonl, text_field: {field}}}\n")
+        return ["run", str(write_recipe(tmp, body)), "--out", str(tmp / "out")]
+    return make
+
+
+REAL = "".join(json.dumps({"text": f"real document {i}"}) + "\n" for i in range(40))
+REAL_FEW = "".join(json.dumps({"text": f"real document {i}"}) + "\n" for i in range(8))
+
+
 def export_case(*mix: str):
     def make(tmp: Path) -> list[str]:
         from fakes import FakeBackend
@@ -105,6 +128,19 @@ CASES = {
                                   "no judge model is configured"),
     "size below one pilot round": (recipe_case(SMALL_RECIPE + "target: {score: 3}\n"), "smaller than one pilot round"),
     "dedup threshold": (recipe_case(SMALL_RECIPE + "dedup: {threshold: 1.5}\n"), r"dedup.threshold must be in"),
+    # reference corpora, relative targets, the shift bound, seed documents
+    "empty reference": (reference_case("", "reference: {path: real.jsonl}\n"), "reference: .*empty"),
+    "unreadable reference": (reference_case(b"\xff\xfe{oops\n", "reference: {path: real.jsonl}\n"), "reference: .*UTF-8"),
+    "missing reference": (reference_case(None, "reference: {path: real.jsonl}\n"), "reference: .*no such file"),
+    "reference too small for K": (reference_case(REAL_FEW, "reference: {path: real.jsonl}\n"),
+                                  "too few to measure D at K = 10"),
+    "relative target without reference": (recipe_case(SMALL_RECIPE + "target: {relative: 1.2}\n"),
+                                          "target.relative needs a reference corpus"),
+    "max_shift zero": (reference_case(REAL, "reference: {path: real.jsonl}\ntarget: {relative: 1.2, max_shift: 0}\n"),
+                       "target.max_shift must be > 0"),
+    "max_shift negative": (reference_case(REAL, "reference: {path: real.jsonl}\ntarget: {score: 2, max_shift: -1}\n"),
+                           "target.max_shift must be > 0"),
+    "seed-document field missing": (seed_doc_case("body"), r"grid.seed_doc: .*no text field 'body'.*grid.seed_doc.text_field"),
     # grids
     "empty grid axis": (grid_case("axis: persona\nvalues: []\n"), "has no values"),
     "duplicate axis values": (grid_case("axis: persona\nvalues: [a nurse, A Nurse]\n"), "duplicate value"),

@@ -79,3 +79,17 @@ def test_render_prints_n_prompts_without_a_model(small_recipe, capsys):
 def test_render_rejects_non_positive_n(small_recipe, capsys):
     assert main(["render", str(small_recipe), "-n", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, grounded", [("moderate.yaml", True), ("moderate-ungrounded.yaml", False)])
+def test_moderate_recipes_load_with_their_reference(root, name, grounded):
+    plan = load_recipe(root / "recipes" / name)
+    t = plan.recipe.target
+    assert t.relative == 2.3 and t.score is None and t.max_shift > 0
+    assert len(plan.reference_texts) == plan.recipe.reference.num_docs == 150
+    assert ("seed_doc" in plan.grid.axes) == grounded
+    if grounded:
+        assert len(plan.grid.axes["seed_doc"].values) == 150
+        assert not set(plan.reference_texts) & {v.description for v in plan.grid.axes["seed_doc"].values}
+    unbounded = load_recipe(root / "recipes" / name, ["target.max_shift=null"])
+    assert unbounded.recipe.target.max_shift is None and unbounded.recipe_hash != plan.recipe_hash

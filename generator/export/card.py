@@ -101,6 +101,9 @@ def grid_coverage(recipe: dict, table: Mapping[str, list], run: Path) -> list[di
             used.setdefault(axis, set()).add(value)
     grid: dict[str, set[str] | None] = {"template": {Path(t["path"]).stem for t in recipe.get("templates", [])}}
     for axis, path in (recipe.get("grid") or {}).items():
+        if isinstance(path, dict):  # a seed-document axis: its values are documents
+            grid[axis] = None
+            continue
         try:
             values = load_axis(Path(path), axis).values
         except UserError:
@@ -157,11 +160,33 @@ def steering_section(summary: dict) -> dict | None:
     else:
         achieved_text = "not measured (the run stopped early)"
     rounds = summary.get("rounds") or {}
-    return {"target": f"{target['score']} ± {target.get('tolerance')} "
+    return {"target": f"{round(target['score'], 4)} ± {target.get('tolerance')} "
                       f"(judge {target.get('judge')}, K = {target.get('k')})",
             "achieved": achieved_text,
             "rounds": f"{rounds.get('pilot', 0)} pilot, {rounds.get('main', 0)} main",
+            "reference": reference_rows(summary),
             "cost": [(k, _fmt(v)) for k, v in (summary.get("cost") or {}).items()]}
+
+
+def reference_rows(summary: dict) -> list[tuple[str, str]]:
+    """The steering rows of a run with a reference corpus: its D, the relative target, the
+    achieved relative D and the shift against the bound."""
+    ref, target, achieved = summary.get("reference"), summary.get("target") or {}, summary.get("achieved") or {}
+    if not ref:
+        return []
+    rows = [("reference D", f"{ref['score']:.3f} (95% interval [{ref['ci_low']:.3f}, {ref['ci_high']:.3f}], "
+                            f"{ref['num_docs']} documents)")]
+    if target.get("relative") is not None:
+        rows.append(("target, relative", f"{target['relative']:g} × reference D = {target['score']:.3f}"))
+    if "relative" in achieved:
+        rows.append(("achieved, relative", f"{achieved['relative']:.3f} × reference D (95% interval "
+                                           f"[{achieved['relative_ci_low']:.3f}, {achieved['relative_ci_high']:.3f}])"))
+        bound = target.get("max_shift")
+        rows.append(("shift from reference (MMD²)", f"{achieved['shift']:.4f}" + (
+            f", bound {bound:g}: {'within' if achieved['within_shift_bound'] else 'over'}" if bound else ", no bound")))
+    if summary.get("binding"):
+        rows.append(("binding constraint", summary["binding"]))
+    return rows
 
 
 def count_section(summary: dict, table: Mapping[str, list]) -> dict:
@@ -185,7 +210,8 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
         "num_docs": (recipe.get("size") or {}).get("num_docs"),
         "templates": ", ".join(f"{Path(t['path']).stem} (weight {t.get('weight', 1):g})"
                                for t in recipe.get("templates", [])),
-        "grid": ", ".join(f"{axis}: {Path(p).name}" for axis, p in (recipe.get("grid") or {}).items()),
+        "grid": ", ".join(f"{axis}: {Path(p if isinstance(p, str) else p['path']).name}"
+                          for axis, p in (recipe.get("grid") or {}).items()),
         "temperature": sampling.get("temperature"), "top_p": sampling.get("top_p"),
         "max_tokens": sampling.get("max_tokens"), "system_prompt": recipe.get("system_prompt")}
     model = {"model": recipe.get("model"), "backend": ", ".join(sorted(set(table["backend"]))),
@@ -209,7 +235,8 @@ def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Ge
     plots: dict = {"axes": [], "steering": [], "map": None, "map_missing": ""}
     if plot_axis_histograms(table, folder / "axis_histograms.png"):
         plots["axes"].append({"alt": "documents per value of each grid axis", "path": "plots/axis_histograms.png"})
-    steering = (("score_trajectory.png", "controller score trajectory"), ("weights.png", "final sampling weights"))
+    steering = (("score_trajectory.png", "controller score trajectory"), ("weights.png", "final sampling weights"),
+                ("shift_trajectory.png", "MMD² from the reference per round"))
     for name, alt in steering:
         if (folder / name).is_file():
             plots["steering"].append({"alt": alt, "path": f"plots/{name}"})
@@ -217,6 +244,11 @@ def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Ge
         caption = plot_embedding_map(table, folder / "embedding_map.png", embed=embed, rng=rng)
         plots["map"] = {"alt": "2-D embedding map coloured by domain", "path": "plots/embedding_map.png",
                         "caption": caption}
+        if (run / "reference.npy").is_file():
+            caption = plot_reference_map(table, np.load(run / "reference.npy"), folder / "reference_map.png",
+                                         embed=embed, rng=rng)
+            if caption:
+                plots["steering"].append({"alt": caption, "path": "plots/reference_map.png"})
     except ImportError as exc:  # the embedder is an optional extra
         log.warning("no embedding map: %s", exc)
         plots["map_missing"] = str(exc)
@@ -260,6 +292,33 @@ def project_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if coords.shape[1] < 2:
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
     return coords, np.pad(share[:2], (0, max(0, 2 - len(share))))
+
+
+def plot_reference_map(table: Mapping[str, list], reference: np.ndarray, png: Path, *, embed,
+                       rng: np.random.Generator) -> str:
+    """The corpus (at most MAX_MAP_DOCS, sampled with `rng`) and the reference corpus in one PCA
+    map; "" when their embeddings differ in dimension (another embedder)."""
+    if embed is None:
+        from generator.measure.embeddings import embed_texts as embed
+    n = len(table["text"])
+    idx = np.sort(rng.choice(n, size=MAX_MAP_DOCS, replace=False)) if n > MAX_MAP_DOCS else np.arange(n)
+    corpus = np.asarray(embed([table["text"][i] for i in idx]), dtype=np.float64)
+    if corpus.shape[1] != reference.shape[1]:
+        return ""
+    coords, share = project_2d(np.vstack([corpus, reference]))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    ax.scatter(coords[:len(idx), 0], coords[:len(idx), 1], s=10, alpha=0.6, label=f"corpus ({len(idx)})")
+    ax.scatter(coords[len(idx):, 0], coords[len(idx):, 1], s=12, alpha=0.7, marker="x", color="tab:red",
+               label=f"reference ({len(reference)})")
+    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
+    ax.set_title("Corpus and reference in one embedding map (PCA)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return "corpus and reference documents in one embedding map (PCA)"
 
 
 def plot_embedding_map(table: Mapping[str, list], png: Path, *, embed, rng: np.random.Generator) -> str:

@@ -143,3 +143,30 @@ def _subsample(a: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.
     if a.shape[0] <= max_samples:
         return a
     return a[np.sort(rng.choice(a.shape[0], size=max_samples, replace=False))]
+
+
+def self_bandwidth(y: np.ndarray) -> float:
+    """The median Euclidean distance between distinct rows of one sample (at most 1000 evenly
+    spaced rows): a bandwidth fixed by the reference, so MMD² is comparable across rounds."""
+    y = _as_samples(y, "self_bandwidth")
+    if y.shape[0] > _MEDIAN_MAX_POINTS:
+        y = y[np.linspace(0, y.shape[0] - 1, _MEDIAN_MAX_POINTS).astype(np.int64)]
+    from scipy.spatial.distance import pdist
+
+    distances = pdist(y)
+    distances = distances[distances > 0]
+    if distances.size == 0:
+        raise ValueError("self_bandwidth: all rows are identical, so there is no distance scale")
+    return float(np.median(distances))
+
+
+def witness(x: np.ndarray, y: np.ndarray, bandwidth: float) -> np.ndarray:
+    """The MMD witness at each row of x: mean_j k(x_i, x_j) - mean_j k(x_i, y_j) (RBF kernel).
+    Its mean over the rows that share a grid value is the derivative of MMD² with respect to
+    that value's share of the corpus (up to a constant factor 2): rows far from the
+    reference and crowded together score high."""
+    x, y = _check_pair(x, y, "witness")
+    scale = -0.5 / _check_bandwidth(bandwidth) ** 2
+    return np.concatenate([np.exp(scale * _sq_dists(x[lo:lo + _BLOCK_ROWS], x)).mean(1)
+                           - np.exp(scale * _sq_dists(x[lo:lo + _BLOCK_ROWS], y)).mean(1)
+                           for lo in range(0, x.shape[0], _BLOCK_ROWS)])

@@ -23,9 +23,10 @@ from generator.run.dedup import Deduper
 from generator.run.loop import OnBatch, fill, open_deduper, write_summary
 from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
                                   weights_file)
+from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs
 from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
-STREAMS = {"pilot": 101, "growth": 202, "main": 303, "final": 909}  # named random streams of the controller
+STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "final": 909}  # named random streams of the controller
 
 
 def stream(seed: int, name: str, *more: int) -> np.random.Generator:
@@ -48,6 +49,8 @@ class Context:
     orders: dict
     on_batch: OnBatch | None
     deduper: Deduper | None
+    reference: ReferenceStats | None = None
+    embed: object = None  # texts -> embeddings, for the shift from the reference
 
     @property
     def target(self):
@@ -55,9 +58,10 @@ class Context:
 
 
 def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force: bool = False,
-        on_batch: OnBatch | None = None, judge=None) -> dict:
+        on_batch: OnBatch | None = None, judge=None, embed=None) -> dict:
     """Generate the recipe's corpus into `out`; return the summary (also in summary.json).
-    `judge` overrides the judge named by the recipe's target (tests)."""
+    `judge` overrides the judge named by the recipe's target, `embed` the embedder of the
+    shift from the reference (default: the judge's, else all-MiniLM-L6-v2) (tests)."""
     started = time.perf_counter()
     state = prepare_output(out, plan, resume=resume, force=force)
     deduper = open_deduper(plan, out)
@@ -65,7 +69,7 @@ def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force:
         state = fill(plan, out, backend, state, plan.recipe.size.num_docs, on_batch, deduper)
         extra = {}
     else:
-        state, extra = steer(plan, out, backend, state, judge=judge, on_batch=on_batch, deduper=deduper)
+        state, extra = steer(plan, out, backend, state, judge=judge, on_batch=on_batch, deduper=deduper, embed=embed)
     summary = write_summary(out, plan, state, time.perf_counter() - started, backend, extra)
     if state.stopped:
         raise RunStopped(state.stopped)
@@ -73,12 +77,21 @@ def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force:
 
 
 def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=None,
-          on_batch: OnBatch | None = None, deduper: Deduper | None = None) -> tuple[RunState, dict]:
+          on_batch: OnBatch | None = None, deduper: Deduper | None = None, embed=None) -> tuple[RunState, dict]:
     plan = growth.with_added_topics(plan, state.steering.added_topics)
     if judge is None:
         from generator.judges import judge_for_target
         judge = judge_for_target(plan, out)
-    ctx = Context(plan, out, backend, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), on_batch, deduper)
+    reference = None
+    if plan.reference_texts:
+        embed = embed or getattr(judge, "embed", None) or default_embed
+        reference, cost = open_reference(out, plan, judge, embed, stream(plan.recipe.seed, "reference"))
+        state = dataclasses.replace(state, steering=dataclasses.replace(
+            state.steering, judge_calls=state.steering.judge_calls + cost["calls"],
+            judge_tokens=state.steering.judge_tokens + cost["tokens"]))
+        plan = resolve_target(plan, reference)
+    ctx = Context(plan, out, backend, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), on_batch, deduper,
+                  reference, embed)
     if state.steering.phase == "fill":
         state = set_concentration(ctx, state, 1.0, phase="pilot")
     while state.steering.phase == "pilot" and not state.stopped:
@@ -89,10 +102,60 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
     return finish(ctx, state)
 
 
+def default_embed(texts):
+    from generator.measure.embeddings import embed_texts
+    return embed_texts(texts)
+
+
+def resolve_target(plan: Plan, reference: ReferenceStats) -> Plan:
+    """A relative target becomes an absolute score: relative × the reference's D."""
+    t = plan.recipe.target
+    if t.relative is None:
+        return plan
+    score = t.relative * reference.score
+    if not 1 / t.k <= score <= t.k:
+        from generator.errors import UserError
+        raise UserError(f"{plan.recipe.path}: target.relative {t.relative} × reference D {reference.score:.3f} = "
+                        f"{score:.3f} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
+                        fix="pick a relative target the judge can produce at this k")
+    return dataclasses.replace(plan, recipe=dataclasses.replace(plan.recipe, target=dataclasses.replace(t, score=score)))
+
+
 def set_concentration(ctx: Context, state: RunState, c: float, **changes) -> RunState:
-    steering = dataclasses.replace(state.steering, concentration=c,
-                                   weights=knobs.concentration_weights(ctx.orders, c), **changes)
+    weights = knobs.apply_factors(knobs.concentration_weights(ctx.orders, c), state.steering.shift_factors)
+    steering = dataclasses.replace(state.steering, concentration=c, weights=weights, **changes)
     return dataclasses.replace(state, steering=steering)
+
+
+def round_shift(ctx: Context, root: Path, round_no: int) -> Shift | None:
+    """The documents under `root` against the reference (None when the recipe has none)."""
+    if ctx.reference is None:
+        return None
+    texts, columns = read_shift_inputs(root)
+    return measure_shift(texts, columns, ctx.reference, ctx.embed, stream(ctx.plan.recipe.seed, "shift", round_no))
+
+
+def over_bound(ctx: Context, shift: Shift | None) -> bool:
+    return shift is not None and ctx.target.max_shift is not None and shift.mmd2 > ctx.target.max_shift
+
+
+def reweight_for_shift(ctx: Context, state: RunState, shift: Shift) -> RunState:
+    """Move weight away from grid values whose documents lie far from the reference (kept as
+    factors, so later changes of c keep them)."""
+    s = state.steering
+    factors = knobs.shift_factors(s.weights, shift.by_value, rate=ctx.target.reweight_rate or 1.0)
+    merged = knobs.merge_factors(s.shift_factors, factors)
+    weights = knobs.apply_factors(knobs.concentration_weights(ctx.orders, s.concentration), merged)
+    return dataclasses.replace(state, steering=dataclasses.replace(s, shift_factors=merged, weights=weights))
+
+
+def shift_fields(ctx: Context, shift: Shift | None) -> dict:
+    """The controller.jsonl fields of the shift bound (none without a reference)."""
+    if shift is None:
+        return {}
+    t = ctx.target
+    return {"shift": shift.mmd2, "max_shift": t.max_shift, "reference_score": ctx.reference.score,
+            "relative_target": t.relative}
 
 
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
@@ -103,24 +166,35 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
         return ctx, state
     texts, _ = read_corpus(pilot_dir(ctx.out, this_round))
     report, _ = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "pilot", this_round))
+    shift = round_shift(ctx, pilot_dir(ctx.out, this_round), this_round)
     state = add_judge_cost(state, report)
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
-        s, history=(*s.history, Round(c, report.score, "pilot"))))
-    ctx, state, action = after_pilot(ctx, state, report)
-    log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c)
+        s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None))))
+    ctx, state, action = after_pilot(ctx, state, report, shift)
+    log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c,
+              extra=shift_fields(ctx, shift))
     save(ctx, state)
     return ctx, state
 
 
-def after_pilot(ctx: Context, state: RunState, report) -> tuple[Context, RunState, str]:
+def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = None) -> tuple[Context, RunState, str]:
     """Accept the pilot, leave the pilot phase at the closest point, grow the grid, stop as
-    out of reach, or pilot again at the next c."""
+    out of reach, or pilot again at the next c. With a shift bound, a pilot over it moves
+    weight away from far grid values first, and a pilot budget spent without a point that
+    meets both stops the run with the best trade-off."""
     t, s = ctx.target, state.steering
     c, score = s.concentration, report.score
     points = [(h.concentration, h.score) for h in s.rounds("pilot")]
     close = abs(score - t.score) <= min(t.tolerance, max(t.tolerance / 2, report.half_width))
     best_c, best_score = min(points, key=lambda p: abs(p[1] - t.score))
+    if over_bound(ctx, shift):
+        if len(points) >= t.max_pilot_rounds:
+            return ctx, stop_tradeoff(ctx, state), "stop"
+        state = reweight_for_shift(ctx, state, shift)
+        if close:
+            return ctx, next_pilot_round(state), (f"D within tolerance but MMD² {shift.mmd2:.4f} > max_shift "
+                                                  f"{t.max_shift}: weight moved away from far values; pilot again")
     if close or (len(points) >= t.max_pilot_rounds and best_c == c):
         action = f"accept c={c:.3f}" if close else f"pilot budget spent; keep the closest, c={c:.3f}"
         return ctx, with_phase(accept_pilot(ctx.out, state), "main"), action
@@ -129,7 +203,8 @@ def after_pilot(ctx: Context, state: RunState, report) -> tuple[Context, RunStat
         action = f"{why}; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
         return ctx, set_concentration(ctx, next_pilot_round(state), best_c, phase="main"), action
     nxt = knobs.next_concentration(points, t.score, floor=1 / t.k)
-    if nxt is None and score < t.score and t.grow_grid and len(s.rounds("grow")) < t.max_growth_rounds:
+    growable = t.grow_grid and "topic" in ctx.plan.grid.axes  # growth adds topics (a seed-document grid has none)
+    if nxt is None and score < t.score and growable and len(s.rounds("grow")) < t.max_growth_rounds:
         ctx, state, action = grow_grid(ctx, state)
     elif nxt is None:
         return ctx, stop_out_of_reach(ctx, state, points, score), "stop"
@@ -162,6 +237,21 @@ def stop_out_of_reach(ctx: Context, state: RunState, points: list, score: float)
         f"(measured {lo:.2f}..{hi:.2f}); best reachable score {hi if side == 'above' else lo:.2f}"))
 
 
+def stop_tradeoff(ctx: Context, state: RunState) -> RunState:
+    """The pilot budget is spent and no pilot met both the target and the shift bound: stop,
+    naming the best trade-off measured and the constraint that binds."""
+    t = ctx.target
+    pilots = [h for h in state.steering.rounds("pilot") if h.shift is not None]
+    best, binding = knobs.best_tradeoff([(h.score, h.shift) for h in pilots], t.score, t.tolerance, t.max_shift)
+    b = pilots[best]
+    why = ("the target alone is reachable, but not under the bound" if binding == "max_shift"
+           else "no pilot reached or bracketed the target")
+    state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, binding=binding))
+    return dataclasses.replace(with_phase(state, "done"), stopped=(
+        f"target D={t.score:.3f} and max_shift={t.max_shift} cannot both hold: {binding} binds ({why}); "
+        f"best trade-off c={b.concentration:.3f}, D={b.score:.3f}, MMD²={b.shift:.4f}"))
+
+
 def main_round(ctx: Context, state: RunState) -> RunState:
     """Generate the next share of the corpus, re-score the whole corpus, correct c and weights."""
     t, num_docs = ctx.target, ctx.plan.recipe.size.num_docs
@@ -174,14 +264,19 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     texts, metadata = read_corpus(ctx.out)
     report, attribution = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "main", state.steering.round),
                                   metadata=metadata)
+    shift = round_shift(ctx, ctx.out, this_round)
     state = add_judge_cost(state, report)
     action = "keep"
     if abs(report.score - t.score) > t.tolerance / 2 and state.counters.num_docs < num_docs:
         state, action = correct(ctx, state, report, attribution)
+    if over_bound(ctx, shift) and state.counters.num_docs < num_docs:
+        state = reweight_for_shift(ctx, state, shift)
+        action += f"; MMD² {shift.mmd2:.4f} > max_shift: weight moved away from far values"
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
-        s, history=(*s.history, Round(round_c, report.score, "main")), round=s.round + 1))
-    log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c)
+        s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None)), round=s.round + 1))
+    log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c,
+              extra=shift_fields(ctx, shift))
     save(ctx, state)
     return state
 
@@ -191,7 +286,7 @@ def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunStat
     t, s = ctx.target, state.steering
     pilots = [(h.concentration, h.score) for h in s.rounds("pilot")]  # pure, not mixtures
     c = knobs.correct_concentration(pilots, s.concentration, report.score, t.score)
-    weights = knobs.concentration_weights(ctx.orders, c)
+    weights = knobs.apply_factors(knobs.concentration_weights(ctx.orders, c), s.shift_factors)
     if t.reweight_rate > 0 and attribution:
         weights = knobs.update_weights(weights, attribution, rate=t.reweight_rate,
                                        direction=1 if report.score < t.score else -1)
@@ -201,7 +296,7 @@ def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunStat
 
 def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     """Re-measure the finished corpus as a whole (fresh batches); write weights and plots."""
-    from generator.run.plots import plot_trajectory, plot_weights
+    from generator.run.plots import plot_shift, plot_trajectory, plot_weights
 
     t, s = ctx.target, state.steering
     extra: dict = {"target": {"score": t.score, "tolerance": t.tolerance, "judge": ctx.judge.name, "k": t.k}}
@@ -213,6 +308,13 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
         extra["achieved"] = {"score": report.score, "ci_low": report.ci_low, "ci_high": report.ci_high,
                              "half_width": report.half_width, "num_batches": report.num_scored,
                              "within_tolerance": abs(report.score - t.score) <= t.tolerance}
+        if ctx.reference is not None:
+            extra["achieved"].update(relative_fields(ctx, report, round_shift(ctx, ctx.out, s.round)))
+    if ctx.reference is not None:
+        extra["target"].update({"relative": t.relative, "max_shift": t.max_shift})
+        extra["reference"] = ctx.reference.summary()
+        if s.binding:
+            extra["binding"] = s.binding
     c = state.counters
     corpus_tokens = max(1, c.prompt_tokens + c.completion_tokens - s.discarded_pilot_tokens)
     extra["rounds"] = {"pilot": len(s.history) - len(s.rounds("main")), "main": len(s.rounds("main"))}
@@ -223,7 +325,17 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     write_yaml(ctx.out / "weights.yaml", weights_file(s.weights))
     plot_trajectory(ctx.out / "controller.jsonl", ctx.out / "plots" / "score_trajectory.png")
     plot_weights(s.weights, ctx.out / "plots" / "weights.png")
+    plot_shift(ctx.out / "controller.jsonl", ctx.out / "plots" / "shift_trajectory.png")
     return (state if state.stopped else with_phase(state, "done")), extra
+
+
+def relative_fields(ctx: Context, report, shift: Shift) -> dict:
+    """The achieved score relative to the reference's D (interval: the achieved interval over
+    the reference's D), and the final shift against the bound."""
+    ref, bound = ctx.reference.score, ctx.target.max_shift
+    return {"relative": report.score / ref, "relative_ci_low": report.ci_low / ref,
+            "relative_ci_high": report.ci_high / ref, "shift": shift.mmd2,
+            "within_shift_bound": None if bound is None else shift.mmd2 <= bound}
 
 
 def with_phase(state: RunState, phase: str) -> RunState:

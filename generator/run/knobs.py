@@ -129,3 +129,74 @@ def weights_summary(weights: Mapping[str, Mapping[str, float]]) -> dict[str, dic
         out[axis] = {"active": int(w.size), "total": len(values),
                      "effective": float(np.exp(-(p * np.log(p)).sum())) if w.size else 0.0}
     return out
+
+
+# ---- the shift bound -------------------------------------------------------------------------
+
+def value_witness(columns: Mapping[str, Sequence[str]], witness: Sequence[float]) -> dict[str, dict[str, tuple[float, int]]]:
+    """Per axis and value: (mean MMD witness of its documents, number of documents). Empty
+    values are skipped. The mean witness of a value is the slope of MMD² in its share."""
+    w = np.asarray(witness, dtype=float)
+    out: dict[str, dict[str, tuple[float, int]]] = {}
+    for axis, values in columns.items():
+        if len(values) != len(w):
+            raise ValueError(f"column {axis!r} has {len(values)} values for {len(w)} witness values")
+        groups: dict[str, list[float]] = {}
+        for value, x in zip(values, w):
+            if value:
+                groups.setdefault(value, []).append(float(x))
+        out[axis] = {v: (float(np.mean(xs)), len(xs)) for v, xs in groups.items()}
+    return out
+
+
+def shift_factors(weights: Mapping[str, Mapping[str, float]], witness_by_value: Mapping, *, rate: float = 1.0,
+                  min_docs: int = 3, bounds: tuple[float, float] = (0.5, 2.0)) -> Weights:
+    """Per axis, a weight factor for each active value with at least `min_docs` documents:
+    exp(-rate * (g - mean_g) / sd_g), g its mean witness, mean and sd over the axis' values
+    (document-weighted mean), clipped to `bounds`. Values whose documents lie far from the
+    reference lose weight, close ones gain it; an axis whose values all look alike is left alone."""
+    out: Weights = {}
+    for axis, values in weights.items():
+        stats = {v: s for v, s in witness_by_value.get(axis, {}).items() if s[1] >= min_docs and values.get(v, 0) > 0}
+        if len(stats) < 2:
+            continue
+        g = np.array([s[0] for s in stats.values()])
+        n = np.array([s[1] for s in stats.values()], dtype=float)
+        mean, sd = float((g * n).sum() / n.sum()), float(g.std())
+        if sd <= 1e-12:
+            continue
+        out[axis] = {v: float(min(max(math.exp(-rate * (s[0] - mean) / sd), bounds[0]), bounds[1]))
+                     for v, s in stats.items()}
+    return out
+
+
+def apply_factors(weights: Mapping[str, Mapping[str, float]], factors: Mapping[str, Mapping[str, float]]) -> Weights:
+    """Weights times per-value factors (values without a factor keep their weight)."""
+    return {axis: {v: w * factors.get(axis, {}).get(v, 1.0) for v, w in values.items()}
+            for axis, values in weights.items()}
+
+
+def merge_factors(old: Mapping[str, Mapping[str, float]], new: Mapping[str, Mapping[str, float]],
+                  bounds: tuple[float, float] = (0.05, 20.0)) -> Weights:
+    """Accumulated factors: the product of old and new per value, clipped to `bounds`."""
+    out = {axis: dict(values) for axis, values in old.items()}
+    for axis, values in new.items():
+        for v, f in values.items():
+            out.setdefault(axis, {})[v] = float(min(max(out.get(axis, {}).get(v, 1.0) * f, bounds[0]), bounds[1]))
+    return out
+
+
+def best_tradeoff(points: Sequence[tuple[float, float]], target: float, tolerance: float,
+                  max_shift: float) -> tuple[int, str]:
+    """Among measured (score, shift) points: the index of the best trade-off and the constraint
+    that binds. Under the bound, the point closest to the target; with none under it, the
+    smallest shift. `max_shift` binds when the target alone was reachable (a point within
+    tolerance, or points on both sides of it); else the target binds."""
+    under = [i for i, (_, s) in enumerate(points) if s <= max_shift]
+    if under:
+        best = min(under, key=lambda i: abs(points[i][0] - target))
+    else:
+        best = min(range(len(points)), key=lambda i: points[i][1])
+    scores = [d for d, _ in points]
+    reachable = any(abs(d - target) <= tolerance for d in scores) or min(scores) < target < max(scores)
+    return best, "max_shift" if reachable else "target"

@@ -70,3 +70,30 @@ def plot_weights(weights: Mapping[str, Mapping[str, float]], png: Path, top: int
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return png
+
+
+def plot_shift(log_path: Path, png: Path) -> Path | None:
+    """MMD² from the reference per controller round, against max_shift (runs with a reference)."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
+    rows = [r for r in rows if r.get("shift") is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bound = rows[0].get("max_shift")
+    if bound:
+        ax.axhline(bound, color="tab:red", lw=1, ls="--", label=f"max_shift {bound:g}")
+    for phase, colour in (("pilot", "tab:orange"), ("main", "tab:blue")):
+        pts = [(i, r["shift"]) for i, r in enumerate(rows) if r["phase"] == phase]
+        if pts:
+            ax.plot([i for i, _ in pts], [s for _, s in pts], "s" if phase == "pilot" else "o-", color=colour,
+                    label="pilot rounds" if phase == "pilot" else "main rounds (whole corpus so far)")
+    ax.set_xlabel("controller round")
+    ax.set_ylabel("MMD² from the reference")
+    ax.set_title("Distribution shift per round")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

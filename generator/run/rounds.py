@@ -65,13 +65,13 @@ def next_pilot_round(state: RunState) -> RunState:
 
 
 def log_round(out: Path, round_no: int, state: RunState, report, target, action: str, *, phase: str,
-              concentration: float) -> None:
+              concentration: float, extra: dict | None = None) -> None:
     """One line of OUT/controller.jsonl: what was measured in this round and what was done."""
     row = {"round": round_no, "phase": phase, "docs": state.counters.num_docs,
            "concentration": round(concentration, 4), "score": report.score,
            "ci_low": report.ci_low, "ci_high": report.ci_high, "half_width": report.half_width,
            "target": target.score, "tolerance": target.tolerance, "action": action,
-           "weights": weights_summary(state.steering.weights)}
+           "weights": weights_summary(state.steering.weights), **(extra or {})}
     with open(out / "controller.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 

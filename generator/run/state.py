@@ -26,7 +26,8 @@ from generator.recipe import Plan, recipe_dict
 
 log = logging.getLogger(__name__)
 OUR_FILES = ("data", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
-             "summary.json", "failures.jsonl", "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml")
+             "summary.json", "failures.jsonl", "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml",
+             "reference.json", "reference.npy")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Round:
     concentration: float
     score: float
     kind: Literal["pilot", "grow", "main"]
+    shift: float | None = None  # MMD² from the reference corpus, when the recipe has one
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Steering:
     judge_calls: int = 0
     judge_tokens: int = 0
     added_topics: dict = field(default_factory=dict)  # domain -> topics added by grid growth
+    shift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor from the shift bound
+    binding: str = ""  # the constraint that stopped the run when target and max_shift could not both hold
 
     def rounds(self, kind: str) -> list[Round]:
         return [h for h in self.history if h.kind == kind]

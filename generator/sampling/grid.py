@@ -45,6 +45,7 @@ class Axis:
     name: str
     values: tuple[AxisValue, ...]
     source: str = ""
+    documents: bool = False  # values are document ids, descriptions their texts (a seed-document axis)
 
     @property
     def hierarchical(self) -> bool:
@@ -62,6 +63,9 @@ class Grid:
         """Template variables this grid provides."""
         names: set[str] = set()
         for axis in self.axes.values():
+            if axis.documents:
+                names |= {axis.name, f"{axis.name}_id", f"{axis.name}_source"}
+                continue
             names |= {axis.name, f"{axis.name}_description"}
             if axis.hierarchical:
                 names |= {"domain", f"{axis.name}s"}
@@ -155,6 +159,37 @@ def load_grid(paths: Mapping[str, Path]) -> Grid:
     return Grid(axes={name: load_axis(Path(p), name) for name, p in paths.items()})
 
 
+def load_document_axis(name: str, path: Path, text_field: str, max_chars: int, *, where: str) -> Axis:
+    """An axis whose values are the documents of a corpus (Parquet, JSONL or saved dataset):
+    each value is the document's `id` column when it has one, else a hash of its text; its
+    description is the text cut at the last word before `max_chars`. Empty texts are skipped."""
+    import hashlib
+
+    from generator.readers import load_corpus
+
+    try:
+        texts, metadata = load_corpus(path, text_field)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc.what}", fix=exc.fix.replace("pass --text-field NAME",
+                                                                    f"set grid.{name}.text_field")) from None
+    ids = metadata.get("id") or [hashlib.sha256(t.encode()).hexdigest()[:12] for t in texts]
+    values, seen = [], set()
+    for doc_id, text in zip(ids, texts):
+        text = text.strip()
+        if not text or doc_id in seen:
+            continue
+        seen.add(doc_id)
+        cut = text if len(text) <= max_chars else text[:max_chars].rsplit(None, 1)[0] + " …"
+        values.append(AxisValue(value=str(doc_id), description=cut))
+    if not values:
+        raise UserError(f"{where}: {path} holds no non-empty {text_field!r} texts", fix="point at a corpus with documents")
+    return Axis(name=name, values=tuple(values), source=Path(path).name, documents=True)
+
+
+def with_axis(grid: Grid, axis: Axis) -> Grid:
+    return Grid(axes={**grid.axes, axis.name: axis})
+
+
 def axis_probabilities(axis: Axis, weights: Mapping[str, float] | None = None) -> np.ndarray:
     """Sampling probabilities of an axis: file weights, optionally replaced per value by
     `weights` (value → weight, as written by the controller). Zero weights deactivate values."""
@@ -226,6 +261,10 @@ def template_variables(grid: Grid, cell: Cell) -> dict[str, object]:
     """The variables a template sees for one cell."""
     out: dict[str, object] = dict(cell.values)
     for name, axis in grid.axes.items():
+        if axis.documents:
+            out.update({name: _descriptions(axis)[cell.values[name]], f"{name}_id": cell.values[name],
+                        f"{name}_source": axis.source})
+            continue
         out[f"{name}_description"] = _descriptions(axis).get(cell.values[name]) or cell.values[name]
         if axis.hierarchical:
             out[f"{name}s"] = [cell.values[name], *cell.extra_topics]

@@ -55,6 +55,8 @@ def plan_samples(plan: Plan, start_index: int, n: int, rng: np.random.Generator,
         index = start_index + offset
         seed = derive_seed(r.seed, index)
         values = used_values(template.variables, cell.values)
+        values.update({f"{a}_source": plan.grid.axes[a].source for a in values
+                       if a in plan.grid.axes and plan.grid.axes[a].documents})
         if template.num_topics > 1 and "topics" in variables:
             values["topic"] = "; ".join(variables["topics"][: template.num_topics])  # type: ignore[index]
         s = r.sampling
@@ -69,7 +71,7 @@ def used_values(variables: Sequence[str], values: Mapping[str, str]) -> dict[str
     """The grid values a template actually used (provenance must not list unused axes)."""
     used = set(variables)
     keep = {axis for axis in values
-            if axis in used or f"{axis}_description" in used or f"{axis}s" in used}
+            if used & {axis, f"{axis}_description", f"{axis}s", f"{axis}_id"}}
     if "topic" in keep:
         keep.add("domain")
     return {axis: v for axis, v in values.items() if axis in keep}

@@ -134,6 +134,25 @@ def test_card_reports_target_achieved_and_cost_when_steered(tmp_path):
     assert "| rounds | 2 pilot, 1 main |" in body and "| cost: judge_calls | 120 |" in body
 
 
+def test_card_shows_the_reference_relative_target_and_shift(tmp_path):
+    run = make_run(tmp_path / "run", steered=True)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["target"].update(score=3.0, relative=1.2, max_shift=0.1)
+    summary["reference"] = {"score": 2.5, "ci_low": 2.3, "ci_high": 2.7, "half_width": 0.2, "num_docs": 150}
+    summary["achieved"].update(relative=1.24, relative_ci_low=1.16, relative_ci_high=1.32, shift=0.08,
+                               within_shift_bound=True)
+    write_json(run / "summary.json", summary)
+    recipe = yaml.safe_load((run / "recipe.resolved.yaml").read_text())
+    recipe["grid"]["seed_doc"] = {"path": "/data/seeds.jsonl", "text_field": "text", "max_chars": 900}
+    (run / "recipe.resolved.yaml").write_text(yaml.safe_dump(recipe))
+    _, body = split_card(write_card(run, embed=fake_embed).read_text())
+    assert "| reference D | 2.500 (95% interval [2.300, 2.700], 150 documents) |" in body
+    assert "| target, relative | 1.2 × reference D = 3.000 |" in body
+    assert "| achieved, relative | 1.240 × reference D (95% interval [1.160, 1.320]) |" in body
+    assert "| shift from reference (MMD²) | 0.0800, bound 0.1: within |" in body
+    assert "seed_doc: seeds.jsonl" in body
+
+
 def test_card_of_an_unscored_run_says_how_to_score_it(tmp_path):
     _, body = split_card(write_card(make_run(tmp_path / "run", scored=False), embed=fake_embed).read_text())
     assert "Not scored yet" in body and "**D =" not in body

@@ -96,3 +96,57 @@ def test_missing_and_non_utf8_grid_files(tmp_path):
     f.write_bytes("axis: persona\nvalues: [caf\xe9]\n".encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
         load_axis(f)
+
+
+# ---- seed-document axes ---------------------------------------------------------------------
+
+def seed_recipe(tmp_path, root, rows, spec="text_field: body, max_chars: 120"):
+    import json
+    from conftest import write_recipe
+    (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    body = f"""
+name: grounded
+seed: 5
+roots: [@ROOT@]
+grid:
+  seed_doc: {{path: seeds.jsonl, {spec}}}
+  audience: @ROOT@/topics/audiences.yaml
+templates:
+  - path: @ROOT@/prompts/seed_summary.j2
+  - path: @ROOT@/prompts/seed_simpler.j2
+size: {{num_docs: 10, batch_size: 5}}
+"""
+    return write_recipe(tmp_path, body)
+
+
+def test_seed_document_axis_grounds_prompts_and_keeps_provenance(tmp_path, root):
+    from generator.recipe import load_recipe
+    from generator.sampling.requests import plan_samples
+    long = "word " * 100
+    rows = [{"id": "doc-a", "body": "Alpha facts about rivers."}, {"id": "doc-b", "body": long},
+            {"id": "doc-c", "body": "   "}]
+    plan = load_recipe(seed_recipe(tmp_path, root, rows))
+    axis = plan.grid.axes["seed_doc"]
+    assert axis.documents and [v.value for v in axis.values] == ["doc-a", "doc-b"]  # the empty one skipped
+    assert len(axis.values[1].description) <= 122 and axis.values[1].description.endswith("…")
+    samples = plan_samples(plan, 0, 20, np.random.default_rng(0))
+    for s in samples:
+        text = {"doc-a": "Alpha facts about rivers.", "doc-b": axis.values[1].description}[s.values["seed_doc"]]
+        assert text in s.request.prompt
+        assert s.values["seed_doc_source"] == "seeds.jsonl"
+    assert {s.values["seed_doc"] for s in samples} == {"doc-a", "doc-b"}
+
+
+def test_seed_documents_without_ids_get_content_hashes(tmp_path, root):
+    plan = __import__("generator.recipe", fromlist=["load_recipe"]).load_recipe(
+        seed_recipe(tmp_path, root, [{"body": "one"}, {"body": "two"}]))
+    ids = [v.value for v in plan.grid.axes["seed_doc"].values]
+    assert len(ids) == 2 and all(len(i) == 12 for i in ids) and ids[0] != ids[1]
+
+
+@pytest.mark.parametrize("spec, match", [("text_field: text", "grid.seed_doc: .*no text field 'text'"),
+                                         ("text_field: body, max_chars: 10", "max_chars .* must be at least 100")])
+def test_bad_seed_document_axes_fail_at_load(tmp_path, root, spec, match):
+    from generator.recipe import load_recipe
+    with pytest.raises(UserError, match=match):
+        load_recipe(seed_recipe(tmp_path, root, [{"body": "one"}], spec))

@@ -12,6 +12,7 @@ VARS = {
     "domain": "Biology", "style": "blog post", "style_description": "A chatty blog post.",
     "persona": "a marine biologist", "audience": "young children",
     "audience_description": "Children aged six to ten.", "num_words": 120,
+    "seed_doc": "Tide pools hold sea water when the tide goes out.",
 }
 GOLDEN = {
     "topic": "Write an informative text of about 120 words on the following subject: tide pools.\n"
@@ -29,6 +30,36 @@ GOLDEN = {
                 "About the readers: Children aged six to ten.\nSay why the unit matters, explain its key "
                 "idea with one worked example,\nand end with one short exercise. Write in a clear, engaging "
                 "textbook voice, without a title page\nor a table of contents, in about 120 words.",
+    "seed_textbook": (
+        'Here is an extract from a real document:\n'
+        '"""\n'
+        'Tide pools hold sea water when the tide goes out.\n'
+        '"""\n'
+        'Write a section of a textbook that teaches what this extract is about. Explain its key ideas in\n'
+        'your own words, give one worked example, and end with one short exercise. Do not copy sentences\n'
+        'from the extract. Write about 120 words.'),
+    "seed_qa": (
+        'Here is an extract from a real document:\n'
+        '"""\n'
+        'Tide pools hold sea water when the tide goes out.\n'
+        '"""\n'
+        'Write a set of questions a curious reader might ask about this extract, each followed by a clear,\n'
+        'complete answer that the extract supports. Use the form "Q: ..." and "A: ...". Write about\n'
+        '120 words.'),
+    "seed_summary": (
+        'Here is an extract from a real document:\n'
+        '"""\n'
+        'Tide pools hold sea water when the tide goes out.\n'
+        '"""\n'
+        'Summarise it in one paragraph, then list its key facts as short bullet points (who, what, where,\n'
+        'when, why). Keep only what the extract says. Write about 120 words.'),
+    "seed_simpler": (
+        'Here is an extract from a real document:\n'
+        '"""\n'
+        'Tide pools hold sea water when the tide goes out.\n'
+        '"""\n'
+        'Explain what it says to young children (Children aged six to ten.), in simpler words and shorter\n'
+        'sentences, with one everyday comparison. Keep its meaning. Write about 120 words.'),
 }
 
 

@@ -1,0 +1,119 @@
+"""The recipe's reference corpus inside a run: measured once, kept in the run folder, and the
+yardstick of each round's distribution shift.
+
+    OUT/reference.json   its D (same judge and K as the target) with interval, proxies,
+                         embedding statistics (bandwidth, centroid norm), keyed by recipe hash
+    OUT/reference.npy    its embeddings (reused on --resume; MMD² of every round is against them)
+
+The shift is the unbiased RBF MMD² at a bandwidth fixed by the reference (its median pairwise
+distance), so values of different rounds are comparable.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from generator.files import write_json
+from generator.run import knobs
+from generator.run.rounds import measure
+
+MAX_SHIFT_DOCS = 1000  # each side of an MMD² is subsampled to at most this many documents
+
+
+@dataclass(frozen=True)
+class ReferenceStats:
+    """What a run knows about its reference corpus."""
+
+    score: float
+    ci_low: float
+    ci_high: float
+    half_width: float
+    num_docs: int
+    bandwidth: float
+    vectors: np.ndarray
+
+    def summary(self) -> dict:
+        return {"score": self.score, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "half_width": self.half_width, "num_docs": self.num_docs}
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A round's distance from the reference: MMD², and the mean witness of each grid value."""
+
+    mmd2: float
+    by_value: dict
+
+
+def open_reference(out: Path, plan, judge, embed: Callable, rng: np.random.Generator) -> tuple[ReferenceStats, dict]:
+    """The reference's statistics: read from OUT/reference.json/.npy when they were measured for
+    this recipe, else measured now and written there. Returns them and the judge cost spent."""
+    info_path, vectors_path = out / "reference.json", out / "reference.npy"
+    texts = list(plan.reference_texts)
+    if info_path.is_file() and vectors_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("recipe_hash") == plan.recipe_hash:
+            return _stats(info, np.load(vectors_path)), {"calls": 0, "tokens": 0}
+    from generator.measure.proxies import compute_proxies
+    from generator.measure.shift import self_bandwidth
+
+    report, _ = measure(texts, judge, plan.recipe.target, rng)
+    vectors = np.asarray(embed(texts), dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    info = {"recipe_hash": plan.recipe_hash, "path": plan.recipe.reference.path, "num_docs": len(texts),
+            "judge": report.judge, "k": report.k, "score": report.score, "ci_low": report.ci_low,
+            "ci_high": report.ci_high, "half_width": report.half_width, "num_batches": report.num_scored,
+            "calls": report.calls, "proxies": compute_proxies(texts, vectors, seed=plan.recipe.seed),
+            "embedding": {"dim": int(vectors.shape[1]), "bandwidth": self_bandwidth(vectors),
+                          "centroid_norm": float(np.linalg.norm(vectors.mean(0))),
+                          "mean_norm": float(norms.mean())}}
+    np.save(vectors_path, vectors)
+    write_json(info_path, info)
+    cost = {"calls": report.calls, "tokens": report.prompt_tokens + report.completion_tokens}
+    return _stats(info, vectors), cost
+
+
+def _stats(info: dict, vectors: np.ndarray) -> ReferenceStats:
+    return ReferenceStats(score=info["score"], ci_low=info["ci_low"], ci_high=info["ci_high"],
+                          half_width=info["half_width"], num_docs=info["num_docs"],
+                          bandwidth=info["embedding"]["bandwidth"], vectors=vectors)
+
+
+def measure_shift(texts: Sequence[str], columns: Mapping[str, Sequence[str]], reference: ReferenceStats,
+                  embed: Callable, rng: np.random.Generator) -> Shift:
+    """MMD² of `texts` against the reference (both subsampled to MAX_SHIFT_DOCS with `rng`) and
+    the mean witness of each grid value in `columns` (one value per text)."""
+    from generator.measure.shift import mmd_rbf, witness
+
+    idx = np.arange(len(texts))
+    if len(idx) > MAX_SHIFT_DOCS:
+        idx = np.sort(rng.choice(len(idx), MAX_SHIFT_DOCS, replace=False))
+    y = reference.vectors
+    if len(y) > MAX_SHIFT_DOCS:
+        y = y[np.sort(rng.choice(len(y), MAX_SHIFT_DOCS, replace=False))]
+    x = np.asarray(embed([texts[i] for i in idx]), dtype=np.float64)
+    mmd2 = mmd_rbf(x, y, bandwidth=reference.bandwidth)
+    w = witness(x, y, reference.bandwidth)
+    by_value = knobs.value_witness({a: [v[i] for i in idx] for a, v in columns.items()}, w)
+    return Shift(mmd2=float(mmd2), by_value=by_value)
+
+
+def grid_columns(grid_values: Sequence[str], templates: Sequence[str]) -> dict[str, list[str]]:
+    """One column per grid axis (custom and seed-document axes included) from the rows'
+    grid_values JSON, plus the template column; "" where a row did not use an axis."""
+    rows = [json.loads(g) if g else {} for g in grid_values]
+    axes = sorted({a for r in rows for a in r if not a.endswith("_source")})
+    return {"template": list(templates), **{a: [r.get(a, "") for r in rows] for a in axes}}
+
+
+def read_shift_inputs(root: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Texts under `root` and their grid columns (see `grid_columns`)."""
+    from generator.files import read_documents
+
+    table = read_documents(root, columns=["text", "template", "grid_values"])
+    return table.column("text").to_pylist(), grid_columns(table.column("grid_values").to_pylist(),
+                                                          table.column("template").to_pylist())

@@ -90,3 +90,18 @@ class KeyJudge:
                 groups.setdefault(self.key(text), []).append(i)
             out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values()), calls=1))
         return out
+
+
+def fake_embed(texts, dim: int = 1024):
+    """Bag-of-words embedder: each word hashed into one of `dim` slots, rows L2-normalised, so
+    texts sharing words are similar (a stand-in for the sentence embedder in unit tests)."""
+    import re
+
+    import numpy as np
+
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for word in re.findall(r"[a-z]+", text.lower()):
+            out[row, int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little") % dim] += 1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms == 0, 1.0, norms)

@@ -6,6 +6,8 @@ style-format share where checkable, and the main proxies.
     nice -n 10 .venv/bin/python bench/bench_families.py --out runs/families --score-only   # re-score
     ... --recipes recipes/paper/grid-t10-g10.yaml recipes/quickstart.yaml     # other recipes
 
+    ... --fit-rule    # agreement of the on-topic rule with hand labels (tests/data/fidelity)
+
 Runs go to OUT/<recipe stem>; an existing run is re-scored, not regenerated, unless --force.
 """
 from __future__ import annotations
@@ -53,6 +55,31 @@ def measure(plan, out: Path, *, num_batches: int, seed: int) -> dict:
             "finish_stop": sum(m == "stop" for m in metadata.get("finish_reason", [])) / len(texts)}
 
 
+def fit_rule() -> None:
+    """Agreement of (rank <= r and cosine >= c) with hand labels of 60 quickstart documents."""
+    import numpy as np
+    import yaml
+
+    from generator.embeddings import embed_texts
+    from generator.fidelity import topic_ranks
+
+    data = ROOT / "tests" / "data"
+    grid = yaml.safe_load((ROOT / "topics" / "topics.yaml").read_text())
+    topics = [t if isinstance(t, str) else t["value"] for d in grid["domains"] for t in d["topics"]]
+    docs = [json.loads(line) for line in (data / "judge" / "generated_quickstart.jsonl").open()]
+    labels = [json.loads(line) for line in (data / "fidelity" / "labels_quickstart.jsonl").open()]
+    truth = np.array([lab["on_topic"] for lab in labels])
+    vectors, topic_vectors = embed_texts([docs[lab["line"] - 1]["text"] for lab in labels]), embed_texts(topics)
+    own = [topics.index(lab["topic"]) for lab in labels]
+    ranks, cosines = topic_ranks(vectors, topic_vectors, own), (vectors * topic_vectors[own]).sum(axis=1)
+    print(f"{len(labels)} labelled documents, {truth.sum()} on topic; {len(topics)} grid topics")
+    print("| top r | min cosine | agreement | on-topic kept | off-topic caught |\n|---|---|---|---|---|")
+    for r in (1, 3, 5, 10, 523):
+        for c in (0.0, 0.3, 0.4, 0.45, 0.5):
+            on = (ranks <= r) & (cosines >= c)
+            print(f"| {r} | {c} | {np.mean(on == truth):.3f} | {on[truth].mean():.2f} | {(~on[~truth]).mean():.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", type=Path, nargs="+", default=FAMILIES)
@@ -61,8 +88,11 @@ def main() -> None:
     ap.add_argument("--num-batches", type=int, default=1000, help="K-batches judged per score")
     ap.add_argument("--score-only", action="store_true", help="never generate; score existing runs")
     ap.add_argument("--force", action="store_true", help="regenerate runs that exist")
+    ap.add_argument("--fit-rule", action="store_true", help="only print the on-topic rule's fit to hand labels")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.fit_rule:
+        return fit_rule()
     from generator.backends import open_backend
     from generator.recipe import load_recipe
 

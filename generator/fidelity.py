@@ -1,9 +1,10 @@
 """On-topic and on-style fidelity: does each document follow the grid values it was asked for?
 
 Topic: a document is on topic when its own grid topic ranks within the top `top_r` of all grid
-topics by cosine similarity to the document's embedding (all-MiniLM-L6-v2). A multi-topic
-document ("a; b; c" in the topic column) with k topics scores the fraction of its topics that
-rank within the top `top_r * k`. Style: a few styles have a format that can be checked on the
+topics by cosine similarity to the document's embedding (all-MiniLM-L6-v2) and that similarity
+is at least `min_cosine`. A multi-topic document ("a; b; c" in the topic column) with k topics
+scores the fraction of its topics that rank within the top `top_r * k` (no cosine floor: the
+floor was fitted on single-topic documents). Style: a few styles have a format that can be checked on the
 surface of the text (numbered steps, speaker turns, questions); a document whose style has
 such a check passes or fails it, the others are not measured. BENCHMARKS.md ("On-topic
 fidelity") records how `top_r` was chosen.
@@ -17,7 +18,8 @@ from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
-TOP_R = 5  # own topic within the 5 nearest grid topics: see BENCHMARKS.md for the fit
+TOP_R = 3  # own topic among the 3 grid topics nearest the document ...
+MIN_COSINE = 0.4  # ... and at least this similar to it: both fitted in BENCHMARKS.md
 GROUP_COLUMNS = ("template", "style", "domain")
 MIN_GROUP_DOCS = 5  # check_fidelity names a drifting group only when it has this many documents
 
@@ -84,6 +86,7 @@ class FidelityReport:
     num_docs: int  # documents with at least one grid topic
     num_topics: int  # grid topics each document was ranked against
     top_r: int
+    min_cosine: float
     topic_share: float
     num_style_docs: int
     style_share: float | None
@@ -98,7 +101,7 @@ class FidelityReport:
 
 def document_fidelity(texts: Sequence[str], topic_values: Sequence[str], styles: Sequence[str],
                       topics: Sequence[str], *, embed: Embed, top_r: int = TOP_R,
-                      doc_vectors: np.ndarray | None = None) -> tuple[np.ndarray, list[bool | None]]:
+                      min_cosine: float = MIN_COSINE, doc_vectors: np.ndarray | None = None) -> tuple[np.ndarray, list[bool | None]]:
     """Per document: on-topic fraction (NaN without a grid topic) and style check (None if not
     measured). `doc_vectors` (normalised, one row per text) skips embedding the texts again."""
     topics = list(dict.fromkeys(topics))
@@ -112,13 +115,16 @@ def document_fidelity(texts: Sequence[str], topic_values: Sequence[str], styles:
         for row, vector in zip(rows, vectors):
             own = [index[t] for t in named[row]]
             ranks = topic_ranks(np.repeat(vector[None, :], len(own), axis=0), topic_vectors, own)
-            on_topic[row] = float(np.mean(ranks <= top_r * len(own)))
+            found = ranks <= top_r * len(own)
+            if len(own) == 1:
+                found &= float(topic_vectors[own[0]] @ vector) >= min_cosine
+            on_topic[row] = float(np.mean(found))
     on_style = [check_style(t, s) if s else None for t, s in zip(texts, styles)]
     return on_topic, on_style
 
 
 def measure_fidelity(texts: Sequence[str], metadata: Mapping[str, Sequence[str]], topics: Sequence[str],
-                     *, embed: Embed, top_r: int = TOP_R,
+                     *, embed: Embed, top_r: int = TOP_R, min_cosine: float = MIN_COSINE,
                      doc_vectors: np.ndarray | None = None) -> FidelityReport:
     """Fidelity of a corpus: overall and per template, style and domain. `metadata` holds the
     corpus's string columns (as `scoring.load_corpus` returns them); `topics` is the grid's
@@ -129,7 +135,8 @@ def measure_fidelity(texts: Sequence[str], metadata: Mapping[str, Sequence[str]]
             raise ValueError(f"measure_fidelity: column {name!r} has {len(metadata[name])} values for {n} texts")
     column = lambda name: list(metadata.get(name) or [""] * n)  # noqa: E731
     on_topic, on_style = document_fidelity(texts, column("topic"), column("style"), topics,
-                                           embed=embed, top_r=top_r, doc_vectors=doc_vectors)
+                                           embed=embed, top_r=top_r, min_cosine=min_cosine,
+                                           doc_vectors=doc_vectors)
     groups = []
     for name in GROUP_COLUMNS:
         values = column(name)
@@ -138,6 +145,7 @@ def measure_fidelity(texts: Sequence[str], metadata: Mapping[str, Sequence[str]]
             groups.append(_share(name, value, on_topic[members], [on_style[i] for i in members]))
     overall = _share("all", "", on_topic, on_style)
     return FidelityReport(num_docs=overall.num_docs, num_topics=len(set(topics)), top_r=top_r,
+                          min_cosine=min_cosine,
                           topic_share=overall.topic_share, num_style_docs=overall.num_style_docs,
                           style_share=overall.style_share,
                           groups=tuple(g for g in groups if g.num_docs or g.num_style_docs))

@@ -16,7 +16,7 @@ ON = {
     "chess opening theory": "Chess opening theory studies the first moves of a chess game.",
     "coral reef ecology": "Coral reef ecology: the reef feeds fish and coral grows slowly.",
 }
-DRIFT = "As a student I am no stranger to long nights and I remember my grandmother fondly."
+DRIFT = "As a student I am no stranger to long nights; I remember my grandmother fondly."
 
 
 def corpus():
@@ -53,6 +53,13 @@ def test_measure_fidelity_separates_on_topic_from_drifting_templates():
     assert report.num_docs == 8 and report.topic_share == 0.5 and report.num_topics == len(TOPICS)
     assert [g.value for g in report.by("domain")] == ["Science"]
     assert report.by("style")[0].num_style_docs == 8 and report.style_share == 0.0  # no numbered steps
+
+
+def test_a_passing_mention_is_not_enough_with_the_cosine_floor():
+    text = "Chess. " + DRIFT + " " + DRIFT  # names its topic once, then narrates
+    meta = {"topic": ["chess opening theory"]}
+    assert measure_fidelity([text], meta, TOPICS, embed=fake_embed, top_r=1, min_cosine=0.0).topic_share == 1.0
+    assert measure_fidelity([text], meta, TOPICS, embed=fake_embed, top_r=1, min_cosine=0.4).topic_share == 0.0
 
 
 def test_documents_without_a_grid_topic_are_not_counted():
@@ -97,7 +104,7 @@ def test_style_checks_read_the_format(style, text, expected):
 
 
 def report_with(topic_share, groups):
-    return FidelityReport(num_docs=100, num_topics=50, top_r=5, topic_share=topic_share, num_style_docs=0,
+    return FidelityReport(num_docs=100, num_topics=50, top_r=5, min_cosine=0.4, topic_share=topic_share, num_style_docs=0,
                           style_share=None, groups=tuple(groups))
 
 

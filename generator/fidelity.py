@@ -63,6 +63,12 @@ def split_topics(value: str, topics: Sequence[str]) -> list[str]:
     return [part for part in value.split("; ") if part in known]
 
 
+def corpus_topics(topic_values: Sequence[str]) -> list[str]:
+    """The distinct topics a corpus's topic column names: the topic list to rank against when
+    the grid is unknown (e.g. `generator score` on a corpus file)."""
+    return sorted({part for value in topic_values if value for part in value.split("; ") if part})
+
+
 def topic_ranks(doc_vectors: np.ndarray, topic_vectors: np.ndarray, own: Sequence[int]) -> np.ndarray:
     """1-based rank of topic `own[i]` among all topics by cosine similarity to document i
     (vectors L2-normalised; ties count against the document)."""
@@ -185,6 +191,15 @@ def check_fidelity(report: FidelityReport, min_fidelity: float, *, stop: bool = 
     if names:
         message += f"; drifting: {names}"
     return FidelityCheck("stop" if low and stop else "warn", min_fidelity, report.topic_share, drifting, message)
+
+
+def drift_multipliers(check: FidelityCheck, *, floor: float = 0.1) -> dict[str, dict[str, float]]:
+    """Weight multipliers that move sampling away from drifting groups: column (template, style,
+    domain) -> value -> topic_share / min_fidelity, at least `floor`; empty when nothing drifts."""
+    out: dict[str, dict[str, float]] = {}
+    for g in check.drifting:
+        out.setdefault(g.column, {})[g.value] = max(floor, g.topic_share / check.min_fidelity)
+    return out
 
 
 def plot_fidelity(report: FidelityReport, png: Path) -> Path:

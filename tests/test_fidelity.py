@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from fakes import fake_embed
-from generator.fidelity import (FidelityReport, GroupShare, check_fidelity, check_style,
-                                measure_fidelity, plot_fidelity, split_topics, topic_ranks)
+from generator.fidelity import (FidelityReport, GroupShare, check_fidelity, check_style, corpus_topics,
+                                drift_multipliers, measure_fidelity, plot_fidelity, split_topics,
+                                topic_ranks)
 
 TOPICS = ["volcanic eruptions and lava", "sourdough bread baking", "chess opening theory",
           "coral reef ecology", "tax policy and brackets", "bird migration routes"]
@@ -123,6 +124,16 @@ def test_check_fidelity_ok_warn_and_stop():
     assert check_fidelity(low, 0.8).action == "warn"
     stopped = check_fidelity(low, 0.8, stop=True)
     assert stopped.action == "stop" and "below min_fidelity 0.8" in stopped.message
+
+
+def test_drift_multipliers_lower_only_the_drifting_groups():
+    drift = report_with(0.85, [group("topic", 0.95), group("persona", 0.4), group("blog", 0.0, column="style")])
+    assert drift_multipliers(check_fidelity(drift, 0.8)) == {"template": {"persona": 0.5}, "style": {"blog": 0.1}}
+    assert drift_multipliers(check_fidelity(report_with(0.9, [group("topic", 0.9)]), 0.8)) == {}
+
+
+def test_corpus_topics_splits_multitopic_values():
+    assert corpus_topics(["b", "a; c", "", "b"]) == ["a", "b", "c"]
 
 
 def test_plot_fidelity_writes_a_png(tmp_path):

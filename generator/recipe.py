@@ -89,6 +89,9 @@ class Target:
     grow_grid: bool = True  # propose new topics when the grid cannot reach the target
     max_growth_rounds: int = 2
     growth_topics_per_domain: int = 8
+    # On-topic share (measure/fidelity.py) every main round must keep: below it the run stops,
+    # so a target is never reached by the generator ignoring its prompts; 0 = only warn below 0.5.
+    min_fidelity: float = 0.0
 
 
 def pilot_size(recipe: "Recipe") -> int:
@@ -266,6 +269,8 @@ def _check_values(r: Recipe, where: str) -> None:
              "is llm but no judge model is configured, so the target cannot be measured",
              "set target.judge_model (and target.judge_endpoint for a served model) or use judge: embed")
         need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use e.g. 3000")
+        need(0 <= t.min_fidelity <= 1, "target.min_fidelity", f"{t.min_fidelity} is outside [0, 1]",
+             "use a share such as 0.6, or 0 to only warn")
         need(t.precision >= 0, "target.precision", "must be >= 0", "use 0 for tolerance / 3")
         need(t.max_pilot_rounds >= 1 and t.num_rounds >= 1, "target.max_pilot_rounds/num_rounds",
              "must be at least 1", "use the defaults 8 and 4")
@@ -378,8 +383,8 @@ def hash_recipe(recipe: Recipe) -> str:
         d.pop("reference")
     else:
         d["reference"]["path"] = Path(recipe.reference.path).name
-    for key in ("relative", "max_shift"):
-        if d["target"] is not None and d["target"][key] is None:
+    for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0)):
+        if d["target"] is not None and d["target"][key] == unset:
             d["target"].pop(key)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
     files = [*sorted(v for v in recipe.grid.values() if isinstance(v, str)), *(t.path for t in recipe.templates)]

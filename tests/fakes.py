@@ -375,3 +375,11 @@ class CountingJudge(KeyJudge):
     def cluster(self, batches):
         self.batches += len(batches)
         return super().cluster(batches)
+
+
+class EmbeddingKeyJudge(KeyJudge):
+    """A KeyJudge that also embeds (with fake_embed), as the embedding judge does, so the
+    controller can measure on-topic fidelity with it."""
+
+    def embed(self, texts):
+        return fake_embed(list(texts))

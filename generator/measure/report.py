@@ -28,12 +28,14 @@ MAX_PROXY_DOCS = 2000  # proxies and the shift test run on a random sample of th
 def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None = None, *, judge: Judge,
                 k: int = 10, seed: int = 0, precision: float | None = None, max_calls: int | None = None,
                 num_batches: int = 200, reference_texts: Sequence[str] | None = None, proxies: bool = True,
-                budget=None, audit=None, max_failure_share: float = MAX_FAILURE_SHARE) -> dict:
+                budget=None, audit=None, max_failure_share: float = MAX_FAILURE_SHARE,
+                topics: Sequence[str] | None = None) -> dict:
     """Everything `generator score` reports, as one JSON-ready dict: the diversity report
     (top-level keys judge, k, score, half_width, ...), and when available the proxies, the
     shift from `reference_texts` and the per-cell attribution of the grid columns. `judge`
     comes from `generator.judges.open_judge`; a `budget` (judges.calls.CallBudget) shared with
-    that judge replaces `max_calls`, and `audit` receives every judge call and batch."""
+    that judge replaces `max_calls`, and `audit` receives every judge call and batch. With a
+    `topic` column, the on-topic fidelity against `topics` (the grid's; default: the corpus's)."""
     from generator.judges.calls import CallBudget
 
     rng = np.random.default_rng(seed)
@@ -55,6 +57,8 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
     grid = {c: metadata[c] for c in (*GRID_COLUMNS, "model") if metadata and c in metadata and len(set(metadata[c]) - {""}) > 1}
     if grid:
         result["attribution"] = attribute_cells(report, grid)
+    if metadata and any(metadata.get("topic") or []):
+        result["fidelity"] = measure_corpus_fidelity(texts, metadata, topics, scorer)
     if proxies or reference_texts is not None:
         sample = _sample(texts, rng)
         embed = scorer.embed if isinstance(scorer, EmbeddingJudge) else _embed  # reuse the judge's cache
@@ -68,6 +72,14 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
 
             result["shift"] = shift_report(vectors, embed(_sample(reference_texts, rng)), rng=rng)
     return result
+
+
+def measure_corpus_fidelity(texts: Sequence[str], metadata, topics: Sequence[str] | None, judge=None) -> dict:
+    """On-topic fidelity (measure/fidelity.py) with the judge's embeddings when it has them."""
+    from generator.measure.fidelity import corpus_topics, measure_fidelity
+
+    embed = judge.embed if isinstance(judge, EmbeddingJudge) else _embed
+    return measure_fidelity(texts, metadata, list(topics or corpus_topics(metadata["topic"])), embed=embed).to_dict()
 
 
 def _sample(texts: Sequence[str], rng: np.random.Generator) -> list[str]:
@@ -114,6 +126,13 @@ def format_result(result: dict, source: str) -> str:
         lines.append("repairs        " + ", ".join(f"{k} {v}" for k, v in result["repairs"].items()))
     if any(result.get("fixes", {}).values()):
         lines.append("fixes          " + ", ".join(f"{k} {v}" for k, v in result["fixes"].items() if v))
+    fidelity = result.get("fidelity")
+    if fidelity and fidelity["num_docs"]:
+        per_template = ", ".join(f"{g['value']} {g['topic_share']:.2f}" for g in fidelity["groups"]
+                                 if g["column"] == "template" and g["num_docs"])
+        lines.append(f"on topic       {fidelity['topic_share']:.2f} of {fidelity['num_docs']} documents "
+                     f"(own topic in the top {fidelity['top_r']} of {fidelity['num_topics']})"
+                     + (f"; by template: {per_template}" if per_template else ""))
     if result.get("proxies"):
         lines.append("proxies")
         lines.extend(f"  {name:<24} {value:.4g}" for name, value in result["proxies"].items())

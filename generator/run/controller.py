@@ -9,6 +9,7 @@ weights corrected; finally the finished corpus is re-measured on fresh batches.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,11 @@ from generator.run import growth, knobs
 from generator.run.dedup import Deduper
 from generator.run.loop import OnBatch, fill, open_deduper, write_summary
 from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
-                                  weights_file)
+                                  round_fidelity, weights_file)
 from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs
 from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
+log = logging.getLogger(__name__)
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "final": 909}  # named random streams of the controller
 
 
@@ -265,9 +267,14 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     report, attribution = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "main", state.steering.round),
                                   metadata=metadata)
     shift = round_shift(ctx, ctx.out, this_round)
+    fidelity = round_fidelity(ctx.plan, ctx.judge, texts, metadata)
     state = add_judge_cost(state, report)
     action = "keep"
-    if abs(report.score - t.score) > t.tolerance / 2 and state.counters.num_docs < num_docs:
+    if fidelity is not None and fidelity.action != "ok":
+        log.warning("round %d: %s", this_round, fidelity.message)
+        if fidelity.action == "stop":
+            state = dataclasses.replace(with_phase(state, "done"), stopped=f"{fidelity.message} (target.min_fidelity)")
+    if abs(report.score - t.score) > t.tolerance / 2 and state.counters.num_docs < num_docs and not state.stopped:
         state, action = correct(ctx, state, report, attribution)
     if over_bound(ctx, shift) and state.counters.num_docs < num_docs:
         state = reweight_for_shift(ctx, state, shift)
@@ -276,7 +283,8 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     state = dataclasses.replace(state, steering=dataclasses.replace(
         s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None)), round=s.round + 1))
     log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c,
-              extra=shift_fields(ctx, shift))
+              extra={**shift_fields(ctx, shift), **({"fidelity": fidelity.topic_share, "fidelity_action": fidelity.action}
+                                                      if fidelity is not None else {})})
     save(ctx, state)
     return state
 

@@ -85,3 +85,21 @@ def weights_file(weights: Mapping[str, Mapping[str, float]]) -> dict:
         mean = sum(active.values()) / len(active) if active else 1.0
         out[axis] = {v: round(w / mean, 4) for v, w in active.items()}
     return {"weights": out}
+
+
+WARN_FIDELITY = 0.5  # without target.min_fidelity, a round below this on-topic share only warns
+
+
+def round_fidelity(plan, judge, texts, metadata):
+    """The corpus's on-topic check (measure/fidelity.py) against the grid's topics; None when
+    the grid has no topic axis, or when the judge has no embedder and no min_fidelity is set."""
+    from generator.measure.fidelity import check_fidelity, measure_fidelity
+
+    t, topic_axis = plan.recipe.target, plan.grid.axes.get("topic")
+    embed = getattr(judge, "embed", None)
+    if topic_axis is None or (embed is None and not t.min_fidelity):
+        return None
+    if embed is None:
+        from generator.measure.embeddings import embed_texts as embed
+    report = measure_fidelity(texts, metadata, [v.value for v in topic_axis.values], embed=embed)
+    return check_fidelity(report, t.min_fidelity or WARN_FIDELITY, stop=t.min_fidelity > 0)

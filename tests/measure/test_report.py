@@ -116,6 +116,7 @@ def test_score_texts_reports_score_proxies_shift_and_attribution():
     assert 0.2 <= result["score"] <= 5 and result["threshold"] == cli.DEFAULT_THRESHOLD
     assert set(result["attribution"]["columns"]) == {"topic"}  # only grid columns are attributed
     assert "vendi" in result["proxies"] and "mmd2" in result["shift"]
+    assert result["fidelity"]["num_docs"] == 24 and 0 <= result["fidelity"]["topic_share"] <= 1  # a topic column
     again = scoring.score_texts(texts, metadata, judge=open_judge("embed"), k=5, seed=1, num_batches=30, proxies=False)
     assert again["score"] == result["score"] and "proxies" not in again
 

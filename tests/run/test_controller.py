@@ -211,3 +211,21 @@ def test_resume_continues_the_controller_state(tmp_path, root, crash_on_call):
     ids = read_documents(out).column("id").to_pylist()
     assert len(ids) == summary["num_docs"] == 600 and len(set(ids)) == 600
     assert summary["achieved"]["within_tolerance"]
+
+
+def test_min_fidelity_stops_a_run_whose_documents_ignore_their_topics(tmp_path, root):
+    from fakes import EmbeddingKeyJudge, FakeBackend
+    plan = load_recipe(make_recipe(tmp_path, root, 7.0), ["target.min_fidelity=0.6", "target.tolerance=3"])
+    with pytest.raises(controller.RunStopped, match=r"on-topic share 0\.\d+ .*below min_fidelity 0\.6.*target\.min_fidelity"):
+        controller.run(plan, tmp_path / "run", FakeBackend(), judge=EmbeddingKeyJudge(lambda t: t.split()[0]))
+    rows = [json.loads(l) for l in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
+    assert rows[-1]["phase"] == "main" and rows[-1]["fidelity"] < 0.6 and rows[-1]["fidelity_action"] == "stop"
+
+
+def test_documents_that_follow_their_topics_pass_min_fidelity(tmp_path, root):
+    from fakes import EmbeddingKeyJudge
+    plan = load_recipe(make_recipe(tmp_path, root, 3.0), ["target.min_fidelity=0.6"])
+    summary = controller.run(plan, tmp_path / "run", EchoBackend(), judge=EmbeddingKeyJudge(topic_of))
+    rows = [json.loads(l) for l in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
+    main = [r for r in rows if r["phase"] == "main"]
+    assert summary["num_docs"] == 600 and main and all(r["fidelity"] >= 0.6 for r in main)

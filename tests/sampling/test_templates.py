@@ -18,18 +18,18 @@ GOLDEN = {
     "topic": "Write an informative text of about 120 words on the following subject: tide pools.\n"
              "Explain the main ideas clearly and include at least one concrete example.",
     "topic_style": "Write a blog post about tide pools.\nFormat: A chatty blog post.\n"
-                   "Aim for about 120 words and give the reader something concrete to remember.",
-    "topic_style_persona": "You are a marine biologist.\nDrawing on your own background and way of "
-                           "speaking, write a blog post about tide pools.\nFormat: A chatty blog post.\n"
-                           "Keep it to about 120 words.",
-    "multitopic_style_persona": "You are a marine biologist.\nWrite a blog post that connects the "
-                                "following subjects in one coherent piece:\n- tide pools\n- sourdough\n"
-                                "- tax brackets\nFormat: A chatty blog post.\nShow how the subjects "
-                                "relate to each other. Keep it to about 120 words.",
-    "textbook": "Write a section of a textbook of Biology for young children on the unit \"tide pools\".\n"
-                "About the readers: Children aged six to ten.\nSay why the unit matters, explain its key "
-                "idea with one worked example,\nand end with one short exercise. Write in a clear, engaging "
-                "textbook voice, without a title page\nor a table of contents, in about 120 words.",
+                   "Explain tide pools with one concrete example, in about 120 words.",
+    "topic_style_persona": "Write a blog post about tide pools.\nAuthor: a marine biologist.\n"
+                           "Format: A chatty blog post.\n"
+                           "Explain tide pools with one concrete example, in about 120 words.",
+    "multitopic_style_persona": "Write a blog post that connects these subjects:\n- tide pools\n- sourdough\n"
+                                "- tax brackets\nAuthor: a marine biologist.\nFormat: A chatty blog post.\n"
+                                "Give each subject a paragraph that names it, then say how they relate, "
+                                "in about 120 words.",
+    "textbook": "Write a section of a Biology textbook for young children on \"tide pools\".\n"
+                "About the readers: Children aged six to ten.\nSay why tide pools matters, explain its key "
+                "idea with one worked example,\nand end with one short exercise on tide pools. Write in a "
+                "clear, engaging textbook voice, without a\ntitle page or a table of contents, in about 120 words.",
     "seed_textbook": (
         'Here is an extract from a real document:\n'
         '"""\n'

@@ -14,7 +14,7 @@ TARGETED = (SMALL_RECIPE
             .replace("max_tokens: 32", "max_tokens: 48")
             .replace("  - path: @ROOT@/prompts/textbook.j2\n", "")
             + "target: {score: @SCORE@, tolerance: 0.3, pilot_docs: 40, num_batches: 200, max_pilot_rounds: 5,"
-              " num_rounds: 2}\n")
+              " num_rounds: 2}\nkeep_truncated: keep\n")
 
 
 @pytest.fixture(scope="module")

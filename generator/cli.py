@@ -213,9 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"error: run stopped: {summary['stopped']}")
         return 1
     print(f"wrote {summary['num_docs']} documents ({summary['completion_tokens']} tokens, "
-          f"{summary['tokens_per_s']} tok/s, {summary['num_failed']} failed; endings: "
-          f"{summary['num_docs'] - summary['num_trimmed'] - summary['num_truncated']} at EOS, "
-          f"{summary['num_trimmed']} trimmed, {summary['num_truncated']} cut) to {out / 'data'}")
+          f"{summary['tokens_per_s']} tok/s, {summary['num_failed']} failed; endings: {summary['endings']['eos']} at "
+          f"EOS, {summary['endings']['trimmed']} trimmed, {summary['endings']['cut']} cut) to {out / 'data'}")
     if r.scoring.enabled and not args.no_score:
         from generator.measure.report import score_run
         with terminal.long_step(f"scoring ({r.scoring.judge} judge)"):

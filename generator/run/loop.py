@@ -136,7 +136,8 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
         "backend": backend.name, "num_docs": c.num_docs, "requested_docs": plan.recipe.size.num_docs,
         "num_attempted": c.num_attempted, "num_failed": c.num_failed,
         "failure_rate": c.num_failed / max(1, c.num_attempted),
-        "num_truncated": c.num_truncated, "num_trimmed": c.num_trimmed,
+        "num_truncated": c.num_truncated, "num_trimmed": c.num_trimmed,  # generated, pilot rounds included
+        "endings": corpus_endings(out),
         "duplicates": {"exact": c.duplicates_exact, "near": c.duplicates_near},
         "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "batches": c.batches,
         "generate_s": round(c.generate_s, 3), "wall_s": round(wall_s, 3),
@@ -146,3 +147,10 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def corpus_endings(out: Path) -> dict[str, int]:
+    """How the corpus's documents end: at end-of-sequence, trimmed back to a complete sentence
+    after max_tokens, or cut at max_tokens."""
+    reasons = read_documents(out, columns=["finish_reason"]).column("finish_reason").to_pylist()
+    return {"eos": reasons.count("stop"), "trimmed": reasons.count("trimmed"), "cut": reasons.count("length")}

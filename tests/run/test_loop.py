@@ -132,6 +132,7 @@ def test_truncated_answers_become_failed_rows_when_not_kept(small_recipe, tmp_pa
 def test_truncated_answers_are_trimmed_to_their_last_sentence_by_default(small_recipe, tmp_path):
     summary = controller.run(load_recipe(small_recipe), tmp_path / "run", FakeBackend())
     assert summary["num_trimmed"] == 20 and summary["num_truncated"] == 0 and summary["num_failed"] == 0
+    assert summary["endings"] == {"eos": 0, "trimmed": 20, "cut": 0}
     table = read_documents(tmp_path / "run")
     assert set(table.column("finish_reason").to_pylist()) == {"trimmed"}
     for text in table.column("text").to_pylist():

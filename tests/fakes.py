@@ -167,9 +167,10 @@ class RepeatingBackend(FakeBackend):
         out = []
         for r in results:
             if not hasattr(self, "first"):
-                self.first = r.text
-            elif self.seen % 3 == 0:
-                r = Result(id=r.id, text=self.first, finish_reason="stop", num_tokens=r.num_tokens)
+                self.first = r
+            elif self.seen % 3 == 0:  # the same answer, ended the same way (so trimming keeps it equal)
+                r = Result(id=r.id, text=self.first.text, finish_reason=self.first.finish_reason,
+                           num_tokens=r.num_tokens)
             out.append(r)
             self.seen += 1
         return out

@@ -21,6 +21,7 @@ import yaml
 from generator.errors import UserError
 from generator.records import GRID_COLUMNS
 from generator.files import atomic_write_text, read_documents
+from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -255,20 +256,13 @@ def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Ge
     return plots
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_axis_histograms(table: Mapping[str, list], png: Path, top: int = 12) -> Path | None:
     """One panel per axis the corpus used: document counts of its most frequent values."""
     counts = {a: Counter(v for v in table[a] if v) for a in HIST_AXES if a in table}
     counts = {a: c for a, c in counts.items() if c}
     if not counts:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, panels = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 5), squeeze=False)
     for panel, (axis, counter) in zip(panels[0], counts.items()):
         shown = counter.most_common(top)[::-1]
@@ -277,9 +271,7 @@ def plot_axis_histograms(table: Mapping[str, list], png: Path, top: int = 12) ->
         panel.tick_params(axis="y", labelsize=6)
         panel.set_xlabel("documents", fontsize=8)
     fig.suptitle("What was generated (top values per axis)")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
     return png
 
 
@@ -306,7 +298,7 @@ def plot_reference_map(table: Mapping[str, list], reference: np.ndarray, png: Pa
     if corpus.shape[1] != reference.shape[1]:
         return ""
     coords, share = project_2d(np.vstack([corpus, reference]))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5))
     ax.scatter(coords[:len(idx), 0], coords[:len(idx), 1], s=10, alpha=0.6, label=f"corpus ({len(idx)})")
     ax.scatter(coords[len(idx):, 0], coords[len(idx):, 1], s=12, alpha=0.7, marker="x", color="tab:red",
@@ -315,9 +307,7 @@ def plot_reference_map(table: Mapping[str, list], reference: np.ndarray, png: Pa
     ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
     ax.set_title("Corpus and reference in one embedding map (PCA)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
     return "corpus and reference documents in one embedding map (PCA)"
 
 
@@ -331,7 +321,7 @@ def plot_embedding_map(table: Mapping[str, list], png: Path, *, embed, rng: np.r
     domains = [table["domain"][i] or "(no topic)" for i in idx]
     shown = [d for d, _ in Counter(domains).most_common(MAP_COLOURS)]
     labels = np.array([d if d in shown else "other" for d in domains])
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 6))
     for i, label in enumerate([*shown, "other"]):
         mask = labels == label
@@ -342,9 +332,7 @@ def plot_embedding_map(table: Mapping[str, list], png: Path, *, embed, rng: np.r
     ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
     ax.set_title("Documents in embedding space (PCA), coloured by domain")
     ax.legend(fontsize=7, loc="best", markerscale=1.5)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
     return (f"PCA of all-MiniLM-L6-v2 embeddings of {len(idx)} of {n} documents "
             f"({'a seeded random sample' if n > len(idx) else 'all'}), coloured by domain; the first two "
             f"components hold {share[0] + share[1]:.0%} of the variance.")

@@ -18,6 +18,8 @@ from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from generator.figures import pyplot, save_figure
+
 TOP_R = 3  # own topic among the 3 grid topics nearest the document ...
 MIN_COSINE = 0.4  # ... and at least this similar to it: both fitted in BENCHMARKS.md
 GROUP_COLUMNS = ("template", "style", "domain")
@@ -205,9 +207,7 @@ def drift_multipliers(check: FidelityCheck, *, floor: float = 0.1) -> dict[str, 
 def plot_fidelity(report: FidelityReport, png: Path) -> Path:
     """Horizontal bars: on-topic share per template and per style (with the style-format share
     where measured), the overall share as a line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [g for g in report.groups if g.column in ("template", "style")]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
@@ -222,8 +222,4 @@ def plot_fidelity(report: FidelityReport, png: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"share of documents (own topic in the top {report.top_r} of {report.num_topics})")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=120)

@@ -19,6 +19,7 @@ from generator.judges.protocol import MAX_FAILURE_SHARE, Judge, attribute_cells,
 from generator.readers import load_corpus
 from generator.records import GRID_COLUMNS
 from generator.files import write_json
+from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,7 @@ def format_comparison(results: Sequence[dict], names: Sequence[str]) -> str:
 
 def plot_comparison(results: Sequence[dict], names: Sequence[str], png: Path) -> Path:
     """D of each corpus with its 95% interval, side by side."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     scores = [r["score"] for r in results]
     low = [r["score"] - (r["ci_low"] if r["ci_low"] is not None else r["score"]) for r in results]
@@ -183,8 +182,4 @@ def plot_comparison(results: Sequence[dict], names: Sequence[str], png: Path) ->
     ax.set_xticks(range(len(results)), [Path(n).name or n for n in names], rotation=20, ha="right")
     ax.set_ylabel(f"D (K = {results[0]['k']})")
     ax.set_title(f"diversity on one ruler: {results[0]['judge']}", fontsize=9)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=120)

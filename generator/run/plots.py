@@ -5,22 +5,22 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+from generator.figures import pyplot, save_figure
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+
+def read_rounds(log_path: Path) -> list[dict]:
+    """The rows of OUT/controller.jsonl (none when the run has no controller log)."""
+    if not log_path.is_file():
+        return []
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
 
 
 def plot_trajectory(log_path: Path, png: Path) -> Path | None:
     """Score per controller round with its 95% interval, against the target band."""
-    if not log_path.is_file():
-        return None
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows = read_rounds(log_path)
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     target, tol = rows[0]["target"], rows[0]["tolerance"]
     ax.axhspan(target - tol, target + tol, color="tab:green", alpha=0.15, label=f"target {target} ± {tol}")
@@ -40,11 +40,7 @@ def plot_trajectory(log_path: Path, png: Path) -> Path | None:
     ax.set_ylabel("diversity D (cluster-agent scale)")
     ax.set_title("Score trajectory")
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_weights(weights: Mapping[str, Mapping[str, float]], png: Path, top: int = 25) -> Path | None:
@@ -52,7 +48,7 @@ def plot_weights(weights: Mapping[str, Mapping[str, float]], png: Path, top: int
     axes = [(a, v) for a, v in weights.items() if v]
     if not axes:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, panels = plt.subplots(1, len(axes), figsize=(4.2 * len(axes), 5.5), squeeze=False)
     for panel, (axis, values) in zip(panels[0], axes):
         total = sum(values.values()) or 1.0
@@ -65,20 +61,15 @@ def plot_weights(weights: Mapping[str, Mapping[str, float]], png: Path, top: int
         panel.tick_params(axis="y", labelsize=6)
         panel.set_xlabel("probability", fontsize=8)
     fig.suptitle("Final sampling weights (top values per axis)")
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_shift(log_path: Path, png: Path) -> Path | None:
     """MMD² from the reference per controller round, against max_shift (runs with a reference)."""
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
-    rows = [r for r in rows if r.get("shift") is not None]
+    rows = [r for r in read_rounds(log_path) if r.get("shift") is not None]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     bound = rows[0].get("max_shift")
     if bound:
@@ -92,8 +83,4 @@ def plot_shift(log_path: Path, png: Path) -> Path | None:
     ax.set_ylabel("MMD² from the reference")
     ax.set_title("Distribution shift per round")
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)

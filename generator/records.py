@@ -49,14 +49,49 @@ def failed_result(request: Request, reason: str) -> Result:
 
 
 class Backend(Protocol):
-    """Anything that turns requests into results, one per request, same order."""
+    """Anything that turns requests into results.
+
+    Streaming is the core: `submit` hands requests over and returns at once; `poll` returns
+    the results that finished since the last call (any order, matched by request id), waiting
+    up to `timeout_s` for the first one. `capacity` is how many requests the backend can
+    usefully hold in flight (e.g. the engines' `max_num_seqs` summed, with some headroom);
+    `in_flight` is how many it holds now. `generate` runs a list to completion and returns
+    one result per request, in request order (see `generate_all`).
+    """
 
     name: str
     model: str
 
+    @property
+    def capacity(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def submit(self, requests: Sequence[Request]) -> None: ...
+
+    def poll(self, timeout_s: float) -> list[Result]: ...
+
     def generate(self, requests: Sequence[Request]) -> list[Result]: ...
 
     def close(self) -> None: ...
+
+
+def generate_all(backend: Backend, requests: Sequence[Request]) -> list[Result]:
+    """Submit every request at once and wait for all of them; results in request order. The
+    backend must hold nothing else in flight (ids are matched, and equal ids share a result)."""
+    if not requests:
+        return []
+    if backend.in_flight:
+        raise RuntimeError(f"{backend.name}: generate() called with {backend.in_flight} requests still in flight")
+    backend.submit(requests)
+    wanted = {r.id for r in requests}
+    got: dict[str, Result] = {}
+    while len(got) < len(wanted):
+        for result in backend.poll(1.0):
+            if result.id in wanted:
+                got[result.id] = result
+    return [got[r.id] for r in requests]
 
 
 def chat_messages(request: Request) -> list[dict[str, str]]:

@@ -28,7 +28,7 @@ grid:
   persona: {root}/topics/personas.yaml
 templates:
   - path: {tmp}/echo.j2
-size: {{num_docs: {n}, batch_size: 500}}
+size: {{num_docs: {n}, shard_rows: 500}}
 sampling: {{max_tokens: 300}}
 target: {{score: {score}, tolerance: 0.15}}
 dedup: {{near: false}}

@@ -167,15 +167,13 @@ def check_judge_args(args: argparse.Namespace) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from generator.recipe import load_recipe
     from generator.sampling.requests import plan_samples
 
     if args.n <= 0:
         raise UserError(f"-n {args.n}: must be positive", fix="e.g. -n 5")
     plan = load_recipe(args.recipe, args.overrides)
-    for s in plan_samples(plan, 0, args.n, np.random.default_rng([plan.recipe.seed, 0])):
+    for s in plan_samples(plan, 0, args.n):
         cells = ", ".join(f"{k}={v}" for k, v in s.values.items())
         print(f"--- sample {s.index} · template {s.template} · id {s.request.id}\n[{cells}]")
         if s.request.system:
@@ -203,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend = open_backend(r.engine.backend, r.model, **engine_options(r.engine))
     bars = terminal.RunProgress(r.size.num_docs, pilot_size(r))
     try:
-        summary = controller.run(plan, out, backend, resume=args.resume, force=args.force, on_batch=bars)
+        summary = controller.run(plan, out, backend, resume=args.resume, force=args.force, on_progress=bars)
     except controller.RunStopped as exc:
         summary = {"stopped": str(exc)}
     finally:

@@ -1,9 +1,10 @@
 """The run folder: append-only Parquet shards, failures, state and summary.
 
     OUT/recipe.resolved.yaml   the recipe as run, with its hash (written before generation)
-    OUT/data/shard-00000.parquet ...   one shard per completed batch, never rewritten
+    OUT/data/shard-00000.parquet ...   shards in sample-index order, never rewritten
+    OUT/manifest.json          every shard with its rows, bytes and sample-index range
     OUT/failures.jsonl         one line per failed row, with its reason
-    OUT/state.json             progress after the last completed batch (for --resume)
+    OUT/state.json             progress up to the last commit (for --resume)
     OUT/summary.json           counts, tokens, wall time, tokens/s
 
 Every file is written to a temporary name and renamed, so a crash never leaves half a file.
@@ -42,22 +43,44 @@ def shard_paths(out: Path) -> list[Path]:
 
 
 def next_shard_path(out: Path) -> Path:
-    """The path of the shard after the existing ones (its folder is created)."""
-    (out / "data").mkdir(parents=True, exist_ok=True)
+    """The path of the shard after the existing ones, found by listing (pilot rounds; the
+    corpus numbers its shards from the run state instead)."""
     existing = shard_paths(out)
-    number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+    return shard_path(out, int(existing[-1].stem.split("-")[1]) + 1 if existing else 0)
+
+
+def shard_path(out: Path, number: int) -> Path:
     return out / "data" / f"shard-{number:05d}.parquet"
 
 
-def write_shard(out: Path, docs: list[Document]) -> Path:
-    """Write one new shard after the existing ones."""
-    data = out / "data"
-    path = next_shard_path(out)
+ROW_GROUP_ROWS = 1000  # rows per Parquet row group: a sampled read touches only the groups it needs
+
+
+def write_shard(path: Path, docs: list[Document]) -> dict:
+    """Write one shard (its folder is created); return its manifest entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([dataclasses.asdict(d) for d in docs], schema=SCHEMA)
-    tmp = data / f".{path.name}.tmp"
-    pq.write_table(table, tmp)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
-    return path
+    return {"name": path.name, "rows": len(docs), "bytes": path.stat().st_size,
+            "first_index": docs[0].sample_index, "last_index": docs[-1].sample_index}
+
+
+def shard_entry(path: Path) -> dict:
+    """The manifest entry of a shard already on disk."""
+    index = pq.read_table(path, columns=["sample_index"]).column("sample_index")
+    return {"name": path.name, "rows": len(index), "bytes": path.stat().st_size,
+            "first_index": index[0].as_py(), "last_index": index[-1].as_py()}
+
+
+def write_manifest(out: Path, shards: list[dict]) -> None:
+    write_json(out / "manifest.json", {"shards": shards, "rows": sum(s["rows"] for s in shards)})
+
+
+def read_manifest(out: Path) -> list[dict]:
+    path = out / "manifest.json"
+    return json.loads(path.read_text())["shards"] if path.is_file() else []
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -72,8 +95,10 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def read_documents(out: Path, columns: list[str] | None = None) -> pa.Table:
+def read_documents(out: Path, columns: list[str] | None = None, below: int | None = None) -> pa.Table:
+    """The documents under `out` (only those of samples below index `below`, when given)."""
     paths = shard_paths(out)
     if not paths:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
-    return pa.concat_tables([pq.read_table(p, columns=columns, schema=SCHEMA) for p in paths])
+    filters = [("sample_index", "<", below)] if below is not None else None
+    return pa.concat_tables([pq.read_table(p, columns=columns, schema=SCHEMA, filters=filters) for p in paths])

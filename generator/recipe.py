@@ -34,7 +34,7 @@ class TemplateSpec:
 @dataclass(frozen=True)
 class Size:
     num_docs: int
-    batch_size: int = 64  # documents per engine call and per Parquet shard
+    shard_rows: int = 20_000  # documents per Parquet shard (a shard is also closed after 30 s with rows waiting)
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Engine:
     gpu_memory_utilization: float = 0.9
     cpu_kvcache_gib: int = 2
     enforce_eager: bool = True
+    max_num_seqs: int | None = None  # sequences an engine decodes at once; unset: vLLM's default for the platform
+                                     # (256 on CPU, 1024 on 70+ GB GPUs); the driver keeps 1.1x that in flight
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
@@ -176,6 +178,9 @@ def _build(cls, data: Any, where: str):
     fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
     names = [f.name for f in fields]
     unknown = sorted(set(data) - set(names))
+    if unknown == ["batch_size"] and cls is Size:
+        raise UserError(f"{here}: batch_size is no longer used (engines are fed continuously, not in batches)",
+                        fix="delete it; size.shard_rows sets the rows per Parquet shard")
     if unknown:
         raise UserError(f"{here}: unknown key {unknown[0]!r}", fix=f"valid keys: {', '.join(names)}")
     kwargs = {}
@@ -225,11 +230,16 @@ def _check_values(r: Recipe, where: str) -> None:
             raise UserError(f"{where}: {key} {what}", fix=fix)
 
     need(r.size.num_docs > 0, "size.num_docs", f"must be positive, got {r.size.num_docs}", "set size.num_docs: 200")
-    need(r.size.batch_size > 0, "size.batch_size", "must be positive", "set size.batch_size: 64")
+    need(r.size.shard_rows > 0, "size.shard_rows", "must be positive", "set size.shard_rows: 20000")
     need(r.sampling.max_tokens > 0, "sampling.max_tokens", "must be positive", "set sampling.max_tokens: 256")
     need(r.sampling.temperature >= 0, "sampling.temperature", "must be >= 0", "use 0.0 to 2.0")
     need(0 < r.sampling.top_p <= 1, "sampling.top_p", "must be in (0, 1]", "use e.g. 0.95")
     need(r.engine.num_replicas > 0, "engine.num_replicas", "must be positive", "use 1 or more")
+    need(r.engine.max_num_seqs is None or r.engine.max_num_seqs > 0, "engine.max_num_seqs",
+         f"must be positive, got {r.engine.max_num_seqs}", "leave it out for vLLM's default, or set e.g. 256")
+    need(r.sampling.max_tokens < r.engine.max_model_len, "sampling.max_tokens",
+         f"({r.sampling.max_tokens}) leaves no room for a prompt in engine.max_model_len ({r.engine.max_model_len})",
+         "lower sampling.max_tokens or raise engine.max_model_len")
     need(r.engine.tensor_parallel_size > 0, "engine.tensor_parallel_size", "must be positive", "use 1 or more")
     need(0 <= r.max_failure_rate <= 1, "max_failure_rate", "must be in [0, 1]", "use e.g. 0.2")
     need(0 < r.dedup.threshold <= 1, "dedup.threshold", "must be in (0, 1]", "use e.g. 0.8")

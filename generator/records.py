@@ -136,6 +136,7 @@ class Document:
     num_prompt_tokens: int
     sample_index: int
     round: int
+    epoch: int  # the weight epoch the sample was drawn under (state.json lists them)
     recipe_hash: str
 
 

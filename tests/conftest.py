@@ -38,7 +38,7 @@ grid:
 templates:
   - path: @ROOT@/prompts/topic_style_persona.j2
   - path: @ROOT@/prompts/textbook.j2
-size: {num_docs: 20, batch_size: 8}
+size: {num_docs: 20, shard_rows: 8}
 sampling: {temperature: 0.7, top_p: 0.9, max_tokens: 32}
 engine: {backend: ray}
 scoring: {enabled: false}

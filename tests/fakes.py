@@ -16,10 +16,16 @@ WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu 
 
 class FakeBackend:
     """Echoes a text derived from the prompt. `collapse=True` makes every answer the same
-    (mode collapse); `fail_every=n` fails every n-th request; `empty_every=n` returns empty text."""
+    (mode collapse); `fail_every=n` fails every n-th request; `empty_every=n` returns empty text.
+    As a stream it holds up to `capacity` submitted requests; each poll answers the oldest
+    `answer` of them (all by default) through `generate`, newest first when `reverse` is set
+    (results out of sample order)."""
 
     name = "fake"
     model = "fake"
+    capacity = 64
+    answer = 0
+    reverse = False
 
     def __init__(self, *, collapse: bool = False, fail_every: int = 0, empty_every: int = 0,
                  words: int = 40):
@@ -29,6 +35,20 @@ class FakeBackend:
         self.words = words
         self.calls: list[int] = []
         self.seen = 0
+        self.queue: list[Request] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.queue)
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        self.queue.extend(requests)
+
+    def poll(self, timeout_s: float) -> list[Result]:
+        n = self.answer or len(self.queue)
+        batch, self.queue = self.queue[:n], self.queue[n:]
+        results = self.generate(batch) if batch else []
+        return results[::-1] if self.reverse else results
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         self.calls.append(len(requests))

@@ -18,7 +18,7 @@ OUR_STDERR = ("recipe ", "preparing embedded:", "starting ray engine", "generati
 def test_run_on_a_fresh_cache_shows_only_its_own_progress(tmp_path):
     """Model conversion, weight loading, vLLM and Ray banners (and Ray's token-auth warning)
     go to the log file; the terminal gets the run's own lines and progress bars."""
-    recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("num_docs: 20, batch_size: 8", "num_docs: 4, batch_size: 4")
+    recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("num_docs: 20, shard_rows: 8", "num_docs: 4, shard_rows: 4")
                           .replace("max_tokens: 32", "max_tokens: 24") + "keep_truncated: keep\n")
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
@@ -44,7 +44,7 @@ def test_run_progress_follows_pilot_rounds_and_the_corpus(small_recipe, tmp_path
     from generator.recipe import load_recipe, pilot_size
     from generator.run import controller
 
-    plan = load_recipe(small_recipe, ["size.num_docs=60", "size.batch_size=10", "target.score=3",
+    plan = load_recipe(small_recipe, ["size.num_docs=60", "size.shard_rows=10", "target.score=3",
                                       "target.pilot_docs=20", "target.num_rounds=1",
                                       "dedup.exact=false", "dedup.near=false"])
     seen = []

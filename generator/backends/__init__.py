@@ -34,7 +34,8 @@ def engine_options(engine, kind: str | None = None) -> dict[str, Any]:
     kind = kind or engine.backend
     local = dict(tensor_parallel_size=engine.tensor_parallel_size, max_model_len=engine.max_model_len,
                  dtype=engine.dtype, gpu_memory_utilization=engine.gpu_memory_utilization,
-                 cpu_kvcache_gib=engine.cpu_kvcache_gib, enforce_eager=engine.enforce_eager)
+                 cpu_kvcache_gib=engine.cpu_kvcache_gib, enforce_eager=engine.enforce_eager,
+                 max_num_seqs=engine.max_num_seqs)
     if kind == "vllm":
         return local
     if kind == "ray":

@@ -1,110 +1,200 @@
-"""A pool of Ray actors, each owning one vLLM engine.
+"""A pool of Ray actors, each owning one streaming vLLM engine.
 
 On a GPU cluster each actor takes `tensor_parallel_size` GPUs; on a machine without GPUs the
 actors are CPU-only and share the cores. `ray.init()` starts a local Ray or joins the cluster
-named by `RAY_ADDRESS`. Requests are cut into chunks handed to whichever actor is free; results
-come back in request order. An actor that dies is replaced and its chunk retried.
+named by `RAY_ADDRESS`. `submit` hands each request to the ready actor with the most free room
+(each engine holds about 1.1 × its `max_num_seqs`); every actor with work keeps one `take`
+call open, which returns as soon as some of its requests finish. An actor that dies is replaced;
+the requests it held go to the other actors and to its replacement once that is up.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Any, Callable, Sequence
 
 from generator.backends.models import resolve_model
-from generator.records import Request, Result, failed_result
+from generator.errors import UserError
+from generator.records import Request, Result, failed_result, generate_all
 
 log = logging.getLogger(__name__)
+TAKE_WAIT_S = 1.0  # how long one open `take` waits inside an actor before returning empty
 
 
 class EngineActor:
-    """Runs inside a Ray worker process; owns one `VllmBackend`."""
+    """Runs inside a Ray worker process; owns one streaming `VllmBackend`."""
 
     def __init__(self, model: str, options: dict[str, Any]):
         from generator.backends.vllm import VllmBackend
         self.backend = VllmBackend(model, **options)
 
-    def generate(self, requests: list[Request]) -> list[Result]:
-        return self.backend.generate(requests)
+    def capacity(self) -> int:
+        return self.backend.capacity
+
+    def submit(self, requests: list[Request]) -> None:
+        self.backend.submit(requests)
+
+    def take(self, wait_s: float) -> list[Result]:
+        return self.backend.poll(wait_s)
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def init_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS, or start a local Ray on this machine's cores."""
+    import ray
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, TimeoutError, RuntimeError) as exc:
+        raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r} ({type(exc).__name__})",
+                        fix="start it with `ray start --head`, correct RAY_ADDRESS, or unset it for a local Ray") from None
 
 
 class RayBackend:
     name = "ray"
 
     def __init__(self, model: str, *, num_replicas: int = 1, tensor_parallel_size: int = 1,
-                 max_attempts: int = 3, chunks_per_replica: int = 1, **engine: Any):
+                 max_attempts: int = 3, actor_class: type | None = None, **engine: Any):
         try:
             import ray
         except ImportError as exc:
             raise ImportError("the ray backend needs Ray: pip install 'generator[ray]'") from exc
         self.model = model
         self.max_attempts = max_attempts
-        self.chunks_per_replica = chunks_per_replica
-        if not ray.is_initialized():
-            if os.environ.get("RAY_ADDRESS"):
-                ray.init(log_to_driver=False)
-            else:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        init_ray()
         gpus = ray.cluster_resources().get("GPU", 0)
-        if not gpus:
+        if not gpus and actor_class is None:
             resolve_model(model)  # convert the embedded model once, before actors race for it
         cpus = ray.cluster_resources().get("CPU", 1)
         self._options = dict(
             num_gpus=tensor_parallel_size if gpus else 0,
             num_cpus=0 if gpus else max(1, int(cpus // num_replicas)),
-            max_restarts=0,
+            max_restarts=0, max_concurrency=4,
             runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
                                       "OMP_NUM_THREADS": str(max(1, int(cpus // num_replicas)))}},
         )
-        self._engine = dict(engine, tensor_parallel_size=tensor_parallel_size)
+        self._actor_class = actor_class or EngineActor
+        self._engine = dict(engine, tensor_parallel_size=tensor_parallel_size) if actor_class is None else engine
         self.actors = [self._start_actor() for _ in range(num_replicas)]
-        ray.get([a.pid.remote() for a in self.actors])  # wait until every engine is up
+        self._capacity = ray.get([a.capacity.remote() for a in self.actors])  # waits until every engine is up
+        self._starting: dict[Any, int] = {}  # capacity ref of a replacement -> slot
+        self._held: list[dict[str, list]] = [{} for _ in self.actors]  # slot -> id -> [request, attempt, copies]
+        self._takes: dict[Any, int] = {}  # open take ref -> slot
+        self._failed: list[Result] = []  # given up here, returned by the next poll
         self.restarts = 0
-        self.on_submit: Callable[[int], None] | None = None  # called with the actor slot after each chunk goes out
+        self.on_submit: Callable[[int], None] | None = None  # called with the actor slot after requests go out
 
     def _start_actor(self):
         import ray
-        return ray.remote(EngineActor).options(**self._options).remote(self.model, self._engine)
+        return ray.remote(self._actor_class).options(**self._options).remote(self.model, self._engine)
+
+    @property
+    def capacity(self) -> int:
+        return sum(self._capacity)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(e[2] for held in self._held for e in held.values()) + len(self._failed)
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        self._assign([(r, 1) for r in requests])
+
+    def _assign(self, items: list[tuple[Request, int]]) -> None:
+        ready = [slot for slot in range(len(self.actors)) if slot not in self._starting.values()]
+        if not ready:
+            raise RuntimeError("no engine actor is up")
+        load = {slot: sum(e[2] for e in self._held[slot].values()) for slot in ready}
+        batches: dict[int, list[Request]] = {}
+        for request, attempt in items:
+            slot = max(ready, key=lambda s: (self._capacity[s] - load[s], -s))
+            load[slot] += 1
+            entry = self._held[slot].setdefault(request.id, [request, attempt, 0])
+            entry[2] += 1
+            batches.setdefault(slot, []).append(request)
+        for slot, batch in batches.items():
+            self.actors[slot].submit.remote(batch)
+            if slot not in self._takes.values():
+                self._takes[self.actors[slot].take.remote(TAKE_WAIT_S)] = slot
+            if self.on_submit is not None:
+                self.on_submit(slot)
+
+    def poll(self, timeout_s: float) -> list[Result]:
+        import ray
+
+        out, self._failed = self._failed, []
+        self._check_starting()
+        if out or not self._takes:
+            return out
+        done, _ = ray.wait(list(self._takes), num_returns=1, timeout=timeout_s)
+        if done:
+            done, _ = ray.wait(list(self._takes), num_returns=len(self._takes), timeout=0)
+        for ref in done:
+            slot = self._takes.pop(ref)
+            try:
+                results = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                self._replace(slot, exc)
+                continue
+            for result in results:
+                entry = self._held[slot].get(result.id)
+                if entry is None:
+                    continue
+                entry[2] -= 1
+                if not entry[2]:
+                    del self._held[slot][result.id]
+                out.append(result)
+            if self._held[slot]:
+                self._takes[self.actors[slot].take.remote(TAKE_WAIT_S)] = slot
+        out, self._failed = out + self._failed, []
+        return out
+
+    def _replace(self, slot: int, exc: Exception) -> None:
+        """The actor in `slot` died: start a replacement and hand its requests on."""
+        log.warning("engine actor %d died (%s); restarting it", slot, type(exc).__name__)
+        held, self._held[slot] = self._held[slot], {}
+        self.actors[slot] = self._start_actor()
+        self._starting[self.actors[slot].capacity.remote()] = slot
+        self.restarts += 1
+        retry = []
+        for request, attempt, copies in held.values():
+            if attempt >= self.max_attempts:
+                self._failed += [failed_result(request, f"engine actor died {attempt} times")] * copies
+            else:
+                retry += [(request, attempt + 1)] * copies
+        if retry and len(self._starting) == len(self.actors):
+            self._await_one_start()
+        if retry:
+            self._assign(retry)
+
+    def _check_starting(self) -> None:
+        import ray
+        if self._starting:
+            ready, _ = ray.wait(list(self._starting), num_returns=len(self._starting), timeout=0)
+            for ref in ready:
+                self._started(ref)
+
+    def _await_one_start(self) -> None:
+        import ray
+        ready, _ = ray.wait(list(self._starting), num_returns=1)
+        self._started(ready[0])
+
+    def _started(self, ref) -> None:
+        import ray
+        slot = self._starting.pop(ref)
+        try:
+            self._capacity[slot] = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            self._replace(slot, exc)
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
-        import ray
-        from ray.exceptions import RayActorError
-
-        requests = list(requests)
-        if not requests:
-            return []
-        size = math.ceil(len(requests) / (len(self.actors) * self.chunks_per_replica))
-        pending = [(start, 1) for start in range(0, len(requests), size)]  # (chunk start, attempt)
-        results: list[Result | None] = [None] * len(requests)
-        running: dict[Any, tuple[int, int, int]] = {}  # ref -> (actor slot, start, attempt)
-        free = list(range(len(self.actors)))
-        while pending or running:
-            while pending and free:
-                start, attempt = pending.pop(0)
-                slot = free.pop(0)
-                ref = self.actors[slot].generate.remote(requests[start:start + size])
-                running[ref] = (slot, start, attempt)
-                if self.on_submit is not None:
-                    self.on_submit(slot)
-            done, _ = ray.wait(list(running), num_returns=1)
-            slot, start, attempt = running.pop(done[0])
-            try:
-                results[start:start + size] = ray.get(done[0])
-            except RayActorError as exc:
-                log.warning("engine actor %d died (%s); restarting it", slot, type(exc).__name__)
-                self.actors[slot] = self._start_actor()
-                self.restarts += 1
-                if attempt < self.max_attempts:
-                    pending.append((start, attempt + 1))
-                else:
-                    results[start:start + size] = [failed_result(r, f"engine actor died {attempt} times")
-                                                   for r in requests[start:start + size]]
-            free.append(slot)
-        return results  # type: ignore[return-value]
+        return generate_all(self, requests)
 
     def close(self) -> None:
         import ray

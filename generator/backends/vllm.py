@@ -1,15 +1,25 @@
-"""One in-process vLLM engine. The same code runs on vLLM's CPU build and its CUDA build."""
+"""One vLLM engine, fed continuously. The same code runs on vLLM's CPU build and its CUDA build.
+
+`submit` tokenizes the chat and queues the request; a stepping thread owns the engine: it adds
+queued requests and calls `step()` while any are unfinished, so new requests join the running
+batch as earlier ones finish (continuous batching, no barrier between calls). Finished
+requests wait in an outbox that `poll` drains.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import queue
+import threading
 from typing import Sequence
 
 from generator.backends.models import resolve_model
-from generator.records import Request, Result, chat_messages, failed_result
+from generator.records import Request, Result, chat_messages, failed_result, generate_all
 
 log = logging.getLogger(__name__)
+IN_FLIGHT_FACTOR = 1.1  # requests kept submitted per engine, as a multiple of max_num_seqs
 
 
 def has_gpu() -> bool:
@@ -25,7 +35,7 @@ class VllmBackend:
 
     def __init__(self, model: str, *, tensor_parallel_size: int = 1, max_model_len: int = 2048,
                  dtype: str = "auto", gpu_memory_utilization: float = 0.9, cpu_kvcache_gib: int = 2,
-                 enforce_eager: bool = True, seed: int = 0):
+                 enforce_eager: bool = True, max_num_seqs: int | None = None, seed: int = 0):
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -44,6 +54,8 @@ class VllmBackend:
         path = resolve_model(model)
         kwargs = dict(dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
                       tensor_parallel_size=tensor_parallel_size)
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
         if gpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         else:
@@ -53,54 +65,114 @@ class VllmBackend:
                           distributed_executor_backend="uni")
         log.info("starting vLLM engine for %s (%s)", model, "GPU" if gpu else "CPU")
         self.llm = LLM(path, **kwargs)
+        self.engine = self.llm.llm_engine
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
+        self.max_num_seqs = self.engine.vllm_config.scheduler_config.max_num_seqs
+        self._inbox: queue.Queue = queue.Queue()
+        self._outbox: queue.Queue = queue.Queue()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._step_forever, name="vllm-step", daemon=True)
+        self._thread.start()
 
-    def generate(self, requests: Sequence[Request]) -> list[Result]:
+    @property
+    def capacity(self) -> int:
+        return math.ceil(IN_FLIGHT_FACTOR * self.max_num_seqs)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(self, requests: Sequence[Request]) -> None:
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
-        results: list[Result | None] = [None] * len(requests)
-        batch, positions, params = [], [], []
-        for i, r in enumerate(requests):
-            messages = chat_messages(r)
-            problem = self._check_length(messages, r)
-            if problem:
-                results[i] = failed_result(r, problem)
+        with self._lock:
+            self._in_flight += len(requests)
+        for r in requests:
+            ids = self._prompt_ids(chat_messages(r))
+            if len(ids) + 1 > self.max_model_len:
+                self._outbox.put(failed_result(r, f"prompt has {len(ids)} tokens, over the model context of "
+                                                  f"{self.max_model_len}"))
                 continue
             structured = (StructuredOutputsParams(json=json.loads(r.json_schema), disable_any_whitespace=True)
                           if r.json_schema else None)
-            params.append(SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                         seed=r.seed, structured_outputs=structured))
-            batch.append(messages)
-            positions.append(i)
-        if batch:
+            params = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                                    seed=r.seed, structured_outputs=structured,
+                                    output_kind=RequestOutputKind.FINAL_ONLY)
+            self._inbox.put((r, ids, params))
+
+    def poll(self, timeout_s: float) -> list[Result]:
+        out: list[Result] = []
+        try:
+            out.append(self._outbox.get(timeout=timeout_s))
+            while True:
+                out.append(self._outbox.get_nowait())
+        except queue.Empty:
+            pass
+        with self._lock:
+            self._in_flight -= len(out)
+        return out
+
+    def generate(self, requests: Sequence[Request]) -> list[Result]:
+        return generate_all(self, requests)
+
+    def _prompt_ids(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "input_ids") else ids)
+
+    def _step_forever(self) -> None:
+        live: dict[str, Request] = {}  # engine request id -> request
+        serial = 0
+        while not self._closed.is_set():
             try:
-                outputs = self.llm.chat(batch, sampling_params=params, use_tqdm=False)
-            except Exception as exc:  # the whole call failed: record it on every row
-                log.exception("vLLM chat call failed")
-                for i in positions:
-                    results[i] = failed_result(requests[i], f"engine error: {exc}")
-                return results  # type: ignore[return-value]
-            for i, out in zip(positions, outputs):
-                completion = out.outputs[0]
-                results[i] = Result(id=requests[i].id, text=completion.text,
+                item = self._inbox.get(timeout=0.05) if not live else self._inbox.get_nowait()
+            except queue.Empty:
+                item = None
+            while item is not None:
+                request, ids, params = item
+                serial += 1
+                try:
+                    self.engine.add_request(str(serial), {"prompt_token_ids": ids}, params)
+                    live[str(serial)] = request
+                except Exception as exc:  # a request the engine refuses fails alone
+                    self._outbox.put(failed_result(request, f"engine refused the request: {exc}"))
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    item = None
+            if live:
+                self._step(live)
+
+    def _step(self, live: dict[str, Request]) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception as exc:  # the engine failed: every request it held fails, the engine stays up
+            log.exception("vLLM engine step failed")
+            self.engine.abort_request(list(live))
+            for request in live.values():
+                self._outbox.put(failed_result(request, f"engine error: {exc}"))
+            live.clear()
+            return
+        for out in outputs:
+            if not out.finished or out.request_id not in live:
+                continue
+            request = live.pop(out.request_id)
+            completion = out.outputs[0]
+            self._outbox.put(Result(id=request.id, text=completion.text,
                                     finish_reason=completion.finish_reason or "stop",
                                     num_prompt_tokens=len(out.prompt_token_ids or []),
-                                    num_tokens=len(completion.token_ids))
-        return results  # type: ignore[return-value]
-
-    def _check_length(self, messages: list[dict], r: Request) -> str | None:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        if len(ids) + 1 > self.max_model_len:
-            return f"prompt has {len(ids)} tokens, over the model context of {self.max_model_len}"
-        return None
+                                    num_tokens=len(completion.token_ids)))
 
     def close(self) -> None:
+        self._closed.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=30)
         llm = getattr(self, "llm", None)
         if llm is not None:
-            del self.llm
+            del self.llm, self.engine
             import gc
             gc.collect()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +21,14 @@ from generator.files import write_yaml
 from generator.recipe import Plan, pilot_size
 from generator.records import Backend
 from generator.run import growth, knobs
-from generator.run.dedup import Deduper
-from generator.run.loop import OnBatch, fill, open_deduper, write_summary
+from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
 from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
                                   round_fidelity, weights_file)
 from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs
 from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
 log = logging.getLogger(__name__)
+LOOKAHEAD_CAPACITIES = 2  # samples generated beside a main round's measurement, in backend capacities
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "final": 909}  # named random streams of the controller
 
 
@@ -46,11 +47,9 @@ class Context:
 
     plan: Plan
     out: Path
-    backend: Backend
+    pipe: Pipeline
     judge: object
     orders: dict
-    on_batch: OnBatch | None
-    deduper: Deduper | None
     reference: ReferenceStats | None = None
     embed: object = None  # texts -> embeddings, for the shift from the reference
 
@@ -58,28 +57,32 @@ class Context:
     def target(self):
         return self.plan.recipe.target
 
+    @property
+    def backend(self) -> Backend:
+        return self.pipe.backend
+
 
 def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force: bool = False,
-        on_batch: OnBatch | None = None, judge=None, embed=None) -> dict:
+        on_progress: OnProgress | None = None, judge=None, embed=None) -> dict:
     """Generate the recipe's corpus into `out`; return the summary (also in summary.json).
     `judge` overrides the judge named by the recipe's target, `embed` the embedder of the
     shift from the reference (default: the judge's, else all-MiniLM-L6-v2) (tests)."""
     started = time.perf_counter()
     state = prepare_output(out, plan, resume=resume, force=force)
-    deduper = open_deduper(plan, out)
+    pipe = Pipeline(plan, out, backend, open_deduper(plan, out), on_progress, shard_rows=plan.recipe.size.shard_rows)
     if plan.recipe.target is None:
-        state = fill(plan, out, backend, state, plan.recipe.size.num_docs, on_batch, deduper)
+        state = pipe.advance(state, plan.recipe.size.num_docs)
         extra = {}
     else:
-        state, extra = steer(plan, out, backend, state, judge=judge, on_batch=on_batch, deduper=deduper, embed=embed)
+        state, extra = steer(plan, out, pipe, state, judge=judge, embed=embed)
+    pipe.drain()  # requests drawn past the last document are not needed
     summary = write_summary(out, plan, state, time.perf_counter() - started, backend, extra)
     if state.stopped:
         raise RunStopped(state.stopped)
     return summary
 
 
-def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=None,
-          on_batch: OnBatch | None = None, deduper: Deduper | None = None, embed=None) -> tuple[RunState, dict]:
+def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None, embed=None) -> tuple[RunState, dict]:
     plan = growth.with_added_topics(plan, state.steering.added_topics)
     if judge is None:
         from generator.judges import judge_for_target
@@ -92,16 +95,22 @@ def steer(plan: Plan, out: Path, backend: Backend, state: RunState, *, judge=Non
             state.steering, judge_calls=state.steering.judge_calls + cost["calls"],
             judge_tokens=state.steering.judge_tokens + cost["tokens"]))
         plan = resolve_target(plan, reference)
-    ctx = Context(plan, out, backend, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), on_batch, deduper,
-                  reference, embed)
+    ctx = Context(plan, out, pipe, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), reference, embed)
     if state.steering.phase == "fill":
-        state = set_concentration(ctx, state, 1.0, phase="pilot")
+        state = set_concentration(ctx, state, 1.0, phase="pilot", lookahead=lookahead(plan, pipe.backend.capacity))
     while state.steering.phase == "pilot" and not state.stopped:
         ctx, state = pilot_round(ctx, state)
     while (state.steering.phase == "main" and state.counters.num_docs < plan.recipe.size.num_docs
            and not state.stopped):
         state = main_round(ctx, state)
     return finish(ctx, state)
+
+
+def lookahead(plan: Plan, capacity: int) -> int:
+    """Samples drawn under a main round's weights while it is measured: enough to keep the
+    engines busy (two capacities), at most half a round so corrections still take effect."""
+    r = plan.recipe
+    return max(1, min(LOOKAHEAD_CAPACITIES * capacity, -(-r.size.num_docs // r.target.num_rounds) // 2))
 
 
 def default_embed(texts):
@@ -129,11 +138,12 @@ def set_concentration(ctx: Context, state: RunState, c: float, **changes) -> Run
     return dataclasses.replace(state, steering=steering)
 
 
-def round_shift(ctx: Context, root: Path, round_no: int) -> Shift | None:
-    """The documents under `root` against the reference (None when the recipe has none)."""
+def round_shift(ctx: Context, root: Path, round_no: int, below: int | None = None) -> Shift | None:
+    """The documents under `root` (samples below index `below`) against the reference (None
+    when the recipe has none)."""
     if ctx.reference is None:
         return None
-    texts, columns = read_shift_inputs(root)
+    texts, columns = read_shift_inputs(root, below)
     return measure_shift(texts, columns, ctx.reference, ctx.embed, stream(ctx.plan.recipe.seed, "shift", round_no))
 
 
@@ -163,7 +173,9 @@ def shift_fields(ctx: Context, shift: Shift | None) -> dict:
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     """Generate one pilot round at the current c, score it, and decide what comes next."""
     this_round, c = state.steering.round, state.steering.concentration
-    state = fill(ctx.plan, ctx.out, ctx.backend, state, pilot_size(ctx.plan.recipe), ctx.on_batch, ctx.deduper)
+    state = ctx.pipe.set_epoch(state, state.counters.next_index, state.steering.weights)
+    state = ctx.pipe.advance(state, pilot_size(ctx.plan.recipe))
+    ctx.pipe.drain()  # a pilot round ends at its last document; later samples are drawn again
     if state.stopped:
         return ctx, state
     texts, _ = read_corpus(pilot_dir(ctx.out, this_round))
@@ -255,38 +267,74 @@ def stop_tradeoff(ctx: Context, state: RunState) -> RunState:
 
 
 def main_round(ctx: Context, state: RunState) -> RunState:
-    """Generate the next share of the corpus, re-score the whole corpus, correct c and weights."""
+    """Generate the next share of the corpus; measure it while generation goes on under the
+    same weights for `lookahead` more samples; correct c and weights from the sample after."""
     t, num_docs = ctx.target, ctx.plan.recipe.size.num_docs
-    c, s = state.counters, state.steering
-    rounds_left = max(1, t.num_rounds - len(s.rounds("main")))
-    end = s.round_end_docs if s.round_end_docs > c.num_docs else c.num_docs + -(-(num_docs - c.num_docs) // rounds_left)
-    state = dataclasses.replace(state, steering=dataclasses.replace(s, round_end_docs=end))
-    this_round, round_c = s.round, s.concentration
-    state = fill(ctx.plan, ctx.out, ctx.backend, state, end, ctx.on_batch, ctx.deduper)
-    texts, metadata = read_corpus(ctx.out)
-    report, attribution = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "main", state.steering.round),
-                                  metadata=metadata)
-    shift = round_shift(ctx, ctx.out, this_round)
-    fidelity = round_fidelity(ctx.plan, ctx.judge, texts, metadata)
+    if not state.steering.measure_at:
+        state = generate_round(ctx, state)
+        if state.stopped:
+            return state
+    s = state.steering
+    measured_at, this_round, round_c = s.measure_at, s.round, s.concentration
+    ctx.pipe.frozen_at = measured_at + s.lookahead if state.counters.num_docs < num_docs else measured_at
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(measure_round, ctx, this_round, measured_at)
+        state = ctx.pipe.advance(state, s.round_end_docs, submit_docs=num_docs, beside=future.done)
+        report, attribution, shift, fidelity, docs = future.result()
     state = add_judge_cost(state, report)
     action = "keep"
     if fidelity is not None and fidelity.action != "ok":
         log.warning("round %d: %s", this_round, fidelity.message)
         if fidelity.action == "stop":
             state = dataclasses.replace(with_phase(state, "done"), stopped=f"{fidelity.message} (target.min_fidelity)")
-    if abs(report.score - t.score) > t.tolerance / 2 and state.counters.num_docs < num_docs and not state.stopped:
+    if abs(report.score - t.score) > t.tolerance / 2 and docs < num_docs and not state.stopped:
         state, action = correct(ctx, state, report, attribution)
-    if over_bound(ctx, shift) and state.counters.num_docs < num_docs:
+    if over_bound(ctx, shift) and docs < num_docs:
         state = reweight_for_shift(ctx, state, shift)
         action += f"; MMD² {shift.mmd2:.4f} > max_shift: weight moved away from far values"
+    if docs < num_docs:
+        state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights)
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
-        s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None)), round=s.round + 1))
-    log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c,
+        s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None)),
+        round=s.round + 1, measure_at=0))
+    log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c, docs=docs,
               extra={**shift_fields(ctx, shift), **({"fidelity": fidelity.topic_share, "fidelity_action": fidelity.action}
                                                       if fidelity is not None else {})})
     save(ctx, state)
     return state
+
+
+def generate_round(ctx: Context, state: RunState) -> RunState:
+    """Generate up to this round's end; record where it ended and where the next round ends."""
+    num_docs, c, s = ctx.plan.recipe.size.num_docs, state.counters, state.steering
+    if not s.epochs or s.epochs[-1].weights != s.weights:  # the first main round, or c set after the pilots
+        state = ctx.pipe.set_epoch(state, c.next_index, s.weights)
+    end = s.round_end_docs if s.round_end_docs >= c.num_docs and s.round_end_docs else \
+        round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")))
+    state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
+    state = ctx.pipe.advance(state, end, submit_docs=num_docs)
+    if state.stopped:
+        return state
+    c, s = state.counters, state.steering
+    after = round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")) - 1)
+    state = dataclasses.replace(state, steering=dataclasses.replace(s, measure_at=c.next_index, round_end_docs=after))
+    save(ctx, state)
+    return state
+
+
+def round_end(have: int, num_docs: int, rounds_left: int) -> int:
+    return min(num_docs, have + -(-(num_docs - have) // max(1, rounds_left)))
+
+
+def measure_round(ctx: Context, round_no: int, below: int):
+    """Score the corpus's samples below index `below` (runs beside generation)."""
+    texts, metadata = read_corpus(ctx.out, below)
+    report, attribution = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "main", round_no),
+                                  metadata=metadata)
+    shift = round_shift(ctx, ctx.out, round_no, below)
+    fidelity = round_fidelity(ctx.plan, ctx.judge, texts, metadata)
+    return report, attribution, shift, fidelity, len(texts)
 
 
 def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunState, str]:

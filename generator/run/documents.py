@@ -57,7 +57,7 @@ def finish_result(result: Result, policy: str) -> tuple[str, str] | str:
     return trimmed, "trimmed"
 
 
-def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, round: int,
+def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, round: int, epoch: int = 0,
                 text: str | None = None, finish_reason: str | None = None) -> Document:
     req = sample.request
     return Document(
@@ -67,7 +67,7 @@ def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, rou
         model=plan.recipe.model, backend=backend, temperature=req.temperature, top_p=req.top_p,
         max_tokens=req.max_tokens, seed=req.seed, finish_reason=finish_reason or result.finish_reason,
         num_tokens=result.num_tokens, num_prompt_tokens=result.num_prompt_tokens,
-        sample_index=sample.index, round=round, recipe_hash=plan.recipe_hash)
+        sample_index=sample.index, round=round, epoch=epoch, recipe_hash=plan.recipe_hash)
 
 
 def split_results(samples: Sequence[Sample], results: Sequence[Result], *, plan: Plan,

@@ -1,8 +1,11 @@
-"""The generation loop: sample -> generate -> dedup -> write, batch after batch.
+"""The generation loop: keep the backend full, commit results in sample-index order.
 
-Each batch ends with its shard on disk and `state.json` updated, so a killed run resumes from
-the last completed batch with the same sample indices and weights. During a pilot round the
-shards go to the round's folder instead of the corpus.
+Requests go out as long as the backend has room (its `capacity`); results come back in any
+order and wait until every sample before them has returned. The low-water mark is the first
+sample index not yet committed: everything below it is deduplicated, counted and, at each
+flush, written (shard, failure and duplicate lines, then `state.json`). A killed run resumes
+from the last flushed mark and redraws the same samples, because sample `i` depends only on
+the seed, `i` and the weights of the epoch `i` falls in.
 """
 from __future__ import annotations
 
@@ -11,73 +14,216 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from generator.files import append_jsonl, read_documents, write_json, write_shard
+from generator.files import append_jsonl, read_documents, read_manifest, shard_path, write_json, write_manifest, write_shard
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
 from generator.run.dedup import Deduper
-from generator.run.documents import split_results
-from generator.run.state import Counters, RunState, pilot_dir, save_state
-from generator.sampling.requests import plan_samples
+from generator.run.documents import finish_result, to_document
+from generator.run.state import Counters, Epoch, RunState, pilot_dir, save_state, weights_at
+from generator.sampling.requests import Sample, plan_samples
 
-OnBatch = Callable[[RunState], None]
-
-
-def generate_batch(plan: Plan, out: Path, backend: Backend, state: RunState, n: int,
-                   deduper: Deduper | None = None) -> RunState:
-    """Generate `n` samples in one engine call and persist the documents; return the new
-    state (also written to state.json)."""
-    c, s = state.counters, state.steering
-    samples = plan_samples(plan, c.next_index, n, np.random.default_rng([plan.recipe.seed, c.next_index]), s.weights)
-    t0 = time.perf_counter()
-    results = backend.generate([x.request for x in samples])
-    elapsed = time.perf_counter() - t0
-    docs, failures = split_results(samples, results, plan=plan, backend=backend.name, round=s.round)
-    docs, duplicates = drop_duplicates(docs, deduper)
-    pilot = s.phase == "pilot"
-    if docs:
-        write_shard(pilot_dir(out, s.round) if pilot else out, docs)
-    append_jsonl(out / "failures.jsonl", failures)
-    append_jsonl(out / "duplicates.jsonl", duplicates)
-    counters = count_batch(c, n, docs, failures, duplicates, results, elapsed, corpus=not pilot)
-    if pilot:
-        tokens = sum(r.num_prompt_tokens + r.num_tokens for r in results)
-        s = dataclasses.replace(s, pilot_docs=s.pilot_docs + len(docs), round_docs=s.round_docs + len(docs),
-                                round_tokens=s.round_tokens + tokens, pilot_tokens=s.pilot_tokens + tokens)
-    new = dataclasses.replace(state, counters=counters, steering=s)
-    save_state(out, new)
-    return new
+OnProgress = Callable[[RunState, int], None]  # (state, requests in flight)
+SUBMIT_CHUNK = 256  # samples drawn and submitted at once
+MIN_ROWS_FOR_RATES = 64  # attempted rows before the failure and duplicate rates can stop a run
+FLUSH_S = 30.0  # a flush at least this often while documents wait (a crash redoes at most this much)
 
 
-def count_batch(c: Counters, n: int, docs: list[Document], failures: list[dict], duplicates: list[dict],
-                results: list[Result], elapsed: float, *, corpus: bool) -> Counters:
-    """The counters after one batch of `n` attempted samples."""
-    return Counters(
-        next_index=c.next_index + n, num_docs=c.num_docs + (len(docs) if corpus else 0),
-        num_attempted=c.num_attempted + n, num_failed=c.num_failed + len(failures),
-        num_truncated=c.num_truncated + sum(d.finish_reason == "length" for d in docs),
-        num_trimmed=c.num_trimmed + sum(d.finish_reason == "trimmed" for d in docs),
-        duplicates_exact=c.duplicates_exact + sum(d["reason"].startswith("exact") for d in duplicates),
-        duplicates_near=c.duplicates_near + sum(d["reason"].startswith("near") for d in duplicates),
-        prompt_tokens=c.prompt_tokens + sum(r.num_prompt_tokens for r in results),
-        completion_tokens=c.completion_tokens + sum(r.num_tokens for r in results),
-        batches=c.batches + 1, generate_s=c.generate_s + elapsed,
-        num_shards=c.num_shards + (1 if docs and corpus else 0))
+class Pipeline:
+    """Streams one run's samples through a backend (lives for the whole run, across rounds)."""
+
+    def __init__(self, plan: Plan, out: Path, backend: Backend, deduper: Deduper | None = None,
+                 on_progress: OnProgress | None = None, *, shard_rows: int = 20_000, flush_s: float = FLUSH_S):
+        self.plan, self.out, self.backend, self.deduper = plan, out, backend, deduper
+        self.on_progress = on_progress
+        self.shard_rows, self.flush_s = shard_rows, flush_s
+        self.pending: dict[str, tuple[Sample, int]] = {}  # request id -> (sample, epoch number)
+        self.done: dict[int, tuple[Sample, int, Result]] = {}  # sample index -> returned, not committed
+        self.next_submit: int | None = None
+        self.frozen_at: int | None = None  # no sample at or past this index goes out until a new epoch
+        self.docs: list[Document] = []
+        self.failures: list[dict] = []
+        self.duplicates: list[dict] = []
+        self.mark = 0  # the low-water mark: samples below it are committed (in memory or on disk)
+        self.last_flush = time.monotonic()
+        self.busy_since: float | None = None
+
+    def advance(self, state: RunState, until_docs: int, *, submit_docs: int | None = None,
+                beside: Callable[[], bool] | None = None) -> RunState:
+        """Commit samples until `until_docs` documents exist (in the corpus, or the current pilot
+        round), the run stops, or `beside()` turns true (work running beside generation). Keeps
+        requests going out for `submit_docs` documents (default `until_docs`). Flushes at the end."""
+        if self.next_submit is None or self.mark != state.counters.next_index:
+            self.mark = self.next_submit = state.counters.next_index
+        want = until_docs if submit_docs is None else submit_docs
+        self._progress(state)
+        while not state.stopped and (have(state) < until_docs if beside is None else not beside()):
+            self._submit(state, want)
+            got = self.backend.poll(0.2)
+            self._receive(got, state)
+            state = self._commit(state, until_docs)
+            reason = check_failure_rate(self.plan, state.counters)
+            if reason:
+                state = dataclasses.replace(state, stopped=reason)
+            if self.docs and (len(self.docs) >= self.shard_rows or time.monotonic() - self.last_flush >= self.flush_s) \
+                    and state.steering.phase != "pilot":
+                state = self.flush(state)
+            self._progress(state)
+            if beside is None and not self.backend.in_flight and not self.done and self._blocked(state, want):
+                break
+        return self.flush(state)
+
+    def _blocked(self, state: RunState, want: int) -> bool:
+        return self.frozen_at is not None and self.next_submit >= self.frozen_at or self._expected(state) >= want
+
+    def _expected(self, state: RunState) -> float:
+        """Documents committed plus those expected from samples out or waiting."""
+        c = state.counters
+        attempted = max(1, c.num_attempted)
+        kept = have_total(state) if c.num_attempted else 1
+        share = max(0.05, kept / attempted) if c.num_attempted >= 20 else 1.0
+        return have(state) + share * (self.next_submit - self.mark)
+
+    def _submit(self, state: RunState, want: int) -> None:
+        room = self.backend.capacity - self.backend.in_flight
+        while room > 0 and self._expected(state) < want:
+            end = self.next_submit + min(room, SUBMIT_CHUNK)
+            if self.frozen_at is not None:
+                end = min(end, self.frozen_at)
+            epoch_no = epoch_number(state.steering, self.next_submit)
+            nxt = next_epoch_start(state.steering, self.next_submit)
+            if nxt is not None:
+                end = min(end, nxt)
+            if end <= self.next_submit:
+                return
+            samples = plan_samples(self.plan, self.next_submit, end - self.next_submit,
+                                   weights_at(state.steering, self.next_submit))
+            for sample in samples:
+                self.pending[sample.request.id] = (sample, epoch_no)
+            if self.busy_since is None:
+                self.busy_since = time.monotonic()
+            self.backend.submit([x.request for x in samples])
+            room -= len(samples)
+            self.next_submit = end
+
+    def _receive(self, results: list[Result], state: RunState) -> None:
+        for result in results:
+            entry = self.pending.pop(result.id, None)
+            if entry is not None:  # None: a request of a discarded epoch
+                self.done[entry[0].index] = (entry[0], entry[1], result)
+
+    def _commit(self, state: RunState, until_docs: int) -> RunState:
+        """Commit returned samples in index order, up to `until_docs` documents."""
+        c, s = state.counters, state.steering
+        pilot = s.phase == "pilot"
+        counts = dict(docs=0, attempted=0, failed=0, truncated=0, trimmed=0, exact=0, near=0, prompt=0, completion=0)
+        while self.mark in self.done and have(state) + counts["docs"] < until_docs:
+            sample, epoch_no, result = self.done.pop(self.mark)
+            self.mark += 1
+            counts["attempted"] += 1
+            counts["prompt"] += result.num_prompt_tokens
+            counts["completion"] += result.num_tokens
+            outcome = finish_result(result, self.plan.recipe.keep_truncated)
+            if isinstance(outcome, str):
+                counts["failed"] += 1
+                self.failures.append({"id": sample.request.id, "sample_index": sample.index, "round": s.round,
+                                      "template": sample.template, "reason": outcome,
+                                      "finish_reason": result.finish_reason, "prompt": sample.request.prompt})
+                continue
+            doc = to_document(sample, result, plan=self.plan, backend=self.backend.name, round=s.round,
+                              epoch=epoch_no, text=outcome[0], finish_reason=outcome[1])
+            reason = self.deduper.check(doc.id, doc.text) if self.deduper else None
+            if reason is not None:
+                counts["exact" if reason.startswith("exact") else "near"] += 1
+                self.duplicates.append({"id": doc.id, "sample_index": doc.sample_index, "round": doc.round,
+                                        "template": doc.template, "reason": reason, "text": doc.text[:300]})
+                continue
+            counts["docs"] += 1
+            counts["truncated"] += doc.finish_reason == "length"
+            counts["trimmed"] += doc.finish_reason == "trimmed"
+            self.docs.append(doc)
+        if not counts["attempted"]:
+            return state
+        now = time.monotonic()
+        busy = now - self.busy_since if self.busy_since is not None else 0.0
+        self.busy_since = now if self.backend.in_flight else None
+        counters = dataclasses.replace(
+            c, next_index=self.mark, num_docs=c.num_docs + (0 if pilot else counts["docs"]),
+            num_attempted=c.num_attempted + counts["attempted"], num_failed=c.num_failed + counts["failed"],
+            num_truncated=c.num_truncated + counts["truncated"], num_trimmed=c.num_trimmed + counts["trimmed"],
+            duplicates_exact=c.duplicates_exact + counts["exact"], duplicates_near=c.duplicates_near + counts["near"],
+            prompt_tokens=c.prompt_tokens + counts["prompt"], completion_tokens=c.completion_tokens + counts["completion"],
+            generate_s=c.generate_s + busy)
+        if pilot:
+            tokens = counts["prompt"] + counts["completion"]
+            s = dataclasses.replace(s, pilot_docs=s.pilot_docs + counts["docs"], round_docs=s.round_docs + counts["docs"],
+                                    round_tokens=s.round_tokens + tokens, pilot_tokens=s.pilot_tokens + tokens)
+        return dataclasses.replace(state, counters=counters, steering=s)
+
+    def flush(self, state: RunState) -> RunState:
+        """Write what is committed in memory (failures, duplicates, a shard), then the state."""
+        c, s = state.counters, state.steering
+        append_jsonl(self.out / "failures.jsonl", self.failures)
+        append_jsonl(self.out / "duplicates.jsonl", self.duplicates)
+        shards = c.num_shards
+        if self.docs and s.phase == "pilot":
+            root = pilot_dir(self.out, s.round)
+            write_shard(shard_path(root, len(list((root / "data").glob("shard-*.parquet"))) if root.exists() else 0),
+                        self.docs)
+        elif self.docs:
+            manifest = read_manifest(self.out)
+            for start in range(0, len(self.docs), self.shard_rows):
+                manifest.append(write_shard(shard_path(self.out, shards), self.docs[start:start + self.shard_rows]))
+                shards += 1
+            write_manifest(self.out, manifest)
+        self.docs, self.failures, self.duplicates = [], [], []
+        self.last_flush = time.monotonic()
+        state = dataclasses.replace(state, counters=dataclasses.replace(c, num_shards=shards, batches=c.batches + 1))
+        save_state(self.out, state)
+        return state
+
+    def drain(self) -> None:
+        """Wait for every request out, and forget every sample past the mark (a pilot round's end)."""
+        while self.backend.in_flight:
+            self.backend.poll(0.5)
+        self.pending.clear()
+        self.done.clear()
+        self.next_submit = self.mark
+        self.busy_since = None
+
+    def set_epoch(self, state: RunState, start: int, weights: dict) -> RunState:
+        """New weights from sample `start` on: samples at or past it that went out under older
+        weights are discarded and drawn again."""
+        s = state.steering
+        epochs = tuple(e for e in s.epochs if e.start < start) + (Epoch(start, weights),)
+        self.pending = {k: v for k, v in self.pending.items() if v[0].index < start}
+        self.done = {i: v for i, v in self.done.items() if i < start}
+        if self.next_submit is not None and self.next_submit > start:
+            self.next_submit = start
+        self.frozen_at = None
+        return dataclasses.replace(state, steering=dataclasses.replace(s, epochs=epochs, weights=weights))
+
+    def _progress(self, state: RunState) -> None:
+        if self.on_progress is not None:
+            self.on_progress(state, self.backend.in_flight)
 
 
-def drop_duplicates(docs: list[Document], deduper: Deduper | None) -> tuple[list[Document], list[dict]]:
-    if deduper is None:
-        return docs, []
-    kept, dropped = [], []
-    for d in docs:
-        reason = deduper.check(d.id, d.text)
-        if reason is None:
-            kept.append(d)
-        else:
-            dropped.append({"id": d.id, "sample_index": d.sample_index, "round": d.round,
-                            "template": d.template, "reason": reason, "text": d.text[:300]})
-    return kept, dropped
+def have(state: RunState) -> int:
+    """Documents of the current goal: the pilot round's, or the corpus'."""
+    return state.steering.round_docs if state.steering.phase == "pilot" else state.counters.num_docs
+
+
+def have_total(state: RunState) -> int:
+    return state.counters.num_docs + state.steering.pilot_docs
+
+
+def epoch_number(steering, index: int) -> int:
+    numbers = [n for n, e in enumerate(steering.epochs) if e.start <= index]
+    return numbers[-1] if numbers else 0
+
+
+def next_epoch_start(steering, index: int) -> int | None:
+    later = [e.start for e in steering.epochs if e.start > index]
+    return min(later) if later else None
 
 
 def open_deduper(plan: Plan, out: Path) -> Deduper | None:
@@ -93,8 +239,8 @@ def open_deduper(plan: Plan, out: Path) -> Deduper | None:
 
 
 def check_failure_rate(plan: Plan, c: Counters) -> str:
-    """A reason to stop when too many attempted rows failed (after a first full batch)."""
-    if c.num_attempted < plan.recipe.size.batch_size:
+    """A reason to stop when too many attempted rows failed (once enough rows were attempted)."""
+    if c.num_attempted < min(MIN_ROWS_FOR_RATES, plan.recipe.size.num_docs):
         return ""
     rate = c.num_failed / c.num_attempted
     if rate > plan.recipe.max_failure_rate:
@@ -108,26 +254,6 @@ def check_failure_rate(plan: Plan, c: Counters) -> str:
     return ""
 
 
-def fill(plan: Plan, out: Path, backend: Backend, state: RunState, until_docs: int,
-         on_batch: OnBatch | None = None, deduper: Deduper | None = None) -> RunState:
-    """Generate batches until `until_docs` documents exist (in the corpus, or in the current
-    pilot round during the pilot phase), or the failure rate stops the run."""
-    def have(s: RunState) -> int:
-        return s.steering.round_docs if s.steering.phase == "pilot" else s.counters.num_docs
-
-    if on_batch and have(state) < until_docs:
-        on_batch(state)  # progress shows from the start, before the first batch returns
-    while have(state) < until_docs and not state.stopped:
-        n = min(plan.recipe.size.batch_size, until_docs - have(state))
-        state = generate_batch(plan, out, backend, state, n, deduper)
-        if on_batch:
-            on_batch(state)
-        reason = check_failure_rate(plan, state.counters)
-        if reason:
-            state = dataclasses.replace(state, stopped=reason)
-    return state
-
-
 def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend: Backend,
                   extra: dict | None = None) -> dict:
     c = state.counters
@@ -139,8 +265,8 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
         "num_truncated": c.num_truncated, "num_trimmed": c.num_trimmed,  # generated, pilot rounds included
         "endings": corpus_endings(out),
         "duplicates": {"exact": c.duplicates_exact, "near": c.duplicates_near},
-        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "batches": c.batches,
-        "generate_s": round(c.generate_s, 3), "wall_s": round(wall_s, 3),
+        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "commits": c.batches,
+        "num_shards": c.num_shards, "generate_s": round(c.generate_s, 3), "wall_s": round(wall_s, 3),
         "tokens_per_s": round(c.completion_tokens / c.generate_s, 2) if c.generate_s else 0.0,
         "stopped": state.stopped or None,
         **(extra or {}),

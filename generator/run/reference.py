@@ -110,10 +110,10 @@ def grid_columns(grid_values: Sequence[str], templates: Sequence[str]) -> dict[s
     return {"template": list(templates), **{a: [r.get(a, "") for r in rows] for a in axes}}
 
 
-def read_shift_inputs(root: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """Texts under `root` and their grid columns (see `grid_columns`)."""
+def read_shift_inputs(root: Path, below: int | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """Texts under `root` (of samples below index `below`) and their grid columns (see `grid_columns`)."""
     from generator.files import read_documents
 
-    table = read_documents(root, columns=["text", "template", "grid_values"])
+    table = read_documents(root, columns=["text", "template", "grid_values"], below=below)
     return table.column("text").to_pylist(), grid_columns(table.column("grid_values").to_pylist(),
                                                           table.column("template").to_pylist())

@@ -11,15 +11,15 @@ from typing import Mapping
 
 import numpy as np
 
-from generator.files import next_shard_path, read_documents, shard_paths
+from generator.files import read_documents, read_manifest, shard_entry, shard_path, shard_paths, write_manifest
 from generator.records import GRID_COLUMNS
 from generator.run.knobs import weights_summary
 from generator.run.state import RunState, pilot_dir
 
 
-def read_corpus(root: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """Texts and grid columns of the documents under `root`."""
-    table = read_documents(root, columns=["text", *GRID_COLUMNS])
+def read_corpus(root: Path, below: int | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """Texts and grid columns of the documents under `root` (of samples below index `below`)."""
+    table = read_documents(root, columns=["text", *GRID_COLUMNS], below=below)
     return table.column("text").to_pylist(), {c: table.column(c).to_pylist() for c in GRID_COLUMNS}
 
 
@@ -47,10 +47,14 @@ def accept_pilot(out: Path, state: RunState) -> RunState:
     """Move the current pilot round's shards into the corpus (they were drawn from the
     accepted distribution); earlier pilot rounds stay under pilot/ as calibration cost."""
     c, s = state.counters, state.steering
-    moved = 0
+    moved, manifest = 0, read_manifest(out)
     for shard in shard_paths(pilot_dir(out, s.round)):
-        os.replace(shard, next_shard_path(out))
+        target = shard_path(out, c.num_shards + moved)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(shard, target)
+        manifest.append(shard_entry(target))
         moved += 1
+    write_manifest(out, manifest)
     return dataclasses.replace(
         state, counters=dataclasses.replace(c, num_docs=c.num_docs + s.round_docs, num_shards=c.num_shards + moved),
         steering=dataclasses.replace(s, round=s.round + 1, round_docs=0, round_tokens=0))
@@ -65,9 +69,9 @@ def next_pilot_round(state: RunState) -> RunState:
 
 
 def log_round(out: Path, round_no: int, state: RunState, report, target, action: str, *, phase: str,
-              concentration: float, extra: dict | None = None) -> None:
+              concentration: float, docs: int | None = None, extra: dict | None = None) -> None:
     """One line of OUT/controller.jsonl: what was measured in this round and what was done."""
-    row = {"round": round_no, "phase": phase, "docs": state.counters.num_docs,
+    row = {"round": round_no, "phase": phase, "docs": state.counters.num_docs if docs is None else docs,
            "concentration": round(concentration, 4), "score": report.score,
            "ci_low": report.ci_low, "ci_high": report.ci_high, "half_width": report.half_width,
            "target": target.score, "tolerance": target.tolerance, "action": action,

@@ -21,11 +21,11 @@ from typing import Literal
 import yaml
 
 from generator.errors import UserError
-from generator.files import shard_paths, write_json, write_yaml
+from generator.files import atomic_write_text, read_manifest, shard_paths, write_json, write_manifest, write_yaml
 from generator.recipe import Plan, recipe_dict
 
 log = logging.getLogger(__name__)
-OUR_FILES = ("data", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
+OUR_FILES = ("data", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
              "summary.json", "failures.jsonl", "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml",
              "reference.json", "reference.npy")
 
@@ -64,6 +64,14 @@ class Round:
 
 
 @dataclass(frozen=True)
+class Epoch:
+    """Weights in force from sample index `start` on (until the next epoch's start)."""
+
+    start: int
+    weights: dict
+
+
+@dataclass(frozen=True)
 class Steering:
     """The controller's state (defaults when the recipe has no target)."""
 
@@ -83,9 +91,15 @@ class Steering:
     added_topics: dict = field(default_factory=dict)  # domain -> topics added by grid growth
     shift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor from the shift bound
     binding: str = ""  # the constraint that stopped the run when target and max_shift could not both hold
+    epochs: tuple[Epoch, ...] = ()  # every weight change, by the sample index it applies from
+    lookahead: int = 0  # samples generated under the old weights while a main round is measured (fixed at start)
+    measure_at: int = 0  # a main round ended at this sample index and awaits its measurement (0: none)
 
     def rounds(self, kind: str) -> list[Round]:
         return [h for h in self.history if h.kind == kind]
+
+
+LAYOUT = 2  # the run folder's layout: 2 = streamed commits with a low-water mark and weight epochs
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,15 @@ class RunState:
     counters: Counters = field(default_factory=Counters)
     steering: Steering = field(default_factory=Steering)
     stopped: str = ""  # why the run stopped early ("" while it runs or once it completed)
+    layout: int = LAYOUT
+
+
+def weights_at(steering: Steering, index: int) -> dict:
+    """The weights sample `index` is drawn under: those of the last epoch starting at or before it."""
+    for epoch in reversed(steering.epochs):
+        if epoch.start <= index:
+            return epoch.weights
+    return {}
 
 
 def save_state(out: Path, state: RunState) -> None:
@@ -101,11 +124,12 @@ def save_state(out: Path, state: RunState) -> None:
 
 def load_state(path: Path) -> RunState:
     data = json.loads(path.read_text())
-    if "counters" not in data:
-        raise UserError(f"{path}: written by an older version of generator (flat state)",
+    if data.get("layout") != LAYOUT:
+        raise UserError(f"{path}: written by an older layout of generator ({data.get('layout', 'batch loop')})",
                         fix="start a new run in a new --out, or finish this one with the version that began it")
     steering = dict(data["steering"])
     steering["history"] = tuple(Round(**h) for h in steering.get("history", ()))
+    steering["epochs"] = tuple(Epoch(**e) for e in steering.get("epochs", ()))
     return RunState(counters=Counters(**data["counters"]), steering=Steering(**steering), stopped=data["stopped"])
 
 
@@ -147,17 +171,32 @@ def prepare_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> RunSt
 
 
 def reconcile(out: Path, state: RunState) -> RunState:
-    """After a crash: drop shards written after the last saved state (their batch is redone
-    with the same sample indices), and restart an unfinished pilot round from scratch."""
+    """After a crash: drop what was written after the last saved state (shards past its count,
+    failure and duplicate lines at or past its low-water mark); those samples are redone with
+    the same indices and weights. A pilot round commits only when it ends, so an unfinished
+    one simply starts again."""
     for extra in shard_paths(out)[state.counters.num_shards:]:
         log.warning("removing %s, written after the last saved state", extra)
         extra.unlink()
+    manifest = read_manifest(out)
+    if len(manifest) > state.counters.num_shards:
+        write_manifest(out, manifest[:state.counters.num_shards])
+    for name in ("failures.jsonl", "duplicates.jsonl"):
+        drop_lines_from(out / name, state.counters.next_index)
     s = state.steering
-    if s.phase == "pilot" and s.round_docs:
+    if s.phase == "pilot" and not s.round_docs:
         shutil.rmtree(pilot_dir(out, s.round), ignore_errors=True)
-        s = dataclasses.replace(s, pilot_docs=s.pilot_docs - s.round_docs, round_docs=0,
-                                discarded_pilot_tokens=s.discarded_pilot_tokens + s.round_tokens, round_tokens=0)
-    return dataclasses.replace(state, steering=s)
+    return state
+
+
+def drop_lines_from(path: Path, index: int) -> None:
+    """Keep only the JSONL rows of `path` whose sample_index is below `index`."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["sample_index"] < index]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
 
 
 def pilot_dir(out: Path, round: int) -> Path:

@@ -206,13 +206,23 @@ def sample_cells(grid: Grid, n: int, rng: np.random.Generator, *,
                  num_topics: int = 1) -> list[Cell]:
     """Draw `n` cells, each axis independently by its weights. `num_topics` > 1 adds further
     distinct topics per cell for multi-topic templates."""
+    return draw_cells(grid, rng.random((n, len(grid.axes))), weights=weights, num_topics=num_topics,
+                      extra_rngs=[rng] * n)
+
+
+def draw_cells(grid: Grid, uniforms: np.ndarray, *, weights: Mapping[str, Mapping[str, float]] | None = None,
+               num_topics: int = 1, extra_rngs: list[np.random.Generator] | None = None) -> list[Cell]:
+    """One cell per row of `uniforms` (shape n × number of axes, values in [0, 1)): the value
+    of axis j is where the row's j-th number falls in the axis' cumulative weights. A cell thus
+    depends only on its own numbers and the weights. `extra_rngs` (one per row) draw the further
+    topics of multi-topic templates."""
     weights = weights or {}
     columns: dict[str, np.ndarray] = {}
-    for name, axis in grid.axes.items():
-        p = axis_probabilities(axis, weights.get(name))
-        columns[name] = rng.choice(len(axis.values), size=n, p=p)
+    for j, (name, axis) in enumerate(grid.axes.items()):
+        cdf = np.cumsum(axis_probabilities(axis, weights.get(name)))
+        columns[name] = np.minimum(np.searchsorted(cdf, uniforms[:, j] * cdf[-1], side="right"), len(cdf) - 1)
     cells = []
-    for i in range(n):
+    for i in range(len(uniforms)):
         values: dict[str, str] = {}
         extra: tuple[str, ...] = ()
         for name, axis in grid.axes.items():
@@ -220,8 +230,8 @@ def sample_cells(grid: Grid, n: int, rng: np.random.Generator, *,
             values[name] = v.value
             if v.domain:
                 values["domain"] = v.domain
-        if num_topics > 1 and "topic" in grid.axes:
-            extra = _extra_topics(grid.axes["topic"], values["topic"], num_topics - 1, rng,
+        if num_topics > 1 and "topic" in grid.axes and extra_rngs is not None:
+            extra = _extra_topics(grid.axes["topic"], values["topic"], num_topics - 1, extra_rngs[i],
                                   weights.get("topic"))
         cells.append(Cell(values=values, extra_topics=extra))
     return cells

@@ -1,7 +1,9 @@
 """From grid cells to requests: plain functions.
 
-Sample `i` of a run is fully determined by the recipe, the weights in force and the run seed:
-its request seed derives from (seed, i), and its id is a hash of the request content.
+Sample `i` of a run is fully determined by the recipe, the run seed, `i` and the weights in
+force for `i`: its random numbers come from the block of `BLOCK` indices it falls in (seeded by
+(seed, block)), never from how the run was cut into batches; its request seed derives from
+(seed, i), and its id is a hash of the request content.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from generator.sampling.grid import sample_cells, template_variables
+from generator.sampling.grid import draw_cells, template_variables
 from generator.recipe import Plan
 from generator.sampling.templates import words_for_tokens
 from generator.records import Request, Weights, derive_seed
@@ -40,13 +42,30 @@ def template_probabilities(plan: Plan, weights: Weights | None) -> np.ndarray:
     return w / w.sum()
 
 
-def plan_samples(plan: Plan, start_index: int, n: int, rng: np.random.Generator,
-                 weights: Weights | None = None) -> list[Sample]:
-    """Draw `n` samples (template + grid cell), render their prompts, build their requests."""
+BLOCK = 1024  # sample indices that share one seeded stream of uniform numbers
+
+
+def sample_uniforms(seed: int, start: int, n: int, width: int) -> np.ndarray:
+    """The uniform numbers of samples start..start+n-1 (n × width): row i is the same whatever
+    call asks for it."""
+    rows = []
+    for block in range(start // BLOCK, (start + n - 1) // BLOCK + 1 if n else start // BLOCK):
+        u = np.random.default_rng([seed, block]).random((BLOCK, width))
+        lo, hi = max(start, block * BLOCK) - block * BLOCK, min(start + n, (block + 1) * BLOCK) - block * BLOCK
+        rows.append(u[lo:hi])
+    return np.concatenate(rows) if rows else np.zeros((0, width))
+
+
+def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None = None) -> list[Sample]:
+    """Samples start_index..start_index+n-1 under `weights`: template and grid cell drawn from
+    each sample's own numbers, prompt rendered, request built."""
     r = plan.recipe
-    template_ids = rng.choice(len(plan.templates), size=n, p=template_probabilities(plan, weights))
+    u = sample_uniforms(r.seed, start_index, n, 1 + len(plan.grid.axes))
+    cdf = np.cumsum(template_probabilities(plan, weights))
+    template_ids = np.minimum(np.searchsorted(cdf, u[:, 0] * cdf[-1], side="right"), len(cdf) - 1)
     num_topics = max(t.num_topics for t in plan.templates)
-    cells = sample_cells(plan.grid, n, rng, weights=weights, num_topics=num_topics)
+    extra = [np.random.default_rng([r.seed, start_index + i, 1]) for i in range(n)] if num_topics > 1 else None
+    cells = draw_cells(plan.grid, u[:, 1:], weights=weights, num_topics=num_topics, extra_rngs=extra)
     samples = []
     for offset, (t_id, cell) in enumerate(zip(template_ids, cells)):
         template = plan.templates[t_id]

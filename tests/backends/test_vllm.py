@@ -63,7 +63,7 @@ def test_many_long_seeded_prompts_in_one_batch(ray_engine):
 
 
 def test_run_on_the_real_engine_writes_loadable_parquet(small_recipe, tmp_path, ray_engine):
-    plan = load_recipe(small_recipe, ["size.num_docs=12", "size.batch_size=6", "sampling.max_tokens=24",
+    plan = load_recipe(small_recipe, ["size.num_docs=12", "size.shard_rows=6", "sampling.max_tokens=24",
                                       "keep_truncated=keep"])
     out = tmp_path / "run"
     summary = controller.run(plan, out, ray_engine)
@@ -82,7 +82,7 @@ def test_run_on_the_real_engine_writes_loadable_parquet(small_recipe, tmp_path, 
 
 
 def test_answers_cut_at_max_tokens_are_trimmed_to_whole_sentences(small_recipe, tmp_path, ray_engine):
-    plan = load_recipe(small_recipe, ["size.num_docs=8", "size.batch_size=8", "sampling.max_tokens=40",
+    plan = load_recipe(small_recipe, ["size.num_docs=8", "size.shard_rows=8", "sampling.max_tokens=40",
                                       "max_failure_rate=1.0"])
     summary = controller.run(plan, tmp_path / "run", ray_engine)
     table = read_documents(tmp_path / "run").to_pylist()

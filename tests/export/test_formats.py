@@ -302,7 +302,7 @@ def test_paper_recipe_loads_and_renders_prompts(path):
 
     plan = load_recipe(path)
     assert plan.recipe.model == "embedded:smollm2-135m"
-    samples = plan_samples(plan, 0, 5, np.random.default_rng(plan.recipe.seed))
+    samples = plan_samples(plan, 0, 5)
     topics = {v.value for v in plan.grid.axes["topic"].values}
     for s in samples:
         assert s.request.prompt and "{{" not in s.request.prompt

@@ -24,7 +24,7 @@ grid:
   persona: @ROOT@/topics/personas.yaml
 templates:
   - path: echo.j2
-size: {num_docs: 300, batch_size: 100}
+size: {num_docs: 300, shard_rows: 100}
 target: {score: 3.0, tolerance: 0.3, pilot_docs: 100}
 scoring: {enabled: false}
 """

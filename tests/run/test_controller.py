@@ -23,7 +23,7 @@ grid:
   persona: @ROOT@/topics/personas.yaml
 templates:
   - path: @TPL@
-size: {num_docs: 600, batch_size: 100}
+size: {num_docs: 600, shard_rows: 100}
 target: {score: @SCORE@, tolerance: 0.3, pilot_docs: 100}
 scoring: {enabled: false}
 """

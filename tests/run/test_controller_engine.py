@@ -10,7 +10,7 @@ from generator.recipe import load_recipe
 pytestmark = pytest.mark.integration
 
 TARGETED = (SMALL_RECIPE
-            .replace("size: {num_docs: 20, batch_size: 8}", "size: {num_docs: 100, batch_size: 40}")
+            .replace("size: {num_docs: 20, shard_rows: 8}", "size: {num_docs: 100, shard_rows: 40}")
             .replace("max_tokens: 32", "max_tokens: 48")
             .replace("  - path: @ROOT@/prompts/textbook.j2\n", "")
             + "target: {score: @SCORE@, tolerance: 0.3, pilot_docs: 40, num_batches: 200, max_pilot_rounds: 5,"

@@ -62,8 +62,8 @@ def kill_leftovers(marker: str, keep: set[int]) -> None:
 
 
 def test_sigkill_mid_run_then_resume_gives_exact_corpus(tmp_path):
-    recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("size: {num_docs: 20, batch_size: 8}",
-                                                         "size: {num_docs: 24, batch_size: 4}")
+    recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("size: {num_docs: 20, shard_rows: 8}",
+                                                         "size: {num_docs: 24, shard_rows: 4}")
                           .replace("max_tokens: 32", "max_tokens: 12") + "keep_truncated: keep\n")
     out = tmp_path / "run"
     # Ray's unix sockets live under RAY_TMPDIR and their paths must stay short.
@@ -107,7 +107,7 @@ def test_sigkill_mid_run_then_resume_gives_exact_corpus(tmp_path):
 def test_killed_engine_actor_is_replaced_and_the_run_completes(small_recipe, tmp_path, ray_engine):
     import ray
 
-    plan = load_recipe(small_recipe, ["size.num_docs=16", "size.batch_size=16", "sampling.max_tokens=48",
+    plan = load_recipe(small_recipe, ["size.num_docs=16", "size.shard_rows=16", "sampling.max_tokens=48",
                                       "keep_truncated=keep"])
     victim = ray_engine.actors[0]
     restarts = ray_engine.restarts

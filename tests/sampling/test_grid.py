@@ -114,7 +114,7 @@ grid:
 templates:
   - path: @ROOT@/prompts/seed_summary.j2
   - path: @ROOT@/prompts/seed_simpler.j2
-size: {{num_docs: 10, batch_size: 5}}
+size: {{num_docs: 10, shard_rows: 5}}
 """
     return write_recipe(tmp_path, body)
 
@@ -129,7 +129,7 @@ def test_seed_document_axis_grounds_prompts_and_keeps_provenance(tmp_path, root)
     axis = plan.grid.axes["seed_doc"]
     assert axis.documents and [v.value for v in axis.values] == ["doc-a", "doc-b"]  # the empty one skipped
     assert len(axis.values[1].description) <= 122 and axis.values[1].description.endswith("…")
-    samples = plan_samples(plan, 0, 20, np.random.default_rng(0))
+    samples = plan_samples(plan, 0, 20)
     for s in samples:
         text = {"doc-a": "Alpha facts about rivers.", "doc-b": axis.values[1].description}[s.values["seed_doc"]]
         assert text in s.request.prompt

@@ -60,7 +60,7 @@ class Engine:
     enforce_eager: bool = True
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
+    concurrency: int = 256
     timeout_s: float = 120.0
     max_retries: int = 3
 

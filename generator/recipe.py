@@ -62,7 +62,7 @@ class Engine:
                                      # (256 on CPU, 1024 on 70+ GB GPUs); the driver keeps 1.1x that in flight
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
+    concurrency: int = 256
     timeout_s: float = 120.0
     max_retries: int = 3
 

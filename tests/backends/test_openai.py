@@ -106,6 +106,205 @@ def test_unreachable_endpoint_is_a_clear_error():
         OpenAIBackend("m", base_url="localhost:8000")
 
 
+def test_bad_concurrency_is_a_clear_error(scripted):
+    with pytest.raises(UserError, match="engine.concurrency is 0"):
+        OpenAIBackend("m", base_url=scripted, concurrency=0)
+
+
+class Answering(BaseHTTPRequestHandler):
+    """Answers each chat request by calling the server's `answer(prompt) -> (status, body,
+    headers)`; HTTP/1.1, so a client may keep its connection open for more requests."""
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self._send(200, {"data": []}, {})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        self.server.seen(prompt, self.client_address)
+        self._send(*self.server.answer(prompt))
+
+    def _send(self, status, payload, headers):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class AnsweringServer(ThreadingHTTPServer):
+    """A thread per connection; records each request's prompt, arrival time and client port,
+    and the most requests it held open at once."""
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops connections opened together
+
+    def __init__(self, answer):
+        super().__init__(("127.0.0.1", 0), Answering)
+        self.answer_fn, self.lock = answer, threading.Lock()
+        self.arrivals: list[tuple[str, float]] = []
+        self.ports: set[int] = set()
+        self.open_now = self.most_open = 0
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away (the close test) is no error here
+
+    def seen(self, prompt, client_address):
+        with self.lock:
+            self.arrivals.append((prompt, time.monotonic()))
+            self.ports.add(client_address[1])
+
+    def answer(self, prompt):
+        with self.lock:
+            self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+        try:
+            return self.answer_fn(prompt)
+        finally:
+            with self.lock:
+                self.open_now -= 1
+
+
+@pytest.fixture
+def serve():
+    """`serve(answer)` starts an AnsweringServer and returns (server, base_url)."""
+    servers = []
+
+    def start(answer):
+        server = AnsweringServer(answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server, f"http://127.0.0.1:{server.server_port}/v1"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def echo(prompt):
+    return 200, ok_body(prompt), {}
+
+
+def requests_for(ids):
+    return [Request(id=i, prompt=i, max_tokens=4) for i in ids]
+
+
+def test_a_request_waiting_to_retry_holds_no_slot(serve):
+    tries = {"slow": 0}
+
+    def answer(prompt):
+        if prompt == "slow" and tries["slow"] < 2:
+            tries["slow"] += 1
+            return 429, {"error": "rate limited"}, {"Retry-After": "1"}
+        return echo(prompt)
+
+    server, url = serve(answer)
+    # one slot: "slow" takes it first; had it kept the slot while waiting out its Retry-After,
+    # it would finish before the 50 others were even sent
+    b = OpenAIBackend("m", base_url=url, concurrency=1, backoff_s=0.01)
+    b.submit(requests_for(["slow", *(f"r{i}" for i in range(50))]))
+    arrived = []
+    while b.in_flight:
+        arrived += b.poll(5.0)
+    b.close()
+    assert [r.id for r in arrived][-1] == "slow" and len(arrived) == 51
+    assert all(r.ok and r.text == r.id for r in arrived)
+    slow_times = [t for prompt, t in server.arrivals if prompt == "slow"]
+    assert len(slow_times) == 3
+    assert all(later - earlier >= 0.9 for earlier, later in zip(slow_times, slow_times[1:]))  # Retry-After honoured
+
+
+def test_requests_run_concurrently(serve):
+    def answer(prompt):
+        time.sleep(0.3)
+        return echo(prompt)
+
+    server, url = serve(answer)
+    b = OpenAIBackend("m", base_url=url, concurrency=64)
+    start = time.monotonic()
+    results = b.generate(requests_for(f"r{i}" for i in range(64)))
+    elapsed = time.monotonic() - start
+    b.close()
+    assert all(r.ok for r in results)
+    assert server.most_open >= 32, server.most_open
+    assert elapsed < 5.0, elapsed  # one at a time would take 64 x 0.3 s = 19 s
+
+
+def test_connections_are_kept_alive_and_reused(serve):
+    server, url = serve(echo)
+    b = OpenAIBackend("m", base_url=url, concurrency=8)
+    for chunk in range(10):
+        results = b.generate(requests_for(f"c{chunk}-{i}" for i in range(20)))
+        assert all(r.ok for r in results)
+    b.close()
+    assert len(server.arrivals) == 200
+    assert len(server.ports) <= 16, len(server.ports)  # 8 slots; one connection per request would be 200
+
+
+def test_submit_and_poll_return_each_submitted_result_once(serve):
+    def answer(prompt):
+        if prompt == "bad":
+            return 400, {"error": "no such model"}, {}
+        time.sleep(0.01 * (10 - int(prompt[1:])))  # later ids finish first
+        return echo(prompt)
+
+    server, url = serve(answer)
+    b = OpenAIBackend("m", base_url=url, concurrency=16)
+    assert b.capacity == 16 and b.in_flight == 0 and b.poll(0.0) == []
+    ids = [f"r{i}" for i in range(10)]
+    b.submit(requests_for(ids))
+    b.submit(requests_for(["bad"]))
+    assert b.in_flight == 11
+    got = []
+    while b.in_flight:
+        got += b.poll(5.0)
+    assert sorted(r.id for r in got) == sorted([*ids, "bad"]) and b.in_flight == 0
+    [bad] = [r for r in got if r.id == "bad"]
+    assert not bad.ok and "400" in bad.error and bad.finish_reason == "error"
+    assert [r.id for r in b.generate(requests_for(ids))] == ids
+    assert b.in_flight == 0
+    b.close()
+    b.close()
+
+
+def test_close_cancels_requests_still_open(serve):
+    release, answered = threading.Event(), []
+
+    def answer(prompt):
+        release.wait(10)
+        answered.append(prompt)
+        return echo(prompt)
+
+    server, url = serve(answer)
+    b = OpenAIBackend("m", base_url=url, concurrency=4)
+    b.submit(requests_for(["a", "b", "c"]))
+    while len(server.arrivals) < 3:
+        time.sleep(0.01)
+    b.close()
+    assert answered == []  # close did not wait for the answers
+    assert not b._thread.is_alive() and b._loop.is_closed()
+    release.set()
+    with pytest.raises(RuntimeError, match="after close"):
+        b.submit(requests_for(["d"]))
+
+
+def test_backoff_jitter_is_derived_from_the_request_and_bounded():
+    b = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", backoff_s=1.0, max_retry_after_s=30, check=False)
+    r = Request(id="x", prompt="p", max_tokens=1)
+    waits = [b._backoff_s(r, attempt) for attempt in range(4)]
+    assert waits == [b._backoff_s(r, attempt) for attempt in range(4)]
+    assert all(0.5 * 2**a <= w < 1.5 * 2**a for a, w in enumerate(waits))
+    assert b._retry_after_s("2") == 2.0 and b._retry_after_s("3600") == 30 and b._retry_after_s("soon") is None
+    assert b._retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: retry at once
+    b.close()
+
+
 @pytest.fixture(scope="module")
 def vllm_server():
     from generator.backends.models import resolve_model

@@ -84,6 +84,7 @@ def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force:
 
 def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None, embed=None) -> tuple[RunState, dict]:
     plan = growth.with_added_topics(plan, state.steering.added_topics)
+    pipe.plan = plan  # samples are drawn from the grown grid from here on
     if judge is None:
         from generator.judges import judge_for_target
         judge = judge_for_target(plan, out)
@@ -235,6 +236,7 @@ def grow_grid(ctx: Context, state: RunState) -> tuple[Context, RunState, str]:
     merged = growth.merge_added(s.added_topics, added)
     growth.write_added(ctx.out, merged)
     plan = growth.with_added_topics(plan, merged)
+    ctx.pipe.plan = plan
     ctx = dataclasses.replace(ctx, plan=plan, orders=knobs.axis_orders(plan.grid, plan.recipe.seed))
     last = s.history[-1]
     state = dataclasses.replace(state, steering=dataclasses.replace(

@@ -15,7 +15,7 @@ from fakes import fake_embed
 from generator.export.card import plot_embedding_map, project_2d, write_card
 from generator.errors import UserError
 from generator.run.plots import plot_trajectory, plot_weights
-from generator.files import Document, write_json, write_shard
+from generator.files import Document, next_shard_path, shard_path, write_json, write_shard
 
 DOMAINS = {"Physics": ["why the sky is blue and sunsets are red", "sound waves, pitch, and the Doppler effect"],
            "History": ["the causes of the 1929 stock market crash", "daily life for ordinary people in ancient Rome"],
@@ -38,7 +38,7 @@ def make_run(folder: Path, num_docs: int = 40, *, scored: bool = True, steered: 
                    num_prompt_tokens=30, recipe_hash="feedbeef",
                    grid_values=json.dumps({"domain": domain, "topic": topic, "style": style}))
         docs.append(Document(**row))
-    write_shard(folder, docs)
+    write_shard(shard_path(folder, 0), docs)
     recipe = {"recipe_hash": "feedbeef", "name": "tiny-card", "model": "embedded:smollm2-135m", "seed": 3,
               "grid": {"topic": str(ROOT / "topics" / "topics.yaml"), "style": str(ROOT / "topics" / "styles.yaml")},
               "templates": [{"path": str(ROOT / "prompts" / "topic_style.j2"), "weight": 1.0}],
@@ -103,7 +103,7 @@ def test_card_grid_coverage_counts_used_values_against_the_grid(tmp_path):
 
     table = pq.read_table(off_grid).to_pylist()
     table[0].update(topic="a topic no grid file holds", grid_values=json.dumps({"topic": "a topic no grid file holds"}))
-    write_shard(run, [Document(**table[0])])
+    write_shard(next_shard_path(run), [Document(**table[0])])
     _, body = split_card(write_card(run, embed=fake_embed).read_text())
     assert re.search(r"\| domain \| 4 \| 31 \| 13% \|", body)
     assert re.search(r"\| topic \| 6 \| 523 \| 1% \|", body)

@@ -19,7 +19,7 @@ from generator.cli import build_parser, cmd_export
 from generator.export.formats import export_mix, megatron_blend
 from generator.export.mixes import (SourceSpec, count_tokens, load_source, load_tokenizer, parse_source, pick_documents,
                              plan_mix)
-from generator.files import Document, write_json, write_shard
+from generator.files import Document, shard_path, write_json, write_shard
 
 REAL = ROOT / "tests" / "data" / "judge" / "domains.jsonl"  # 160 short human-written documents
 WORDS = ("river stone market engine garden signal harbor lantern orbit meadow ledger canvas violin "
@@ -42,7 +42,7 @@ def make_run(folder: Path, num_docs: int, seed: int = 0) -> Path:
     docs = [make_doc(i, " ".join(rng.choice(WORDS, size=int(rng.integers(20, 120)))) + ".")
             for i in range(num_docs)]
     for start in range(0, num_docs, 50):
-        write_shard(folder, docs[start:start + 50])
+        write_shard(shard_path(folder, start // 50), docs[start:start + 50])
     (folder / "recipe.resolved.yaml").write_text("recipe_hash: abc123\nname: tiny\n")
     write_json(folder / "diversity.json", {"judge": "embed:test", "k": 10, "score": 3.25, "ci_low": 3.0,
                                            "ci_high": 3.5, "num_scored": 50})

@@ -4,8 +4,7 @@ import pytest
 
 from fakes import FakeBackend, RepeatingBackend
 from generator.run import controller
-from generator.run.loop import generate_batch, open_deduper
-from generator.run.state import prepare_output
+from generator.run.loop import open_deduper
 from generator.run.dedup import Deduper, normalise
 from generator.recipe import load_recipe
 from generator.files import read_documents
@@ -55,8 +54,7 @@ def test_mode_collapse_stops_the_run_with_a_summary(small_recipe, tmp_path):
 def test_dedup_index_is_rebuilt_on_resume(small_recipe, tmp_path):
     plan = load_recipe(small_recipe)
     out = tmp_path / "run"
-    state = prepare_output(out, plan, resume=False, force=False)
-    generate_batch(plan, out, FakeBackend(), state, 8)
+    controller.run(plan, out, FakeBackend())
     deduper = open_deduper(plan, out)
     kept = read_documents(out).to_pylist()[0]
     assert deduper.check("new", kept["text"]).startswith("exact duplicate of")

@@ -46,9 +46,8 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Engine:
-    """Where generation runs. `ray`: a pool of `num_replicas` Ray actors each owning one vLLM
-    engine over `tensor_parallel_size` GPUs (CPU-only actors when no GPU is present);
-    `vllm`: one in-process engine; `openai`: an OpenAI-compatible endpoint at `base_url`."""
+    """Where generation runs. `ray`: `num_replicas` Ray actors, each a vLLM engine over `tensor_parallel_size`
+    GPUs (CPU-only without GPUs); `vllm`: one in-process engine; `openai`: an endpoint at `base_url`."""
 
     backend: Literal["ray", "vllm", "openai"] = "ray"
     num_replicas: int = 1
@@ -58,8 +57,7 @@ class Engine:
     gpu_memory_utilization: float = 0.9
     cpu_kvcache_gib: int = 2
     enforce_eager: bool = True
-    max_num_seqs: int | None = None  # sequences an engine decodes at once; unset: vLLM's default for the platform
-                                     # (256 on CPU, 1024 on 70+ GB GPUs); the driver keeps 1.1x that in flight
+    max_num_seqs: int | None = None  # sequences an engine decodes at once; unset: vLLM's default (256 CPU, 1024 H100)
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 256
@@ -178,11 +176,9 @@ def _build(cls, data: Any, where: str):
     fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
     names = [f.name for f in fields]
     unknown = sorted(set(data) - set(names))
-    if unknown == ["batch_size"] and cls is Size:
-        raise UserError(f"{here}: batch_size is no longer used (engines are fed continuously, not in batches)",
-                        fix="delete it; size.shard_rows sets the rows per Parquet shard")
     if unknown:
-        raise UserError(f"{here}: unknown key {unknown[0]!r}", fix=f"valid keys: {', '.join(names)}")
+        gone = unknown == ["batch_size"] and "(engines are fed continuously; size.shard_rows sets rows per shard)"
+        raise UserError(f"{here}: unknown key {unknown[0]!r} {gone or ''}".rstrip(), fix=f"valid keys: {', '.join(names)}")
     kwargs = {}
     for f in fields:
         if f.name not in data:
@@ -237,9 +233,8 @@ def _check_values(r: Recipe, where: str) -> None:
     need(r.engine.num_replicas > 0, "engine.num_replicas", "must be positive", "use 1 or more")
     need(r.engine.max_num_seqs is None or r.engine.max_num_seqs > 0, "engine.max_num_seqs",
          f"must be positive, got {r.engine.max_num_seqs}", "leave it out for vLLM's default, or set e.g. 256")
-    need(r.sampling.max_tokens < r.engine.max_model_len, "sampling.max_tokens",
-         f"({r.sampling.max_tokens}) leaves no room for a prompt in engine.max_model_len ({r.engine.max_model_len})",
-         "lower sampling.max_tokens or raise engine.max_model_len")
+    need(r.sampling.max_tokens < r.engine.max_model_len, "sampling.max_tokens", f"({r.sampling.max_tokens}) leaves no "
+         f"room for a prompt in engine.max_model_len ({r.engine.max_model_len})", "lower it or raise max_model_len")
     need(r.engine.tensor_parallel_size > 0, "engine.tensor_parallel_size", "must be positive", "use 1 or more")
     need(0 <= r.max_failure_rate <= 1, "max_failure_rate", "must be in [0, 1]", "use e.g. 0.2")
     need(0 < r.dedup.threshold <= 1, "dedup.threshold", "must be in (0, 1]", "use e.g. 0.8")

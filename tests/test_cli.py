@@ -50,16 +50,20 @@ def test_run_progress_follows_pilot_rounds_and_the_corpus(small_recipe, tmp_path
     seen = []
     bars = terminal.RunProgress(plan.recipe.size.num_docs, pilot_size(plan.recipe))
 
-    def on_batch(state):
-        bars(state)
+    def on_progress(state, in_flight):
+        bars(state, in_flight)
         seen.append((bars.bar.desc, bars.bar.n, bars.bar.total))
+        assert f"{in_flight} in flight" in bars.bar.postfix
 
     try:
-        controller.run(plan, tmp_path / "run", EchoBackend(), on_batch=on_batch,
+        backend = EchoBackend()
+        backend.answer = 10
+        controller.run(plan, tmp_path / "run", backend, on_progress=on_progress,
                        judge=KeyJudge(lambda text: text.splitlines()[0]))
     except controller.RunStopped:
         pass
     finally:
         bars.close()
-    assert seen[:3] == [("pilot round 0", 0, 20), ("pilot round 0", 10, 20), ("pilot round 0", 20, 20)]
+    first = [n for desc, n, total in seen if desc == "pilot round 0" and total == 20]
+    assert first[0] == 0 and first[-1] == 20 and first == sorted(first) and 10 in first  # 10 answers per poll
     assert any(desc == "generating" and total == 60 for desc, _, total in seen)

@@ -28,7 +28,6 @@ from generator.run.reference import ReferenceStats, Shift, measure_shift, open_r
 from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
 log = logging.getLogger(__name__)
-LOOKAHEAD_CAPACITIES = 2  # samples generated beside a main round's measurement, in backend capacities
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "final": 909}  # named random streams of the controller
 
 
@@ -98,20 +97,14 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
         plan = resolve_target(plan, reference)
     ctx = Context(plan, out, pipe, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), reference, embed)
     if state.steering.phase == "fill":
-        state = set_concentration(ctx, state, 1.0, phase="pilot", lookahead=lookahead(plan, pipe.backend.capacity))
+        state = set_concentration(ctx, state, 1.0, phase="pilot", 
+                                  lookahead=knobs.lookahead(plan.recipe, pipe.backend.capacity))
     while state.steering.phase == "pilot" and not state.stopped:
         ctx, state = pilot_round(ctx, state)
     while (state.steering.phase == "main" and state.counters.num_docs < plan.recipe.size.num_docs
            and not state.stopped):
         state = main_round(ctx, state)
     return finish(ctx, state)
-
-
-def lookahead(plan: Plan, capacity: int) -> int:
-    """Samples drawn under a main round's weights while it is measured: enough to keep the
-    engines busy (two capacities), at most half a round so corrections still take effect."""
-    r = plan.recipe
-    return max(1, min(LOOKAHEAD_CAPACITIES * capacity, -(-r.size.num_docs // r.target.num_rounds) // 2))
 
 
 def default_embed(texts):
@@ -313,20 +306,16 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     if not s.epochs or s.epochs[-1].weights != s.weights:  # the first main round, or c set after the pilots
         state = ctx.pipe.set_epoch(state, c.next_index, s.weights)
     end = s.round_end_docs if s.round_end_docs >= c.num_docs and s.round_end_docs else \
-        round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")))
+        knobs.round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")))
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
     state = ctx.pipe.advance(state, end, submit_docs=num_docs)
     if state.stopped:
         return state
     c, s = state.counters, state.steering
-    after = round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")) - 1)
+    after = knobs.round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")) - 1)
     state = dataclasses.replace(state, steering=dataclasses.replace(s, measure_at=c.next_index, round_end_docs=after))
     save(ctx, state)
     return state
-
-
-def round_end(have: int, num_docs: int, rounds_left: int) -> int:
-    return min(num_docs, have + -(-(num_docs - have) // max(1, rounds_left)))
 
 
 def measure_round(ctx: Context, round_no: int, below: int):

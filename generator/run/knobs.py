@@ -200,3 +200,17 @@ def best_tradeoff(points: Sequence[tuple[float, float]], target: float, toleranc
     scores = [d for d, _ in points]
     reachable = any(abs(d - target) <= tolerance for d in scores) or min(scores) < target < max(scores)
     return best, "max_shift" if reachable else "target"
+
+
+LOOKAHEAD_CAPACITIES = 2  # samples generated beside a main round's measurement, in backend capacities
+
+
+def lookahead(recipe, capacity: int) -> int:
+    """Samples drawn under a main round's weights while it is measured: enough to keep the
+    engines busy (two capacities), at most half a round so corrections still take effect."""
+    return max(1, min(LOOKAHEAD_CAPACITIES * capacity, -(-recipe.size.num_docs // recipe.target.num_rounds) // 2))
+
+
+def round_end(have: int, num_docs: int, rounds_left: int) -> int:
+    """The document count a main round ends at: the rest split evenly over the rounds left."""
+    return min(num_docs, have + -(-(num_docs - have) // max(1, rounds_left)))

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from generator.files import append_jsonl, read_documents, read_manifest, shard_path, write_json, write_manifest, write_shard
+from generator.files import (append_jsonl, next_shard_path, read_documents, read_manifest, shard_path, shard_paths,
+                             write_json, write_manifest, write_shard)
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
-from generator.run.dedup import Deduper
+from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
 from generator.run.state import Counters, Epoch, RunState, pilot_dir, save_state, weights_at
 from generator.sampling.requests import Sample, plan_samples
@@ -131,7 +132,7 @@ class Pipeline:
                 continue
             doc = to_document(sample, result, plan=self.plan, backend=self.backend.name, round=s.round,
                               epoch=epoch_no, text=outcome[0], finish_reason=outcome[1])
-            reason = self.deduper.check(doc.id, doc.text) if self.deduper else None
+            reason = self.deduper.check(doc.id, doc.text) if self.deduper is not None else None
             if reason is not None:
                 counts["exact" if reason.startswith("exact") else "near"] += 1
                 self.duplicates.append({"id": doc.id, "sample_index": doc.sample_index, "round": doc.round,
@@ -167,14 +168,16 @@ class Pipeline:
         shards = c.num_shards
         if self.docs and s.phase == "pilot":
             root = pilot_dir(self.out, s.round)
-            write_shard(shard_path(root, len(list((root / "data").glob("shard-*.parquet"))) if root.exists() else 0),
-                        self.docs)
+            last = write_pilot_shard(root, self.docs)
         elif self.docs:
             manifest = read_manifest(self.out)
             for start in range(0, len(self.docs), self.shard_rows):
-                manifest.append(write_shard(shard_path(self.out, shards), self.docs[start:start + self.shard_rows]))
+                last = shard_path(self.out, shards)
+                manifest.append(write_shard(last, self.docs[start:start + self.shard_rows]))
                 shards += 1
             write_manifest(self.out, manifest)
+        if self.docs and self.deduper is not None:
+            self.deduper.flush(index_path(last))  # the index rows of these documents, stored beside them
         self.docs, self.failures, self.duplicates = [], [], []
         self.last_flush = time.monotonic()
         state = dataclasses.replace(state, counters=dataclasses.replace(c, num_shards=shards, batches=c.batches + 1))
@@ -207,6 +210,12 @@ class Pipeline:
             self.on_progress(state, self.backend.in_flight)
 
 
+def write_pilot_shard(root: Path, docs: list[Document]) -> Path:
+    path = next_shard_path(root)
+    write_shard(path, docs)
+    return path
+
+
 def have(state: RunState) -> int:
     """Documents of the current goal: the pilot round's, or the corpus'."""
     return state.steering.round_docs if state.steering.phase == "pilot" else state.counters.num_docs
@@ -227,12 +236,18 @@ def next_epoch_start(steering, index: int) -> int | None:
 
 
 def open_deduper(plan: Plan, out: Path) -> Deduper | None:
-    """The run's duplicate index, holding every document already kept (for --resume)."""
+    """The run's duplicate index: loaded from the index files stored beside the shards (corpus,
+    then pilot rounds), or rebuilt from the documents of a folder that has none."""
     d = plan.recipe.dedup
     if not (d.exact or d.near):
         return None
-    deduper = Deduper(exact=d.exact, near=d.near, threshold=d.threshold, num_perm=d.num_perm, seed=plan.recipe.seed)
-    for root in [out, *sorted((out / "pilot").glob("round-*"))]:
+    settings = dict(exact=d.exact, near=d.near, threshold=d.threshold, num_perm=d.num_perm, seed=plan.recipe.seed)
+    roots = [out, *sorted((out / "pilot").glob("round-*"))]
+    stored = [path for root in roots for path in find_flushes(root / "dedup")]
+    if stored or not any(shard_paths(root) for root in roots):
+        return Deduper.load(stored, **settings)
+    deduper = Deduper(**settings)
+    for root in roots:
         table = read_documents(root, columns=["id", "text"])
         deduper.index(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
     return deduper

@@ -13,6 +13,7 @@ import numpy as np
 
 from generator.files import read_documents, read_manifest, shard_entry, shard_path, shard_paths, write_manifest
 from generator.records import GRID_COLUMNS
+from generator.run.dedup import index_path
 from generator.run.knobs import weights_summary
 from generator.run.state import RunState, pilot_dir
 
@@ -52,6 +53,9 @@ def accept_pilot(out: Path, state: RunState) -> RunState:
         target = shard_path(out, c.num_shards + moved)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(shard, target)
+        if index_path(shard).is_file():  # the shard's stored duplicate-index rows travel with it
+            index_path(target).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(index_path(shard), index_path(target))
         manifest.append(shard_entry(target))
         moved += 1
     write_manifest(out, manifest)

@@ -25,7 +25,7 @@ from generator.files import atomic_write_text, read_manifest, shard_paths, write
 from generator.recipe import Plan, recipe_dict
 
 log = logging.getLogger(__name__)
-OUR_FILES = ("data", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
+OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
              "summary.json", "failures.jsonl", "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml",
              "reference.json", "reference.npy")
 
@@ -178,6 +178,10 @@ def reconcile(out: Path, state: RunState) -> RunState:
     for extra in shard_paths(out)[state.counters.num_shards:]:
         log.warning("removing %s, written after the last saved state", extra)
         extra.unlink()
+    kept = {p.name.split(".")[0] for p in shard_paths(out)}
+    for index_file in (out / "dedup").glob("shard-*.dedup.npz"):
+        if index_file.name.split(".")[0] not in kept:
+            index_file.unlink()
     manifest = read_manifest(out)
     if len(manifest) > state.counters.num_shards:
         write_manifest(out, manifest[:state.counters.num_shards])

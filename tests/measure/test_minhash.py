@@ -1,7 +1,9 @@
-"""The one MinHash index behind run deduplication and the near-duplicate proxy."""
+"""MinHash: the datasketch index of the near-duplicate proxy, and the signatures and band
+keys of run deduplication, which must equal datasketch's."""
+import numpy as np
 import pytest
 
-from generator.measure.minhash import MinHashIndex
+from generator.measure.minhash import MinHashIndex, band_keys, band_layout, minhash_permutations, sketch_shingles
 
 BASE = [f"w{i}".encode() for i in range(200)]
 
@@ -32,3 +34,32 @@ def test_integer_shingles_and_repeated_keys():
     assert index.matches(index.sketch(range(100))) == [0]
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
         MinHashIndex(1.5)
+
+
+@pytest.mark.parametrize("num_perm,seed", [(128, 1), (64, 7)])
+def test_signatures_equal_datasketch_affine32(num_perm, seed):
+    from datasketch import MinHash
+    perms = minhash_permutations(num_perm, seed)
+    for shingles in (BASE, BASE[:3], []):
+        m = MinHash(num_perm=num_perm, seed=seed, scheme="affine32")
+        m.update_batch(shingles)
+        assert np.array_equal(sketch_shingles(shingles, perms), m.hashvalues)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+def test_band_layout_is_the_one_minhashlsh_picks(threshold):
+    from datasketch import MinHashLSH
+    lsh = MinHashLSH(threshold=threshold, num_perm=128)
+    assert band_layout(threshold, 128) == (lsh.b, lsh.r)
+
+
+def test_band_keys_change_with_their_band_only():
+    sig = np.random.default_rng(0).integers(0, 2**32, (3, 128), dtype=np.uint32)
+    sig[1] = sig[0]
+    sig[1, 13 * 4] += 1  # one value of band 4
+    keys = band_keys(sig, 9, 13)
+    assert keys.shape == (3, 9) and keys.dtype == np.uint64
+    assert np.array_equal(keys[0] != keys[1], np.arange(9) == 4)
+    assert np.array_equal(band_keys(sig[2], 9, 13), keys[2])  # one signature or many
+    same_values = np.tile(sig[0, :13], 9)  # the same values in every band still give 9 keys
+    assert len(set(band_keys(same_values, 9, 13).tolist())) == 9

@@ -10,6 +10,7 @@ the seed, `i` and the weights of the epoch `i` falls in.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -76,18 +77,20 @@ class Pipeline:
     def _blocked(self, state: RunState, want: int) -> bool:
         return self.frozen_at is not None and self.next_submit >= self.frozen_at or self._expected(state) >= want
 
+    def _share(self, state: RunState) -> float:
+        """The share of samples that became documents so far (1 until 20 were committed)."""
+        c = state.counters
+        return max(0.05, have_total(state) / c.num_attempted) if c.num_attempted >= 20 else 1.0
+
     def _expected(self, state: RunState) -> float:
         """Documents committed plus those expected from samples out or waiting."""
-        c = state.counters
-        attempted = max(1, c.num_attempted)
-        kept = have_total(state) if c.num_attempted else 1
-        share = max(0.05, kept / attempted) if c.num_attempted >= 20 else 1.0
-        return have(state) + share * (self.next_submit - self.mark)
+        return have(state) + self._share(state) * (self.next_submit - self.mark)
 
     def _submit(self, state: RunState, want: int) -> None:
         room = self.backend.capacity - self.backend.in_flight
         while room > 0 and self._expected(state) < want:
-            end = self.next_submit + min(room, SUBMIT_CHUNK)
+            needed = math.ceil((want - self._expected(state)) / self._share(state))
+            end = self.next_submit + min(room, SUBMIT_CHUNK, needed)
             if self.frozen_at is not None:
                 end = min(end, self.frozen_at)
             epoch_no = epoch_number(state.steering, self.next_submit)

@@ -193,6 +193,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / plan.recipe.name
     check_output(out, plan, resume=args.resume, force=args.force)
     r = plan.recipe
+    if r.engine.backend == "ray":
+        from generator.backends.ray import check_ray_address
+        check_ray_address()
     say(f"recipe {r.name} ({plan.recipe_hash}) · model {r.model} · backend {r.engine.backend} · "
         f"{r.size.num_docs} documents → {out}")
     if r.engine.backend != "openai":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any, Callable, Sequence
 
 from generator.backends.models import resolve_model
@@ -19,6 +20,8 @@ from generator.records import Request, Result, failed_result, generate_all
 
 log = logging.getLogger(__name__)
 TAKE_WAIT_S = 1.0  # how long one open `take` waits inside an actor before returning empty
+CONNECT_TIMEOUT_S = 5.0  # how long RAY_ADDRESS may take to accept a connection
+FIX_ADDRESS = "start it with `ray start --head`, correct RAY_ADDRESS, or unset it for a local Ray"
 
 
 class EngineActor:
@@ -41,11 +44,26 @@ class EngineActor:
         return os.getpid()
 
 
+def check_ray_address(timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail at once when nothing accepts a connection at RAY_ADDRESS (host:port); `ray.init`
+    retries for many minutes before giving up. "auto", "local" and unset are left to Ray."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r} ({type(exc).__name__})",
+                        fix=FIX_ADDRESS) from None
+
+
 def init_ray() -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local Ray on this machine's cores."""
     import ray
     if ray.is_initialized():
         return
+    check_ray_address()
     address = os.environ.get("RAY_ADDRESS")
     try:
         if address:
@@ -54,7 +72,7 @@ def init_ray() -> None:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
         raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r} ({type(exc).__name__})",
-                        fix="start it with `ray start --head`, correct RAY_ADDRESS, or unset it for a local Ray") from None
+                        fix=FIX_ADDRESS) from None
 
 
 class RayBackend:

@@ -19,7 +19,8 @@ from generator.errors import UserError
 from generator.records import Request, Result, failed_result, generate_all
 
 log = logging.getLogger(__name__)
-TAKE_WAIT_S = 1.0  # how long one open `take` waits inside an actor before returning empty
+TAKE_WAIT_S = 1.0
+START_TIMEOUT_S = 900.0  # how long a run with no engine left waits for a replacement to start  # how long one open `take` waits inside an actor before returning empty
 CONNECT_TIMEOUT_S = 5.0  # how long RAY_ADDRESS may take to accept a connection
 FIX_ADDRESS = "start it with `ray start --head`, correct RAY_ADDRESS, or unset it for a local Ray"
 
@@ -199,8 +200,13 @@ class RayBackend:
                 self._started(ref)
 
     def _await_one_start(self) -> None:
+        """Every engine is down: wait for a replacement, and give up loudly when the cluster has
+        no room for one (the run stops; committed documents stay, `--resume` continues)."""
         import ray
-        ready, _ = ray.wait(list(self._starting), num_returns=1)
+        ready, _ = ray.wait(list(self._starting), num_returns=1, timeout=START_TIMEOUT_S)
+        if not ready:
+            raise RuntimeError(f"no engine actor could be started within {START_TIMEOUT_S:.0f} s after every engine "
+                               "died; the Ray cluster has no room for a replacement (check `ray status`)")
         self._started(ready[0])
 
     def _started(self, ref) -> None:

@@ -141,6 +141,8 @@ def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
     previous = yaml.safe_load(resolved.read_text()) if resolved.is_file() else None
     same = isinstance(previous, dict) and previous.get("recipe_hash") == plan.recipe_hash
     if resume and same:
+        if (out / "state.json").is_file():
+            load_state(out / "state.json")  # refuses a folder of an older layout before anything starts
         return "resume"
     if resume:
         raise UserError(f"{out}: cannot resume, it is not a run of this recipe (hash differs or missing)",

@@ -185,6 +185,13 @@ CASES = {
     "template runtime error": (template_case("{# variables: [topic] #}\n{{ topic | int + none }}"),
                                r"bad.j2:2: template failed"),
     "unknown truncation policy": (recipe_case(SMALL_RECIPE + "keep_truncated: cut\n"), "'cut' is not allowed"),
+    # engine and streaming settings
+    "max_num_seqs not positive": (replaced("engine: {backend: ray}", "engine: {backend: ray, max_num_seqs: 0}"),
+                                  r"engine.max_num_seqs must be positive, got 0"),
+    "answers cannot fit the context": (replaced("engine: {backend: ray}", "engine: {backend: ray, max_model_len: 32}"),
+                                       r"sampling.max_tokens \(32\) leaves no room for a prompt"),
+    "batch size of the batch loop": (replaced("size: {num_docs: 20, shard_rows: 8}", "size: {num_docs: 20, batch_size: 8}"),
+                                     r"unknown key 'batch_size' \(engines are fed continuously"),
     # render
     "render non-positive n": (lambda tmp: ["render", str(write_recipe(tmp, SMALL_RECIPE)), "-n", "0"],
                               "must be positive"),
@@ -228,3 +235,20 @@ def test_fresh_machine_export_with_bad_option_loads_no_model(tmp_path):
         "error: --max-repetition -1.0: must be positive (fix: e.g. --max-repetition 4)"]
     assert not (cache / "models").exists()
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_of_an_older_layout_exits_2_before_any_engine_starts(tmp_path, capsys):
+    from fakes import FakeBackend
+    from generator.run import controller
+    from generator.recipe import load_recipe
+    recipe, out = write_recipe(tmp_path, SMALL_RECIPE), tmp_path / "out"
+    controller.run(load_recipe(recipe), out, FakeBackend())
+    state = json.loads((out / "state.json").read_text())
+    del state["layout"]  # as the batch loop wrote it
+    (out / "state.json").write_text(json.dumps(state))
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    code = main(["run", str(recipe), "--out", str(out), "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "written by an older layout" in err and "(fix: start a new run in a new --out" in err
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before

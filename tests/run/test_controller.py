@@ -234,3 +234,43 @@ def test_documents_that_follow_their_topics_pass_min_fidelity(tmp_path, root):
     rows = [json.loads(l) for l in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
     main = [r for r in rows if r["phase"] == "main"]
     assert summary["num_docs"] == 600 and main and all(r["fidelity"] >= 0.6 for r in main)
+
+
+def test_main_rounds_are_measured_while_the_engine_keeps_working(tmp_path, root):
+    """Steering without draining: a main round's measurement runs in a thread while requests are
+    in flight; new weights apply from the round's end plus the lookahead, and every row names the
+    weight epoch it was drawn under."""
+    import threading
+
+    import time
+
+    class SlowEcho(EchoBackend):
+        answer = 8  # 8 requests per poll, each poll taking engine time, so requests stay in flight
+
+        def poll(self, timeout_s):
+            time.sleep(0.02)
+            return super().poll(timeout_s)
+
+    backend = SlowEcho()
+    seen = []
+
+    class WatchingJudge(KeyJudge):
+        def cluster(self, batches):
+            seen.append((threading.current_thread() is threading.main_thread(), backend.in_flight))
+            return super().cluster(batches)
+
+    plan = load_recipe(make_recipe(tmp_path, root, 3.0))
+    out = tmp_path / "run"
+    summary = controller.run(plan, out, backend, judge=WatchingJudge(topic_of))
+    assert summary["num_docs"] == 600 and summary["rounds"]["main"] >= 2
+    beside = [in_flight for main_thread, in_flight in seen if not main_thread]
+    assert beside and max(beside) > 0  # measured beside generation, with requests out
+    state = json.loads((out / "state.json").read_text())["steering"]
+    starts = [e["start"] for e in state["epochs"]]
+    assert starts == sorted(starts) and len(starts) >= 3
+    table = read_documents(out)
+    for index, epoch in zip(table.column("sample_index").to_pylist(), table.column("epoch").to_pylist()):
+        assert starts[epoch] <= index < (starts[epoch + 1] if epoch + 1 < len(starts) else float("inf"))
+    rows = [json.loads(l) for l in (out / "controller.jsonl").read_text().splitlines()]
+    main_rows = [r for r in rows if r["phase"] == "main"]
+    assert all(r["docs"] <= 600 for r in main_rows) and main_rows[-1]["docs"] == 600

@@ -287,8 +287,9 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     if over_bound(ctx, shift) and docs < num_docs:
         state = reweight_for_shift(ctx, state, shift)
         action += f"; MMD² {shift.mmd2:.4f} > max_shift: weight moved away from far values"
-    if docs < num_docs:
+    if docs < num_docs and state.steering.weights != s.weights:
         state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights)
+    ctx.pipe.frozen_at = None  # unchanged weights: the samples already out stay valid
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
         s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None)),
@@ -308,7 +309,7 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     end = s.round_end_docs if s.round_end_docs >= c.num_docs and s.round_end_docs else \
         knobs.round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")))
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
-    state = ctx.pipe.advance(state, end, submit_docs=num_docs)
+    state = ctx.pipe.advance(state, end, submit_docs=min(num_docs, end + s.lookahead))  # no more than the lookahead
     if state.stopped:
         return state
     c, s = state.counters, state.steering

@@ -21,7 +21,6 @@ product has 10^8 cells is sampled without ever being materialised.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -250,9 +249,18 @@ def _extra_topics(axis: Axis, first: str, count: int, rng: np.random.Generator,
     return tuple(picked)
 
 
-@functools.lru_cache(maxsize=64)
+_DESCRIPTIONS: dict[int, tuple[Axis, dict[str, str]]] = {}
+
+
 def _descriptions(axis: Axis) -> dict[str, str]:
-    return {v.value: v.description for v in axis.values}
+    """Value -> description of an axis, built once per axis object (keyed by identity: hashing
+    a frozen axis walks all its values, which cost more than the lookup it saves)."""
+    hit = _DESCRIPTIONS.get(id(axis))
+    if hit is None or hit[0] is not axis:
+        if len(_DESCRIPTIONS) > 256:
+            _DESCRIPTIONS.clear()
+        hit = _DESCRIPTIONS[id(axis)] = (axis, {v.value: v.description for v in axis.values})
+    return hit[1]
 
 
 def first_cell(grid: Grid, num_topics: int = 1) -> Cell:

@@ -67,7 +67,9 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_corpus(tmp_path, ra
     the sample indices and ids of a run that was never interrupted."""
     recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("size: {num_docs: 20, shard_rows: 8}",
                                                          "size: {num_docs: 24, shard_rows: 2}")
-                          .replace("max_tokens: 32", "max_tokens: 12") + "keep_truncated: keep\n")
+                          .replace("max_tokens: 32", "max_tokens: 12")
+                          .replace("engine: {backend: ray}", "engine: {backend: ray, max_num_seqs: 2}")  # a few at a time
+                          + "keep_truncated: keep\n")
     full = controller.run(load_recipe(recipe), tmp_path / "full", ray_engine)  # never interrupted
     out = tmp_path / "run"
     # Ray's unix sockets live under RAY_TMPDIR and their paths must stay short.

@@ -1,0 +1,89 @@
+"""The Ray actor pool on simulated engines (bench/sim_engine.py) in a real local Ray: one
+result per request, also when an actor dies with requests in flight. Slow (starting Ray and its
+workers), hence marked integration, though no model is loaded."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import pytest
+
+from conftest import ROOT
+from generator.records import Request
+
+ray = pytest.importorskip("ray")
+sys.path.insert(0, str(ROOT / "bench"))
+import sim_engine  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+REPLICAS = 3
+# Short steps, few sequences per engine: each actor holds its share of the requests for about a
+# second of steps, so an actor killed after the first results still holds most of its share.
+OPTIONS = dict(step_base_s=0.004, step_per_seq_s=0.0001, max_num_seqs=8, median_tokens=30.0, sigma=0.5)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2 * REPLICAS, include_dashboard=False, log_to_driver=False)
+    elif ray.available_resources().get("CPU", 0) < REPLICAS:
+        pytest.skip("a Ray started by another test has no CPU left for three actors")
+    ray.cloudpickle.register_pickle_by_value(sim_engine)  # the workers need not find bench/
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(local_ray):
+    """One pool for the module (starting actors takes most of the time); tests count restarts
+    from where they find them."""
+    from generator.backends.ray import RayBackend
+    backend = RayBackend("sim", num_replicas=REPLICAS, actor_class=sim_engine.SimEngine, **OPTIONS)
+    yield backend
+    backend.close()
+
+
+def make_requests(n: int) -> list[Request]:
+    return [Request(id=f"r{i}", prompt=f"Write about subject {i}.\nIn detail.", max_tokens=64, seed=1000 + i)
+            for i in range(n)]
+
+
+def drain(backend, results: list) -> None:
+    while backend.in_flight:
+        results.extend(backend.poll(1.0))
+
+
+def test_pool_returns_one_result_per_request(pool):
+    requests, restarts = make_requests(200), pool.restarts
+    assert pool.capacity == REPLICAS * 9  # ceil(1.1 × 8) per engine
+    pool.submit(requests)
+    results: list = []
+    drain(pool, results)
+    assert Counter(r.id for r in results) == Counter(r.id for r in requests)
+    by_id = {r.id: r for r in results}
+    for request in requests:
+        result = by_id[request.id]
+        assert result.ok
+        assert result.num_tokens == sim_engine.output_tokens(request, OPTIONS["median_tokens"], OPTIONS["sigma"])
+        assert result.text == sim_engine.output_text(request, result.num_tokens)
+    assert len({r.text for r in results}) == len(results)
+    assert pool.restarts == restarts
+
+
+def test_killed_actor_loses_and_repeats_nothing(pool):
+    requests, restarts = make_requests(200), pool.restarts
+    pool.submit(requests)
+    results: list = []
+    while len(results) < 10:
+        results.extend(pool.poll(1.0))
+    assert pool.in_flight > 100  # the actor killed next still holds requests
+    ray.kill(pool.actors[1])
+    drain(pool, results)
+    assert pool.restarts == restarts + 1
+    assert len(results) == len(requests)
+    assert Counter(r.id for r in results) == Counter(r.id for r in requests)  # 0 lost, 0 duplicated
+    assert all(r.ok for r in results)
+    assert len(set(ray.get([a.pid.remote() for a in pool.actors]))) == REPLICAS

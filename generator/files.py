@@ -17,7 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -102,3 +104,72 @@ def read_documents(out: Path, columns: list[str] | None = None, below: int | Non
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     filters = [("sample_index", "<", below)] if below is not None else None
     return pa.concat_tables([pq.read_table(p, columns=columns, schema=SCHEMA, filters=filters) for p in paths])
+
+
+MEASURE_ROWS = 20_000  # rows a measurement reads at most; above this it reads a uniform sample of rows
+
+
+def count_documents(out: Path, below: int | None = None) -> int:
+    """How many documents `out` holds (of samples below index `below`, when given)."""
+    return sum(rows for _, rows in shards_below(out, below))
+
+
+def shards_below(out: Path, below: int | None = None) -> list[tuple[Path, int]]:
+    """Each shard under `out` holding samples below index `below` (every shard when None),
+    with how many rows it holds of them: its first rows, as a shard is in index order. Counts
+    come from the manifest, or from the shard itself when the manifest does not list it (pilot
+    rounds have no manifest; without `below` a shard needs no sample_index column)."""
+    listed = {entry["name"]: entry for entry in read_manifest(out)}
+    found = []
+    for path in shard_paths(out):
+        if below is None:
+            rows = listed[path.name]["rows"] if path.name in listed else pq.ParquetFile(path).metadata.num_rows
+            found.append((path, rows))
+            continue
+        entry = listed.get(path.name) or shard_entry(path)
+        if entry["last_index"] < below:
+            found.append((path, entry["rows"]))
+        elif entry["first_index"] < below:
+            index = pq.read_table(path, columns=["sample_index"]).column("sample_index")
+            found.append((path, int(pc.sum(pc.less(index, below)).as_py())))
+    return found
+
+
+def read_rows(out: Path, positions: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+    """The documents at row `positions` (sorted, counted across the shards in order) under
+    `out`, in that order. Reads only the Parquet row groups that hold them."""
+    columns = list(SCHEMA.names) if columns is None else columns
+    positions = np.asarray(positions, dtype=np.int64)
+    tables, start = [], 0
+    for path, rows in shards_below(out):
+        mine = positions[(positions >= start) & (positions < start + rows)] - start
+        start += rows
+        if len(mine):
+            tables.append(read_shard_rows(path, mine, columns))
+    if not tables:
+        return SCHEMA.empty_table().select(columns)
+    return pa.concat_tables(tables)
+
+
+def read_shard_rows(path: Path, rows: np.ndarray, columns: list[str]) -> pa.Table:
+    """Rows `rows` (sorted) of one shard, read from the row groups that hold them only."""
+    shard = pq.ParquetFile(path)
+    sizes = [shard.metadata.row_group(i).num_rows for i in range(shard.num_row_groups)]
+    bounds = np.cumsum([0, *sizes])
+    groups = np.searchsorted(bounds, rows, side="right") - 1
+    needed = np.unique(groups)
+    start_in_read = np.zeros(len(sizes), dtype=np.int64)  # where each needed group begins in what is read
+    start_in_read[needed] = np.cumsum([0, *(bounds[needed + 1] - bounds[needed])[:-1]])
+    table = shard.read_row_groups(needed.tolist(), columns=columns)
+    return table.take(pa.array(rows - bounds[groups] + start_in_read[groups]))
+
+
+def read_sample(out: Path, n: int, rng: np.random.Generator, columns: list[str] | None = None,
+                below: int | None = None) -> pa.Table:
+    """At most `n` documents under `out` (of samples below index `below`), in index order: all
+    of them (as `read_documents`) when there are `n` or fewer, else `n` rows drawn uniformly
+    without replacement with `rng`, read from the row groups that hold them only."""
+    total = count_documents(out, below)
+    if total <= n:
+        return read_documents(out, columns, below)
+    return read_rows(out, np.sort(rng.choice(total, size=n, replace=False)), columns)

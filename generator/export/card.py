@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -19,15 +20,18 @@ import numpy as np
 import yaml
 
 from generator.errors import UserError
-from generator.records import GRID_COLUMNS
-from generator.files import atomic_write_text, read_documents
+from generator.records import GRID_COLUMNS, SCHEMA
+from generator.files import atomic_write_text, read_documents, read_rows
 from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
+TextsAt = Callable[[np.ndarray], list[str]]  # sorted row numbers of a corpus -> their texts
 
 CARD_TEMPLATE = Path(__file__).parent / "templates" / "card.md.j2"
 HIST_AXES = tuple(c for c in GRID_COLUMNS if c != "topic")  # topics are too many to draw
 MAX_MAP_DOCS = 2000
+# the columns read for every document (texts are read only for the embedding maps' sample)
+CARD_COLUMNS = [*GRID_COLUMNS, "grid_values", "num_tokens", "num_prompt_tokens", "finish_reason", "backend"]
 MAP_COLOURS = 10  # domains drawn in their own colour; the rest are "other"
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
@@ -61,15 +65,20 @@ def write_card(run_dir: str | Path, *, embed: Callable[[Sequence[str]], np.ndarr
     if recipe is None:
         raise UserError(f"{run}: no recipe.resolved.yaml, so this is not a run folder",
                         fix="pass the --out folder of `generator run`")
-    table = read_documents(run).to_pydict()
-    if not table["text"]:
+    table = read_documents(run, columns=CARD_COLUMNS).to_pydict()
+    if not table["template"]:
         raise UserError(f"{run}: the run has no documents (data/shard-*.parquet)", fix="generate the corpus first")
     diversity = _read_json(run / "diversity.json")
-    plots = draw_plots(run, table, embed=embed, rng=np.random.default_rng(seed))
+    plots = draw_plots(run, table, embed=embed, rng=np.random.default_rng(seed), texts_at=partial(read_texts, run))
     card = render_card(run, recipe, summary or {}, diversity, table, plots)
     path = run / "README.md"
     atomic_write_text(path, card)
     return path
+
+
+def read_texts(run: Path, rows: np.ndarray) -> list[str]:
+    """The texts of the run's documents at `rows` (sorted), read from their row groups only."""
+    return read_rows(run, rows, columns=["text"]).column("text").to_pylist()
 
 
 def _read_json(path: Path) -> dict | None:
@@ -221,16 +230,17 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
                        f"dtype {engine.get('dtype', 'auto')}"}
     source = CARD_TEMPLATE.read_text(encoding="utf-8")
     return sandbox().from_string(source).render(
-        front_matter=yaml.safe_dump(front_matter(recipe, len(table["text"])), sort_keys=False, allow_unicode=True),
+        front_matter=yaml.safe_dump(front_matter(recipe, len(table["template"])), sort_keys=False, allow_unicode=True),
         pretty_name=front_matter(recipe, 0)["pretty_name"], recipe=recipe_rows, model=model,
         counts=count_section(summary, table), coverage=grid_coverage(recipe, table, run),
         diversity=diversity_section(diversity), steering=steering_section(summary), plots=plots,
-        columns=[(c, COLUMNS.get(c, "")) for c in table], data_dir="data").rstrip() + "\n"
+        columns=[(c, COLUMNS.get(c, "")) for c in SCHEMA.names], data_dir="data").rstrip() + "\n"
 
 
 # ---- plots ---------------------------------------------------------------------------------------
 
-def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Generator) -> dict:
+def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Generator,
+               texts_at: TextsAt | None = None) -> dict:
     folder = run / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     plots: dict = {"axes": [], "steering": [], "map": None, "map_missing": ""}
@@ -242,12 +252,12 @@ def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Ge
         if (folder / name).is_file():
             plots["steering"].append({"alt": alt, "path": f"plots/{name}"})
     try:
-        caption = plot_embedding_map(table, folder / "embedding_map.png", embed=embed, rng=rng)
+        caption = plot_embedding_map(table, folder / "embedding_map.png", embed=embed, rng=rng, texts_at=texts_at)
         plots["map"] = {"alt": "2-D embedding map coloured by domain", "path": "plots/embedding_map.png",
                         "caption": caption}
         if (run / "reference.npy").is_file():
             caption = plot_reference_map(table, np.load(run / "reference.npy"), folder / "reference_map.png",
-                                         embed=embed, rng=rng)
+                                         embed=embed, rng=rng, texts_at=texts_at)
             if caption:
                 plots["steering"].append({"alt": caption, "path": "plots/reference_map.png"})
     except ImportError as exc:  # the embedder is an optional extra
@@ -275,6 +285,10 @@ def plot_axis_histograms(table: Mapping[str, list], png: Path, top: int = 12) ->
     return png
 
 
+def texts_of(table: Mapping[str, list]) -> TextsAt:
+    return lambda rows: [table["text"][i] for i in rows]
+
+
 def project_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """First two principal components (numpy SVD) and their shares of the variance."""
     centred = vectors - vectors.mean(axis=0, keepdims=True)
@@ -287,14 +301,15 @@ def project_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_reference_map(table: Mapping[str, list], reference: np.ndarray, png: Path, *, embed,
-                       rng: np.random.Generator) -> str:
+                       rng: np.random.Generator, texts_at: TextsAt | None = None) -> str:
     """The corpus (at most MAX_MAP_DOCS, sampled with `rng`) and the reference corpus in one PCA
-    map; "" when their embeddings differ in dimension (another embedder)."""
+    map; "" when their embeddings differ in dimension (another embedder). `texts_at` reads the
+    sampled texts (default: from `table["text"]`)."""
     if embed is None:
         from generator.measure.embeddings import embed_texts as embed
-    n = len(table["text"])
+    n = len(table["domain"])
     idx = np.sort(rng.choice(n, size=MAX_MAP_DOCS, replace=False)) if n > MAX_MAP_DOCS else np.arange(n)
-    corpus = np.asarray(embed([table["text"][i] for i in idx]), dtype=np.float64)
+    corpus = np.asarray(embed((texts_at or texts_of(table))(idx)), dtype=np.float64)
     if corpus.shape[1] != reference.shape[1]:
         return ""
     coords, share = project_2d(np.vstack([corpus, reference]))
@@ -311,13 +326,15 @@ def plot_reference_map(table: Mapping[str, list], reference: np.ndarray, png: Pa
     return "corpus and reference documents in one embedding map (PCA)"
 
 
-def plot_embedding_map(table: Mapping[str, list], png: Path, *, embed, rng: np.random.Generator) -> str:
-    """PCA of document embeddings (at most MAX_MAP_DOCS, sampled with `rng`), coloured by domain."""
+def plot_embedding_map(table: Mapping[str, list], png: Path, *, embed, rng: np.random.Generator,
+                       texts_at: TextsAt | None = None) -> str:
+    """PCA of document embeddings (at most MAX_MAP_DOCS, sampled with `rng`), coloured by domain.
+    `texts_at` reads the sampled texts (default: from `table["text"]`)."""
     if embed is None:
         from generator.measure.embeddings import embed_texts as embed
-    n = len(table["text"])
+    n = len(table["domain"])
     idx = np.sort(rng.choice(n, size=MAX_MAP_DOCS, replace=False)) if n > MAX_MAP_DOCS else np.arange(n)
-    coords, share = project_2d(np.asarray(embed([table["text"][i] for i in idx]), dtype=np.float64))
+    coords, share = project_2d(np.asarray(embed((texts_at or texts_of(table))(idx)), dtype=np.float64))
     domains = [table["domain"][i] or "(no topic)" for i in idx]
     shown = [d for d, _ in Counter(domains).most_common(MAP_COLOURS)]
     labels = np.array([d if d in shown else "other" for d in domains])

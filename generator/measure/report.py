@@ -18,12 +18,13 @@ from generator.judges.embedding import EmbeddingJudge
 from generator.judges.protocol import MAX_FAILURE_SHARE, Judge, attribute_cells, score_corpus
 from generator.readers import load_corpus
 from generator.records import GRID_COLUMNS
-from generator.files import write_json
+from generator.files import MEASURE_ROWS, count_documents, read_rows, write_json
 from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
 MAX_PROXY_DOCS = 2000  # proxies and the shift test run on a random sample of this many documents
+SAMPLE_STREAM = 717  # the random stream that picks the rows `score_run` scores in a large run
 
 
 def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None = None, *, judge: Judge,
@@ -97,10 +98,24 @@ def _embed(texts: Sequence[str]) -> np.ndarray:
 
 def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_batches: int = 200,
               **options) -> dict:
-    """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json."""
+    """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json.
+    Above MEASURE_ROWS documents it scores a uniform sample of that many (seeded by `seed`):
+    `num_docs` stays the corpus's count, `sampled_docs` is the sample's and batch document
+    numbers are rows of the corpus."""
     out = Path(out)
-    texts, metadata = load_corpus(out / "data")
-    result = score_texts(texts, metadata, judge=judge, k=k, seed=seed, num_batches=num_batches, **options)
+    total = count_documents(out)
+    if total <= MEASURE_ROWS:
+        texts, metadata = load_corpus(out / "data")
+        result = score_texts(texts, metadata, judge=judge, k=k, seed=seed, num_batches=num_batches, **options)
+    else:
+        rows = np.sort(np.random.default_rng([seed, SAMPLE_STREAM]).choice(total, size=MEASURE_ROWS, replace=False))
+        table = read_rows(out, rows, columns=["text", *GRID_COLUMNS, "model"])
+        metadata = {c: table.column(c).to_pylist() for c in (*GRID_COLUMNS, "model")}
+        result = score_texts(table.column("text").to_pylist(), metadata, judge=judge, k=k, seed=seed,
+                             num_batches=num_batches, **options)
+        for batch in result.get("batches", []):
+            batch["docs"] = [int(rows[i]) for i in batch["docs"]]
+        result.update(num_docs=total, sampled_docs=MEASURE_ROWS)
     write_json(out / "diversity.json", result)
     return result
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.files import write_yaml
+from generator.files import count_documents, write_yaml
 from generator.recipe import Plan, pilot_size
 from generator.records import Backend
 from generator.run import growth, knobs
@@ -321,12 +321,12 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
 
 def measure_round(ctx: Context, round_no: int, below: int):
     """Score the corpus's samples below index `below` (runs beside generation)."""
-    texts, metadata = read_corpus(ctx.out, below)
-    report, attribution = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "main", round_no),
-                                  metadata=metadata)
+    seed = ctx.plan.recipe.seed
+    texts, metadata = read_corpus(ctx.out, below, rng=stream(seed, "main", round_no, 1))  # a sample above MEASURE_ROWS
+    report, attribution = measure(texts, ctx.judge, ctx.target, stream(seed, "main", round_no), metadata=metadata)
     shift = round_shift(ctx, ctx.out, round_no, below)
     fidelity = round_fidelity(ctx.plan, ctx.judge, texts, metadata)
-    return report, attribution, shift, fidelity, len(texts)
+    return report, attribution, shift, fidelity, count_documents(ctx.out, below)
 
 
 def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunState, str]:
@@ -349,7 +349,7 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     t, s = ctx.target, state.steering
     extra: dict = {"target": {"score": t.score, "tolerance": t.tolerance, "judge": ctx.judge.name, "k": t.k}}
     if not state.stopped and state.counters.num_docs:
-        texts, _ = read_corpus(ctx.out)
+        texts, _ = read_corpus(ctx.out, rng=stream(ctx.plan.recipe.seed, "final", 1))  # a sample above MEASURE_ROWS
         report, _ = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "final"))
         state = add_judge_cost(state, report)
         s = state.steering

@@ -11,16 +11,21 @@ from typing import Mapping
 
 import numpy as np
 
-from generator.files import read_documents, read_manifest, shard_entry, shard_path, shard_paths, write_manifest
+from generator.files import (MEASURE_ROWS, read_documents, read_manifest, read_sample, shard_entry, shard_path,
+                             shard_paths, write_manifest)
 from generator.records import GRID_COLUMNS
 from generator.run.dedup import index_path
 from generator.run.knobs import weights_summary
 from generator.run.state import RunState, pilot_dir
 
 
-def read_corpus(root: Path, below: int | None = None) -> tuple[list[str], dict[str, list[str]]]:
-    """Texts and grid columns of the documents under `root` (of samples below index `below`)."""
-    table = read_documents(root, columns=["text", *GRID_COLUMNS], below=below)
+def read_corpus(root: Path, below: int | None = None, *, rng: np.random.Generator | None = None,
+                max_rows: int = MEASURE_ROWS) -> tuple[list[str], dict[str, list[str]]]:
+    """Texts and grid columns of the documents under `root` (of samples below index `below`),
+    in index order. With `rng`, at most `max_rows` of them, drawn uniformly (`read_sample`)."""
+    columns = ["text", *GRID_COLUMNS]
+    table = (read_documents(root, columns=columns, below=below) if rng is None
+             else read_sample(root, max_rows, rng, columns=columns, below=below))
     return table.column("text").to_pylist(), {c: table.column(c).to_pylist() for c in GRID_COLUMNS}
 
 

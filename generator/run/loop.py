@@ -120,7 +120,8 @@ class Pipeline:
         c, s = state.counters, state.steering
         pilot = s.phase == "pilot"
         counts = dict(docs=0, attempted=0, failed=0, truncated=0, trimmed=0, exact=0, near=0, prompt=0, completion=0)
-        while self.mark in self.done and have(state) + counts["docs"] < until_docs:
+        full = self.shard_rows if not pilot else float("inf")  # a corpus shard closes at exactly shard_rows
+        while self.mark in self.done and have(state) + counts["docs"] < until_docs and len(self.docs) < full:
             sample, epoch_no, result = self.done.pop(self.mark)
             self.mark += 1
             counts["attempted"] += 1

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fakes import Crash, FakeBackend
+from generator.records import failed_result
 from generator.run import controller
 from generator.errors import UserError
 from generator.run.documents import trim_to_sentence
@@ -111,6 +112,10 @@ class CrashingFake(FakeBackend):
             raise Crash()
         return super().poll(timeout_s)
 
+    def generate(self, requests):  # a request fails by its own seed, whatever the order of calls
+        return [failed_result(r, "simulated engine error") if r.seed % 6 == 0 else result
+                for r, result in zip(requests, super().generate(requests))]
+
 
 def corpus(out):
     table = read_documents(out)
@@ -121,13 +126,13 @@ def corpus(out):
 @pytest.mark.parametrize("crash_on_poll", [2, 4, 6, 7])
 def test_a_crash_at_any_moment_then_resume_gives_the_uninterrupted_corpus(small_recipe, tmp_path, crash_on_poll):
     plan = load_recipe(small_recipe, ["size.shard_rows=4", "max_failure_rate=0.5"])
-    controller.run(plan, tmp_path / "full", CrashingFake(fail_every=6))
+    controller.run(plan, tmp_path / "full", CrashingFake())
     out = tmp_path / "run"
     with pytest.raises(Crash):
-        controller.run(plan, out, CrashingFake(crash_on_poll, fail_every=6))
+        controller.run(plan, out, CrashingFake(crash_on_poll))
     state = out / "state.json"
     assert not state.exists() or json.loads(state.read_text())["counters"]["num_docs"] < 20  # it came mid-run
-    controller.run(plan, out, CrashingFake(fail_every=6), resume=True)
+    controller.run(plan, out, CrashingFake(), resume=True)
     assert corpus(out) == corpus(tmp_path / "full")
     ids, indices, failures = corpus(out)
     assert len(ids) == 20 == len(set(ids)) and indices == sorted(indices) and failures

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import queue
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
@@ -75,6 +76,18 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[Request]) -> list[Result]: ...
 
     def close(self) -> None: ...
+
+
+def take_finished(outbox: "queue.Queue[Result] | queue.SimpleQueue[Result]", timeout_s: float) -> list[Result]:
+    """The results waiting in a backend's outbox: the first waited for up to `timeout_s`, the
+    rest taken without waiting ([] when none came)."""
+    out: list[Result] = []
+    try:
+        out.append(outbox.get(timeout=max(timeout_s, 0.0)))
+        while True:
+            out.append(outbox.get_nowait())
+    except queue.Empty:
+        return out
 
 
 def generate_all(backend: Backend, requests: Sequence[Request]) -> list[Result]:

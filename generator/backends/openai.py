@@ -21,7 +21,7 @@ import time
 from typing import Sequence
 
 from generator.errors import UserError
-from generator.records import Request, Result, chat_messages, derive_seed, failed_result, generate_all
+from generator.records import Request, Result, chat_messages, derive_seed, failed_result, generate_all, take_finished
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -104,15 +104,7 @@ class OpenAIBackend:
     def poll(self, timeout_s: float) -> list[Result]:
         if not self.in_flight:
             return []
-        try:
-            results = [self._done.get(timeout=max(timeout_s, 0.0))]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                results.append(self._done.get_nowait())
-            except queue.Empty:
-                break
+        results = take_finished(self._done, timeout_s)
         with self._lock:
             self._in_flight -= len(results)
         return results

@@ -16,7 +16,7 @@ import threading
 from typing import Sequence
 
 from generator.backends.models import resolve_model
-from generator.records import Request, Result, chat_messages, failed_result, generate_all
+from generator.records import Request, Result, chat_messages, failed_result, generate_all, take_finished
 
 log = logging.getLogger(__name__)
 IN_FLIGHT_FACTOR = 1.1  # requests kept submitted per engine, as a multiple of max_num_seqs
@@ -105,13 +105,7 @@ class VllmBackend:
             self._inbox.put((r, ids, params))
 
     def poll(self, timeout_s: float) -> list[Result]:
-        out: list[Result] = []
-        try:
-            out.append(self._outbox.get(timeout=timeout_s))
-            while True:
-                out.append(self._outbox.get_nowait())
-        except queue.Empty:
-            pass
+        out = take_finished(self._outbox, timeout_s)
         with self._lock:
             self._in_flight -= len(out)
         return out

@@ -1,13 +1,16 @@
 """The pipeline against plain vLLM given every prompt in one call, side by side in one run.
 
-Plain vLLM is what a user would otherwise run at its best: one in-process `LLM.chat` call with
+Plain vLLM is what a user would otherwise run at its best: one `vllm.LLM` built in this process's
+main thread (the same engine arguments as the pipeline's engines) and one `LLM.chat` call with
 all the prompts and their seeds, so the engine schedules everything at once. The pipeline is
 `generator run` on the same recipe (sampling, rendering, the Ray actor pool with its streaming
 engine, in-order commits, Parquet shards). Both see exactly the same chats, seeds and sampling
 settings, on the same engine settings; runs alternate, `--repeats` times each; the script prints
 generated tokens/s of both, their ratio (median over repeats), and how the answers ended.
+`--words N` asks every template for N words instead of the length derived from max_tokens, so
+that most answers end at EOS well before the cap.
 
-    .venv/bin/python bench/bench_pipeline.py [--docs 128] [--max-tokens 512] [--repeats 2]
+    .venv/bin/python bench/bench_pipeline.py [--docs 128] [--max-tokens 512] [--words 0] [--repeats 2]
 """
 from __future__ import annotations
 
@@ -30,13 +33,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=128)
     ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--words", type=int, default=0, help="length every template asks for (0: derived from max tokens)")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
 
-    from vllm import SamplingParams
+    from vllm import LLM, SamplingParams
 
     from generator.backends import open_backend
-    from generator.backends.vllm import VllmBackend
+    from generator.backends.vllm import engine_options
     from generator.files import read_documents
     from generator.recipe import load_recipe
     from generator.records import chat_messages
@@ -46,19 +51,20 @@ def main() -> None:
     # No dedup and keep every answer, so the pipeline generates exactly the first `docs` samples.
     overrides = [f"size.num_docs={args.docs}", f"sampling.max_tokens={args.max_tokens}", "scoring.enabled=false",
                  "dedup.exact=false", "dedup.near=false", "keep_truncated=keep"]
-    plan = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides)
+    plan = load_recipe(bench_recipe(work, args.words), overrides)
     samples = plan_samples(plan, 0, args.docs)
     chats = [chat_messages(s.request) for s in samples]
     params = [SamplingParams(temperature=s.request.temperature, top_p=s.request.top_p,
                              max_tokens=s.request.max_tokens, seed=s.request.seed) for s in samples]
 
     pipeline = open_backend("ray", plan.recipe.model, num_replicas=1)
-    plain = VllmBackend(plan.recipe.model)  # the same engine settings as the actor's engine
+    path, options = engine_options(plan.recipe.model)  # the same engine arguments as the actor's engine
+    plain = LLM(path, **options)
     endings: Counter = Counter()
 
     def run_plain() -> tuple[int, float]:
         t0 = time.perf_counter()
-        outs = plain.llm.chat(chats, sampling_params=params, use_tqdm=False)
+        outs = plain.chat(chats, sampling_params=params, use_tqdm=False)
         secs = time.perf_counter() - t0
         endings.update(o.outputs[0].finish_reason for o in outs)
         return sum(len(o.outputs[0].token_ids) for o in outs), secs
@@ -73,7 +79,7 @@ def main() -> None:
             return summary["completion_tokens"], secs
 
     warm = min(8, args.docs)
-    plain.llm.chat(chats[:warm], sampling_params=params[:warm], use_tqdm=False)  # warm both engines
+    plain.chat(chats[:warm], sampling_params=params[:warm], use_tqdm=False)  # warm both engines
     pipeline.generate([s.request for s in samples[:warm]])
     plain_rates, pipe_rates = [], []
     for i in range(args.repeats):
@@ -90,7 +96,24 @@ def main() -> None:
     print(f"pipeline (generator run)  : {p:7.1f} tok/s (median)")
     print(f"ratio pipeline/plain      : {p / r:.3f}  (goal >= 0.95)")
     pipeline.close()
-    plain.close()
+
+
+def bench_recipe(work: Path, words: int) -> Path:
+    """The quickstart recipe; with `words`, its templates ask for that many words."""
+    import yaml
+    recipe = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
+    if not words:
+        return ROOT / "recipes" / "quickstart.yaml"
+    (work / "prompts").mkdir(parents=True)
+    for t in recipe["templates"]:
+        src = (ROOT / "recipes" / t["path"]).resolve()
+        (work / "prompts" / src.name).write_text(src.read_text().replace("{{ num_words }}", str(words))
+                                                   .replace(", num_words]", "]"))
+        t["path"] = str(work / "prompts" / src.name)
+    recipe["grid"] = {axis: str((ROOT / "recipes" / path).resolve()) for axis, path in recipe["grid"].items()}
+    recipe["roots"] = [str(ROOT), str(work)]
+    (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return work / "recipe.yaml"
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ def init_ray() -> None:
         if address:
             ray.init(log_to_driver=False)
         else:
+            # Ray runs its workers at niceness 15 by default, so on a shared machine (or beside
+            # the driver) an engine actor loses its cores to anything else and stalls its
+            # OpenMP threads; the engines are the work, so they run at the driver's priority.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
         raise UserError(f"cannot reach the Ray cluster at RAY_ADDRESS={address!r} ({type(exc).__name__})",

@@ -30,52 +30,82 @@ def has_gpu() -> bool:
         return False
 
 
+def engine_options(model: str, *, tensor_parallel_size: int = 1, max_model_len: int = 2048,
+                   dtype: str = "auto", gpu_memory_utilization: float = 0.9, cpu_kvcache_gib: int = 2,
+                   enforce_eager: bool = True, max_num_seqs: int | None = None, seed: int = 0) -> tuple[str, dict]:
+    """The model path and the `vllm.LLM` keyword arguments for these settings on this machine
+    (also sets the CPU build's environment variables)."""
+    gpu = has_gpu()
+    if not gpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
+        # On CPU the engine core's busy loop in a separate process takes a whole core away
+        # from the model; in-process with the single-process executor the same batch runs
+        # about 1.8x faster on 2 cores (bench/bench_pipeline.py, BENCHMARKS.md).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if dtype == "auto" and not gpu:
+        dtype = "float32"  # bf16 is slower than fp32 on CPUs without AVX512_BF16
+    kwargs = dict(dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
+                  tensor_parallel_size=tensor_parallel_size)
+    if max_num_seqs:
+        kwargs["max_num_seqs"] = max_num_seqs
+    if gpu:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    else:
+        # vLLM's CPU runner crashes ("CPU Generator does not use offset") when a request with
+        # its own seed is prefilled in chunks; whole-prompt prefills keep per-request seeds.
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len),
+                      distributed_executor_backend="uni")
+    return resolve_model(model), kwargs
+
+
 class VllmBackend:
     name = "vllm"
 
-    def __init__(self, model: str, *, tensor_parallel_size: int = 1, max_model_len: int = 2048,
-                 dtype: str = "auto", gpu_memory_utilization: float = 0.9, cpu_kvcache_gib: int = 2,
-                 enforce_eager: bool = True, max_num_seqs: int | None = None, seed: int = 0):
+    def __init__(self, model: str, **options):
+        """`options`: the keyword arguments of `engine_options`. The engine is built and stepped
+        in one thread: on CPU, torch ops from a second thread start a second OpenMP pool, and
+        with more pool threads than cores every small op of a decode step waits on a sleeping
+        worker (about 20% slower on 2 cores, BENCHMARKS.md)."""
         try:
-            from vllm import LLM
+            import vllm  # noqa: F401
         except ImportError as exc:
             raise ImportError("the vllm backend needs vLLM: run scripts/setup.sh (CPU build) or "
                               "pip install 'generator[gpu]'") from exc
         self.model = model
-        gpu = has_gpu()
-        if not gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
-            # On CPU the engine core's busy loop in a separate process takes a whole core away
-            # from the model; in-process with the single-process executor the same batch runs
-            # about 1.8x faster on 2 cores (bench/bench_pipeline.py, BENCHMARKS.md).
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        if dtype == "auto" and not gpu:
-            dtype = "float32"  # bf16 is slower than fp32 on CPUs without AVX512_BF16
-        path = resolve_model(model)
-        kwargs = dict(dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
-                      tensor_parallel_size=tensor_parallel_size)
-        if max_num_seqs:
-            kwargs["max_num_seqs"] = max_num_seqs
-        if gpu:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        else:
-            # vLLM's CPU runner crashes ("CPU Generator does not use offset") when a request with
-            # its own seed is prefilled in chunks; whole-prompt prefills keep per-request seeds.
-            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len),
-                          distributed_executor_backend="uni")
-        log.info("starting vLLM engine for %s (%s)", model, "GPU" if gpu else "CPU")
-        self.llm = LLM(path, **kwargs)
-        self.engine = self.llm.llm_engine
-        self.tokenizer = self.llm.get_tokenizer()
-        self.max_model_len = max_model_len
-        self.max_num_seqs = self.engine.vllm_config.scheduler_config.max_num_seqs
+        self.max_model_len = options.get("max_model_len", 2048)
+        path, kwargs = engine_options(model, **options)
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
         self._in_flight = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._step_forever, name="vllm-step", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._own_engine, args=(path, kwargs), name="vllm-step", daemon=True)
         self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _own_engine(self, path: str, kwargs: dict) -> None:
+        from vllm import LLM
+        try:
+            log.info("starting vLLM engine for %s (%s)", self.model, "GPU" if has_gpu() else "CPU")
+            self.llm = LLM(path, **kwargs)
+            self.engine = self.llm.llm_engine
+            self.tokenizer = self.llm.get_tokenizer()
+            self.max_num_seqs = self.engine.vllm_config.scheduler_config.max_num_seqs
+        except BaseException as exc:  # raised again in __init__, in the caller's thread
+            self._error = exc
+            return
+        finally:
+            self._ready.set()
+        try:
+            self._step_forever()
+        finally:
+            del self.llm, self.engine
+            import gc
+            gc.collect()
 
     @property
     def capacity(self) -> int:
@@ -165,8 +195,3 @@ class VllmBackend:
         thread = getattr(self, "_thread", None)
         if thread is not None and thread.is_alive():
             thread.join(timeout=30)
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            del self.llm, self.engine
-            import gc
-            gc.collect()

@@ -87,3 +87,19 @@ def test_killed_actor_loses_and_repeats_nothing(pool):
     assert Counter(r.id for r in results) == Counter(r.id for r in requests)  # 0 lost, 0 duplicated
     assert all(r.ok for r in results)
     assert len(set(ray.get([a.pid.remote() for a in pool.actors]))) == REPLICAS
+
+
+def test_a_local_ray_runs_engine_actors_at_the_drivers_priority(tmp_path):
+    """Ray starts workers at niceness 15; a local Ray started by `init_ray` runs them at 0, so an
+    engine does not lose its cores to whatever else runs on the machine."""
+    import os
+    import subprocess
+    script = ("import os, ray\nfrom generator.backends.ray import init_ray\ninit_ray()\n"
+              "@ray.remote\nclass Probe:\n    def niceness(self):\n        return os.nice(0)\n"
+              "print('niceness', ray.get(Probe.remote().niceness.remote()), os.nice(0))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=dict(env, RAY_AUTH_MODE="disabled"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    actor, driver = (int(x) for x in out.stdout.split("niceness")[-1].split())
+    assert actor == driver

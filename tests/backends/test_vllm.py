@@ -90,3 +90,11 @@ def test_answers_cut_at_max_tokens_are_trimmed_to_whole_sentences(small_recipe, 
     trimmed = [r["text"] for r in table if r["finish_reason"] == "trimmed"]
     assert summary["num_trimmed"] == len(trimmed)
     assert all(t.rstrip("\"'”’)]*_")[-1] in ".!?" for t in trimmed)
+
+
+def test_an_engine_that_cannot_start_raises_in_the_caller():
+    """The engine is built inside its stepping thread; a failure there is raised by the
+    constructor, not lost in the thread."""
+    from generator.backends.vllm import VllmBackend
+    with pytest.raises(Exception, match="max_model_len|max_position_embeddings|context"):
+        VllmBackend("embedded:smollm2-135m", max_model_len=10_000_000)

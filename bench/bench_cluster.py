@@ -73,6 +73,7 @@ def main() -> None:
     from generator.backends.ray import RayBackend
     from generator.sampling.requests import plan_samples
 
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as init_ray does for a local Ray
     ray.init(num_cpus=2 * args.replicas, include_dashboard=False, log_to_driver=False)  # scheduling tokens only
     ray.cloudpickle.register_pickle_by_value(sim_engine)  # workers need not find bench/ on their path
     backend = RayBackend("sim/8b-instruct", num_replicas=args.replicas, actor_class=sim_engine.SimEngine,

@@ -109,6 +109,7 @@ class RayBackend:
         self._capacity = ray.get([a.capacity.remote() for a in self.actors])  # waits until every engine is up
         self._starting: dict[Any, int] = {}  # capacity ref of a replacement -> slot
         self._held: list[dict[str, list]] = [{} for _ in self.actors]  # slot -> id -> [request, attempt, copies]
+        self._load = [0] * len(self.actors)  # slot -> copies held (the sum of its entries' copies)
         self._takes: dict[Any, int] = {}  # open take ref -> slot
         self._failed: list[Result] = []  # given up here, returned by the next poll
         self.restarts = 0
@@ -124,7 +125,7 @@ class RayBackend:
 
     @property
     def in_flight(self) -> int:
-        return sum(e[2] for held in self._held for e in held.values()) + len(self._failed)
+        return sum(self._load) + len(self._failed)
 
     def submit(self, requests: Sequence[Request]) -> None:
         self._assign([(r, 1) for r in requests])
@@ -133,11 +134,10 @@ class RayBackend:
         ready = [slot for slot in range(len(self.actors)) if slot not in self._starting.values()]
         if not ready:
             raise RuntimeError("no engine actor is up")
-        load = {slot: sum(e[2] for e in self._held[slot].values()) for slot in ready}
         batches: dict[int, list[Request]] = {}
         for request, attempt in items:
-            slot = max(ready, key=lambda s: (self._capacity[s] - load[s], -s))
-            load[slot] += 1
+            slot = max(ready, key=lambda s: (self._capacity[s] - self._load[s], -s))
+            self._load[slot] += 1
             entry = self._held[slot].setdefault(request.id, [request, attempt, 0])
             entry[2] += 1
             batches.setdefault(slot, []).append(request)
@@ -170,6 +170,7 @@ class RayBackend:
                 if entry is None:
                     continue
                 entry[2] -= 1
+                self._load[slot] -= 1
                 if not entry[2]:
                     del self._held[slot][result.id]
                 out.append(result)
@@ -181,7 +182,7 @@ class RayBackend:
     def _replace(self, slot: int, exc: Exception) -> None:
         """The actor in `slot` died: start a replacement and hand its requests on."""
         log.warning("engine actor %d died (%s); restarting it", slot, type(exc).__name__)
-        held, self._held[slot] = self._held[slot], {}
+        held, self._held[slot], self._load[slot] = self._held[slot], {}, 0
         self.actors[slot] = self._start_actor()
         self._starting[self.actors[slot].capacity.remote()] = slot
         self.restarts += 1

@@ -55,7 +55,7 @@ class RunProgress:
         self.num_docs, self.pilot_docs = num_docs, pilot_docs
         self.bar, self.key = None, None
 
-    def __call__(self, state, in_flight: int = 0) -> None:
+    def __call__(self, state, in_flight: int = 0, waiting: int = 0) -> None:
         c, s = state.counters, state.steering
         key = ("pilot", s.round) if s.phase == "pilot" else ("main", 0)
         if key != self.key:
@@ -66,7 +66,8 @@ class RunProgress:
                                 unit="doc", desc=desc)
         self.bar.n = s.round_docs if key[0] == "pilot" else c.num_docs
         rate = c.completion_tokens / c.generate_s if c.generate_s else 0.0
-        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {in_flight} in flight, {c.num_failed} failed")
+        ahead = f", {waiting} finished ahead of order" if waiting else ""  # committed once earlier samples return
+        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {in_flight} in flight{ahead}, {c.num_failed} failed")
         self.bar.refresh()
 
     def close(self) -> None:

@@ -50,10 +50,11 @@ def test_run_progress_follows_pilot_rounds_and_the_corpus(small_recipe, tmp_path
     seen = []
     bars = terminal.RunProgress(plan.recipe.size.num_docs, pilot_size(plan.recipe))
 
-    def on_progress(state, in_flight):
-        bars(state, in_flight)
+    def on_progress(state, in_flight, waiting):
+        bars(state, in_flight, waiting)
         seen.append((bars.bar.desc, bars.bar.n, bars.bar.total))
         assert f"{in_flight} in flight" in bars.bar.postfix
+        assert (f"{waiting} finished ahead of order" in bars.bar.postfix) == (waiting > 0)
 
     try:
         backend = EchoBackend()

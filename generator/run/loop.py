@@ -24,7 +24,8 @@ from generator.run.documents import finish_result, to_document
 from generator.run.state import Counters, Epoch, RunState, pilot_dir, save_state, weights_at
 from generator.sampling.requests import Sample, plan_samples
 
-OnProgress = Callable[[RunState, int], None]  # (state, requests in flight)
+# (state, requests in flight, results back but waiting for an earlier sample to commit in order)
+OnProgress = Callable[[RunState, int, int], None]
 SUBMIT_CHUNK = 256  # samples drawn and submitted at once
 MIN_ROWS_FOR_RATES = 64  # attempted rows before the failure and duplicate rates can stop a run
 FLUSH_S = 30.0  # a flush at least this often while documents wait (a crash redoes at most this much)
@@ -211,7 +212,7 @@ class Pipeline:
 
     def _progress(self, state: RunState) -> None:
         if self.on_progress is not None:
-            self.on_progress(state, self.backend.in_flight)
+            self.on_progress(state, self.backend.in_flight, len(self.done))
 
 
 def write_pilot_shard(root: Path, docs: list[Document]) -> Path:

@@ -13,6 +13,7 @@ Throughput is generated tokens per simulated second (real seconds / time scale);
 count the tokens of committed samples. Timings start after the actors are up.
 
     .venv/bin/python bench/bench_cluster.py [--docs 100000] [--time-scale 1.0] [--batch-docs 4096]
+                                            [--modes reference batch pipeline steering]
 """
 from __future__ import annotations
 
@@ -66,7 +67,11 @@ def main() -> None:
                     help="documents for the barrier loop (every batch takes as long, so a prefix measures it)")
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--target", type=float, default=8.0, help="target D of the steering run")
+    ap.add_argument("--modes", nargs="+", default=["reference", "batch", "pipeline", "steering"],
+                    choices=["reference", "batch", "pipeline", "steering"], help="which ways to feed the engines, in order")
     args = ap.parse_args()
+    if "reference" not in args.modes:
+        ap.error("--modes needs reference: every ratio is against it")
 
     import ray
     import sim_engine
@@ -85,12 +90,13 @@ def main() -> None:
         print(f"{args.replicas} simulated engines, time scale {args.time_scale}, {args.docs} documents "
               f"({len(batch_requests)} for the barrier loop), max_tokens {args.max_tokens}; "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
-        rows = {
-            "reference": measure(backend, args, lambda: run_reference(backend.actors, requests)),
-            "batch": measure(backend, args, lambda: run_batches(backend.actors, batch_requests, args.batch)),
-            "pipeline": measure(backend, args, lambda: run_pipeline(plain, Path(tmp) / "plain", backend)),
-            "steering": measure(backend, args, lambda: run_pipeline(steered, Path(tmp) / "steer", backend, steer=True)),
+        modes = {
+            "reference": lambda: run_reference(backend.actors, requests),
+            "batch": lambda: run_batches(backend.actors, batch_requests, args.batch),
+            "pipeline": lambda: run_pipeline(plain, Path(tmp) / "plain", backend),
+            "steering": lambda: run_pipeline(steered, Path(tmp) / "steer", backend, steer=True),
         }
+        rows = {mode: measure(backend, args, modes[mode]) for mode in args.modes}
     backend.close()
     ray.shutdown()
     report(rows, args)
@@ -237,17 +243,19 @@ def report(rows: dict, args) -> None:
     print("\nengine throughput per tenth of each run (thousand simulated tok/s):")
     for name, r in rows.items():
         print(f"  {name:10s} " + " ".join(f"{x / 1000:5.0f}" for x in r["timeline"]))
-    p, s = rows["pipeline"], rows["steering"]
-    print(f"\nratios: pipeline/reference {p['tokens_per_s'] / ref:.3f}   steering/reference "
-          f"{s['tokens_per_s'] / ref:.3f}   batch/reference {rows['batch']['tokens_per_s'] / ref:.3f}")
-    print(f"pipeline driver CPU: {1000 * p['cpu_s'] / p['attempted']:.2f} ms per document "
-          f"({p['attempted']} attempted, {p['cpu_s']:.1f} s in {p['wall_s']:.1f} s)")
-    print(f"steering: rounds {s['rounds']}, achieved D {s['achieved']:.2f} (target {args.target}); "
-          f"pilot phase {s['pilot_s']:.1f} s of {s['wall_s']:.1f} s real")
-    for h in s["history"]:
-        print(f"  {h['phase']:5s} c={h['concentration']:.3f} D={h['score']:.2f}±{h['half_width']:.2f} "
-              f"docs={h['docs']:6d}  {h['action']}")
-
+    print("\nratios: " + "   ".join(f"{name}/reference {r['tokens_per_s'] / ref:.3f}" for name, r in rows.items()
+                                     if name != "reference"))
+    if "pipeline" in rows:
+        p = rows["pipeline"]
+        print(f"pipeline driver CPU: {1000 * p['cpu_s'] / p['attempted']:.2f} ms per document "
+              f"({p['attempted']} attempted, {p['cpu_s']:.1f} s in {p['wall_s']:.1f} s)")
+    if "steering" in rows:
+        s = rows["steering"]
+        print(f"steering: rounds {s['rounds']}, achieved D {s['achieved']:.2f} (target {args.target}); "
+              f"pilot phase {s['pilot_s']:.1f} s of {s['wall_s']:.1f} s real")
+        for h in s["history"]:
+            print(f"  {h['phase']:5s} c={h['concentration']:.3f} D={h['score']:.2f}±{h['half_width']:.2f} "
+                  f"docs={h['docs']:6d}  {h['action']}")
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ generated tokens/s of both, their ratio (median over repeats), and how the answe
 `--words N` asks every template for N words instead of the length derived from max_tokens, so
 that most answers end at EOS well before the cap.
 
-    .venv/bin/python bench/bench_pipeline.py [--docs 128] [--max-tokens 512] [--words 0] [--repeats 2]
+    .venv/bin/python bench/bench_pipeline.py [--docs 32] [--max-tokens 1024] [--words 80] [--repeats 2]
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--docs", type=int, default=128)
-    ap.add_argument("--max-tokens", type=int, default=512)
-    ap.add_argument("--words", type=int, default=0, help="length every template asks for (0: derived from max tokens)")
+    ap.add_argument("--docs", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=1024)
+    ap.add_argument("--words", type=int, default=80, help="length every template asks for (0: derived from max tokens)")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))

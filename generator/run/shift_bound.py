@@ -2,8 +2,8 @@
 
 A pilot is a `Round` with a concentration c, a score D and a shift (MMD² from the reference).
 `settle_pilots` picks the pilot the main phase continues at when no pilot met both the target
-and the bound; `allowed_concentrations` is the range of c that a straight line through the
-pilots' (c, shift) points keeps under the bound, and `clamp_concentration` keeps the
+and the bound; `allowed_concentrations` is the range of c that the pilots' (c, shift) points
+keep under the bound, and `clamp_concentration` keeps the
 controller's later choices of c inside it.
 """
 from __future__ import annotations
@@ -40,25 +40,37 @@ def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
     best = closest(under)
     if abs(pilots[best].score - target) <= tolerance:
         return best, ""
-    kept = [pilots[i] for i in under]
-    bound_binds = reaches(pilots, target, tolerance) and not reaches(kept, target, tolerance)
+    kept, nearest = [pilots[i] for i in under], closest(everyone)
+    bound_binds = (abs(pilots[nearest].score - target) < abs(pilots[best].score - target)
+                   or reaches(pilots, target, tolerance) and not reaches(kept, target, tolerance))
     return best, "max_shift" if bound_binds else "target"
 
 
 def allowed_concentrations(pilots: Sequence[Round], max_shift: float | None) -> tuple[float, float]:
-    """The range of c whose shift, on a least-squares line through the pilots' (c, shift)
-    points, stays under the bound; [0, 1] without a bound, with fewer than two distinct c, or
-    with a flat line. A range that would be empty shrinks to the end of [0, 1] with the
-    smaller fitted shift."""
-    points = [(p.concentration, p.shift) for p in pilots if p.shift is not None]
+    """The range of c the pilots' (c, shift) points keep under the bound. The sign of a
+    least-squares line through them says on which side of c the shift grows; the limit on
+    that side is where a straight line between the nearest pilot under the bound and the
+    nearest one over it, beyond it, crosses the bound (the end of [0, 1] when none is over it
+    there; the other end of [0, 1], where the shift is smaller, when no pilot is under it).
+    [0, 1] without a bound, with fewer than two distinct c, or with a flat line."""
+    points = sorted((p.concentration, p.shift) for p in pilots if p.shift is not None)
     if max_shift is None or len({c for c, _ in points}) < 2:
         return 0.0, 1.0
-    c, s = np.array(points, dtype=float).T
-    slope, intercept = np.polyfit(c, s, 1)
+    slope = float(np.polyfit(*np.array(points, dtype=float).T, 1)[0])
     if abs(slope) < 1e-12:
         return 0.0, 1.0
-    crossing = float(np.clip((max_shift - intercept) / slope, 0.0, 1.0))
-    return (crossing, 1.0) if slope < 0 else (0.0, crossing)
+    if slope > 0:  # mirror, so that the shift grows towards small c
+        lo, hi = allowed_concentrations([Round(1.0 - c, 0.0, "pilot", s) for c, s in points], max_shift)
+        return 1.0 - hi, 1.0 - lo
+    under = [(c, s) for c, s in points if s <= max_shift]
+    if not under:
+        return 1.0, 1.0
+    c_u, s_u = under[0]
+    over = [(c, s) for c, s in points if c < c_u and s > max_shift]
+    if not over:
+        return 0.0, 1.0
+    c_o, s_o = over[-1]
+    return float(c_o + (s_o - max_shift) / (s_o - s_u) * (c_u - c_o)), 1.0
 
 
 def clamp_concentration(c: float, pilots: Sequence[Round], max_shift: float | None) -> float:

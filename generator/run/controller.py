@@ -180,6 +180,8 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     state = dataclasses.replace(state, steering=dataclasses.replace(
         s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None))))
     ctx, state, action = after_pilot(ctx, state, report, shift)
+    if over_bound(ctx, shift):
+        action += f"; MMD² {shift.mmd2:.4f} > max_shift {ctx.target.max_shift}: weight moved away from far values"
     log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c,
               extra=shift_fields(ctx, shift))
     save(ctx, state)
@@ -199,8 +201,7 @@ def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = Non
     if over_bound(ctx, shift):
         state = reweight_for_shift(ctx, state, shift)
         if close and not spent:
-            return ctx, next_pilot_round(state), (f"D within tolerance but MMD² {shift.mmd2:.4f} > max_shift "
-                                                  f"{t.max_shift}: weight moved away from far values; pilot again")
+            return ctx, next_pilot_round(state), "D within tolerance but over max_shift; pilot again"
         close = False  # a pilot over the bound is never accepted
     if close:
         return ctx, with_phase(accept_pilot(ctx.out, state), "main"), f"accept c={c:.3f}"

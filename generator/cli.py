@@ -184,7 +184,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from generator.backends import engine_options, open_backend
-    from generator.judges import open_judge
     from generator.recipe import load_recipe, pilot_size
     from generator.run import controller
     from generator.run.state import check_output
@@ -217,11 +216,9 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{summary['tokens_per_s']} tok/s, {summary['num_failed']} failed; endings: {summary['endings']['eos']} at "
           f"EOS, {summary['endings']['trimmed']} trimmed, {summary['endings']['cut']} cut) to {out / 'data'}")
     if r.scoring.enabled and not args.no_score:
-        from generator.measure.report import score_run
+        from generator.measure.report import score_finished_run
         with terminal.long_step(f"scoring ({r.scoring.judge} judge)"):
-            report = score_run(out, judge=open_judge(r.scoring.judge, criteria_path=out / "criteria.json", seed=r.seed),
-                               k=r.scoring.k, seed=r.seed, num_batches=r.scoring.num_batches,
-                               reference_texts=plan.reference_texts or None)
+            report = score_finished_run(plan, out)  # at the target's threshold and K when steered
         print(f"diversity ({report['judge']} judge, K={report['k']}): "
               f"D = {report['score']:.3f} ± {report['half_width']:.3f} → {out / 'diversity.json'}")
     if "achieved" in summary:

@@ -96,9 +96,32 @@ def _embed(texts: Sequence[str]) -> np.ndarray:
     return embed_texts(texts)
 
 
+def end_of_run_ruler(recipe) -> dict:
+    """The judge settings a finished run is scored with (kept in diversity.json as `ruler`):
+    the target's judge, threshold and K when the recipe steers to a target with the judge kind
+    it is scored with, so the end-of-run D and the steered D are on one ruler; else the
+    scoring's judge and K at the judge's default threshold (0)."""
+    t, s = recipe.target, recipe.scoring
+    if t is not None and t.judge == s.judge:
+        return {"settings_from": "target", "judge": t.judge, "threshold": t.threshold, "k": t.k}
+    return {"settings_from": "scoring", "judge": s.judge, "threshold": 0.0, "k": s.k}
+
+
+def score_finished_run(plan, out: Path) -> dict:
+    """Score a finished run of `plan` at `end_of_run_ruler` (what `generator run` does at the end)."""
+    from generator.judges import judge_for_target, open_judge
+
+    r, ruler = plan.recipe, end_of_run_ruler(plan.recipe)
+    judge = (judge_for_target(plan, out) if ruler["settings_from"] == "target" else
+             open_judge(r.scoring.judge, criteria_path=out / "criteria.json", seed=r.seed))
+    return score_run(out, judge=judge, k=ruler["k"], seed=r.seed, num_batches=r.scoring.num_batches,
+                     reference_texts=plan.reference_texts or None, ruler=ruler)
+
+
 def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_batches: int = 200,
-              **options) -> dict:
-    """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json.
+              ruler: dict | None = None, **options) -> dict:
+    """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json
+    (with `ruler`, the settings it was scored at, when given).
     Above MEASURE_ROWS documents it scores a uniform sample of that many (seeded by `seed`):
     `num_docs` stays the corpus's count, `sampled_docs` is the sample's and batch document
     numbers are rows of the corpus."""
@@ -116,6 +139,8 @@ def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_
         for batch in result.get("batches", []):
             batch["docs"] = [int(rows[i]) for i in batch["docs"]]
         result.update(num_docs=total, sampled_docs=MEASURE_ROWS)
+    if ruler is not None:
+        result["ruler"] = ruler
     write_json(out / "diversity.json", result)
     return result
 

@@ -20,7 +20,7 @@ import numpy as np
 from generator.files import count_documents, write_yaml
 from generator.recipe import Plan, pilot_size
 from generator.records import Backend
-from generator.run import growth, knobs
+from generator.run import growth, knobs, shift_bound
 from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
 from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
                                   round_fidelity, weights_file)
@@ -180,6 +180,8 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     state = dataclasses.replace(state, steering=dataclasses.replace(
         s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None))))
     ctx, state, action = after_pilot(ctx, state, report, shift)
+    if over_bound(ctx, shift):
+        action += f"; MMD² {shift.mmd2:.4f} > max_shift {ctx.target.max_shift}: weight moved away from far values"
     log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c,
               extra=shift_fields(ctx, shift))
     save(ctx, state)
@@ -195,22 +197,22 @@ def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = Non
     c, score = s.concentration, report.score
     points = [(h.concentration, h.score) for h in s.rounds("pilot")]
     close = abs(score - t.score) <= min(t.tolerance, max(t.tolerance / 2, report.half_width))
-    best_c, best_score = min(points, key=lambda p: abs(p[1] - t.score))
+    spent = len(points) >= t.max_pilot_rounds
     if over_bound(ctx, shift):
-        if len(points) >= t.max_pilot_rounds:
-            return ctx, stop_tradeoff(ctx, state), "stop"
         state = reweight_for_shift(ctx, state, shift)
-        if close:
-            return ctx, next_pilot_round(state), (f"D within tolerance but MMD² {shift.mmd2:.4f} > max_shift "
-                                                  f"{t.max_shift}: weight moved away from far values; pilot again")
-    if close or (len(points) >= t.max_pilot_rounds and best_c == c):
-        action = f"accept c={c:.3f}" if close else f"pilot budget spent; keep the closest, c={c:.3f}"
-        return ctx, with_phase(accept_pilot(ctx.out, state), "main"), action
-    if len(points) >= t.max_pilot_rounds or knobs.bracket_width(points, t.score) < knobs.MIN_BRACKET:
-        why = "pilot budget spent" if len(points) >= t.max_pilot_rounds else "converged on c"
-        action = f"{why}; continue at the closest, c={best_c:.3f} (D={best_score:.2f})"
-        return ctx, set_concentration(ctx, next_pilot_round(state), best_c, phase="main"), action
+        if close and not spent:
+            return ctx, next_pilot_round(state), "D within tolerance but over max_shift; pilot again"
+        close = False  # a pilot over the bound is never accepted
+    if close:
+        return ctx, with_phase(accept_pilot(ctx.out, state), "main"), f"accept c={c:.3f}"
+    if spent or knobs.bracket_width(points, t.score) < knobs.MIN_BRACKET:
+        return settle(ctx, state, "pilot budget spent" if spent else "converged on c")
     nxt = knobs.next_concentration(points, t.score, floor=1 / t.k)
+    if nxt is not None and ctx.reference is not None:
+        bounded = shift_bound.clamp_concentration(nxt, s.rounds("pilot"), t.max_shift)
+        if bounded != nxt and any(abs(bounded - p[0]) < knobs.MIN_BRACKET for p in points):
+            return settle(ctx, state, f"next c={nxt:.3f} is past max_shift's limit c={bounded:.3f}, already measured")
+        nxt = bounded
     growable = t.grow_grid and "topic" in ctx.plan.grid.axes  # growth adds topics (a seed-document grid has none)
     if nxt is None and score < t.score and growable and len(s.rounds("grow")) < t.max_growth_rounds:
         ctx, state, action = grow_grid(ctx, state)
@@ -237,6 +239,23 @@ def grow_grid(ctx: Context, state: RunState) -> tuple[Context, RunState, str]:
     return ctx, set_concentration(ctx, state, 1.0), f"grid growth: +{sum(len(v) for v in added.values())} topics"
 
 
+def settle(ctx: Context, state: RunState, why: str) -> tuple[Context, RunState, str]:
+    """Leave the pilot phase without a pilot that met the target (and the bound): continue at
+    the best pilot under the bound (its documents kept when it is the current one), or stop
+    when none is under it."""
+    t, pilots = ctx.target, state.steering.rounds("pilot")
+    best, binding = shift_bound.settle_pilots(pilots, t.score, t.tolerance, t.max_shift)
+    if best is None:
+        return ctx, stop_tradeoff(ctx, state), "stop"
+    state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, binding=binding))
+    b = pilots[best]
+    action = f"{why}; continue at the closest{' under max_shift' if t.max_shift else ''}, c={b.concentration:.3f} " \
+             f"(D={b.score:.2f}){f'; {binding} binds' if binding and t.max_shift else ''}"
+    if best == len(pilots) - 1:
+        return ctx, with_phase(accept_pilot(ctx.out, state), "main"), action
+    return ctx, set_concentration(ctx, next_pilot_round(state), b.concentration, phase="main"), action
+
+
 def stop_out_of_reach(ctx: Context, state: RunState, points: list, score: float) -> RunState:
     t = ctx.target
     lo, hi = min(p[1] for p in points), max(p[1] for p in points)
@@ -247,18 +266,10 @@ def stop_out_of_reach(ctx: Context, state: RunState, points: list, score: float)
 
 
 def stop_tradeoff(ctx: Context, state: RunState) -> RunState:
-    """The pilot budget is spent and no pilot met both the target and the shift bound: stop,
-    naming the best trade-off measured and the constraint that binds."""
-    t = ctx.target
-    pilots = [h for h in state.steering.rounds("pilot") if h.shift is not None]
-    best, binding = knobs.best_tradeoff([(h.score, h.shift) for h in pilots], t.score, t.tolerance, t.max_shift)
-    b = pilots[best]
-    why = ("the target alone is reachable, but not under the bound" if binding == "max_shift"
-           else "no pilot reached or bracketed the target")
+    """No pilot is under the shift bound: stop, naming the best trade-off and what binds."""
+    binding, message = shift_bound.stop_message(state.steering.rounds("pilot"), ctx.target)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, binding=binding))
-    return dataclasses.replace(with_phase(state, "done"), stopped=(
-        f"target D={t.score:.3f} and max_shift={t.max_shift} cannot both hold: {binding} binds ({why}); "
-        f"best trade-off c={b.concentration:.3f}, D={b.score:.3f}, MMD²={b.shift:.4f}"))
+    return dataclasses.replace(with_phase(state, "done"), stopped=message)
 
 
 def main_round(ctx: Context, state: RunState) -> RunState:
@@ -334,6 +345,7 @@ def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunStat
     t, s = ctx.target, state.steering
     pilots = [(h.concentration, h.score) for h in s.rounds("pilot")]  # pure, not mixtures
     c = knobs.correct_concentration(pilots, s.concentration, report.score, t.score)
+    c = shift_bound.clamp_concentration(c, s.rounds("pilot"), t.max_shift if ctx.reference else None)
     weights = knobs.apply_factors(knobs.concentration_weights(ctx.orders, c), s.shift_factors)
     if t.reweight_rate > 0 and attribution:
         weights = knobs.update_weights(weights, attribution, rate=t.reweight_rate,
@@ -357,12 +369,12 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
                              "half_width": report.half_width, "num_batches": report.num_scored,
                              "within_tolerance": abs(report.score - t.score) <= t.tolerance}
         if ctx.reference is not None:
-            extra["achieved"].update(relative_fields(ctx, report, round_shift(ctx, ctx.out, s.round)))
+            extra["achieved"].update(shift_bound.relative_fields(report, round_shift(ctx, ctx.out, s.round),
+                                                                 ctx.reference.score, t.max_shift))
     if ctx.reference is not None:
         extra["target"].update({"relative": t.relative, "max_shift": t.max_shift})
         extra["reference"] = ctx.reference.summary()
-        if s.binding:
-            extra["binding"] = s.binding
+        extra["binding"] = shift_bound.final_binding(s.binding, t.max_shift, extra.get("achieved"))
     c = state.counters
     corpus_tokens = max(1, c.prompt_tokens + c.completion_tokens - s.discarded_pilot_tokens)
     extra["rounds"] = {"pilot": len(s.history) - len(s.rounds("main")), "main": len(s.rounds("main"))}
@@ -375,15 +387,6 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     plot_weights(s.weights, ctx.out / "plots" / "weights.png")
     plot_shift(ctx.out / "controller.jsonl", ctx.out / "plots" / "shift_trajectory.png")
     return (state if state.stopped else with_phase(state, "done")), extra
-
-
-def relative_fields(ctx: Context, report, shift: Shift) -> dict:
-    """The achieved score relative to the reference's D (interval: the achieved interval over
-    the reference's D), and the final shift against the bound."""
-    ref, bound = ctx.reference.score, ctx.target.max_shift
-    return {"relative": report.score / ref, "relative_ci_low": report.ci_low / ref,
-            "relative_ci_high": report.ci_high / ref, "shift": shift.mmd2,
-            "within_shift_bound": None if bound is None else shift.mmd2 <= bound}
 
 
 def with_phase(state: RunState, phase: str) -> RunState:

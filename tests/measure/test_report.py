@@ -252,3 +252,29 @@ def test_several_corpora_are_scored_on_one_ruler_in_one_table_and_plot(tmp_path,
 def test_plot_needs_several_corpora(tmp_path):
     with pytest.raises(UserError, match="--plot compares several corpora"):
         cli.cmd_score(parse([write_jsonl(tmp_path / "c.jsonl", ROWS), "--plot", tmp_path / "p.png"]))
+
+
+def test_a_steered_run_is_scored_at_the_end_on_the_target_s_ruler(tmp_path, root):
+    """Regression: diversity.json was scored at the embedding judge's default cut (0.83) while
+    recipes/moderate.yaml steers at target.threshold 0.6, so the two D's were on two rulers."""
+    from generator.recipe import load_recipe
+
+    plan = load_recipe(root / "recipes" / "moderate.yaml")
+    write_parquet(tmp_path / "data" / "shard-00000.parquet", ROWS)
+    result = scoring.score_finished_run(plan, tmp_path)
+    saved = json.loads((tmp_path / "diversity.json").read_text())
+    assert saved["ruler"] == {"settings_from": "target", "judge": "embed", "threshold": 0.6, "k": 10}
+    assert saved["judge"].endswith("@0.6") and saved["k"] == 10 and saved["score"] == result["score"]
+
+
+def test_the_end_of_run_ruler_is_the_scoring_s_without_a_target_of_that_judge(root):
+    from types import SimpleNamespace as NS
+
+    scoring_embed = NS(judge="embed", k=8)
+    assert scoring.end_of_run_ruler(NS(target=None, scoring=scoring_embed)) == {
+        "settings_from": "scoring", "judge": "embed", "threshold": 0.0, "k": 8}
+    llm_target = NS(judge="llm", threshold=0.0, k=10)
+    assert scoring.end_of_run_ruler(NS(target=llm_target, scoring=scoring_embed))["settings_from"] == "scoring"
+    embed_target = NS(judge="embed", threshold=0.7, k=12)
+    assert scoring.end_of_run_ruler(NS(target=embed_target, scoring=scoring_embed)) == {
+        "settings_from": "target", "judge": "embed", "threshold": 0.7, "k": 12}

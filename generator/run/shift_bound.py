@@ -1,0 +1,114 @@
+"""The shift bound's rules over measured pilots (pure functions, no I/O).
+
+A pilot is a `Round` with a concentration c, a score D and a shift (MMD² from the reference).
+`settle_pilots` picks the pilot the main phase continues at when no pilot met both the target
+and the bound; `allowed_concentrations` is the range of c that the pilots' (c, shift) points
+keep under the bound, and `clamp_concentration` keeps the
+controller's later choices of c inside it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from generator.run.state import Round
+
+
+def reaches(points: Sequence[Round], target: float, tolerance: float) -> bool:
+    """A point within tolerance of the target, or points on both sides of it."""
+    scores = [p.score for p in points]
+    return bool(scores) and (any(abs(d - target) <= tolerance for d in scores) or min(scores) < target < max(scores))
+
+
+def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
+                  max_shift: float | None) -> tuple[int | None, str]:
+    """The index of the pilot to continue at and the constraint that binds ("" when none does).
+
+    Without a bound: the pilot closest to the target. With one: the closest among the pilots
+    under the bound (None when no pilot is under it: the run cannot continue). `max_shift`
+    binds when all pilots reach the target (one within tolerance, or a bracket) but those under
+    the bound do not, or when none is under the bound; `target` binds when the chosen pilot
+    misses the target for another reason (out of reach, or the pilot budget ran out)."""
+    closest = lambda idx: min(idx, key=lambda i: abs(pilots[i].score - target))  # noqa: E731
+    everyone = range(len(pilots))
+    if max_shift is None:
+        return closest(everyone), ""
+    under = [i for i in everyone if pilots[i].shift is not None and pilots[i].shift <= max_shift]
+    if not under:
+        return None, "max_shift"
+    best = closest(under)
+    if abs(pilots[best].score - target) <= tolerance:
+        return best, ""
+    kept, nearest = [pilots[i] for i in under], closest(everyone)
+    bound_binds = (abs(pilots[nearest].score - target) < abs(pilots[best].score - target)
+                   or reaches(pilots, target, tolerance) and not reaches(kept, target, tolerance))
+    return best, "max_shift" if bound_binds else "target"
+
+
+def allowed_concentrations(pilots: Sequence[Round], max_shift: float | None) -> tuple[float, float]:
+    """The range of c the pilots' (c, shift) points keep under the bound. The sign of a
+    least-squares line through them says on which side of c the shift grows; the limit on
+    that side is where a straight line between the nearest pilot under the bound and the
+    nearest one over it, beyond it, crosses the bound (the end of [0, 1] when none is over it
+    there; the other end of [0, 1], where the shift is smaller, when no pilot is under it).
+    [0, 1] without a bound, with fewer than two distinct c, or with a flat line."""
+    points = sorted((p.concentration, p.shift) for p in pilots if p.shift is not None)
+    if max_shift is None or len({c for c, _ in points}) < 2:
+        return 0.0, 1.0
+    slope = float(np.polyfit(*np.array(points, dtype=float).T, 1)[0])
+    if abs(slope) < 1e-12:
+        return 0.0, 1.0
+    if slope > 0:  # mirror, so that the shift grows towards small c
+        lo, hi = allowed_concentrations([Round(1.0 - c, 0.0, "pilot", s) for c, s in points], max_shift)
+        return 1.0 - hi, 1.0 - lo
+    under = [(c, s) for c, s in points if s <= max_shift]
+    if not under:
+        return 1.0, 1.0
+    c_u, s_u = under[0]
+    over = [(c, s) for c, s in points if c < c_u and s > max_shift]
+    if not over:
+        return 0.0, 1.0
+    c_o, s_o = over[-1]
+    return float(c_o + (s_o - max_shift) / (s_o - s_u) * (c_u - c_o)), 1.0
+
+
+def clamp_concentration(c: float, pilots: Sequence[Round], max_shift: float | None) -> float:
+    """c moved into `allowed_concentrations(pilots, max_shift)`."""
+    lo, hi = allowed_concentrations(pilots, max_shift)
+    return float(min(max(c, lo), hi))
+
+
+def final_binding(binding: str, max_shift: float | None, achieved: dict | None) -> str:
+    """The constraint that binds, for summary.json: "none" without a bound or when the finished
+    corpus meets both the target and the bound; "max_shift" when it is over the bound; else
+    the one recorded when the pilots ended ("target" when none was)."""
+    if max_shift is None:
+        return "none"
+    if not achieved:  # the run stopped before its corpus was measured
+        return binding or "none"
+    if achieved.get("within_shift_bound") is False:
+        return "max_shift"
+    return "none" if achieved["within_tolerance"] else (binding or "target")
+
+
+def stop_message(pilots: Sequence[Round], target) -> tuple[str, str]:
+    """When no pilot is under the bound: the binding constraint and the stop message naming the
+    pilot with the smallest shift. The bound binds; the message says whether the target alone
+    was reachable."""
+    pilots = [p for p in pilots if p.shift is not None]
+    b = min(pilots, key=lambda p: p.shift)
+    why = ("the target alone is reachable, but not under the bound" if reaches(pilots, target.score, target.tolerance)
+           else "no pilot is under the bound, and none reached or bracketed the target either")
+    return "max_shift", (f"target D={target.score:.3f} and max_shift={target.max_shift} cannot both hold: "
+                         f"max_shift binds ({why}); best trade-off c={b.concentration:.3f}, D={b.score:.3f}, "
+                         f"MMD²={b.shift:.4f}")
+
+
+def relative_fields(report, shift, reference_score: float, max_shift: float | None) -> dict:
+    """The achieved score relative to the reference's D (interval: the achieved interval over
+    the reference's D), and the final shift against the bound."""
+    ref = reference_score
+    return {"relative": report.score / ref, "relative_ci_low": report.ci_low / ref,
+            "relative_ci_high": report.ci_high / ref, "shift": shift.mmd2,
+            "within_shift_bound": None if max_shift is None else shift.mmd2 <= max_shift}

@@ -1,0 +1,86 @@
+"""The shift bound when D and the shift pull against each other: the reference holds every
+topic of the grid, so the whole grid (c = 1) is closest to it and concentrating the grid (lower
+c, lower D) moves the corpus away from it. Echo backend, a judge that clusters by topic, a fake
+embedder that places documents by domain and topic (all seeded, no model)."""
+import json
+
+import pytest
+
+from fakes import CountingJudge, EchoBackend, TopicEmbed
+from generator.recipe import load_recipe
+from generator.run import controller, shift_bound
+from generator.run.state import Round
+from test_controller import topic_of
+from test_reference import grid_topics, make
+
+TARGET = "{score: 2.0, tolerance: 0.3, pilot_docs: 100, max_pilot_rounds: 4"
+
+
+def run_against_whole_grid(tmp_path, root, target, name):
+    recipe = make(tmp_path, root, target)
+    topics = [v.value for v in grid_topics(root)]
+    rows = [{"text": f"{topics[i % len(topics)]}\nreal document {i}"} for i in range(150)]
+    (tmp_path / "real.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plan = load_recipe(recipe)
+    embed = TopicEmbed({v.value: v.domain for v in grid_topics(root)})
+    out = tmp_path / name
+    summary = controller.run(plan, out, EchoBackend(), judge=CountingJudge(topic_of), embed=embed)
+    rows = [json.loads(line) for line in (out / "controller.jsonl").read_text().splitlines()]
+    return summary, rows
+
+
+def test_a_bound_that_binds_keeps_the_corpus_under_it_and_says_so(tmp_path, root):
+    free, free_rows = run_against_whole_grid(tmp_path, root, TARGET + "}", "free")
+    pilots = {r["concentration"]: r["shift"] for r in free_rows if r["phase"] == "pilot"}
+    assert pilots[1.0] < min(s for c, s in pilots.items() if c < 1.0)  # concentrating moves away
+    assert free["binding"] == "none"  # no bound
+    bound = (pilots[1.0] + free["achieved"]["shift"]) / 2  # between the whole grid and the target's c
+    bounded, rows = run_against_whole_grid(tmp_path, root, TARGET + f", max_shift: {bound}}}", "bounded")
+    assert bounded["achieved"]["shift"] <= bound and bounded["achieved"]["within_shift_bound"]
+    assert bounded["binding"] == "max_shift"
+    assert bounded["achieved"]["score"] > free["achieved"]["score"]  # D gives way, not the bound
+    assert any("max_shift binds" in r["action"] for r in rows)
+
+
+def pilot(c, score, shift):
+    return Round(c, score, "pilot", shift)
+
+
+def test_the_closest_pilot_under_the_bound_is_chosen_not_the_closest_overall():
+    """Regression: the pilot phase ending without a pilot within tolerance continued at the
+    pilot closest in D (here c = 0.2, MMD² 0.09 over the bound 0.065)."""
+    pilots = [pilot(1.0, 4.0, 0.050), pilot(0.2, 3.5, 0.090), pilot(0.6, 3.9, 0.060)]
+    assert shift_bound.settle_pilots(pilots, 3.41, 0.05, 0.065) == (2, "max_shift")
+    assert shift_bound.settle_pilots(pilots, 3.41, 0.05, None) == (1, "")
+    assert shift_bound.settle_pilots(pilots, 3.41, 0.05, 0.01) == (None, "max_shift")
+    # the pilots under the bound bracket the target: the pilot budget, not the bound, misses it
+    assert shift_bound.settle_pilots([pilot(1.0, 4.0, 0.05), pilot(0.3, 3.0, 0.06)], 3.41, 0.05, 0.065) == (1, "target")
+    assert shift_bound.settle_pilots([pilot(1.0, 3.43, 0.05)], 3.41, 0.05, 0.065) == (0, "")
+
+
+def test_allowed_concentrations_end_where_the_pilots_cross_the_bound():
+    pilots = [pilot(1.0, 4.0, 0.05), pilot(0.0, 2.3, 0.10)]  # shift = 0.10 - 0.05 c
+    lo, hi = shift_bound.allowed_concentrations(pilots, 0.065)
+    assert lo == pytest.approx(0.7) and hi == 1.0
+    assert shift_bound.clamp_concentration(0.2, pilots, 0.065) == pytest.approx(0.7)
+    assert shift_bound.clamp_concentration(0.2, pilots, None) == 0.2
+    assert shift_bound.allowed_concentrations(pilots, 0.01) == (1.0, 1.0)  # none under: the nearer end
+    # the pilots of the unbounded moderate run (BENCHMARKS): the crossing lies between c = 0.21 and 0.45
+    measured = [pilot(1.0, 3.87, 0.0505), pilot(0.879, 4.45, 0.0541), pilot(0.0, 2.33, 0.1024),
+                pilot(0.45, 4.66, 0.0541), pilot(0.21, 3.75, 0.0817), pilot(0.16, 3.02, 0.0873)]
+    assert shift_bound.allowed_concentrations(measured, 0.065)[0] == pytest.approx(0.21 + 0.24 * 0.0167 / 0.0276, abs=1e-3)
+    rising = [pilot(0.0, 2.0, 0.02), pilot(1.0, 4.0, 0.06)]
+    assert shift_bound.allowed_concentrations(rising, 0.04) == pytest.approx((0.0, 0.5))
+    assert shift_bound.allowed_concentrations(pilots[:1], 0.065) == (0.0, 1.0)  # one point: no line
+
+
+@pytest.mark.parametrize("binding, max_shift, achieved, expected", [
+    ("max_shift", 0.065, {"within_tolerance": False, "within_shift_bound": True}, "max_shift"),
+    ("", 0.065, {"within_tolerance": True, "within_shift_bound": True}, "none"),
+    ("", 0.065, {"within_tolerance": True, "within_shift_bound": False}, "max_shift"),
+    ("", 0.065, {"within_tolerance": False, "within_shift_bound": True}, "target"),
+    ("", None, {"within_tolerance": False, "within_shift_bound": None}, "none"),
+    ("max_shift", 0.065, None, "max_shift"),
+])
+def test_final_binding_names_the_constraint_the_corpus_misses(binding, max_shift, achieved, expected):
+    assert shift_bound.final_binding(binding, max_shift, achieved) == expected

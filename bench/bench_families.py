@@ -53,6 +53,7 @@ def measure(plan, out: Path, *, num_batches: int, seed: int) -> dict:
                                 doc_vectors=embed_texts(texts))
     plot_fidelity(fidelity, out / "fidelity.png")
     (out / "fidelity.json").write_text(json.dumps(fidelity.to_dict(), indent=1, default=str))
+    (out / "diversity.json").write_text(json.dumps(report, indent=1, default=str))
     return {"docs": len(texts), "score": report["score"], "half_width": report["half_width"],
             "fidelity": fidelity, "proxies": report.get("proxies", {}),
             "finish_stop": sum(m == "stop" for m in metadata.get("finish_reason", [])) / len(texts)}

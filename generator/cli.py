@@ -217,16 +217,12 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{summary['tokens_per_s']} tok/s, {summary['num_failed']} failed; endings: {summary['endings']['eos']} at "
           f"EOS, {summary['endings']['trimmed']} trimmed, {summary['endings']['cut']} cut) to {out / 'data'}")
     if r.scoring.enabled and not args.no_score:
-        from generator.files import write_json
         from generator.measure.fidelity import grid_topics
         from generator.measure.report import score_run
         with terminal.long_step(f"scoring ({r.scoring.judge} judge)"):
             report = score_run(out, judge=open_judge(r.scoring.judge, criteria_path=out / "criteria.json", seed=r.seed),
                                k=r.scoring.k, seed=r.seed, num_batches=r.scoring.num_batches,
                                reference_texts=plan.reference_texts or None, topics=grid_topics(plan.grid))
-        if report.get("fidelity") and not summary.get("fidelity"):  # the final corpus's on-topic share
-            summary["fidelity"] = report["fidelity"]
-            write_json(out / "summary.json", summary)
         print(f"diversity ({report['judge']} judge, K={report['k']}): "
               f"D = {report['score']:.3f} ± {report['half_width']:.3f} → {out / 'diversity.json'}")
     if "achieved" in summary:

@@ -98,7 +98,8 @@ def _embed(texts: Sequence[str]) -> np.ndarray:
 
 def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_batches: int = 200,
               **options) -> dict:
-    """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json.
+    """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json
+    (and its on-topic fidelity into OUT/summary.json when that has none, e.g. an unsteered run).
     Above MEASURE_ROWS documents it scores a uniform sample of that many (seeded by `seed`):
     `num_docs` stays the corpus's count, `sampled_docs` is the sample's and batch document
     numbers are rows of the corpus."""
@@ -117,6 +118,9 @@ def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_
             batch["docs"] = [int(rows[i]) for i in batch["docs"]]
         result.update(num_docs=total, sampled_docs=MEASURE_ROWS)
     write_json(out / "diversity.json", result)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
+    if result.get("fidelity") and summary is not None and not summary.get("fidelity"):
+        write_json(out / "summary.json", {**summary, "fidelity": result["fidelity"]})  # the final corpus's
     return result
 
 

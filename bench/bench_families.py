@@ -6,6 +6,7 @@ style-format share where checkable, and the main proxies.
     nice -n 10 .venv/bin/python bench/bench_families.py --out runs/families --score-only   # re-score
     ... --recipes recipes/paper/grid-t10-g10.yaml recipes/quickstart.yaml     # other recipes
 
+    ... --set sampling.temperature=0.7          # any recipe override, for every recipe
     ... --fit-rule    # agreement of the on-topic rule with hand labels (tests/data/fidelity)
 
 Runs go to OUT/<recipe stem>; an existing run is re-scored, not regenerated, unless --force.
@@ -34,22 +35,25 @@ def grid_topics(plan) -> list[str]:
 
 
 def generate(plan, out: Path, backend) -> None:
-    from generator import controller
+    from generator.run import controller
 
     controller.run(plan, out, backend)
 
 
 def measure(plan, out: Path, *, num_batches: int, seed: int) -> dict:
+    from generator.judges import open_judge
     from generator.measure.embeddings import embed_texts
     from generator.measure.fidelity import measure_fidelity, plot_fidelity
-    from generator.measure.report import load_corpus, score_texts
+    from generator.measure.report import score_texts
+    from generator.readers import load_corpus
 
     texts, metadata = load_corpus(out / "data")
-    report = score_texts(texts, metadata, judge="embed", k=10, seed=seed, num_batches=num_batches)
+    report = score_texts(texts, metadata, judge=open_judge("embed"), k=10, seed=seed, num_batches=num_batches)
     fidelity = measure_fidelity(texts, metadata, grid_topics(plan), embed=embed_texts,
                                 doc_vectors=embed_texts(texts))
     plot_fidelity(fidelity, out / "fidelity.png")
     (out / "fidelity.json").write_text(json.dumps(fidelity.to_dict(), indent=1, default=str))
+    (out / "diversity.json").write_text(json.dumps(report, indent=1, default=str))
     return {"docs": len(texts), "score": report["score"], "half_width": report["half_width"],
             "fidelity": fidelity, "proxies": report.get("proxies", {}),
             "finish_stop": sum(m == "stop" for m in metadata.get("finish_reason", [])) / len(texts)}
@@ -88,6 +92,8 @@ def main() -> None:
     ap.add_argument("--num-batches", type=int, default=1000, help="K-batches judged per score")
     ap.add_argument("--score-only", action="store_true", help="never generate; score existing runs")
     ap.add_argument("--force", action="store_true", help="regenerate runs that exist")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override for every recipe, e.g. sampling.temperature=0.7")
     ap.add_argument("--fit-rule", action="store_true", help="only print the on-topic rule's fit to hand labels")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -99,7 +105,7 @@ def main() -> None:
     backend = None
     rows = []
     for path in args.recipes:
-        plan = load_recipe(path, [f"size.num_docs={args.docs}"])
+        plan = load_recipe(path, [f"size.num_docs={args.docs}", "engine.backend=vllm", *args.overrides])
         out = args.out / path.stem
         if not (out / "summary.json").exists() or args.force:
             if args.score_only:

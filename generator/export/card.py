@@ -70,6 +70,10 @@ def write_card(run_dir: str | Path, *, embed: Callable[[Sequence[str]], np.ndarr
         raise UserError(f"{run}: the run has no documents (data/shard-*.parquet)", fix="generate the corpus first")
     diversity = _read_json(run / "diversity.json")
     plots = draw_plots(run, table, embed=embed, rng=np.random.default_rng(seed), texts_at=partial(read_texts, run))
+    fidelity = (summary or {}).get("fidelity") or (diversity or {}).get("fidelity")
+    if fidelity and fidelity.get("num_docs"):
+        from generator.measure.fidelity import plot_fidelity, report_from_dict
+        plots["fidelity"] = plot_fidelity(report_from_dict(fidelity), run / "plots" / "fidelity.png").name
     card = render_card(run, recipe, summary or {}, diversity, table, plots)
     path = run / "README.md"
     atomic_write_text(path, card)
@@ -157,6 +161,20 @@ def diversity_section(d: dict | None) -> dict | None:
             "proxies": proxies, "shift": shift}
 
 
+def fidelity_section(f: dict | None) -> dict | None:
+    """The on-topic fidelity of the corpus (summary.json's, else diversity.json's): overall and
+    one row per template, style and domain."""
+    if not f or not f.get("num_docs"):
+        return None
+    rows = [{"column": g["column"], "value": g["value"], "num_docs": g["num_docs"], "share": f"{g['topic_share']:.2f}",
+             "ci": f"[{g.get('ci_low', float('nan')):.2f}, {g.get('ci_high', float('nan')):.2f}]",
+             "style": f"{g['style_share']:.2f} (n={g['num_style_docs']})" if g.get("style_share") is not None else "–"}
+            for g in f["groups"] if g["num_docs"]]
+    return {"share": f"{f['topic_share']:.3f}", "ci": f"[{f.get('ci_low', float('nan')):.3f}, "
+            f"{f.get('ci_high', float('nan')):.3f}]", "num_docs": f["num_docs"], "top_r": f["top_r"],
+            "num_topics": f["num_topics"], "min_cosine": f["min_cosine"], "rows": rows}
+
+
 def steering_section(summary: dict) -> dict | None:
     target = summary.get("target")
     if not target:
@@ -234,6 +252,7 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
         pretty_name=front_matter(recipe, 0)["pretty_name"], recipe=recipe_rows, model=model,
         counts=count_section(summary, table), coverage=grid_coverage(recipe, table, run),
         diversity=diversity_section(diversity), steering=steering_section(summary), plots=plots,
+        fidelity=fidelity_section(summary.get("fidelity") or (diversity or {}).get("fidelity")),
         columns=[(c, COLUMNS.get(c, "")) for c in SCHEMA.names], data_dir="data").rstrip() + "\n"
 
 
@@ -243,7 +262,7 @@ def draw_plots(run: Path, table: Mapping[str, list], *, embed, rng: np.random.Ge
                texts_at: TextsAt | None = None) -> dict:
     folder = run / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    plots: dict = {"axes": [], "steering": [], "map": None, "map_missing": ""}
+    plots: dict = {"axes": [], "steering": [], "map": None, "map_missing": "", "fidelity": None}
     if plot_axis_histograms(table, folder / "axis_histograms.png"):
         plots["axes"].append({"alt": "documents per value of each grid axis", "path": "plots/axis_histograms.png"})
     steering = (("score_trajectory.png", "controller score trajectory"), ("weights.png", "final sampling weights"),

@@ -11,6 +11,7 @@ fidelity") records how `top_r` was chosen.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,6 +66,12 @@ def split_topics(value: str, topics: Sequence[str]) -> list[str]:
     return [part for part in value.split("; ") if part in known]
 
 
+def grid_topics(grid) -> list[str] | None:
+    """The topic values of a grid (sampling.grid.Grid); None without a topic axis."""
+    axis = grid.axes.get("topic")
+    return None if axis is None else [v.value for v in axis.values]
+
+
 def corpus_topics(topic_values: Sequence[str]) -> list[str]:
     """The distinct topics a corpus's topic column names: the topic list to rank against when
     the grid is unknown (e.g. `generator score` on a corpus file)."""
@@ -79,6 +86,16 @@ def topic_ranks(doc_vectors: np.ndarray, topic_vectors: np.ndarray, own: Sequenc
     return (sims >= own_sims[:, None]).sum(axis=1)
 
 
+def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial share over n documents ((nan, nan) when n = 0;
+    for multi-topic documents, whose on-topic value is a fraction, an approximation)."""
+    if n <= 0 or share != share:
+        return float("nan"), float("nan")
+    centre, denom = share + z * z / (2 * n), 1 + z * z / n
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return round(max(0.0, (centre - half) / denom), 4), round(min(1.0, (centre + half) / denom), 4)
+
+
 @dataclass(frozen=True)
 class GroupShare:
     column: str  # template, style or domain
@@ -87,6 +104,8 @@ class GroupShare:
     topic_share: float  # mean on-topic fraction of its documents
     num_style_docs: int  # documents whose style has a surface check
     style_share: float | None
+    ci_low: float = float("nan")  # 95% Wilson interval of topic_share
+    ci_high: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -99,6 +118,8 @@ class FidelityReport:
     num_style_docs: int
     style_share: float | None
     groups: tuple[GroupShare, ...]
+    ci_low: float = float("nan")  # 95% Wilson interval of topic_share
+    ci_high: float = float("nan")
 
     def by(self, column: str) -> tuple[GroupShare, ...]:
         return tuple(g for g in self.groups if g.column == column)
@@ -155,17 +176,23 @@ def measure_fidelity(texts: Sequence[str], metadata: Mapping[str, Sequence[str]]
     return FidelityReport(num_docs=overall.num_docs, num_topics=len(set(topics)), top_r=top_r,
                           min_cosine=min_cosine,
                           topic_share=overall.topic_share, num_style_docs=overall.num_style_docs,
-                          style_share=overall.style_share,
+                          style_share=overall.style_share, ci_low=overall.ci_low, ci_high=overall.ci_high,
                           groups=tuple(g for g in groups if g.num_docs or g.num_style_docs))
 
 
 def _share(column: str, value: str, on_topic: np.ndarray, on_style: Sequence[bool | None]) -> GroupShare:
     measured = on_topic[~np.isnan(on_topic)]
     styled = [s for s in on_style if s is not None]
-    return GroupShare(column=column, value=value, num_docs=int(measured.size),
-                      topic_share=round(float(measured.mean()), 4) if measured.size else float("nan"),
-                      num_style_docs=len(styled),
-                      style_share=round(float(np.mean(styled)), 4) if styled else None)
+    share = round(float(measured.mean()), 4) if measured.size else float("nan")
+    low, high = wilson_interval(share, measured.size)
+    return GroupShare(column=column, value=value, num_docs=int(measured.size), topic_share=share,
+                      num_style_docs=len(styled), style_share=round(float(np.mean(styled)), 4) if styled else None,
+                      ci_low=low, ci_high=high)
+
+
+def report_from_dict(d: Mapping) -> FidelityReport:
+    """A FidelityReport from its to_dict() form (summary.json, diversity.json)."""
+    return FidelityReport(**{**d, "groups": tuple(GroupShare(**g) for g in d["groups"])})
 
 
 @dataclass(frozen=True)
@@ -175,6 +202,7 @@ class FidelityCheck:
     topic_share: float
     drifting: tuple[GroupShare, ...]  # templates, styles, domains below min_fidelity
     message: str
+    report: FidelityReport | None = None  # what was checked (run/drift.py reweights from it)
 
 
 def check_fidelity(report: FidelityReport, min_fidelity: float, *, stop: bool = False,
@@ -185,41 +213,34 @@ def check_fidelity(report: FidelityReport, min_fidelity: float, *, stop: bool = 
     drifting = tuple(g for g in report.groups if g.num_docs >= min_group_docs and g.topic_share < min_fidelity)
     low = report.num_docs > 0 and report.topic_share < min_fidelity
     if not low and not drifting:
-        return FidelityCheck("ok", min_fidelity, report.topic_share, (), "")
+        return FidelityCheck("ok", min_fidelity, report.topic_share, (), "", report)
     names = ", ".join(f"{g.column}={g.value} ({g.topic_share:.2f}, {g.num_docs} docs)" for g in drifting)
     message = (f"on-topic share {report.topic_share:.2f} (own topic in the top {report.top_r} of "
                f"{report.num_topics}) is below min_fidelity {min_fidelity}" if low else
                f"on-topic share {report.topic_share:.2f} meets min_fidelity {min_fidelity}, but some groups drift")
     if names:
         message += f"; drifting: {names}"
-    return FidelityCheck("stop" if low and stop else "warn", min_fidelity, report.topic_share, drifting, message)
-
-
-def drift_multipliers(check: FidelityCheck, *, floor: float = 0.1) -> dict[str, dict[str, float]]:
-    """Weight multipliers that move sampling away from drifting groups: column (template, style,
-    domain) -> value -> topic_share / min_fidelity, at least `floor`; empty when nothing drifts."""
-    out: dict[str, dict[str, float]] = {}
-    for g in check.drifting:
-        out.setdefault(g.column, {})[g.value] = max(floor, g.topic_share / check.min_fidelity)
-    return out
+    return FidelityCheck("stop" if low and stop else "warn", min_fidelity, report.topic_share, drifting, message, report)
 
 
 def plot_fidelity(report: FidelityReport, png: Path) -> Path:
-    """Horizontal bars: on-topic share per template and per style (with the style-format share
-    where measured), the overall share as a line."""
+    """Horizontal bars: on-topic share per template, style and domain with 95% Wilson intervals,
+    the style-format share where measured, the overall share as a dashed line."""
     plt = pyplot()
 
-    rows = [g for g in report.groups if g.column in ("template", "style")]
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.5))
-    labels = [f"{g.column}: {g.value} (n={g.num_docs})" for g in rows]
+    rows = [g for column in GROUP_COLUMNS for g in report.by(column) if g.num_docs]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.6))
     y = np.arange(len(rows))
-    ax.barh(y - 0.2, [g.topic_share for g in rows], height=0.4, color="tab:blue", label="on topic")
+    share = np.array([g.topic_share for g in rows])
+    err = np.clip([share - [g.ci_low for g in rows], [g.ci_high for g in rows] - share], 0, 1)
+    ax.barh(y - 0.2, share, height=0.4, xerr=err, capsize=2, color="tab:blue", label="on topic (95% interval)")
     ax.barh(y + 0.2, [g.style_share or 0.0 for g in rows], height=0.4, color="tab:orange",
             label="style format (where checked)")
     ax.axvline(report.topic_share, color="k", lw=1, ls="--", label=f"all: {report.topic_share:.2f}")
-    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_yticks(y, [f"{g.column}: {g.value[:40]} (n={g.num_docs})" for g in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"share of documents (own topic in the top {report.top_r} of {report.num_topics})")
+    ax.set_xlabel(f"share of documents (own topic in the top {report.top_r} of {report.num_topics}, "
+                  f"cosine ≥ {report.min_cosine})")
     ax.legend(fontsize=7, loc="lower right")
-    return save_figure(fig, png, dpi=120)
+    return save_figure(fig, png, dpi=110)

@@ -114,14 +114,16 @@ def score_finished_run(plan, out: Path) -> dict:
     r, ruler = plan.recipe, end_of_run_ruler(plan.recipe)
     judge = (judge_for_target(plan, out) if ruler["settings_from"] == "target" else
              open_judge(r.scoring.judge, criteria_path=out / "criteria.json", seed=r.seed))
+    from generator.measure.fidelity import grid_topics
     return score_run(out, judge=judge, k=ruler["k"], seed=r.seed, num_batches=r.scoring.num_batches,
-                     reference_texts=plan.reference_texts or None, ruler=ruler)
+                     reference_texts=plan.reference_texts or None, ruler=ruler, topics=grid_topics(plan.grid))
 
 
 def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_batches: int = 200,
               ruler: dict | None = None, **options) -> dict:
     """Score a finished run folder (its Parquet shards under data/) and write OUT/diversity.json
-    (with `ruler`, the settings it was scored at, when given).
+    (with `ruler`, the settings it was scored at, when given), and its on-topic fidelity into
+    OUT/summary.json when that has none (e.g. an unsteered run).
     Above MEASURE_ROWS documents it scores a uniform sample of that many (seeded by `seed`):
     `num_docs` stays the corpus's count, `sampled_docs` is the sample's and batch document
     numbers are rows of the corpus."""
@@ -142,6 +144,9 @@ def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_
     if ruler is not None:
         result["ruler"] = ruler
     write_json(out / "diversity.json", result)
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
+    if result.get("fidelity") and summary is not None and not summary.get("fidelity"):
+        write_json(out / "summary.json", {**summary, "fidelity": result["fidelity"]})  # the final corpus's
     return result
 
 

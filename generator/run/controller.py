@@ -20,10 +20,10 @@ import numpy as np
 from generator.files import count_documents, write_yaml
 from generator.recipe import Plan, pilot_size
 from generator.records import Backend
-from generator.run import growth, knobs, shift_bound
+from generator.run import drift, growth, knobs, shift_bound
 from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
 from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
-                                  round_fidelity, weights_file)
+                                  final_fidelity, round_fidelity, weights_file)
 from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs
 from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
@@ -289,10 +289,7 @@ def main_round(ctx: Context, state: RunState) -> RunState:
         report, attribution, shift, fidelity, docs = future.result()
     state = add_judge_cost(state, report)
     action = "keep"
-    if fidelity is not None and fidelity.action != "ok":
-        log.warning("round %d: %s", this_round, fidelity.message)
-        if fidelity.action == "stop":
-            state = dataclasses.replace(with_phase(state, "done"), stopped=f"{fidelity.message} (target.min_fidelity)")
+    state, drift_action = drift.respond(state, fidelity, t.min_fidelity, ctx.plan.grid, ctx.orders)  # warn, reweight, stop
     if abs(report.score - t.score) > t.tolerance / 2 and docs < num_docs and not state.stopped:
         state, action = correct(ctx, state, report, attribution)
     if over_bound(ctx, shift) and docs < num_docs:
@@ -306,7 +303,7 @@ def main_round(ctx: Context, state: RunState) -> RunState:
         s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None)),
         round=s.round + 1, measure_at=0))
     log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c, docs=docs,
-              extra={**shift_fields(ctx, shift), **({"fidelity": fidelity.topic_share, "fidelity_action": fidelity.action}
+              extra={**shift_fields(ctx, shift), **({"fidelity": fidelity.topic_share, "fidelity_action": drift_action}
                                                       if fidelity is not None else {})})
     save(ctx, state)
     return state
@@ -361,8 +358,9 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     t, s = ctx.target, state.steering
     extra: dict = {"target": {"score": t.score, "tolerance": t.tolerance, "judge": ctx.judge.name, "k": t.k}}
     if not state.stopped and state.counters.num_docs:
-        texts, _ = read_corpus(ctx.out, rng=stream(ctx.plan.recipe.seed, "final", 1))  # a sample above MEASURE_ROWS
+        texts, metadata = read_corpus(ctx.out, rng=stream(ctx.plan.recipe.seed, "final", 1))  # a sample above MEASURE_ROWS
         report, _ = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "final"))
+        extra["fidelity"] = final_fidelity(ctx.plan, ctx.judge, texts, metadata)
         state = add_judge_cost(state, report)
         s = state.steering
         extra["achieved"] = {"score": report.score, "ci_low": report.ci_low, "ci_high": report.ci_high,

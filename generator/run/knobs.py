@@ -59,6 +59,9 @@ def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapp
     columns = attribution.get("columns", {})
     out: Weights = {}
     for axis, values in weights.items():
+        if axis == "template":  # template weights are drift factors (run/drift.py), not a diversity knob
+            out[axis] = dict(values)
+            continue
         stats = {v: s for v, s in columns.get(axis, {}).items()
                  if s["pairs"] >= min_pairs and s.get("lift") is not None and values.get(v, 0) > 0}
         pairs = sum(s["pairs"] for s in stats.values())
@@ -171,9 +174,11 @@ def shift_factors(weights: Mapping[str, Mapping[str, float]], witness_by_value: 
 
 
 def apply_factors(weights: Mapping[str, Mapping[str, float]], factors: Mapping[str, Mapping[str, float]]) -> Weights:
-    """Weights times per-value factors (values without a factor keep their weight)."""
-    return {axis: {v: w * factors.get(axis, {}).get(v, 1.0) for v, w in values.items()}
-            for axis, values in weights.items()}
+    """Weights times per-value factors (values without a factor keep their weight); an axis with
+    factors but no weights (e.g. "template") is kept as its factors."""
+    out = {axis: {v: w * factors.get(axis, {}).get(v, 1.0) for v, w in values.items()}
+           for axis, values in weights.items()}
+    return out | {axis: dict(values) for axis, values in factors.items() if axis not in out}
 
 
 def merge_factors(old: Mapping[str, Mapping[str, float]], new: Mapping[str, Mapping[str, float]],

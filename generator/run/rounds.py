@@ -106,13 +106,19 @@ WARN_FIDELITY = 0.5  # without target.min_fidelity, a round below this on-topic 
 def round_fidelity(plan, judge, texts, metadata):
     """The corpus's on-topic check (measure/fidelity.py) against the grid's topics; None when
     the grid has no topic axis, or when the judge has no embedder and no min_fidelity is set."""
-    from generator.measure.fidelity import check_fidelity, measure_fidelity
+    from generator.measure.fidelity import check_fidelity, grid_topics, measure_fidelity
 
-    t, topic_axis = plan.recipe.target, plan.grid.axes.get("topic")
+    t, topics = plan.recipe.target, grid_topics(plan.grid)
     embed = getattr(judge, "embed", None)
-    if topic_axis is None or (embed is None and not t.min_fidelity):
+    if topics is None or (embed is None and not t.min_fidelity):
         return None
     if embed is None:
         from generator.measure.embeddings import embed_texts as embed
-    report = measure_fidelity(texts, metadata, [v.value for v in topic_axis.values], embed=embed)
+    report = measure_fidelity(texts, metadata, topics, embed=embed)
     return check_fidelity(report, t.min_fidelity or WARN_FIDELITY, stop=t.min_fidelity > 0)
+
+
+def final_fidelity(plan, judge, texts, metadata) -> dict | None:
+    """summary.json's `fidelity`: the finished corpus's on-topic report (FidelityReport.to_dict)."""
+    check = round_fidelity(plan, judge, texts, metadata)
+    return None if check is None else check.report.to_dict()

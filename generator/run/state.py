@@ -89,7 +89,7 @@ class Steering:
     judge_calls: int = 0
     judge_tokens: int = 0
     added_topics: dict = field(default_factory=dict)  # domain -> topics added by grid growth
-    shift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor from the shift bound
+    shift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor from the shift bound and drift
     binding: str = ""  # the constraint that stopped the run when target and max_shift could not both hold
     epochs: tuple[Epoch, ...] = ()  # every weight change, by the sample index it applies from
     lookahead: int = 0  # samples generated under the old weights while a main round is measured (fixed at start)

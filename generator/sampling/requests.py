@@ -36,9 +36,9 @@ def request_id(prompt: str, model: str, seed: int, temperature: float, top_p: fl
 
 def template_probabilities(plan: Plan, weights: Weights | None) -> np.ndarray:
     w = np.array([t.weight for t in plan.recipe.templates], dtype=float)
-    chosen = (weights or {}).get("template")
+    chosen = (weights or {}).get("template")  # factors on the recipe's template weights
     if chosen:
-        w = np.array([chosen.get(t.name, wi) for t, wi in zip(plan.templates, w)], dtype=float)
+        w = np.array([wi * chosen.get(t.name, 1.0) for t, wi in zip(plan.templates, w)], dtype=float)
     return w / w.sum()
 
 

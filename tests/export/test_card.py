@@ -193,3 +193,31 @@ def test_card_with_the_real_embedder(tmp_path):
     _, body = split_card(write_card(run).read_text())
     assert "PCA of all-MiniLM-L6-v2 embeddings of 24 of 24 documents" in body
     assert (run / "plots" / "embedding_map.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_card_shows_fidelity_per_template_style_and_domain_with_a_plot(tmp_path):
+    from generator.measure.fidelity import measure_fidelity
+    from generator.readers import load_corpus
+
+    run = make_run(tmp_path / "run")
+    texts, metadata = load_corpus(run / "data")
+    topics = [t for topics in DOMAINS.values() for t in topics]
+    report = measure_fidelity(texts, metadata, topics, embed=fake_embed).to_dict()
+    summary = json.loads((run / "summary.json").read_text())
+    write_json(run / "summary.json", {**summary, "fidelity": report})
+    _, body = split_card(write_card(run, embed=fake_embed).read_text())
+    assert "## On-topic fidelity" in body
+    assert f"**{report['topic_share']:.3f} of 40" in body
+    groups = {(g["column"], g["value"]): g for g in report["groups"]}
+    assert {("template", "topic_style"), ("style", "wikiHow"), ("domain", "Physics")} <= set(groups)
+    for (column, value), g in groups.items():
+        row = f"| {column} | {value} | {g['num_docs']} | {g['topic_share']:.2f} | [{g['ci_low']:.2f}, {g['ci_high']:.2f}] |"
+        assert row in body
+        assert g["ci_low"] <= g["topic_share"] <= g["ci_high"]
+    assert "plots/fidelity.png" in linked_images(body)
+    assert (run / "plots" / "fidelity.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_card_without_fidelity_has_no_fidelity_section(tmp_path):
+    _, body = split_card(write_card(make_run(tmp_path / "run"), embed=fake_embed).read_text())
+    assert "On-topic fidelity" not in body and not (tmp_path / "run" / "plots" / "fidelity.png").exists()

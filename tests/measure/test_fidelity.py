@@ -6,7 +6,7 @@ import pytest
 
 from fakes import fake_embed
 from generator.measure.fidelity import (FidelityReport, GroupShare, check_fidelity, check_style, corpus_topics,
-                                drift_multipliers, measure_fidelity, plot_fidelity, split_topics,
+                                measure_fidelity, plot_fidelity, split_topics,
                                 topic_ranks)
 
 TOPICS = ["volcanic eruptions and lava", "sourdough bread baking", "chess opening theory",
@@ -124,12 +124,6 @@ def test_check_fidelity_ok_warn_and_stop():
     assert check_fidelity(low, 0.8).action == "warn"
     stopped = check_fidelity(low, 0.8, stop=True)
     assert stopped.action == "stop" and "below min_fidelity 0.8" in stopped.message
-
-
-def test_drift_multipliers_lower_only_the_drifting_groups():
-    drift = report_with(0.85, [group("topic", 0.95), group("persona", 0.4), group("blog", 0.0, column="style")])
-    assert drift_multipliers(check_fidelity(drift, 0.8)) == {"template": {"persona": 0.5}, "style": {"blog": 0.1}}
-    assert drift_multipliers(check_fidelity(report_with(0.9, [group("topic", 0.9)]), 0.8)) == {}
 
 
 def test_corpus_topics_splits_multitopic_values():

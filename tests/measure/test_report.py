@@ -227,6 +227,22 @@ def test_score_run_writes_diversity_json(tmp_path):
     assert saved["score"] == result["score"] and {"judge", "k", "score", "half_width"} <= set(saved)
 
 
+def test_score_run_adds_the_corpus_fidelity_to_summary_json(tmp_path):
+    write_parquet(tmp_path / "data" / "shard-00000.parquet", ROWS)
+    (tmp_path / "summary.json").write_text(json.dumps({"num_docs": 24, "stopped": None}))
+    scoring.score_run(tmp_path, judge=open_judge("embed"), k=5, seed=0, num_batches=25, proxies=False,
+                      topics=["tides", "soup", "chess"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["num_docs"] == 24 and summary["fidelity"] == json.loads((tmp_path / "diversity.json").read_text())["fidelity"]
+    assert summary["fidelity"]["num_docs"] == 24 and summary["fidelity"]["num_topics"] == 3
+    styles = {g["value"]: g for g in summary["fidelity"]["groups"] if g["column"] == "style"}
+    assert set(styles) == {"essay", "poem", "recipe"} and all(g["num_docs"] == 8 for g in styles.values())
+    kept = {**summary, "fidelity": {"topic_share": 0.5}}  # a steered run's own measurement is kept
+    (tmp_path / "summary.json").write_text(json.dumps(kept))
+    scoring.score_run(tmp_path, judge=open_judge("embed"), k=5, seed=0, num_batches=25, proxies=False)
+    assert json.loads((tmp_path / "summary.json").read_text())["fidelity"] == {"topic_share": 0.5}
+
+
 def test_cli_turns_a_bad_corpus_into_exit_code_2(tmp_path, capsys):
     from generator.cli import main
 

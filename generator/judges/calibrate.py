@@ -148,8 +148,9 @@ class Confirmation:
 def confirm_score(texts: Sequence[str], llm_judge: Judge, embed_judge: Judge, embed_score: float,
                   embed_half_width: float, *, k: int, rng: np.random.Generator, precision: float,
                   max_batches: int, min_batches: int = 20, chunk_size: int = 10) -> Confirmation:
-    """Judge random K-batches with both judges, a chunk at a time, until the paired estimate's
-    95% half-width is within `precision` (after at least `min_batches`) or `max_batches` are spent."""
+    """Judge random K-batches with both judges, a chunk at a time, until the mean difference's
+    95% half-width is within `precision` (after at least `min_batches`; the embedding judge's D
+    was measured to its own precision) or `max_batches` are spent."""
     check_batch_inputs(len(texts), k, 1, max_batches)
     llm, diff, failed, cost = [], [], 0, [0, 0, 0]
     spent = 0
@@ -164,9 +165,9 @@ def confirm_score(texts: Sequence[str], llm_judge: Judge, embed_judge: Judge, em
                 continue
             llm.append(batch_score(a.clusters))
             diff.append(llm[-1] - batch_score(b.clusters))
-        hw = float(np.hypot(embed_half_width, mean_half_width(diff)))
-        if len(diff) >= min_batches and hw <= precision:
+        if len(diff) >= min_batches and mean_half_width(diff) <= precision:  # the embedding half has its own
             break
+    hw = float(np.hypot(embed_half_width, mean_half_width(diff))) if diff else float("inf")
     if not diff:
         raise ScoreError(f"judge {llm_judge.name} failed on all {spent} confirmation batches",
                          fix="check the judge model or endpoint")

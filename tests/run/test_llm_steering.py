@@ -58,6 +58,7 @@ def test_calibrated_steering_confirms_the_target_and_reports_judge_tokens(tmp_pa
     assert cost["pilot_docs"] == 100 * summary["rounds"]["pilot"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
     assert rows[-1]["target"] == summary["target"]["embedding_score"]  # after the offset where the pilots ended
+    assert rows[-1]["judge_tokens"] == calibration["tokens"]  # the embedding judge spends none
 
     again = SplittingJudge(0.02, name="llm", calls=2, tokens=(1000, 50))
     resumed = controller.run(make_plan(tmp_path), tmp_path / "run", EchoBackend(), judge=again, embed=TopicEmbed({}),

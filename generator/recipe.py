@@ -89,9 +89,9 @@ class Target:
     grow_grid: bool = True  # propose new topics when the grid cannot reach the target
     max_growth_rounds: int = 2
     growth_topics_per_domain: int = 8
-    # On-topic share (measure/fidelity.py) every main round must keep: below it the run stops,
-    # so a target is never reached by the generator ignoring its prompts; 0 = only warn below 0.5.
+    # On-topic share (measure/fidelity.py) every main round must keep, else the run stops; 0 = only warn below 0.5.
     min_fidelity: float = 0.0
+    llm_batches: int = 40  # llm judge: batches it judges to calibrate the embedding judge, and at most to confirm
 
 
 def pilot_size(recipe: "Recipe") -> int:
@@ -273,7 +273,7 @@ def _check_values(r: Recipe, where: str) -> None:
         need(t.judge != "llm" or bool(t.judge_model), "target.judge",
              "is llm but no judge model is configured, so the target cannot be measured",
              "set target.judge_model (and target.judge_endpoint for a served model) or use judge: embed")
-        need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use e.g. 3000")
+        need(min(t.num_batches, t.llm_batches) >= 20, "target.num_batches/llm_batches", "must be at least 20", "use 3000/40")
         need(0 <= t.min_fidelity <= 1, "target.min_fidelity", f"{t.min_fidelity} is outside [0, 1]",
              "use a share such as 0.6, or 0 to only warn")
         need(t.precision >= 0, "target.precision", "must be >= 0", "use 0 for tolerance / 3")
@@ -388,7 +388,7 @@ def hash_recipe(recipe: Recipe) -> str:
         d.pop("reference")
     else:
         d["reference"]["path"] = Path(recipe.reference.path).name
-    for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0)):
+    for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0), ("llm_batches", 40)):
         if d["target"] is not None and d["target"][key] == unset:
             d["target"].pop(key)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())

@@ -386,6 +386,29 @@ class TopicEmbed:
         return np.asarray(rows, dtype=np.float32)
 
 
+class SplittingJudge:
+    """Groups documents by their first line (the topic) but splits each one off alone with
+    probability `noise`, seeded by the batch's texts (the same batch is always judged the same
+    way). Each batch costs `calls` calls and `tokens` (prompt, completion) tokens, like an LLM
+    judge; `batches` counts the batches judged."""
+
+    def __init__(self, noise: float, *, name: str = "splitting", calls: int = 1, tokens: tuple[int, int] = (0, 0)):
+        self.noise, self.name, self.calls, self.tokens = noise, name, calls, tokens
+        self.batches = 0
+
+    def cluster(self, batches):
+        self.batches += len(batches)
+        out = []
+        for batch in batches:
+            rng = np.random.default_rng(zlib.crc32("\x00".join(batch).encode()))
+            groups: dict = {}
+            for i, text in enumerate(batch):
+                groups.setdefault(text.splitlines()[0] if rng.random() >= self.noise else f"alone {i}", []).append(i)
+            out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values()), calls=self.calls,
+                                       prompt_tokens=self.tokens[0], completion_tokens=self.tokens[1]))
+        return out
+
+
 class CountingJudge(KeyJudge):
     """A KeyJudge that counts the batches it clusters."""
 

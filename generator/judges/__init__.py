@@ -82,7 +82,8 @@ class CriteriaJudge:
 
 
 def judge_for_target(plan, out: Path):
-    """The judge a recipe's `target` names; LLM criteria live in OUT/criteria.json."""
+    """The judge a recipe's `target` names; LLM criteria live in OUT/criteria.json, its answers
+    in OUT/judge-cache.sqlite (a resumed run asks nothing twice)."""
     t = plan.recipe.target
     return open_judge(t.judge, threshold=t.threshold, model=t.judge_model, endpoint=t.judge_endpoint,
-                      criteria_path=out / "criteria.json", seed=plan.recipe.seed, k=t.k)
+                      criteria_path=out / "criteria.json", seed=plan.recipe.seed, k=t.k, cache_path=out / "judge-cache.sqlite")

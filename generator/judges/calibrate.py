@@ -84,6 +84,9 @@ class Calibration:
     num_batches: int  # scored by the LLM judge
     num_failed: int
     curve: tuple[dict, ...]
+    calls: int = 0  # LLM judge calls, prompt and completion tokens spent on the scored batches
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -112,7 +115,78 @@ def calibrate_threshold(texts: Sequence[str], llm_judge: Judge, *, k: int = 10, 
     return Calibration(threshold=threshold, metric=metric, agreement=chosen[metric], llm_judge=llm_judge.name,
                        llm_score=float(np.mean([batch_score(p) for p in partitions])),
                        embed_score=chosen["embed_score"], k=k, num_batches=len(kept),
-                       num_failed=num_batches - len(kept), curve=tuple(curve))
+                       num_failed=num_batches - len(kept), curve=tuple(curve), calls=sum(r.calls for r in reference),
+                       prompt_tokens=sum(r.prompt_tokens for r in reference),
+                       completion_tokens=sum(r.completion_tokens for r in reference))
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The LLM judge's D of a corpus, estimated from paired batches: the embedding judge's D
+    (measured on its own, larger sample) plus the mean difference LLM − embedding D_i over
+    batches both judges scored. Unbiased for the LLM judge's D whatever the embedding judge
+    does; the closer the two agree batch by batch, the fewer LLM batches reach a precision."""
+
+    score: float
+    ci_low: float  # 95%: the two independent halves' intervals added in quadrature
+    ci_high: float
+    half_width: float
+    embed_score: float
+    embed_half_width: float
+    mean_difference: float
+    difference_half_width: float
+    llm_score: float  # mean LLM D_i over the paired batches alone (its own, wider interval)
+    llm_half_width: float
+    num_batches: int  # scored by both judges
+    num_failed: int  # LLM batches that failed (excluded)
+    llm_judge: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def confirm_score(texts: Sequence[str], llm_judge: Judge, embed_judge: Judge, embed_score: float,
+                  embed_half_width: float, *, k: int, rng: np.random.Generator, precision: float,
+                  max_batches: int, min_batches: int = 20, chunk_size: int = 10) -> Confirmation:
+    """Judge random K-batches with both judges, a chunk at a time, until the mean difference's
+    95% half-width is within `precision` (after at least `min_batches`; the embedding judge's D
+    was measured to its own precision) or `max_batches` are spent."""
+    check_batch_inputs(len(texts), k, 1, max_batches)
+    llm, diff, failed, cost = [], [], 0, [0, 0, 0]
+    spent = 0
+    while spent < max_batches:
+        rows = sample_batches(len(texts), k, min(chunk_size, max_batches - spent), rng)
+        spent += len(rows)
+        batches = [[texts[i] for i in row] for row in rows]
+        for a, b in zip(llm_judge.cluster(batches), embed_judge.cluster(batches)):
+            cost = [cost[0] + a.calls, cost[1] + a.prompt_tokens, cost[2] + a.completion_tokens]
+            if a.failed:
+                failed += 1
+                continue
+            llm.append(batch_score(a.clusters))
+            diff.append(llm[-1] - batch_score(b.clusters))
+        if len(diff) >= min_batches and mean_half_width(diff) <= precision:  # the embedding half has its own
+            break
+    hw = float(np.hypot(embed_half_width, mean_half_width(diff))) if diff else float("inf")
+    if not diff:
+        raise ScoreError(f"judge {llm_judge.name} failed on all {spent} confirmation batches",
+                         fix="check the judge model or endpoint")
+    score = embed_score + float(np.mean(diff))
+    return Confirmation(score=score, ci_low=score - hw, ci_high=score + hw, half_width=hw, embed_score=embed_score,
+                        embed_half_width=embed_half_width, mean_difference=float(np.mean(diff)),
+                        difference_half_width=mean_half_width(diff), llm_score=float(np.mean(llm)),
+                        llm_half_width=mean_half_width(llm),
+                        num_batches=len(diff), num_failed=failed, llm_judge=llm_judge.name, calls=cost[0],
+                        prompt_tokens=cost[1], completion_tokens=cost[2])
+
+
+def mean_half_width(values: Sequence[float]) -> float:
+    """95% t-interval half-width of the mean of `values` (inf below two values)."""
+    from generator.judges.intervals import _t_quantile
+
+    if len(values) < 2:
+        return float("inf")
+    return _t_quantile(0.95, len(values) - 1) * float(np.std(values, ddof=1)) / float(np.sqrt(len(values)))
 
 
 def separating_threshold(vectors: np.ndarray, labels: Sequence[str], *,

@@ -4,7 +4,8 @@ Without a target the corpus is generated in one pass. With one: pilot rounds at 
 concentration c (how much of the grid is active) are scored until one lands within tolerance
 (or the pilot budget is spent, or the grid grows when its whole is not diverse enough); then
 the rest is generated in main rounds, the whole corpus re-scored after each and c and per-cell
-weights corrected; finally the finished corpus is re-measured on fresh batches.
+weights corrected; finally the finished corpus is re-measured on fresh batches. With an LLM
+judge, every round is measured by the embedding judge calibrated to it (`run/calibration.py`).
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ import numpy as np
 from generator.files import count_documents, write_yaml
 from generator.recipe import Plan, pilot_size
 from generator.records import Backend
-from generator.run import drift, growth, knobs, shift_bound
+from generator.run import calibration, drift, growth, knobs, shift_bound
 from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
-from generator.run.rounds import (accept_pilot, add_judge_cost, log_round, measure, next_pilot_round, read_corpus,
-                                  final_fidelity, round_fidelity, weights_file)
-from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs
+from generator.run.rounds import (accept_pilot, add_judge_cost, final_fidelity, log_round, measure, next_pilot_round,
+                                  read_corpus, round_fidelity, weights_file)
+from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs, resolve_target
 from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
 log = logging.getLogger(__name__)
-STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "final": 909}  # named random streams of the controller
+STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "calibrate": 707, "confirm": 808,
+           "final": 909}  # named random streams of the controller
 
 
 def stream(seed: int, name: str, *more: int) -> np.random.Generator:
@@ -50,7 +52,10 @@ class Context:
     judge: object
     orders: dict
     reference: ReferenceStats | None = None
-    embed: object = None  # texts -> embeddings, for the shift from the reference
+    embed: object = None  # texts -> embeddings, for the shift from the reference and the calibrated judge
+    llm: object = None  # target.judge llm: the LLM judge, asked to calibrate `judge` and to confirm the corpus
+    llm_target: object = None  # its target (ctx.target is then on the calibrated embedding judge's scale)
+    calibration: dict | None = None
 
     @property
     def target(self):
@@ -89,13 +94,18 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
         judge = judge_for_target(plan, out)
     reference = None
     if plan.reference_texts:
-        embed = embed or getattr(judge, "embed", None) or default_embed
+        from generator.measure.embeddings import embed_texts
+        embed = embed or getattr(judge, "embed", None) or embed_texts
         reference, cost = open_reference(out, plan, judge, embed, stream(plan.recipe.seed, "reference"))
         state = dataclasses.replace(state, steering=dataclasses.replace(
             state.steering, judge_calls=state.steering.judge_calls + cost["calls"],
             judge_tokens=state.steering.judge_tokens + cost["tokens"]))
         plan = resolve_target(plan, reference)
-    ctx = Context(plan, out, pipe, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), reference, embed)
+    llm = judge if plan.recipe.target.judge == "llm" else None
+    ctx = Context(plan, out, pipe, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), reference, embed, llm,
+                  plan.recipe.target if llm else None)
+    if llm is not None and calibration.read_record(out, calibration.CALIBRATION_FILE) is not None:
+        ctx = with_calibration(ctx, calibration.read_record(out, calibration.CALIBRATION_FILE))
     if state.steering.phase == "fill":
         state = set_concentration(ctx, state, 1.0, phase="pilot", 
                                   lookahead=knobs.lookahead(plan.recipe, pipe.backend.capacity))
@@ -107,23 +117,11 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
     return finish(ctx, state)
 
 
-def default_embed(texts):
-    from generator.measure.embeddings import embed_texts
-    return embed_texts(texts)
-
-
-def resolve_target(plan: Plan, reference: ReferenceStats) -> Plan:
-    """A relative target becomes an absolute score: relative × the reference's D."""
-    t = plan.recipe.target
-    if t.relative is None:
-        return plan
-    score = t.relative * reference.score
-    if not 1 / t.k <= score <= t.k:
-        from generator.errors import UserError
-        raise UserError(f"{plan.recipe.path}: target.relative {t.relative} × reference D {reference.score:.3f} = "
-                        f"{score:.3f} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
-                        fix="pick a relative target the judge can produce at this k")
-    return dataclasses.replace(plan, recipe=dataclasses.replace(plan.recipe, target=dataclasses.replace(t, score=score)))
+def with_calibration(ctx: Context, record: dict) -> Context:
+    """Steer with the embedding judge at the calibrated threshold, to the target on its scale."""
+    from generator.judges.embedding import EmbeddingJudge
+    return dataclasses.replace(ctx, plan=calibration.embedding_target(ctx.plan, ctx.llm_target, record), calibration=record,
+                               judge=EmbeddingJudge(record["threshold"], embed=ctx.embed))
 
 
 def set_concentration(ctx: Context, state: RunState, c: float, **changes) -> RunState:
@@ -155,15 +153,6 @@ def reweight_for_shift(ctx: Context, state: RunState, shift: Shift) -> RunState:
     return dataclasses.replace(state, steering=dataclasses.replace(s, shift_factors=merged, weights=weights))
 
 
-def shift_fields(ctx: Context, shift: Shift | None) -> dict:
-    """The controller.jsonl fields of the shift bound (none without a reference)."""
-    if shift is None:
-        return {}
-    t = ctx.target
-    return {"shift": shift.mmd2, "max_shift": t.max_shift, "reference_score": ctx.reference.score,
-            "relative_target": t.relative}
-
-
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     """Generate one pilot round at the current c, score it, and decide what comes next."""
     this_round, c = state.steering.round, state.steering.concentration
@@ -173,29 +162,33 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     if state.stopped:
         return ctx, state
     texts, _ = read_corpus(pilot_dir(ctx.out, this_round))
+    if ctx.llm is not None and ctx.calibration is None:  # the first pilot round calibrates the embedding judge
+        ctx = with_calibration(ctx, calibration.calibrate_judge(ctx.out, texts, ctx.llm, ctx.target, stream(
+            ctx.plan.recipe.seed, "calibrate"), ctx.embed))
     report, _ = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "pilot", this_round))
     shift = round_shift(ctx, pilot_dir(ctx.out, this_round), this_round)
     state = add_judge_cost(state, report)
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
-        s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None))))
+        s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None, report.half_width))))
     ctx, state, action = after_pilot(ctx, state, report, shift)
     if over_bound(ctx, shift):
         action += f"; MMD² {shift.mmd2:.4f} > max_shift {ctx.target.max_shift}: weight moved away from far values"
+    if ctx.llm is not None and state.steering.phase == "main" and "offset_at_target" not in ctx.calibration:
+        ctx = with_calibration(ctx, calibration.measure_offset(ctx.out, texts, ctx.llm, ctx.judge, report, ctx.llm_target,
+                                                               rng=stream(ctx.plan.recipe.seed, "calibrate", this_round)))
     log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c,
-              extra=shift_fields(ctx, shift))
-    save(ctx, state)
+              extra=shift_bound.shift_fields(shift, ctx.target, ctx.reference))
+    save_state(ctx.out, state)
     return ctx, state
 
 
 def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = None) -> tuple[Context, RunState, str]:
-    """Accept the pilot, leave the pilot phase at the closest point, grow the grid, stop as
-    out of reach, or pilot again at the next c. With a shift bound, a pilot over it moves
-    weight away from far grid values first, and a pilot budget spent without a point that
-    meets both stops the run with the best trade-off."""
+    """Accept the pilot; pilot again or go on where a fit of D(c) through every pilot meets the target;
+    grow the grid; stop. Under a shift bound a spent budget settles at the best pilot under it."""
     t, s = ctx.target, state.steering
     c, score = s.concentration, report.score
-    points = [(h.concentration, h.score) for h in s.rounds("pilot")]
+    points = [(h.concentration, h.score, h.half_width) for h in s.rounds("pilot")]
     close = abs(score - t.score) <= min(t.tolerance, max(t.tolerance / 2, report.half_width))
     spent = len(points) >= t.max_pilot_rounds
     if over_bound(ctx, shift):
@@ -205,22 +198,27 @@ def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = Non
         close = False  # a pilot over the bound is never accepted
     if close:
         return ctx, with_phase(accept_pilot(ctx.out, state), "main"), f"accept c={c:.3f}"
-    if spent or knobs.bracket_width(points, t.score) < knobs.MIN_BRACKET:
-        return settle(ctx, state, "pilot budget spent" if spent else "converged on c")
-    nxt = knobs.next_concentration(points, t.score, floor=1 / t.k)
-    if nxt is not None and ctx.reference is not None:
-        bounded = shift_bound.clamp_concentration(nxt, s.rounds("pilot"), t.max_shift)
-        if bounded != nxt and any(abs(bounded - p[0]) < knobs.MIN_BRACKET for p in points):
-            return settle(ctx, state, f"next c={nxt:.3f} is past max_shift's limit c={bounded:.3f}, already measured")
-        nxt = bounded
+    if spent and t.max_shift is not None:
+        return settle(ctx, state, "pilot budget spent")
+    fit = knobs.fit_concentration(points, t.score, floor=1 / t.k, start=c)
+    if fit is not None and t.max_shift is not None:
+        bounded = shift_bound.clamp_concentration(fit.concentration, s.rounds("pilot"), t.max_shift)
+        if bounded != fit.concentration and any(abs(bounded - p[0]) < knobs.MIN_BRACKET for p in points):
+            return settle(ctx, state, f"next c={fit.concentration:.3f} is past max_shift's limit c={bounded:.3f}, "
+                                      "already measured")
+        fit = dataclasses.replace(fit, concentration=bounded)
     growable = t.grow_grid and "topic" in ctx.plan.grid.axes  # growth adds topics (a seed-document grid has none)
-    if nxt is None and score < t.score and growable and len(s.rounds("grow")) < t.max_growth_rounds:
+    if fit is None and score < t.score and growable and len(s.rounds("grow")) < t.max_growth_rounds:
         ctx, state, action = grow_grid(ctx, state)
-    elif nxt is None:
+    elif fit is None:
         return ctx, stop_out_of_reach(ctx, state, points, score), "stop"
+    elif spent or fit.within(t.score, t.tolerance) or abs(fit.concentration - c) < knobs.MIN_BRACKET:
+        why = "pilot budget spent" if spent else "fit within tolerance" if fit.within(t.score, t.tolerance) else "converged"
+        action = f"{why}: fitted D={fit.score:.2f} [{fit.low:.2f}, {fit.high:.2f}]; continue at c={fit.concentration:.3f}"
+        return ctx, set_concentration(ctx, next_pilot_round(state), fit.concentration, phase="main"), action
     else:
-        action = f"pilot again at c={nxt:.3f}"
-        state = set_concentration(ctx, state, nxt)
+        action = f"pilot again at c={fit.concentration:.3f} (fitted D={fit.score:.2f} [{fit.low:.2f}, {fit.high:.2f}])"
+        state = set_concentration(ctx, state, fit.concentration)
     return ctx, next_pilot_round(state), action
 
 
@@ -300,12 +298,12 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     ctx.pipe.frozen_at = None  # unchanged weights: the samples already out stay valid
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
-        s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None)),
+        s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None, report.half_width)),
         round=s.round + 1, measure_at=0))
+    kept = {"fidelity": fidelity.topic_share, "fidelity_action": drift_action} if fidelity is not None else {}
     log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c, docs=docs,
-              extra={**shift_fields(ctx, shift), **({"fidelity": fidelity.topic_share, "fidelity_action": drift_action}
-                                                      if fidelity is not None else {})})
-    save(ctx, state)
+              extra={**shift_bound.shift_fields(shift, ctx.target, ctx.reference), **kept})
+    save_state(ctx.out, state)
     return state
 
 
@@ -323,7 +321,7 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     c, s = state.counters, state.steering
     after = knobs.round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")) - 1)
     state = dataclasses.replace(state, steering=dataclasses.replace(s, measure_at=c.next_index, round_end_docs=after))
-    save(ctx, state)
+    save_state(ctx.out, state)
     return state
 
 
@@ -352,14 +350,15 @@ def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunStat
 
 
 def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
-    """Re-measure the finished corpus as a whole (fresh batches); write weights and plots."""
+    """Re-measure the finished corpus as a whole (fresh batches), confirm it with the LLM judge
+    when it is the target's judge; write weights and plots."""
     from generator.run.plots import plot_shift, plot_trajectory, plot_weights
 
-    t, s = ctx.target, state.steering
+    t, s, seed = ctx.target, state.steering, ctx.plan.recipe.seed
     extra: dict = {"target": {"score": t.score, "tolerance": t.tolerance, "judge": ctx.judge.name, "k": t.k}}
     if not state.stopped and state.counters.num_docs:
-        texts, metadata = read_corpus(ctx.out, rng=stream(ctx.plan.recipe.seed, "final", 1))  # a sample above MEASURE_ROWS
-        report, _ = measure(texts, ctx.judge, t, stream(ctx.plan.recipe.seed, "final"))
+        texts, metadata = read_corpus(ctx.out, rng=stream(seed, "final", 1))  # a sample above MEASURE_ROWS
+        report, _ = measure(texts, ctx.judge, t, stream(seed, "final"))
         extra["fidelity"] = final_fidelity(ctx.plan, ctx.judge, texts, metadata)
         state = add_judge_cost(state, report)
         s = state.steering
@@ -369,16 +368,25 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
         if ctx.reference is not None:
             extra["achieved"].update(shift_bound.relative_fields(report, round_shift(ctx, ctx.out, s.round),
                                                                  ctx.reference.score, t.max_shift))
+        if ctx.llm is not None:
+            extra["confirmation"] = calibration.confirm_corpus(ctx.out, texts, ctx.llm, ctx.judge, report, ctx.llm_target,
+                                                               rng=stream(seed, "confirm"))
     if ctx.reference is not None:
         extra["target"].update({"relative": t.relative, "max_shift": t.max_shift})
         extra["reference"] = ctx.reference.summary()
         extra["binding"] = shift_bound.final_binding(s.binding, t.max_shift, extra.get("achieved"))
+    if ctx.calibration is not None:
+        extra["target"].update({"score": ctx.llm_target.score, "judge": ctx.llm.name, "embedding_score": t.score})
+        extra["calibration"] = {k: v for k, v in ctx.calibration.items() if k != "curve"}
     c = state.counters
     corpus_tokens = max(1, c.prompt_tokens + c.completion_tokens - s.discarded_pilot_tokens)
+    judge_tokens = s.judge_tokens + sum((extra.get(k) or {}).get("tokens", 0) for k in ("calibration", "confirmation"))
     extra["rounds"] = {"pilot": len(s.history) - len(s.rounds("main")), "main": len(s.rounds("main"))}
-    extra["cost"] = {"pilot_tokens": s.pilot_tokens, "discarded_pilot_tokens": s.discarded_pilot_tokens,
-                     "judge_calls": s.judge_calls, "judge_tokens": s.judge_tokens, "corpus_tokens": corpus_tokens,
-                     "calibration_ratio": (s.discarded_pilot_tokens + s.judge_tokens) / corpus_tokens}
+    extra["cost"] = {"pilot_docs": s.pilot_docs, "discarded_pilot_docs": s.discarded_pilot_docs,
+                     "pilot_tokens": s.pilot_tokens, "discarded_pilot_tokens": s.discarded_pilot_tokens,
+                     "judge_calls": s.judge_calls, "judge_tokens": judge_tokens, "corpus_tokens": corpus_tokens,
+                     "judge_ratio": judge_tokens / corpus_tokens,
+                     "calibration_ratio": (s.discarded_pilot_tokens + judge_tokens) / corpus_tokens}
     extra["final_concentration"] = s.concentration
     write_yaml(ctx.out / "weights.yaml", weights_file(s.weights))
     plot_trajectory(ctx.out / "controller.jsonl", ctx.out / "plots" / "score_trajectory.png")
@@ -390,6 +398,3 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
 def with_phase(state: RunState, phase: str) -> RunState:
     return dataclasses.replace(state, steering=dataclasses.replace(state.steering, phase=phase))
 
-
-def save(ctx: Context, state: RunState) -> None:
-    save_state(ctx.out, state)

@@ -7,11 +7,13 @@
 - Per-cell reweighting from cluster attribution: a value whose documents land in the same
   cluster more often than the baseline (lift > 1) is redundant; raising diversity scales it
   down, lowering diversity scales it up.
-- The next concentration to try, from the (c, score) pairs measured so far.
+- The next concentration to try: where a fit of D(c) through every pilot measurement meets the
+  target (`fit_concentration`); `next_concentration` is the older bracketing rule.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -102,6 +104,78 @@ def next_concentration(history: Sequence[tuple[float, float]], target: float,
     frac = (target - d_lo) / (d_hi - d_lo) if d_hi > d_lo else 0.5
     frac = min(max(frac, 0.1), 0.9)  # stay inside the bracket so it always shrinks
     return c_lo + frac * (c_hi - c_lo)
+
+
+Z95 = 1.96
+CURVATURE = 10.0  # |d²D/dc²| allowed for: a point Δc away may miss the local line by CURVATURE·Δc²/2
+MIN_SLOPE = 0.5  # dD/dc: the score rises with c; a flatter (or falling) fit is noise
+DEFAULT_SLOPE = 5.0  # dD/dc when the points give no slope
+FLOOR_SD = 0.1  # how far the judge's floor 1/K may lie from the score at c = 0
+MAX_BRACKET = 0.1  # the fit may end the pilots only between pilots this close in c (or closer)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Where a local line through the measured (c, D) points meets the target."""
+
+    concentration: float  # c where the fitted line meets the target (clipped to [0, 1])
+    score: float  # fitted D at that c
+    low: float  # 95% interval of the fitted D there (measurement, curvature allowance and scatter)
+    high: float
+    slope: float  # fitted dD/dc there
+    bracket: float  # width in c of the tightest pair of pilots around the target (inf: none)
+
+    def within(self, target: float, tolerance: float) -> bool:
+        """Pilots bracket the target closely and the fit's 95% interval at its c lies inside
+        target ± tolerance."""
+        return self.bracket <= MAX_BRACKET and target - tolerance <= self.low and self.high <= target + tolerance
+
+
+def fit_concentration(points: Sequence[tuple[float, float, float]], target: float, *,
+                      floor: float | None = None, start: float = 0.5) -> Fit | None:
+    """Fit D(c) through every measured (c, D, 95% half-width) point and find the c where it
+    meets `target`. The fit is a weighted line centred on that c (found by iteration from
+    `start`): each point weighs 1 / (its standard error² + (CURVATURE·Δc²/2)²), so near points
+    decide and far ones only steady the slope; the judge's floor (1/K) enters as a loose point
+    at c = 0; with three or more points the covariance is scaled up by χ²/dof when they disagree
+    more than their intervals say. None when the target lies outside what the ends of [0, 1]
+    measured (c = 1 below it, or c = 0 above it)."""
+    if not points:
+        raise ValueError("fit_concentration needs at least one measured point")
+    below = [c for c, d, _ in points if d < target]
+    above = [c for c, d, _ in points if d >= target]
+    if not above and any(c >= 1.0 for c in below) or not below and any(c <= 0.0 for c in above):
+        return None
+    rows = [(c, d, max(hw / Z95, 1e-3)) for c, d, hw in points]
+    if floor is not None and floor < target and not any(c <= 0.0 for c, _, _ in rows):
+        rows.append((0.0, floor, FLOOR_SD))
+    x, y, sd = (np.array(v, dtype=float) for v in zip(*rows))
+    at = float(min(max(start, 0.0), 1.0))
+    for _ in range(50):
+        level, slope, se = _local_line(x, y, sd, at)
+        nxt = float(min(max(at + (target - level) / slope, 0.0), 1.0))
+        if abs(nxt - at) < 1e-5:
+            break
+        at = nxt
+    at = 0.0 if at < MIN_BRACKET else at  # at the low end the judge's floor is only a bound: measure c = 0
+    level, slope, se = _local_line(x, y, sd, at)
+    return Fit(concentration=at, score=level, low=level - Z95 * se, high=level + Z95 * se, slope=slope,
+               bracket=abs(min(above) - max(below)) if above and below else math.inf)
+
+
+def _local_line(x: np.ndarray, y: np.ndarray, sd: np.ndarray, at: float) -> tuple[float, float, float]:
+    """(D at `at`, slope, standard error of that D) of the weighted line centred on `at`."""
+    u = x - at
+    w = 1.0 / (sd ** 2 + (CURVATURE * u ** 2 / 2) ** 2)
+    mean_u = float((w * u).sum() / w.sum())
+    spread = float((w * (u - mean_u) ** 2).sum())
+    slope = float((w * (u - mean_u) * y).sum()) / spread if spread > 1e-12 else DEFAULT_SLOPE
+    slope = max(slope, MIN_SLOPE)
+    level = float((w * (y - slope * u)).sum() / w.sum())
+    var = 1.0 / w.sum() + (mean_u ** 2 / spread if spread > 1e-12 else 0.0)  # the slope's uncertainty carried to `at`
+    if len(x) > 2:
+        var *= max(1.0, float((w * (y - level - slope * u) ** 2).sum()) / (len(x) - 2))
+    return level, slope, math.sqrt(var)
 
 
 def bracket_width(history: Sequence[tuple[float, float]], target: float) -> float:

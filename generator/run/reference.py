@@ -10,6 +10,7 @@ distance), so values of different rounds are comparable.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +118,17 @@ def read_shift_inputs(root: Path, below: int | None = None) -> tuple[list[str], 
     table = read_documents(root, columns=["text", "template", "grid_values"], below=below)
     return table.column("text").to_pylist(), grid_columns(table.column("grid_values").to_pylist(),
                                                           table.column("template").to_pylist())
+
+
+def resolve_target(plan, reference: ReferenceStats):
+    """A relative target becomes an absolute score: relative × the reference's D."""
+    t = plan.recipe.target
+    if t.relative is None:
+        return plan
+    score = t.relative * reference.score
+    if not 1 / t.k <= score <= t.k:
+        from generator.errors import UserError
+        raise UserError(f"{plan.recipe.path}: target.relative {t.relative} × reference D {reference.score:.3f} = "
+                        f"{score:.3f} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
+                        fix="pick a relative target the judge can produce at this k")
+    return dataclasses.replace(plan, recipe=dataclasses.replace(plan.recipe, target=dataclasses.replace(t, score=score)))

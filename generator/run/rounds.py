@@ -73,18 +73,23 @@ def next_pilot_round(state: RunState) -> RunState:
     """The current pilot round is discarded (kept on disk for inspection); start the next."""
     s = state.steering
     return dataclasses.replace(state, steering=dataclasses.replace(
-        s, round=s.round + 1, round_docs=0, round_tokens=0,
+        s, round=s.round + 1, round_docs=0, round_tokens=0, discarded_pilot_docs=s.discarded_pilot_docs + s.round_docs,
         discarded_pilot_tokens=s.discarded_pilot_tokens + s.round_tokens))
 
 
 def log_round(out: Path, round_no: int, state: RunState, report, target, action: str, *, phase: str,
               concentration: float, docs: int | None = None, extra: dict | None = None) -> None:
-    """One line of OUT/controller.jsonl: what was measured in this round and what was done."""
+    """One line of OUT/controller.jsonl: what was measured in this round and what was done, and
+    the judge tokens (the LLM judge's included) and pilot documents spent so far."""
     row = {"round": round_no, "phase": phase, "docs": state.counters.num_docs if docs is None else docs,
            "concentration": round(concentration, 4), "score": report.score,
            "ci_low": report.ci_low, "ci_high": report.ci_high, "half_width": report.half_width,
            "target": target.score, "tolerance": target.tolerance, "action": action,
-           "weights": weights_summary(state.steering.weights), **(extra or {})}
+           "weights": weights_summary(state.steering.weights), "judge_tokens": state.steering.judge_tokens,
+           "pilot_docs": state.steering.pilot_docs, **(extra or {})}
+    calibrated = out / "calibration.json"  # the LLM judge's tokens so far (run/calibration.py)
+    if calibrated.is_file():
+        row["judge_tokens"] += json.loads(calibrated.read_text(encoding="utf-8"))["tokens"]
     with open(out / "controller.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 

@@ -112,3 +112,11 @@ def relative_fields(report, shift, reference_score: float, max_shift: float | No
     return {"relative": report.score / ref, "relative_ci_low": report.ci_low / ref,
             "relative_ci_high": report.ci_high / ref, "shift": shift.mmd2,
             "within_shift_bound": None if max_shift is None else shift.mmd2 <= max_shift}
+
+
+def shift_fields(shift, target, reference) -> dict:
+    """The controller.jsonl fields of the shift bound (none without a reference)."""
+    if shift is None:
+        return {}
+    return {"shift": shift.mmd2, "max_shift": target.max_shift, "reference_score": reference.score,
+            "relative_target": target.relative}

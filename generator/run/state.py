@@ -27,7 +27,7 @@ from generator.recipe import Plan, recipe_dict
 log = logging.getLogger(__name__)
 OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
              "summary.json", "failures.jsonl", "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml",
-             "reference.json", "reference.npy")
+             "reference.json", "reference.npy", "calibration.json", "confirmation.json", "judge-cache.sqlite")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class Round:
     score: float
     kind: Literal["pilot", "grow", "main"]
     shift: float | None = None  # MMD² from the reference corpus, when the recipe has one
+    half_width: float = 0.0  # of the score's 95% interval (0: not recorded)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Steering:
     round_docs: int = 0  # documents generated in the current pilot round
     round_tokens: int = 0  # tokens spent in the current pilot round
     pilot_docs: int = 0
+    discarded_pilot_docs: int = 0  # of pilot rounds not kept in the corpus
     pilot_tokens: int = 0  # prompt + completion tokens of every pilot round
     discarded_pilot_tokens: int = 0  # of pilot rounds not kept in the corpus
     judge_calls: int = 0

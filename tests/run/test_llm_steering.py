@@ -1,0 +1,106 @@
+"""Steering with an LLM judge: the embedding judge calibrated to it on the first pilot round
+steers every round, the LLM judge confirms the finished corpus once, and a resumed run asks
+the LLM judge nothing again. Documents echo their topic; the stand-in LLM judges group them
+by topic with a known share of documents (2%) split off alone, and the fake embedder puts each
+topic in its own direction."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import write_recipe
+from fakes import JUDGE_CRITERIA, EchoBackend, ScriptedJudgeServer, SplittingJudge, TopicEmbed
+from generator.recipe import load_recipe
+from generator.run import controller
+
+RECIPE = """
+name: llm-steer
+seed: 6
+roots: [@ROOT@, {tmp}]
+grid:
+  topic: {tmp}/topics.yaml
+  persona: @ROOT@/topics/personas.yaml
+templates:
+  - path: {tmp}/echo.j2
+size: {{num_docs: {num_docs}, shard_rows: 200}}
+target: {{score: {score}, tolerance: 0.3, pilot_docs: 100, judge: llm, judge_model: scripted-judge, llm_batches: 40}}
+scoring: {{enabled: false}}
+"""
+
+
+def make_plan(tmp_path, score=3.0, num_docs=800):
+    """Forty topics, each with its hidden label for the scripted judge server."""
+    topics = ", ".join(f'"subject {i} [label {i}]"' for i in range(40))
+    (tmp_path / "topics.yaml").write_text(f"axis: topic\ndomains:\n  - name: All\n    topics: [{topics}]\n")
+    (tmp_path / "echo.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
+    return load_recipe(write_recipe(tmp_path, RECIPE.format(tmp=tmp_path, num_docs=num_docs, score=score)))
+
+
+def test_calibrated_steering_confirms_the_target_and_reports_judge_tokens(tmp_path):
+    llm = SplittingJudge(0.02, name="llm", calls=2, tokens=(1000, 50))
+    summary = controller.run(make_plan(tmp_path), tmp_path / "run", EchoBackend(), judge=llm, embed=TopicEmbed({}))
+    calibration = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    confirmation = json.loads((tmp_path / "run" / "confirmation.json").read_text())
+    assert calibration["num_batches"] == 40 and 20 <= calibration["offset_batches"] <= 40
+    assert calibration["tokens"] == (40 + calibration["offset_batches"]) * 1050
+    assert summary["target"]["judge"] == "llm" and summary["target"]["score"] == 3.0
+    assert summary["target"]["embedding_score"] == pytest.approx(3.0 - calibration["offset"])
+    assert summary["achieved"]["score"] != confirmation["score"]  # the embedding judge's D vs the LLM judge's
+    assert confirmation["within_tolerance"] and abs(confirmation["score"] - 3.0) <= 0.3
+    assert confirmation["ci_low"] <= confirmation["score"] <= confirmation["ci_high"]
+    assert 20 <= confirmation["num_batches"] <= 40 and confirmation["tokens"] == confirmation["num_batches"] * 1050
+    # the LLM judged nothing else
+    assert llm.batches == calibration["num_batches"] + calibration["offset_batches"] + confirmation["num_batches"]
+    cost = summary["cost"]
+    assert cost["judge_tokens"] == calibration["tokens"] + confirmation["tokens"]
+    assert cost["judge_ratio"] == pytest.approx(cost["judge_tokens"] / cost["corpus_tokens"])
+    assert cost["pilot_docs"] == 100 * summary["rounds"]["pilot"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
+    assert rows[-1]["target"] == summary["target"]["embedding_score"]  # after the offset where the pilots ended
+    assert rows[-1]["judge_tokens"] == calibration["tokens"]  # the embedding judge spends none
+
+    again = SplittingJudge(0.02, name="llm", calls=2, tokens=(1000, 50))
+    resumed = controller.run(make_plan(tmp_path), tmp_path / "run", EchoBackend(), judge=again, embed=TopicEmbed({}),
+                             resume=True)
+    assert again.batches == 0  # calibration and confirmation are read back, not asked again
+    assert resumed["confirmation"] == summary["confirmation"]
+
+
+def test_a_confirmation_outside_tolerance_is_recorded_loudly(tmp_path, caplog):
+    """An LLM judge that splits off far more documents than the calibration saw: the
+    calibration sample cannot know, and the confirmation says so."""
+    class Drifting(SplittingJudge):
+        def cluster(self, batches):
+            self.noise = 0.05 if self.batches < 80 else 0.6  # the calibration's batches, then a different ruler
+            return super().cluster(batches)
+
+    with caplog.at_level("WARNING"):
+        summary = controller.run(make_plan(tmp_path), tmp_path / "run", EchoBackend(),
+                                 judge=Drifting(0.05, name="llm"), embed=TopicEmbed({}))
+    assert not summary["confirmation"]["within_tolerance"]
+    assert summary["confirmation"]["score"] > 3.3
+    assert "does not confirm the target" in caplog.text
+
+
+def test_calibrated_steering_end_to_end_against_the_scripted_judge_server(tmp_path):
+    """The real OpenAI-compatible backend on localhost: the server clusters by hidden label
+    with 2% of documents split off; criteria are frozen for the study (given, not written)."""
+    from generator.backends.openai import OpenAIBackend
+    from generator.judges import CriteriaJudge
+    from generator.judges.cache import CachedBackend
+
+    with ScriptedJudgeServer(noise=0.02, seed=2) as server:
+        backend = CachedBackend(OpenAIBackend(server.model, base_url=server.base_url, concurrency=8, max_retries=0),
+                                tmp_path / "judge-cache.sqlite")
+        judge = CriteriaJudge(backend, None, 6, JUDGE_CRITERIA, k=10)
+        summary = controller.run(make_plan(tmp_path, score=2.5, num_docs=1000), tmp_path / "run", EchoBackend(),
+                                 judge=judge, embed=TopicEmbed({}))
+        asked = server.num_requests
+        backend.close()
+    confirmation, calibration = summary["confirmation"], summary["calibration"]
+    assert calibration["agreement"] > 0.5 and calibration["num_failed"] == 0
+    # 40 paired batches measure the LLM judge's D to about ±0.25: its interval meets the tolerance band
+    assert abs(confirmation["score"] - 2.5) <= 0.3 + confirmation["half_width"], confirmation
+    assert asked == calibration["calls"] + confirmation["calls"]  # every LLM call is in the two records
+    assert summary["cost"]["judge_tokens"] == calibration["tokens"] + confirmation["tokens"] > 0

@@ -9,18 +9,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import Literal
 
 from generator.errors import UserError
 from generator.readers import read_reference
 from generator.sampling.grid import (Grid, first_cell, load_document_axis, load_grid, read_yaml, template_variables,
                                      with_axis)
 from generator.sampling.templates import Template, check_template_against, load_template, words_for_tokens
+from generator.schema import build_record, merge_overrides, parse_overrides  # noqa: F401 (parse_overrides: re-exported)
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
 
@@ -166,60 +164,6 @@ class Recipe:
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
 
 
-def _build(cls, data: Any, where: str):
-    """Build dataclass `cls` from parsed YAML, checking keys and types."""
-    hints = typing.get_type_hints(cls)
-    here = where.rstrip(": ")
-    if not isinstance(data, dict):
-        raise UserError(f"{here}: expected a mapping, got {type(data).__name__}",
-                        fix=f"write {where.split(': ')[-1] or 'it'} as key: value pairs")
-    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-    names = [f.name for f in fields]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        gone = unknown == ["batch_size"] and "(engines are fed continuously; size.shard_rows sets rows per shard)"
-        raise UserError(f"{here}: unknown key {unknown[0]!r} {gone or ''}".rstrip(), fix=f"valid keys: {', '.join(names)}")
-    kwargs = {}
-    for f in fields:
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise UserError(f"{here}: missing required key {f.name!r}", fix=f"add `{f.name}:`")
-            continue
-        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{where}{'.' if where[-1] != ' ' else ''}{f.name}")
-    return cls(**kwargs)
-
-
-def _coerce(tp, value: Any, where: str):
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        members = [a for a in args if a is not type(None)]
-        record = next((a for a in members if dataclasses.is_dataclass(a)), None)
-        return _coerce(record if record is not None and isinstance(value, dict) else members[0], value, where)
-    if origin is Literal:
-        if value not in args:
-            raise UserError(f"{where}: {value!r} is not allowed", fix=f"use one of {list(args)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is list:
-        if not isinstance(value, list) or not value:
-            raise UserError(f"{where}: expected a non-empty list", fix="write it as a YAML list")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not value:
-            raise UserError(f"{where}: expected a non-empty mapping", fix="write name: value pairs")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    ok = {bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, str)}[tp]
-    if not ok:
-        raise UserError(f"{where}: expected {tp.__name__}, got {value!r}", fix=f"give a {tp.__name__}")
-    return float(value) if tp is float else value
-
-
 def _check_values(r: Recipe, where: str) -> None:
     def need(cond: bool, key: str, what: str, fix: str):
         if not cond:
@@ -284,28 +228,6 @@ def _check_values(r: Recipe, where: str) -> None:
              "raise size.num_docs or lower target.pilot_docs")
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`--set size.num_docs=50` → {"size": {"num_docs": 50}}; values parse as YAML scalars."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise UserError(f"--set {pair!r}: expected key=value", fix="e.g. --set size.num_docs=50")
-        key, raw = pair.split("=", 1)
-        node = out
-        *parents, last = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = yaml.safe_load(raw) if raw else ""
-    return out
-
-
-def _merge(base: dict, over: dict) -> dict:
-    merged = dict(base)
-    for k, v in over.items():
-        merged[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return merged
-
-
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate the recipe file itself (not the files it names)."""
     path = Path(path)
@@ -314,10 +236,10 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise UserError(f"{where}: a recipe must be a mapping", fix="see recipes/quickstart.yaml")
     data.pop("recipe_hash", None)  # a run's recipe.resolved.yaml carries it; it is recomputed
-    data = _merge(data, parse_overrides(overrides or []))
+    data = merge_overrides(data, parse_overrides(overrides or []))
     if isinstance(data.get("keep_truncated"), bool):  # the older yes/no form
         data["keep_truncated"] = "keep" if data["keep_truncated"] else "drop"
-    recipe = _build(Recipe, data, f"{where}: ")
+    recipe = build_record(Recipe, data, f"{where}: ")
     _check_values(recipe, where)
     base = path.resolve().parent
     grid = {k: str((base / v).resolve()) if isinstance(v, str) else dataclasses.replace(v, path=str((base / v.path).resolve()))

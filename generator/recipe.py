@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from generator.errors import UserError
+from generator.judges.config import JudgeSettings, check_settings
 from generator.readers import read_reference
 from generator.sampling.grid import (Grid, first_cell, load_document_axis, load_grid, read_yaml, template_variables,
                                      with_axis)
@@ -75,8 +76,8 @@ class Target:
     tolerance: float = 0.15
     judge: Literal["embed", "llm"] = "embed"
     k: int = 10
-    judge_model: str = ""  # llm judge: a local vLLM model, or the model served at judge_endpoint
-    judge_endpoint: str = ""
+    judge_model: str = ""  # moved to judge.model; kept so a recipe naming it gets an error that says so
+    judge_endpoint: str = ""  # moved to judge.endpoint (with judge.backend: openai)
     threshold: float = 0.0  # embed judge cosine-distance cut; 0 = the judge's default
     num_batches: int = 3000  # most K-batches judged per measurement
     precision: float = 0.0  # stop judging once the 95% half-width of D is this small; 0 = tolerance / 3
@@ -153,6 +154,7 @@ class Recipe:
     sampling: Sampling = field(default_factory=Sampling)
     engine: Engine = field(default_factory=Engine)
     scoring: Scoring = field(default_factory=Scoring)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)  # the LLM judge, for target and scoring
     target: Target | None = None
     reference: Reference | None = None
     dedup: Dedup = field(default_factory=Dedup)
@@ -184,6 +186,13 @@ def _check_values(r: Recipe, where: str) -> None:
     need(0 < r.dedup.threshold <= 1, "dedup.threshold", "must be in (0, 1]", "use e.g. 0.8")
     need(0 <= r.dedup.max_duplicate_rate <= 1, "dedup.max_duplicate_rate", "must be in [0, 1]", "use e.g. 0.5")
     need(r.dedup.num_perm >= 16, "dedup.num_perm", "must be at least 16", "use 128")
+    check_settings(r.judge, f"{where}: judge")
+    for key, m in (("target", r.target), ("scoring", r.scoring)):
+        if m is not None and m.judge == "llm":
+            need(bool(r.judge.model), f"{key}.judge", "is llm but judge.model is not set",
+                 "add judge: {model: M} (see recipes/judge-llm.yaml) or use judge: embed")
+            need(m.k == r.judge.k, f"{key}.k", f"({m.k}) differs from judge.k ({r.judge.k}), the LLM judge's K",
+                 f"set judge.k: {m.k}; scores compare only at one K")
     need(r.engine.backend != "openai" or bool(r.engine.base_url), "engine.base_url",
          "is required for backend openai", "set engine.base_url: http://host:8000/v1")
     for i, t in enumerate(r.templates):
@@ -214,9 +223,8 @@ def _check_values(r: Recipe, where: str) -> None:
              f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]", "pick a score the judge can produce at this k")
         need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
         need(t.k >= 2, "target.k", "must be at least 2", "use the paper's k: 10")
-        need(t.judge != "llm" or bool(t.judge_model), "target.judge",
-             "is llm but no judge model is configured, so the target cannot be measured",
-             "set target.judge_model (and target.judge_endpoint for a served model) or use judge: embed")
+        need(not (t.judge_model or t.judge_endpoint), "target.judge_model/judge_endpoint",
+             "moved to the judge: section", "write judge: {model: M} (or {model: M, backend: openai, endpoint: URL})")
         need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use e.g. 3000")
         need(0 <= t.min_fidelity <= 1, "target.min_fidelity", f"{t.min_fidelity} is outside [0, 1]",
              "use a share such as 0.6, or 0 to only warn")
@@ -310,6 +318,8 @@ def hash_recipe(recipe: Recipe) -> str:
         d.pop("reference")
     else:
         d["reference"]["path"] = Path(recipe.reference.path).name
+    if d["judge"] == dataclasses.asdict(JudgeSettings()):
+        d.pop("judge")
     for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0)):
         if d["target"] is not None and d["target"][key] == unset:
             d["target"].pop(key)

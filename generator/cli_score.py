@@ -11,7 +11,6 @@ from pathlib import Path
 from generator.errors import UserError
 from generator.judges.embedding import DEFAULT_THRESHOLD
 from generator.judges.protocol import INVALID_POLICIES, MAX_FAILURE_SHARE
-from generator.terminal import say
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
@@ -133,11 +132,6 @@ def open_cli_judge(args: argparse.Namespace, kind: str, *, budget=None, audit=No
     judge = open_judge(kind, threshold=getattr(args, "threshold", 0.0), settings=args.settings,
                        criteria_path=args.criteria, regenerate_criteria=getattr(args, "regenerate_criteria", False),
                        seed=args.seed, budget=budget, audit=audit, cache_path=getattr(args, "judge_cache", None))
-    fit = getattr(judge, "fit", None)
-    if fit is not None:
-        plan = fit[1]
-        say(f"llm judge {args.settings.model} on {args.settings.backend}: K={args.k}, context {plan.max_model_len} "
-            f"tokens (model's own {plan.model_context}), documents cut at {plan.max_doc_tokens} tokens")
     return judge
 
 
@@ -168,6 +162,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.judge == "llm":  # one ruler: criteria from all corpora together, unless --criteria exists
             judge.prepare([t for texts, _ in corpora for t in texts])
         results = [score_one(args, judge, texts, metadata, reference, budget, audit) for texts, metadata in corpora]
+        if getattr(judge, "fit", None) is not None:
+            context = judge_context(judge)
+            results = [{**r, "judge_context": context} for r in results]
+            print(f"llm judge {judge.backend.model} on {args.settings.backend}: K={args.k}, context "
+                  f"{context['max_model_len']} tokens (model's own {context['model_context']}), documents cut at "
+                  f"{context['max_doc_tokens']} tokens")
     finally:
         if hasattr(judge, "close"):
             judge.close()
@@ -175,6 +175,14 @@ def cmd_score(args: argparse.Namespace) -> int:
             audit.close()
     write_score_outputs(args, results, audit_path)
     return 0
+
+
+def judge_context(judge) -> dict:
+    """The LLM judge's context plan as the report records it."""
+    plan = judge.fit[1]
+    return {"max_model_len": plan.max_model_len, "model_context": plan.model_context,
+            "max_doc_tokens": judge.max_doc_tokens, "planned_doc_tokens": plan.max_doc_tokens,
+            "prompt_tokens_without_documents": plan.prompt_tokens, "answer_tokens": plan.answer_tokens}
 
 
 def score_one(args: argparse.Namespace, judge, texts, metadata, reference, budget, audit) -> dict:

@@ -214,11 +214,14 @@ def model_context(settings: JudgeSettings) -> int:
 
 
 def served_context(endpoint: str, model: str) -> int:
-    """`max_model_len` as a vLLM server reports it under /models (0: not reported or unreachable)."""
+    """`max_model_len` as a vLLM server reports it under /models (0: not reported)."""
     import httpx
     try:
         data = httpx.get(endpoint.rstrip("/") + "/models", timeout=10.0).json().get("data", [])
-    except (httpx.HTTPError, ValueError, AttributeError):
+    except httpx.HTTPError as exc:
+        raise UserError(f"endpoint {endpoint} is unreachable ({type(exc).__name__})",
+                        fix="start the server or correct judge.endpoint / --judge-endpoint") from None
+    except (ValueError, AttributeError):
         return 0
     return next((int(m["max_model_len"]) for m in data if isinstance(m, dict) and m.get("id") == model
                  and isinstance(m.get("max_model_len"), int)), 0)

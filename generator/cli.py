@@ -100,17 +100,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from generator.run.state import check_output
 
     plan = load_recipe(args.recipe, args.overrides)
+    r = plan.recipe
+    if "llm" in (r.scoring.enabled and not args.no_score and r.scoring.judge, r.target and r.target.judge):
+        from generator.judges import plan_judge
+        plan_judge(r.judge)  # K documents must fit the judge's context before anything runs
     out = args.out or Path("runs") / plan.recipe.name
     check_output(out, plan, resume=args.resume, force=args.force)
-    r = plan.recipe
     if r.engine.backend == "ray":
         from generator.backends.ray import check_ray_address
         check_ray_address()
     say(f"recipe {r.name} ({plan.recipe_hash}) · model {r.model} · backend {r.engine.backend} · "
         f"{r.size.num_docs} documents → {out}")
-    if "llm" in (r.scoring.judge, r.target and r.target.judge):  # K documents must fit before any generation
-        from generator.judges import plan_judge
-        plan_judge(r.judge)
     if r.engine.backend != "openai":
         terminal.prepare_model(r.model)
     with terminal.long_step(f"starting {r.engine.backend} engine"):

@@ -187,12 +187,6 @@ def _check_values(r: Recipe, where: str) -> None:
     need(0 <= r.dedup.max_duplicate_rate <= 1, "dedup.max_duplicate_rate", "must be in [0, 1]", "use e.g. 0.5")
     need(r.dedup.num_perm >= 16, "dedup.num_perm", "must be at least 16", "use 128")
     check_settings(r.judge, f"{where}: judge")
-    for key, m in (("target", r.target), ("scoring", r.scoring)):
-        if m is not None and m.judge == "llm":
-            need(bool(r.judge.model), f"{key}.judge", "is llm but judge.model is not set",
-                 "add judge: {model: M} (see recipes/judge-llm.yaml) or use judge: embed")
-            need(m.k == r.judge.k, f"{key}.k", f"({m.k}) differs from judge.k ({r.judge.k}), the LLM judge's K",
-                 f"set judge.k: {m.k}; scores compare only at one K")
     need(r.engine.backend != "openai" or bool(r.engine.base_url), "engine.base_url",
          "is required for backend openai", "set engine.base_url: http://host:8000/v1")
     for i, t in enumerate(r.templates):
@@ -206,6 +200,15 @@ def _check_values(r: Recipe, where: str) -> None:
         if isinstance(spec, SeedDocs):
             need(spec.max_chars >= 100, f"grid.{axis}.max_chars", f"({spec.max_chars}) must be at least 100",
                  "use e.g. 1500")
+    if r.target is not None:
+        need(not (r.target.judge_model or r.target.judge_endpoint), "target.judge_model/judge_endpoint",
+             "moved to the judge: section", "write judge: {model: M} (or {model: M, backend: openai, endpoint: URL})")
+    for key, m in (("target", r.target), ("scoring", r.scoring)):
+        if m is not None and m.judge == "llm":
+            need(bool(r.judge.model), f"{key}.judge", "is llm but judge.model is not set",
+                 "add judge: {model: M} (see recipes/judge-llm.yaml) or use judge: embed")
+            need(m.k == r.judge.k, f"{key}.k", f"({m.k}) differs from judge.k ({r.judge.k}), the LLM judge's K",
+                 f"set judge.k: {m.k}; scores compare only at one K")
     if r.target is not None:
         t = r.target
         need((t.score is None) != (t.relative is None), "target",
@@ -223,8 +226,6 @@ def _check_values(r: Recipe, where: str) -> None:
              f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]", "pick a score the judge can produce at this k")
         need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
         need(t.k >= 2, "target.k", "must be at least 2", "use the paper's k: 10")
-        need(not (t.judge_model or t.judge_endpoint), "target.judge_model/judge_endpoint",
-             "moved to the judge: section", "write judge: {model: M} (or {model: M, backend: openai, endpoint: URL})")
         need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use e.g. 3000")
         need(0 <= t.min_fidelity <= 1, "target.min_fidelity", f"{t.min_fidelity} is outside [0, 1]",
              "use a share such as 0.6, or 0 to only warn")

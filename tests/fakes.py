@@ -423,4 +423,4 @@ def fake_judge_model(monkeypatch, context: int = 8192) -> None:
     tokens and the model's own context is `context`."""
     from generator.judges.config import TokenCounter
     monkeypatch.setattr("generator.judges.config.load_counter", lambda settings: TokenCounter(WordTokenizer()))
-    monkeypatch.setattr("generator.judges.config.model_context", lambda settings: settings.max_model_len or context)
+    monkeypatch.setattr("generator.judges.config.model_context", lambda settings: context)

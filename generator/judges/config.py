@@ -74,7 +74,7 @@ def read_settings(base: JudgeSettings | dict | None, overrides: dict[str, Any], 
     """`base` (settings, or a parsed `judge:` mapping) with `overrides` (key -> value) applied, checked."""
     from generator.schema import build_record
     data = dict(vars(base)) if isinstance(base, JudgeSettings) else dict(base or {})
-    settings = build_record(JudgeSettings, {**data, **overrides}, f"{where}: ")
+    settings = build_record(JudgeSettings, {**data, **overrides}, where)
     check_settings(settings, where)
     return settings
 

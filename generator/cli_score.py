@@ -83,7 +83,7 @@ def judge_settings(args: argparse.Namespace):
     base, where = {}, "score"
     if args.recipe is not None:
         data = read_yaml(args.recipe, "recipe", "pass the path of a YAML recipe")
-        base, where = (data.get("judge") or {} if isinstance(data, dict) else {}), f"{args.recipe}"
+        base, where = (data.get("judge") if isinstance(data, dict) else None), f"{args.recipe}"
     pairs = parse_overrides(args.overrides)
     if set(pairs) - {"judge"}:
         raise UserError(f"--set {sorted(set(pairs) - {'judge'})[0]}...: score takes only judge.KEY=VALUE",
@@ -92,7 +92,7 @@ def judge_settings(args: argparse.Namespace):
     if args.judge_endpoint:
         flags.update(endpoint=args.judge_endpoint, backend="openai")
     over = {**pairs.get("judge", {}), **{key: v for key, v in flags.items() if v is not None}}
-    return read_settings(base if isinstance(base, dict) else {}, over, f"{where}: judge")
+    return read_settings(base, over, f"{where}: judge")
 
 
 def check_judge_args(args: argparse.Namespace) -> None:
@@ -129,10 +129,9 @@ def check_judge_args(args: argparse.Namespace) -> None:
 
 def open_cli_judge(args: argparse.Namespace, kind: str, *, budget=None, audit=None):
     from generator.judges import open_judge
-    judge = open_judge(kind, threshold=getattr(args, "threshold", 0.0), settings=args.settings,
-                       criteria_path=args.criteria, regenerate_criteria=getattr(args, "regenerate_criteria", False),
-                       seed=args.seed, budget=budget, audit=audit, cache_path=getattr(args, "judge_cache", None))
-    return judge
+    return open_judge(kind, threshold=getattr(args, "threshold", 0.0), settings=args.settings,
+                      criteria_path=args.criteria, regenerate_criteria=getattr(args, "regenerate_criteria", False),
+                      seed=args.seed, budget=budget, audit=audit, cache_path=getattr(args, "judge_cache", None))
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -73,8 +73,8 @@ def check_settings(s: JudgeSettings, where: str = "judge") -> None:
 def read_settings(base: JudgeSettings | dict | None, overrides: dict[str, Any], where: str) -> JudgeSettings:
     """`base` (settings, or a parsed `judge:` mapping) with `overrides` (key -> value) applied, checked."""
     from generator.schema import build_record
-    data = dict(vars(base)) if isinstance(base, JudgeSettings) else dict(base or {})
-    settings = build_record(JudgeSettings, {**data, **overrides}, where)
+    data = dict(vars(base)) if isinstance(base, JudgeSettings) else base or {}
+    settings = build_record(JudgeSettings, {**data, **overrides} if isinstance(data, dict) else data, where)
     check_settings(settings, where)
     return settings
 

@@ -34,7 +34,8 @@ templates:
   - path: {tmp}/echo.j2
 size: {{num_docs: {n}, shard_rows: 2000}}
 sampling: {{max_tokens: 1000}}
-target: {{score: {score}, tolerance: 0.3, judge: llm, judge_model: scripted-judge, llm_batches: {llm_batches}}}
+target: {{score: {score}, tolerance: 0.3, judge: llm, llm_batches: {llm_batches}}}
+judge: {{model: scripted-judge}}
 dedup: {{near: false}}
 scoring: {{enabled: false}}
 """
@@ -53,6 +54,7 @@ def main() -> None:
     from fakes import JUDGE_CRITERIA, FakeBackend, ScriptedJudgeServer, TopicEmbed
     from generator.backends.openai import OpenAIBackend
     from generator.judges import CriteriaJudge
+    from generator.judges.config import JudgeSettings
     from generator.judges.cache import CachedBackend
     from generator.recipe import load_recipe
     from generator.run import controller
@@ -76,7 +78,7 @@ def main() -> None:
                 recipe.write_text(RECIPE.format(root=ROOT, tmp=tmp, n=n, score=score, llm_batches=args.llm_batches))
                 backend = CachedBackend(OpenAIBackend(server.model, base_url=server.base_url, concurrency=16,
                                                       max_retries=0), Path(tmp) / "judge-cache.sqlite")
-                judge = CriteriaJudge(backend, None, 8, JUDGE_CRITERIA, k=10)
+                judge = CriteriaJudge(backend, None, 8, JUDGE_CRITERIA, settings=JudgeSettings(model=server.model, k=10))
                 t0 = time.perf_counter()
                 s = controller.run(load_recipe(recipe), Path(tmp) / "run", SimText(), judge=judge, embed=TopicEmbed({}))
                 backend.close()

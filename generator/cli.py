@@ -12,16 +12,11 @@ import sys
 from pathlib import Path
 
 from generator import terminal
+from generator.cli_score import add_calibrate_arguments, add_score_arguments, cmd_calibrate, cmd_score
 from generator.errors import UserError
+from generator.terminal import say
 from generator.export.formats import FORMATS
 from generator.export.mixes import DEFAULT_MAX_REPETITION
-from generator.judges.embedding import DEFAULT_THRESHOLD
-from generator.judges.protocol import INVALID_POLICIES, MAX_FAILURE_SHARE
-
-
-def say(*lines: str) -> None:
-    """A line on the terminal's stderr (progress and notes; results go to stdout)."""
-    print(*lines, file=terminal.ERR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,61 +59,6 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a recipe key, dotted for nested keys (e.g. size.num_docs=50); repeatable")
 
 
-def add_judge_arguments(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
-    if many:
-        parser.add_argument("data", type=Path, nargs="+",
-                            help="corpora (Parquet file or folder, JSONL file, or saved HF dataset folder); "
-                                 "several are scored on one ruler and compared in one table")
-    else:
-        parser.add_argument("data", type=Path, help="Parquet file or folder, JSONL file, or saved HF dataset folder")
-    parser.add_argument("--judge-model", default=None, metavar="MODEL",
-                        help="LLM judge run in-process with vLLM (e.g. a HF id)")
-    parser.add_argument("--judge-endpoint", default=None, metavar="URL",
-                        help="OpenAI-compatible endpoint serving --judge-model (e.g. http://host:8000/v1)")
-    parser.add_argument("--criteria", type=Path, default=None, metavar="FILE",
-                        help="frozen LLM-judge criteria JSON: read if it exists, else written there")
-    parser.add_argument("--k", type=int, default=10, help="documents per batch, K (default 10)")
-    parser.add_argument("--text-field", default="text", help="column holding the documents (default text)")
-    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the full report as JSON")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the batch sampling (default 0)")
-
-
-def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    add_judge_arguments(parser, many=True)
-    parser.add_argument("--plot", type=Path, default=None, metavar="PNG",
-                        help="with several corpora: a bar chart of D with 95%% intervals")
-    parser.add_argument("--judge", choices=("embed", "llm"), default="embed", help="clustering judge (default embed)")
-    parser.add_argument("--precision", type=float, default=None, metavar="P",
-                        help="stop once the 95%% half-width of D is at most P")
-    parser.add_argument("--max-calls", type=int, default=None, metavar="N", help="judge call budget")
-    parser.add_argument("--num-batches", type=int, default=200, metavar="N", help="most batches to judge (default 200)")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"embedding judge cosine-distance threshold (default {DEFAULT_THRESHOLD})")
-    parser.add_argument("--regenerate-criteria", action="store_true",
-                        help="write new criteria even if --criteria exists")
-    parser.add_argument("--reference", type=Path, default=None, metavar="PATH",
-                        help="reference corpus: also report the distribution shift from it")
-    parser.add_argument("--no-proxies", action="store_true", help="skip the lexical and embedding proxies")
-    parser.add_argument("--invalid-policy", choices=INVALID_POLICIES, default="split",
-                        help="an LLM-judge cluster found invalid is split into singletons, dropped, or kept "
-                             "(default split)")
-    parser.add_argument("--max-failure-share", type=float, default=MAX_FAILURE_SHARE, metavar="S",
-                        help=f"refuse the score when more than this share of batches failed (default {MAX_FAILURE_SHARE})")
-    parser.add_argument("--audit", type=Path, default=None, metavar="FILE",
-                        help="JSONL of every judge call and batch (default: beside --json as OUT.audit.jsonl)")
-    parser.add_argument("--judge-cache", type=Path, default=None, metavar="FILE",
-                        help="SQLite cache of LLM-judge calls: a re-run repeats none of them")
-    parser.add_argument("--recompute", type=Path, default=None, metavar="AUDIT",
-                        help="rebuild D from an audit file under --invalid-policy, with no judge call")
-
-
-def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
-    add_judge_arguments(parser)
-    parser.add_argument("--num-batches", type=int, default=50, metavar="N", help="batches both judges see (default 50)")
-    parser.add_argument("--metric", choices=("adjusted_rand", "pair_agreement"), default="adjusted_rand",
-                        help="agreement to maximise (default adjusted_rand)")
-
-
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a run folder (or NAME=PATH:WEIGHT); its name is the folder name, weight 1")
     parser.add_argument("--to", required=True, choices=FORMATS, help="trainer format")
@@ -134,36 +74,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens in the mix (default: the largest mix in which no source repeats)")
     parser.add_argument("--seed", type=int, default=0, help="seed of document sampling (default 0)")
     parser.add_argument("--text-field", default="text", help="text column of real corpora (default text)")
-
-
-def check_judge_args(args: argparse.Namespace) -> None:
-    """Reject impossible `score`/`calibrate` options before any corpus, model or engine loads."""
-    def fail(what: str, fix: str):
-        raise UserError(what, fix=fix)
-
-    if args.k < 2:
-        fail(f"--k {args.k}: a batch needs at least 2 documents", "use the paper's --k 10")
-    if args.num_batches < 1:
-        fail(f"--num-batches {args.num_batches}: must be positive", "e.g. --num-batches 200")
-    if getattr(args, "precision", None) is not None and not args.precision > 0:
-        fail(f"--precision {args.precision}: must be positive", "e.g. --precision 0.05")
-    if getattr(args, "max_calls", None) is not None and args.max_calls < 1:
-        fail(f"--max-calls {args.max_calls}: must be positive", "e.g. --max-calls 4000")
-    share = getattr(args, "max_failure_share", None)
-    if share is not None and not 0 <= share < 1:
-        fail(f"--max-failure-share {share}: must be in [0, 1)", "e.g. --max-failure-share 0.2")
-    threshold = getattr(args, "threshold", None)
-    if threshold is not None and not 0 < threshold <= 2:
-        fail(f"--threshold {threshold}: a cosine distance lies in (0, 2]", f"e.g. the default --threshold {DEFAULT_THRESHOLD}")
-    corpora = args.data if isinstance(args.data, list) else [args.data]
-    for flag, path in [*(("corpus", p) for p in corpora), ("--reference", getattr(args, "reference", None))]:
-        if path is not None and not Path(path).exists():
-            fail(f"{flag} {path}: no such file or folder", "check the corpus path")
-    if getattr(args, "judge", "llm") == "llm":
-        if args.judge_endpoint and not args.judge_model:
-            fail("--judge-endpoint needs the name of the model it serves", "add --judge-model NAME")
-        if not args.judge_model:
-            fail("the llm judge needs a model", "pass --judge-model M or --judge-endpoint URL --judge-model M")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -189,9 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from generator.run.state import check_output
 
     plan = load_recipe(args.recipe, args.overrides)
+    r = plan.recipe
+    if "llm" in (r.scoring.enabled and not args.no_score and r.scoring.judge, r.target and r.target.judge):
+        from generator.judges import plan_judge
+        plan_judge(r.judge)  # K documents must fit the judge's context before anything runs
     out = args.out or Path("runs") / plan.recipe.name
     check_output(out, plan, resume=args.resume, force=args.force)
-    r = plan.recipe
     if r.engine.backend == "ray":
         from generator.backends.ray import check_ray_address
         check_ray_address()
@@ -235,100 +148,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     with terminal.long_step("writing the dataset card"):
         card = write_card(out)
     print(f"dataset card → {card}")
-    return 0
-
-
-def open_cli_judge(args: argparse.Namespace, kind: str, *, budget=None, audit=None):
-    from generator.judges import open_judge
-    return open_judge(kind, threshold=getattr(args, "threshold", 0.0), model=args.judge_model or "",
-                      endpoint=args.judge_endpoint or "", criteria_path=args.criteria,
-                      regenerate_criteria=getattr(args, "regenerate_criteria", False), seed=args.seed, k=args.k,
-                      invalid_policy=getattr(args, "invalid_policy", "split"), budget=budget, audit=audit,
-                      cache_path=getattr(args, "judge_cache", None))
-
-
-def cmd_score(args: argparse.Namespace) -> int:
-    from generator.files import write_json
-    from generator.judges.audit import AuditLog, recompute
-    from generator.judges.calls import CallBudget
-    from generator.measure.report import format_recomputed
-    from generator.readers import load_corpus
-
-    if args.recompute:
-        result = recompute(args.recompute, args.invalid_policy, seed=args.seed)
-        print(format_recomputed(result))
-        if args.json:
-            write_json(args.json, result)
-        return 0
-    check_judge_args(args)
-    if args.plot is not None and len(args.data) < 2:
-        raise UserError("--plot compares several corpora", fix="pass two or more corpora, or drop --plot")
-    corpora = [load_corpus(path, args.text_field) for path in args.data]
-    reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
-    audit_path = args.audit or (args.json.with_suffix(".audit.jsonl") if args.json else None)
-    audit = AuditLog(audit_path) if audit_path else None
-    budget = CallBudget(args.max_calls)
-    judge = None
-    try:
-        judge = open_cli_judge(args, args.judge, budget=budget, audit=audit)
-        if args.judge == "llm":  # one ruler: criteria from all corpora together, unless --criteria exists
-            judge.prepare([t for texts, _ in corpora for t in texts])
-        results = [score_one(args, judge, texts, metadata, reference, budget, audit) for texts, metadata in corpora]
-    finally:
-        if hasattr(judge, "close"):
-            judge.close()
-        if audit is not None:
-            audit.close()
-    write_score_outputs(args, results, audit_path)
-    return 0
-
-
-def score_one(args: argparse.Namespace, judge, texts, metadata, reference, budget, audit) -> dict:
-    from generator.measure.report import score_texts
-    return score_texts(texts, metadata, judge=judge, k=args.k, seed=args.seed, precision=args.precision,
-                       num_batches=args.num_batches, reference_texts=reference, proxies=not args.no_proxies,
-                       budget=budget, audit=audit, max_failure_share=args.max_failure_share)
-
-
-def write_score_outputs(args: argparse.Namespace, results: list[dict], audit_path) -> None:
-    from generator.files import write_json
-    from generator.measure.report import format_comparison, format_result, plot_comparison
-
-    names = [str(p) for p in args.data]
-    if len(results) == 1:
-        print(format_result(results[0], names[0]))
-    else:
-        print(format_comparison(results, names))
-    if args.json:
-        write_json(args.json, results[0] if len(results) == 1 else
-                   {"corpora": [{"corpus": n, **r} for n, r in zip(names, results)]})
-        print(f"wrote {args.json}")
-    if args.plot is not None:
-        print(f"wrote {plot_comparison(results, names, args.plot)}")
-    if audit_path:
-        print(f"wrote {audit_path}")
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from generator.files import write_json
-    from generator.judges.calibrate import calibrate_threshold, format_calibration
-    from generator.readers import load_corpus
-
-    check_judge_args(args)
-    texts, _ = load_corpus(args.data, args.text_field)
-    judge = open_cli_judge(args, "llm")
-    try:
-        judge.prepare(texts)
-        calibration = calibrate_threshold(texts, judge, k=args.k, num_batches=args.num_batches,
-                                          rng=np.random.default_rng(args.seed), metric=args.metric)
-    finally:
-        judge.close()
-    print(format_calibration(calibration))
-    if args.json:
-        write_json(args.json, calibration.to_dict())
-        print(f"wrote {args.json}")
     return 0
 
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import Literal
 
 from generator.errors import UserError
+from generator.judges.config import JudgeSettings, check_settings
 from generator.readers import read_reference
 from generator.sampling.grid import (Grid, first_cell, load_document_axis, load_grid, read_yaml, template_variables,
                                      with_axis)
 from generator.sampling.templates import Template, check_template_against, load_template, words_for_tokens
+from generator.schema import build_record, merge_overrides, parse_overrides  # noqa: F401 (parse_overrides: re-exported)
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
 
@@ -77,8 +76,8 @@ class Target:
     tolerance: float = 0.15
     judge: Literal["embed", "llm"] = "embed"
     k: int = 10
-    judge_model: str = ""  # llm judge: a local vLLM model, or the model served at judge_endpoint
-    judge_endpoint: str = ""
+    judge_model: str = ""  # moved to judge.model; kept so a recipe naming it gets an error that says so
+    judge_endpoint: str = ""  # moved to judge.endpoint (with judge.backend: openai)
     threshold: float = 0.0  # embed judge cosine-distance cut; 0 = the judge's default
     num_batches: int = 3000  # most K-batches judged per measurement
     precision: float = 0.0  # stop judging once the 95% half-width of D is this small; 0 = tolerance / 3
@@ -155,6 +154,7 @@ class Recipe:
     sampling: Sampling = field(default_factory=Sampling)
     engine: Engine = field(default_factory=Engine)
     scoring: Scoring = field(default_factory=Scoring)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)  # the LLM judge, for target and scoring
     target: Target | None = None
     reference: Reference | None = None
     dedup: Dedup = field(default_factory=Dedup)
@@ -164,60 +164,6 @@ class Recipe:
     keep_truncated: Literal["trim", "keep", "drop"] = "trim"
     max_failure_rate: float = 0.2
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
-
-
-def _build(cls, data: Any, where: str):
-    """Build dataclass `cls` from parsed YAML, checking keys and types."""
-    hints = typing.get_type_hints(cls)
-    here = where.rstrip(": ")
-    if not isinstance(data, dict):
-        raise UserError(f"{here}: expected a mapping, got {type(data).__name__}",
-                        fix=f"write {where.split(': ')[-1] or 'it'} as key: value pairs")
-    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-    names = [f.name for f in fields]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        gone = unknown == ["batch_size"] and "(engines are fed continuously; size.shard_rows sets rows per shard)"
-        raise UserError(f"{here}: unknown key {unknown[0]!r} {gone or ''}".rstrip(), fix=f"valid keys: {', '.join(names)}")
-    kwargs = {}
-    for f in fields:
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise UserError(f"{here}: missing required key {f.name!r}", fix=f"add `{f.name}:`")
-            continue
-        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{where}{'.' if where[-1] != ' ' else ''}{f.name}")
-    return cls(**kwargs)
-
-
-def _coerce(tp, value: Any, where: str):
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        members = [a for a in args if a is not type(None)]
-        record = next((a for a in members if dataclasses.is_dataclass(a)), None)
-        return _coerce(record if record is not None and isinstance(value, dict) else members[0], value, where)
-    if origin is Literal:
-        if value not in args:
-            raise UserError(f"{where}: {value!r} is not allowed", fix=f"use one of {list(args)}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is list:
-        if not isinstance(value, list) or not value:
-            raise UserError(f"{where}: expected a non-empty list", fix="write it as a YAML list")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not value:
-            raise UserError(f"{where}: expected a non-empty mapping", fix="write name: value pairs")
-        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    ok = {bool: isinstance(value, bool),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          str: isinstance(value, str)}[tp]
-    if not ok:
-        raise UserError(f"{where}: expected {tp.__name__}, got {value!r}", fix=f"give a {tp.__name__}")
-    return float(value) if tp is float else value
 
 
 def _check_values(r: Recipe, where: str) -> None:
@@ -240,6 +186,7 @@ def _check_values(r: Recipe, where: str) -> None:
     need(0 < r.dedup.threshold <= 1, "dedup.threshold", "must be in (0, 1]", "use e.g. 0.8")
     need(0 <= r.dedup.max_duplicate_rate <= 1, "dedup.max_duplicate_rate", "must be in [0, 1]", "use e.g. 0.5")
     need(r.dedup.num_perm >= 16, "dedup.num_perm", "must be at least 16", "use 128")
+    check_settings(r.judge, f"{where}: judge")
     need(r.engine.backend != "openai" or bool(r.engine.base_url), "engine.base_url",
          "is required for backend openai", "set engine.base_url: http://host:8000/v1")
     for i, t in enumerate(r.templates):
@@ -253,6 +200,15 @@ def _check_values(r: Recipe, where: str) -> None:
         if isinstance(spec, SeedDocs):
             need(spec.max_chars >= 100, f"grid.{axis}.max_chars", f"({spec.max_chars}) must be at least 100",
                  "use e.g. 1500")
+    if r.target is not None:
+        need(not (r.target.judge_model or r.target.judge_endpoint), "target.judge_model/judge_endpoint",
+             "moved to the judge: section", "write judge: {model: M} (or {model: M, backend: openai, endpoint: URL})")
+    for key, m in (("target", r.target), ("scoring", r.scoring)):
+        if m is not None and m.judge == "llm":
+            need(bool(r.judge.model), f"{key}.judge", "is llm but judge.model is not set",
+                 "add judge: {model: M} (see recipes/judge-llm.yaml) or use judge: embed")
+            need(m.k == r.judge.k, f"{key}.k", f"({m.k}) differs from judge.k ({r.judge.k}), the LLM judge's K",
+                 f"set judge.k: {m.k}; scores compare only at one K")
     if r.target is not None:
         t = r.target
         need((t.score is None) != (t.relative is None), "target",
@@ -270,9 +226,6 @@ def _check_values(r: Recipe, where: str) -> None:
              f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]", "pick a score the judge can produce at this k")
         need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
         need(t.k >= 2, "target.k", "must be at least 2", "use the paper's k: 10")
-        need(t.judge != "llm" or bool(t.judge_model), "target.judge",
-             "is llm but no judge model is configured, so the target cannot be measured",
-             "set target.judge_model (and target.judge_endpoint for a served model) or use judge: embed")
         need(min(t.num_batches, t.llm_batches) >= 20, "target.num_batches/llm_batches", "must be at least 20", "use 3000/40")
         need(0 <= t.min_fidelity <= 1, "target.min_fidelity", f"{t.min_fidelity} is outside [0, 1]",
              "use a share such as 0.6, or 0 to only warn")
@@ -284,28 +237,6 @@ def _check_values(r: Recipe, where: str) -> None:
              "raise size.num_docs or lower target.pilot_docs")
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`--set size.num_docs=50` → {"size": {"num_docs": 50}}; values parse as YAML scalars."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise UserError(f"--set {pair!r}: expected key=value", fix="e.g. --set size.num_docs=50")
-        key, raw = pair.split("=", 1)
-        node = out
-        *parents, last = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = yaml.safe_load(raw) if raw else ""
-    return out
-
-
-def _merge(base: dict, over: dict) -> dict:
-    merged = dict(base)
-    for k, v in over.items():
-        merged[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return merged
-
-
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate the recipe file itself (not the files it names)."""
     path = Path(path)
@@ -314,10 +245,10 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise UserError(f"{where}: a recipe must be a mapping", fix="see recipes/quickstart.yaml")
     data.pop("recipe_hash", None)  # a run's recipe.resolved.yaml carries it; it is recomputed
-    data = _merge(data, parse_overrides(overrides or []))
+    data = merge_overrides(data, parse_overrides(overrides or []))
     if isinstance(data.get("keep_truncated"), bool):  # the older yes/no form
         data["keep_truncated"] = "keep" if data["keep_truncated"] else "drop"
-    recipe = _build(Recipe, data, f"{where}: ")
+    recipe = build_record(Recipe, data, f"{where}: ")
     _check_values(recipe, where)
     base = path.resolve().parent
     grid = {k: str((base / v).resolve()) if isinstance(v, str) else dataclasses.replace(v, path=str((base / v.path).resolve()))
@@ -388,6 +319,8 @@ def hash_recipe(recipe: Recipe) -> str:
         d.pop("reference")
     else:
         d["reference"]["path"] = Path(recipe.reference.path).name
+    if d["judge"] == dataclasses.asdict(JudgeSettings()):
+        d.pop("judge")
     for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0), ("llm_batches", 40)):
         if d["target"] is not None and d["target"][key] == unset:
             d["target"].pop(key)

@@ -14,6 +14,11 @@ from pathlib import Path
 ERR = sys.stderr  # the terminal's stderr while a command runs (rebound by quiet_libraries)
 
 
+def say(*lines: str) -> None:
+    """A line on the terminal's stderr (progress and notes; results go to stdout)."""
+    print(*lines, file=ERR)
+
+
 def progress(**kwargs):
     """A progress bar on the terminal (never in the library log)."""
     from tqdm import tqdm

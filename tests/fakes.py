@@ -427,3 +427,23 @@ class EmbeddingKeyJudge(KeyJudge):
 
     def embed(self, texts):
         return fake_embed(list(texts))
+
+
+class WordTokenizer:
+    """A tokenizer for the judge's context plan: one token per whitespace-separated word, a chat
+    template that adds two, offsets as a fast tokenizer gives them."""
+
+    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True):
+        return list(range(len(" ".join(m["content"] for m in messages).split()) + 2))
+
+    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=True):
+        import re
+        return {"offset_mapping": [m.span() for m in re.finditer(r"\S+", text)]}
+
+
+def fake_judge_model(monkeypatch, context: int = 8192) -> None:
+    """Make any judge model name plannable without a tokenizer or config on disk: words are
+    tokens and the model's own context is `context`."""
+    from generator.judges.config import TokenCounter
+    monkeypatch.setattr("generator.judges.config.load_counter", lambda settings: TokenCounter(WordTokenizer()))
+    monkeypatch.setattr("generator.judges.config.model_context", lambda settings: context)

@@ -125,7 +125,16 @@ CASES = {
     "target below 1/K": (recipe_case(SMALL_RECIPE + "target: {score: 0.01}\n"), r"outside \[1/K, K\]"),
     "tolerance zero": (recipe_case(SMALL_RECIPE + "target: {score: 3, tolerance: 0}\n"), "tolerance must be > 0"),
     "llm judge without a model": (recipe_case(SMALL_RECIPE + "target: {score: 3, judge: llm}\n"),
-                                  "no judge model is configured"),
+                                  r"target.judge is llm but judge.model is not set"),
+    "judge model under target (moved)": (recipe_case(SMALL_RECIPE + "target: {score: 3, judge: llm, judge_model: m}\n"),
+                                         r"target.judge_model/judge_endpoint moved to the judge: section"),
+    "llm target at another K than the judge": (
+        recipe_case(SMALL_RECIPE + "target: {score: 3, judge: llm, k: 5}\njudge: {model: m}\n"),
+        r"target.k \(5\) differs from judge.k \(10\)"),
+    "unknown judge key in a recipe": (recipe_case(SMALL_RECIPE + "judge: {model: m, temperature: 0}\n"),
+                                      r"judge: unknown key 'temperature'"),
+    "judge openai backend without endpoint": (recipe_case(SMALL_RECIPE + "judge: {model: m, backend: openai}\n"),
+                                              r"judge.endpoint is required for backend openai"),
     "size below one pilot round": (recipe_case(SMALL_RECIPE + "target: {score: 3}\n"), "smaller than one pilot round"),
     "dedup threshold": (recipe_case(SMALL_RECIPE + "dedup: {threshold: 1.5}\n"), r"dedup.threshold must be in"),
     # reference corpora, relative targets, the shift bound, seed documents
@@ -171,7 +180,7 @@ CASES = {
                                  "tok: no such file"),
     "export zero total tokens": (lambda tmp: [*export_case()(tmp), "--total-tokens", "0"], "must be positive"),
     # score options, checked before the corpus or any judge loads
-    "score k of one": (data_case("c.jsonl", '{"text": "a"}\n', "--k", "1"), "at least 2 documents"),
+    "score k of one": (data_case("c.jsonl", '{"text": "a"}\n', "--k", "1"), r"judge.k \(1\) must be at least 2"),
     "score zero precision": (data_case("c.jsonl", '{"text": "a"}\n', "--precision", "0"), "--precision 0.0: must be positive"),
     "score zero max calls": (data_case("c.jsonl", '{"text": "a"}\n', "--max-calls", "0"), "--max-calls 0: must be positive"),
     "score threshold out of range": (data_case("c.jsonl", '{"text": "a"}\n', "--threshold", "3"), r"lies in \(0, 2\]"),
@@ -198,9 +207,38 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input_exits_2_with_one_clear_line(name, tmp_path, capsys):
-    make, match = CASES[name]
+def judge_case(*options: str, recipe: str = ""):
+    """`score` with the LLM judge (model m, planned by fakes.fake_judge_model), or `run` of a
+    recipe whose target uses it when `recipe` holds its judge: section."""
+    if recipe:
+        return recipe_case(SMALL_RECIPE.replace("size: {num_docs: 20,", "size: {num_docs: 200,")
+                           + "target: {score: 3, judge: llm}\n" + recipe)
+    return data_case("c.jsonl", '{"text": "a"}\n', "--judge", "llm", "--judge-model", "m", *options)
+
+
+JUDGE_CASES = {
+    "k documents cannot fit the context": (judge_case("--set", "judge.max_model_len=4000"),
+                                           r"judge: K=10 documents at 64 tokens each do not fit: a \d+-token prompt"),
+    "k documents at a given cap cannot fit": (judge_case("--set", "judge.max_doc_tokens=700"),
+                                              r"K=10 documents at 700 tokens each do not fit.*the model's own: 8192"),
+    "context above the model's own": (judge_case("--set", "judge.max_model_len=100000"),
+                                      r"judge.max_model_len 100000 is above the judge model's own context of 8192"),
+    "unknown judge backend": (judge_case("--set", "judge.backend=tgi"), r"judge.backend: 'tgi' is not allowed"),
+    "unknown judge setting": (judge_case("--set", "judge.temperature=0"), r"unknown key 'temperature'"),
+    "score --set outside the judge": (judge_case("--set", "size.num_docs=3"), r"score takes only judge.KEY=VALUE"),
+    "document cap too small to judge": (judge_case("--set", "judge.max_doc_tokens=10"),
+                                        r"judge.max_doc_tokens \(10\) is below 64"),
+    "judge verify not a boolean": (judge_case("--set", "judge.verify=maybe"), r"judge.verify: expected bool"),
+    "run: k documents cannot fit": (judge_case(recipe="judge: {model: m, max_model_len: 4000}\n"),
+                                    r"K=10 documents at 64 tokens each do not fit"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(JUDGE_CASES))
+def test_bad_input_exits_2_with_one_clear_line(name, tmp_path, capsys, monkeypatch):
+    from fakes import fake_judge_model
+    fake_judge_model(monkeypatch)  # judge model m: words are tokens, 8192 tokens of context
+    make, match = CASES[name] if name in CASES else JUDGE_CASES[name]
     args = make(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
     code = main(args)

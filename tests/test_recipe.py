@@ -3,7 +3,7 @@ import pytest
 from conftest import SMALL_RECIPE, write_recipe
 from generator.cli import main
 from generator.errors import UserError
-from generator.recipe import load_recipe, parse_overrides
+from generator.recipe import load_recipe, parse_overrides, read_recipe
 
 
 def test_small_recipe_loads_and_hash_is_stable(small_recipe):
@@ -93,3 +93,18 @@ def test_moderate_recipes_load_with_their_reference(root, name, grounded):
         assert not set(plan.reference_texts) & {v.description for v in plan.grid.axes["seed_doc"].values}
     unbounded = load_recipe(root / "recipes" / name, ["target.max_shift=null"])
     assert unbounded.recipe.target.max_shift is None and unbounded.recipe_hash != plan.recipe_hash
+
+
+def test_the_llm_judge_example_recipe_loads_with_its_judge_section(root):
+    recipe = read_recipe(root / "recipes" / "judge-llm.yaml")
+    assert recipe.scoring.judge == "llm" and recipe.judge.model == "embedded:smollm2-135m"
+    assert (recipe.judge.k, recipe.judge.num_criteria_calls, recipe.judge.invalid_policy) == (10, 8, "split")
+    overridden = read_recipe(root / "recipes" / "judge-llm.yaml", ["judge.verify=false", "judge.max_model_len=6000"])
+    assert overridden.judge.verify is False and overridden.judge.max_model_len == 6000
+
+
+def test_a_default_judge_section_leaves_the_recipe_hash_unchanged(root):
+    from generator.recipe import hash_recipe
+    base = read_recipe(root / "recipes" / "quickstart.yaml")
+    assert hash_recipe(base) == hash_recipe(read_recipe(root / "recipes" / "quickstart.yaml", ["judge.k=10"]))
+    assert hash_recipe(base) != hash_recipe(read_recipe(root / "recipes" / "quickstart.yaml", ["judge.k=5"]))

@@ -91,8 +91,9 @@ class Reply:
 
 def ask_all(backend: Backend, jobs: Sequence[Job], *, stage: str, max_tokens: int, temperature: float,
             seed: int, max_attempts: int = 2, budget: CallBudget | None = None,
-            audit: AuditSink | None = None) -> list[Reply]:
-    """One reply per job: each job is sent until it parses or `max_attempts` are spent."""
+            audit: AuditSink | None = None, max_model_len: int = 0) -> list[Reply]:
+    """One reply per job: each job is sent until it parses or `max_attempts` are spent. A
+    retry's doubled answer budget stays inside `max_model_len` (0: unknown) with its prompt."""
     replies = [Reply() for _ in jobs]
     tokens = [max_tokens] * len(jobs)
     pending = list(range(len(jobs)))
@@ -120,6 +121,8 @@ def ask_all(backend: Backend, jobs: Sequence[Job], *, stage: str, max_tokens: in
                 still.append(i)
                 if reply.failure == "length":
                     tokens[i] *= 2
+                    if max_model_len and result.num_prompt_tokens:
+                        tokens[i] = max(min(tokens[i], max_model_len - result.num_prompt_tokens), 1)
         pending = still
     return replies
 

@@ -22,7 +22,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -48,7 +48,8 @@ class ClusterAgentConfig:
     docs_per_criteria_call: int = 5  # J
     num_criteria_calls: int = 100  # M
     num_kept: int = 4  # k metadata and k metrics survive the summaries
-    max_doc_chars: int = 2000  # each document is cut to this many characters in every prompt
+    max_doc_chars: int = 2000  # each document is cut to this many characters unless a judge cuts by tokens
+    max_model_len: int = 0  # the engine's context: a retry's doubled answer budget stays inside it (0: unknown)
     verify: bool = True
     invalid_policy: Literal["split", "drop", "keep"] = "split"  # "dissolve" is read as "split"
     temperature: float = 0.2  # clustering and verification
@@ -190,8 +191,10 @@ def merge_definitions(items: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 
 def generate_criteria(backend: Backend, texts: Sequence[str], *, rng: np.random.Generator,
                       config: ClusterAgentConfig = ClusterAgentConfig(), k: int = 0,
-                      budget: CallBudget | None = None, audit: AuditSink | None = None) -> Criteria:
-    """Write clustering criteria from random samples of `texts` (stages 1 and 2). With a
+                      budget: CallBudget | None = None, audit: AuditSink | None = None,
+                      cut: Callable[[str], str] | None = None) -> Criteria:
+    """Write clustering criteria from random samples of `texts` (stages 1 and 2), each cut by
+    `cut` (default: to `config.max_doc_chars` characters). With a
     `budget`, the rounds get what is left after reserving the three summary calls (with their
     retries), within `config.criteria_budget_share` of it; a budget too small for one round and
     the summaries is an error."""
@@ -208,11 +211,12 @@ def generate_criteria(backend: Backend, texts: Sequence[str], *, rng: np.random.
                              f"need up to {1 + reserve} calls, and criteria may spend "
                              f"{config.criteria_budget_share:.0%} of the budget",
                              fix="raise --max-calls or pass --criteria FILE")
-    ask = dict(seed=config.seed, max_attempts=config.max_attempts, audit=audit)
+    ask = dict(seed=config.seed, max_attempts=config.max_attempts, audit=audit, max_model_len=config.max_model_len)
+    cut = cut or functools.partial(truncate, max_chars=config.max_doc_chars)
     cost = Cost()
     docs_per_call = min(config.docs_per_criteria_call, len(texts))
     jobs = [Job(render_prompt("criteria", config, min_items=3, max_items=5,
-                              documents=[truncate(texts[i], config.max_doc_chars)
+                              documents=[cut(texts[i])
                                          for i in rng.choice(len(texts), size=docs_per_call, replace=False)]),
                 CRITERIA_SCHEMA, _parse_round) for _ in range(num_rounds)]
     rounds_budget = CallBudget(None if budget.left is None else allowed - reserve)
@@ -297,10 +301,13 @@ def _required(reply: Reply, what: str):
 class ClusterAgentJudge:
     """Clusters K-batches with an LLM under frozen `criteria`, then verifies each cluster.
     Takes any `Backend`; implements `diversity.Judge`. A `budget` caps every call it makes;
-    an `audit` sink receives one record per call."""
+    an `audit` sink receives one record per call; `cut` shortens each document (default: to
+    `config.max_doc_chars` characters)."""
 
     def __init__(self, backend: Backend, criteria: Criteria, config: ClusterAgentConfig = ClusterAgentConfig(),
-                 *, budget: CallBudget | None = None, audit: AuditSink | None = None):
+                 *, budget: CallBudget | None = None, audit: AuditSink | None = None,
+                 cut: Callable[[str], str] | None = None):
+        self.cut = cut or functools.partial(truncate, max_chars=config.max_doc_chars)
         self.backend = backend
         self.criteria = criteria
         self.config = config
@@ -312,10 +319,10 @@ class ClusterAgentJudge:
     def _ask(self, jobs: Sequence[Job], stage: str, max_tokens: int) -> list[Reply]:
         return ask_all(self.backend, jobs, stage=stage, max_tokens=max_tokens, temperature=self.config.temperature,
                        seed=self.config.seed, max_attempts=self.config.max_attempts, budget=self.budget,
-                       audit=self.audit)
+                       audit=self.audit, max_model_len=self.config.max_model_len)
 
     def cluster(self, batches: Sequence[Sequence[str]]) -> list[BatchClustering]:
-        docs = [[truncate(t, self.config.max_doc_chars) for t in batch] for batch in batches]
+        docs = [[self.cut(t) for t in batch] for batch in batches]
         replies = self._ask([self._cluster_job(d) for d in docs], "cluster", self.config.cluster_max_tokens)
         proposals = [None if r.value is None else repair_reply(r.value, len(d)) for r, d in zip(replies, docs)]
         checks = self._verify(docs, proposals)

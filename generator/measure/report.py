@@ -113,7 +113,7 @@ def score_finished_run(plan, out: Path) -> dict:
 
     r, ruler = plan.recipe, end_of_run_ruler(plan.recipe)
     judge = (judge_for_target(plan, out) if ruler["settings_from"] == "target" else
-             open_judge(r.scoring.judge, criteria_path=out / "criteria.json", seed=r.seed))
+             open_judge(r.scoring.judge, settings=r.judge, criteria_path=out / "criteria.json", seed=r.seed))
     from generator.measure.fidelity import grid_topics
     return score_run(out, judge=judge, k=ruler["k"], seed=r.seed, num_batches=r.scoring.num_batches,
                      reference_texts=plan.reference_texts or None, ruler=ruler, topics=grid_topics(plan.grid))

@@ -13,7 +13,7 @@ from generator.judges.protocol import score_corpus
 from generator.errors import UserError
 from generator.judges.audit import AuditLog, read_audit, recompute
 from generator.judges.cache import CachedBackend
-from fakes import JUDGE_CRITERIA, ScriptedJudgeBackend
+from fakes import JUDGE_CRITERIA, ScriptedJudgeBackend, fake_judge_model
 
 TEXTS = [f"text {i}" for i in range(40)]
 PAIR = json.dumps({"clusters": [{"members": [1, 2], "reason": "alike"}] + [{"members": [i]} for i in range(3, 11)]})
@@ -74,6 +74,7 @@ def write_corpus(tmp_path):
 
 def test_generator_score_writes_the_audit_beside_the_report_and_recomputes(tmp_path, monkeypatch, capsys):
     backend = ScriptedJudgeBackend(cluster=lambda r: PAIR, verify=rejecting)
+    fake_judge_model(monkeypatch)
     monkeypatch.setattr("generator.backends.open_backend", lambda kind, model, **o: backend)
     corpus, out = write_corpus(tmp_path), tmp_path / "r.json"
     assert cli.cmd_score(parse([corpus, "--judge", "llm", "--judge-model", "m", "--num-batches", 20,
@@ -96,6 +97,8 @@ def test_a_rerun_through_the_cache_makes_no_call_and_gives_the_same_d(tmp_path, 
     def open_backend(kind, model, **options):
         backends.append(ScriptedJudgeBackend(cluster=lambda r: PAIR, verify=rejecting, model=model))
         return backends[-1]
+
+    fake_judge_model(monkeypatch)
 
     monkeypatch.setattr("generator.backends.open_backend", open_backend)
     corpus = write_corpus(tmp_path)

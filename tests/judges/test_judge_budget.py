@@ -10,7 +10,7 @@ from generator import cli
 from generator.judges.cluster_agent import ClusterAgentJudge, generate_criteria
 from generator.judges.protocol import ScoreError, score_corpus
 from generator.judges.calls import CallBudget, Job, ask_all
-from fakes import JUDGE_CRITERIA, ScriptedJudgeBackend, valid_verdicts
+from fakes import JUDGE_CRITERIA, ScriptedJudgeBackend, fake_judge_model, valid_verdicts
 
 TEXTS = [f"text {i}" for i in range(40)]
 
@@ -78,6 +78,7 @@ def parse(argv):
 
 def test_generator_score_max_calls_caps_criteria_and_scoring_together(tmp_path, monkeypatch):
     backend = ScriptedJudgeBackend(cluster=fails_first_try(two_clusters), verify=fails_first_try(valid_verdicts))
+    fake_judge_model(monkeypatch)
     monkeypatch.setattr("generator.backends.open_backend", lambda kind, model, **o: backend)
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))

@@ -43,3 +43,41 @@ def test_cluster_agent_runs_end_to_end_on_the_embedded_model(ray_engine, tmp_pat
                 assert sorted(i for c in batch.clusters for i in c) == list(range(k))
     else:
         assert all(b.error for b in report.batches)
+
+
+def test_the_llm_judge_opens_its_engine_with_a_context_that_fits_k_10():
+    """The judge's own in-process engine, opened by `open_judge` with the planned context (the
+    thing under test, so it cannot share the session's 1,024-token engine): every call fits the
+    context, no batch fails for context length, and every failure has its kind."""
+    from generator.judges import open_judge
+    from generator.judges.calls import FAILURE_KINDS
+    from generator.judges.config import JudgeSettings
+
+    class Calls:
+        def __init__(self):
+            self.records = []
+
+        def write(self, record):
+            self.records.append(record)
+
+    texts = [json.loads(line)["text"] for line in DATA.read_text().splitlines()][:60]
+    settings = JudgeSettings(model="embedded:smollm2-135m", k=10, docs_per_criteria_call=2, num_criteria_calls=2,
+                             num_kept=2, cluster_max_tokens=1024, verify_max_tokens=512, criteria_max_tokens=500)
+    audit = Calls()
+    judge = open_judge("llm", settings=settings, seed=3, audit=audit)
+    try:
+        plan = judge.fit[1]
+        assert plan.max_model_len <= plan.model_context == 8192 and plan.max_doc_tokens >= 64
+        assert judge.backend.max_model_len == plan.max_model_len
+        judge.prepare(texts)
+        report = score_corpus(texts, judge, k=10, rng=np.random.default_rng(1), num_batches=3, min_batches=1,
+                              max_failure_share=1.0, audit=audit)
+    finally:
+        judge.close()
+    calls = [r for r in audit.records if r.get("type") == "call"]
+    assert calls and all(c["prompt_tokens"] + c["max_tokens"] <= plan.max_model_len
+                         for c in calls if c["prompt_tokens"])
+    assert all("model context" not in (b.error or "") for b in report.batches)
+    assert report.num_scored + report.num_failed == 3 and set(report.failures) <= set(FAILURE_KINDS) | {"dropped"}
+    assert sum(report.failures.values()) == report.num_failed
+    assert all(c["prompt_tokens"] > 10 * 20 for c in calls if c["stage"] == "cluster")  # ten documents were sent

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fakes import fake_embed
+from fakes import fake_embed, fake_judge_model
 from generator import cli
 from generator.judges import open_judge
+from generator.judges.embedding import DEFAULT_THRESHOLD
 from generator.measure import report as scoring
 from generator.readers import load_corpus
 from generator.errors import UserError
@@ -113,7 +114,7 @@ def test_score_texts_reports_score_proxies_shift_and_attribution():
     metadata = {"topic": [r["topic"] for r in ROWS], "id": [str(i) for i in range(24)]}
     result = scoring.score_texts(texts, metadata, judge=open_judge("embed"), k=5, seed=1, num_batches=30, reference_texts=texts[:12])
     assert result["judge"].startswith("embed:") and result["k"] == 5 and result["num_scored"] == 30
-    assert 0.2 <= result["score"] <= 5 and result["threshold"] == cli.DEFAULT_THRESHOLD
+    assert 0.2 <= result["score"] <= 5 and result["threshold"] == DEFAULT_THRESHOLD
     assert set(result["attribution"]["columns"]) == {"topic"}  # only grid columns are attributed
     assert "vendi" in result["proxies"] and "mmd2" in result["shift"]
     assert result["fidelity"]["num_docs"] == 24 and 0 <= result["fidelity"]["topic_share"] <= 1  # a topic column
@@ -192,6 +193,7 @@ class StageBackend:
 
 def test_run_score_llm_writes_then_reuses_frozen_criteria(tmp_path, monkeypatch):
     backends = []
+    fake_judge_model(monkeypatch)
     monkeypatch.setattr("generator.backends.open_backend",
                         lambda kind, model, **o: backends.append((kind, model, o, StageBackend())) or backends[-1][3])
     corpus = write_jsonl(tmp_path / "c.jsonl", ROWS)
@@ -206,10 +208,11 @@ def test_run_score_llm_writes_then_reuses_frozen_criteria(tmp_path, monkeypatch)
     assert backends[0][:2] == ("vllm", "some/model") and backends[0][3].closed
     assert cli.cmd_score(parse(args + ["--judge-endpoint", "http://h:8000/v1"])) == 0
     assert "criteria" not in backends[1][3].stages  # frozen criteria were read, not regenerated
-    assert backends[1][:3] == ("openai", "some/model", {"base_url": "http://h:8000/v1"})
+    assert backends[1][:3] == ("openai", "some/model", {"base_url": "http://h:8000/v1", "timeout_s": 600.0})
 
 
 def test_run_calibrate_writes_threshold_and_curve(tmp_path, monkeypatch, capsys):
+    fake_judge_model(monkeypatch)
     monkeypatch.setattr("generator.backends.open_backend", lambda kind, model, **o: StageBackend())
     corpus, out = write_jsonl(tmp_path / "c.jsonl", ROWS), tmp_path / "cal.json"
     args = parse([corpus, "--judge-model", "m", "--k", 5, "--num-batches", 8, "--json", out], calibrate=True)

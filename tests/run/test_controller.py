@@ -134,7 +134,7 @@ def test_valid_targets_load_with_their_derived_pilot_size(tmp_path, root, overri
     ("target.score=10.5", r"outside \[1/K, K\]"),
     ("target.tolerance=0", "tolerance must be > 0"),
     ("target.tolerance=-1", "tolerance must be > 0"),
-    ("target.judge=llm", "no judge model is configured"),
+    ("target.judge=llm", "target.judge is llm but judge.model is not set"),
     ("size.num_docs=50", "smaller than one pilot round"),
 ])
 def test_bad_targets_fail_at_load(tmp_path, root, override, match):

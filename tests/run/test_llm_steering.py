@@ -24,7 +24,8 @@ grid:
 templates:
   - path: {tmp}/echo.j2
 size: {{num_docs: {num_docs}, shard_rows: 200}}
-target: {{score: {score}, tolerance: 0.3, pilot_docs: 100, judge: llm, judge_model: scripted-judge, llm_batches: 40}}
+target: {{score: {score}, tolerance: 0.3, pilot_docs: 100, judge: llm, llm_batches: 40}}
+judge: {{model: scripted-judge}}
 scoring: {{enabled: false}}
 """
 
@@ -89,11 +90,12 @@ def test_calibrated_steering_end_to_end_against_the_scripted_judge_server(tmp_pa
     from generator.backends.openai import OpenAIBackend
     from generator.judges import CriteriaJudge
     from generator.judges.cache import CachedBackend
+    from generator.judges.config import JudgeSettings
 
     with ScriptedJudgeServer(noise=0.02, seed=2) as server:
         backend = CachedBackend(OpenAIBackend(server.model, base_url=server.base_url, concurrency=8, max_retries=0),
                                 tmp_path / "judge-cache.sqlite")
-        judge = CriteriaJudge(backend, None, 6, JUDGE_CRITERIA, k=10)
+        judge = CriteriaJudge(backend, None, 6, JUDGE_CRITERIA, settings=JudgeSettings(model=server.model, k=10))
         summary = controller.run(make_plan(tmp_path, score=2.5, num_docs=1000), tmp_path / "run", EchoBackend(),
                                  judge=judge, embed=TopicEmbed({}))
         asked = server.num_requests

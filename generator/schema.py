@@ -1,0 +1,88 @@
+"""YAML mappings into frozen dataclasses: keys checked against the fields (unknown ones rejected
+with the valid ones listed), values coerced to the annotated types, `--set key=value` overrides
+merged in. Used by the recipe and by the judge settings of `generator score`."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+import yaml
+
+from generator.errors import UserError
+
+
+def build_record(cls, data: Any, where: str):
+    """Build dataclass `cls` from parsed YAML, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    here = where.rstrip(": ")
+    if not isinstance(data, dict):
+        raise UserError(f"{here}: expected a mapping, got {type(data).__name__}",
+                        fix=f"write {where.split(': ')[-1] or 'it'} as key: value pairs")
+    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+    names = [f.name for f in fields]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        gone = unknown == ["batch_size"] and "(engines are fed continuously; size.shard_rows sets rows per shard)"
+        raise UserError(f"{here}: unknown key {unknown[0]!r} {gone or ''}".rstrip(), fix=f"valid keys: {', '.join(names)}")
+    kwargs = {}
+    for f in fields:
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise UserError(f"{here}: missing required key {f.name!r}", fix=f"add `{f.name}:`")
+            continue
+        kwargs[f.name] = coerce_value(hints[f.name], data[f.name], f"{where}{'.' if where[-1] != ' ' else ''}{f.name}")
+    return cls(**kwargs)
+
+
+def coerce_value(tp, value: Any, where: str):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        members = [a for a in args if a is not type(None)]
+        record = next((a for a in members if dataclasses.is_dataclass(a)), None)
+        return coerce_value(record if record is not None and isinstance(value, dict) else members[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{where}: {value!r} is not allowed", fix=f"use one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build_record(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            raise UserError(f"{where}: expected a non-empty list", fix="write it as a YAML list")
+        return [coerce_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not value:
+            raise UserError(f"{where}: expected a non-empty mapping", fix="write name: value pairs")
+        return {str(k): coerce_value(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str)}[tp]
+    if not ok:
+        raise UserError(f"{where}: expected {tp.__name__}, got {value!r}", fix=f"give a {tp.__name__}")
+    return float(value) if tp is float else value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set size.num_docs=50` → {"size": {"num_docs": 50}}; values parse as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set {pair!r}: expected key=value", fix="e.g. --set size.num_docs=50")
+        key, raw = pair.split("=", 1)
+        node = out
+        *parents, last = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = yaml.safe_load(raw) if raw else ""
+    return out
+
+
+def merge_overrides(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = merge_overrides(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return merged

@@ -10,7 +10,7 @@ quickstart: setup
 	.venv/bin/generator run recipes/quickstart.yaml --out runs/quick --force
 
 test: setup
-	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 --durations=30
 
 test-unit: setup
 	.venv/bin/python -m pytest -q -m "not integration" -p no:cacheprovider

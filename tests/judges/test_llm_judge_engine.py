@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DATA
 from generator.judges.cluster_agent import ClusterAgentConfig, ClusterAgentJudge, Criteria, generate_criteria
-from generator.judges.protocol import score_corpus
+from generator.judges.protocol import ScoreError, score_corpus
 
 pytestmark = pytest.mark.integration
 DATA = DATA / "judge" / "generated_quickstart.jsonl"
@@ -62,7 +62,7 @@ def test_the_llm_judge_opens_its_engine_with_a_context_that_fits_k_10():
 
     texts = [json.loads(line)["text"] for line in DATA.read_text().splitlines()][:60]
     settings = JudgeSettings(model="embedded:smollm2-135m", k=10, docs_per_criteria_call=2, num_criteria_calls=2,
-                             num_kept=2, cluster_max_tokens=1024, verify_max_tokens=512, criteria_max_tokens=500)
+                             num_kept=2, cluster_max_tokens=256, verify_max_tokens=256, criteria_max_tokens=300)
     audit = Calls()
     judge = open_judge("llm", settings=settings, seed=3, audit=audit)
     try:
@@ -70,14 +70,18 @@ def test_the_llm_judge_opens_its_engine_with_a_context_that_fits_k_10():
         assert plan.max_model_len <= plan.model_context == 8192 and plan.max_doc_tokens >= 64
         assert judge.backend.max_model_len == plan.max_model_len
         judge.prepare(texts)
-        report = score_corpus(texts, judge, k=10, rng=np.random.default_rng(1), num_batches=3, min_batches=1,
-                              max_failure_share=1.0, audit=audit)
+        try:  # the 135M model rarely writes a valid clustering; a run where every batch failed is fine here
+            score_corpus(texts, judge, k=10, rng=np.random.default_rng(1), num_batches=1, min_batches=1,
+                         max_failure_share=1.0, audit=audit)
+        except ScoreError as exc:
+            assert "failed on all 1 batches" in str(exc)
     finally:
         judge.close()
     calls = [r for r in audit.records if r.get("type") == "call"]
+    batches = [r for r in audit.records if r.get("type") == "batch"]
+    assert len(batches) == 1
     assert calls and all(c["prompt_tokens"] + c["max_tokens"] <= plan.max_model_len
                          for c in calls if c["prompt_tokens"])
-    assert all("model context" not in (b.error or "") for b in report.batches)
-    assert report.num_scored + report.num_failed == 3 and set(report.failures) <= set(FAILURE_KINDS) | {"dropped"}
-    assert sum(report.failures.values()) == report.num_failed
+    assert all(c["failure"] in (None, *FAILURE_KINDS) for c in calls)
+    assert all(b["failure"] in (None, *FAILURE_KINDS) and "model context" not in (b["error"] or "") for b in batches)
     assert all(c["prompt_tokens"] > 10 * 20 for c in calls if c["stage"] == "cluster")  # ten documents were sent

@@ -34,7 +34,7 @@ templates:
   - path: {tmp}/echo.j2
 size: {{num_docs: {n}, shard_rows: 2000}}
 sampling: {{max_tokens: 1000}}
-target: {{score: {score}, tolerance: 0.3, judge: llm, llm_batches: {llm_batches}}}
+target: {{score: {score}, tolerance: 0.3, judge: llm, llm_batches: {llm_batches}, llm_share: {llm_share}}}
 judge: {{model: scripted-judge}}
 dedup: {{near: false}}
 scoring: {{enabled: false}}
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--targets", type=float, nargs="+", default=[2.0, 4.0])
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--llm-batches", type=int, default=40)
+    ap.add_argument("--llm-share", type=float, default=0.05, help="target.llm_share (0: llm_batches every use)")
     ap.add_argument("--topics", type=int, default=200)
     args = ap.parse_args()
 
@@ -75,7 +76,8 @@ def main() -> None:
                 (Path(tmp) / "topics.yaml").write_text(f"axis: topic\ndomains:\n  - name: All\n    topics: [{topics}]\n")
                 (Path(tmp) / "echo.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
                 recipe = Path(tmp) / "r.yaml"
-                recipe.write_text(RECIPE.format(root=ROOT, tmp=tmp, n=n, score=score, llm_batches=args.llm_batches))
+                recipe.write_text(RECIPE.format(root=ROOT, tmp=tmp, n=n, score=score, llm_batches=args.llm_batches,
+                                                 llm_share=args.llm_share))
                 backend = CachedBackend(OpenAIBackend(server.model, base_url=server.base_url, concurrency=16,
                                                       max_retries=0), Path(tmp) / "judge-cache.sqlite")
                 judge = CriteriaJudge(backend, None, 8, JUDGE_CRITERIA, settings=JudgeSettings(model=server.model, k=10))

@@ -91,6 +91,7 @@ class Target:
     # On-topic share (measure/fidelity.py) every main round must keep, else the run stops; 0 = only warn below 0.5.
     min_fidelity: float = 0.0
     llm_batches: int = 40  # llm judge: batches it judges to calibrate the embedding judge, and at most to confirm
+    llm_share: float = 0.05  # llm judge: its tokens at most this share of the corpus's (0: llm_batches every use)
 
 
 def pilot_size(recipe: "Recipe") -> int:
@@ -226,7 +227,10 @@ def _check_values(r: Recipe, where: str) -> None:
              f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]", "pick a score the judge can produce at this k")
         need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
         need(t.k >= 2, "target.k", "must be at least 2", "use the paper's k: 10")
-        need(min(t.num_batches, t.llm_batches) >= 20, "target.num_batches/llm_batches", "must be at least 20", "use 3000/40")
+        need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use 3000")
+        need(t.llm_batches >= 10, "target.llm_batches", "must be at least 10", "use 40")
+        need(0 <= t.llm_share < 1, "target.llm_share", f"{t.llm_share} is outside [0, 1)",
+             "use a share such as 0.05, or 0 for llm_batches at every use")
         need(0 <= t.min_fidelity <= 1, "target.min_fidelity", f"{t.min_fidelity} is outside [0, 1]",
              "use a share such as 0.6, or 0 to only warn")
         need(t.precision >= 0, "target.precision", "must be >= 0", "use 0 for tolerance / 3")
@@ -321,7 +325,8 @@ def hash_recipe(recipe: Recipe) -> str:
         d["reference"]["path"] = Path(recipe.reference.path).name
     if d["judge"] == dataclasses.asdict(JudgeSettings()):
         d.pop("judge")
-    for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0), ("llm_batches", 40)):
+    for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0), ("llm_batches", 40),
+                       ("llm_share", 0.05)):
         if d["target"] is not None and d["target"][key] == unset:
             d["target"].pop(key)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())

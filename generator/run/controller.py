@@ -164,7 +164,7 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     texts, _ = read_corpus(pilot_dir(ctx.out, this_round))
     if ctx.llm is not None and ctx.calibration is None:  # the first pilot round calibrates the embedding judge
         ctx = with_calibration(ctx, calibration.calibrate_judge(ctx.out, texts, ctx.llm, ctx.target, stream(
-            ctx.plan.recipe.seed, "calibrate"), ctx.embed))
+            ctx.plan.recipe.seed, "calibrate"), ctx.embed, ctx.plan.recipe.size.num_docs))
     report, _ = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "pilot", this_round))
     shift = round_shift(ctx, pilot_dir(ctx.out, this_round), this_round)
     state = add_judge_cost(state, report)

@@ -24,18 +24,18 @@ grid:
 templates:
   - path: {tmp}/echo.j2
 size: {{num_docs: {num_docs}, shard_rows: 200}}
-target: {{score: {score}, tolerance: 0.3, pilot_docs: 100, judge: llm, llm_batches: 40}}
+target: {{score: {score}, tolerance: 0.3, pilot_docs: 100, judge: llm, llm_batches: 40, llm_share: {share}}}
 judge: {{model: scripted-judge}}
 scoring: {{enabled: false}}
 """
 
 
-def make_plan(tmp_path, score=3.0, num_docs=800):
+def make_plan(tmp_path, score=3.0, num_docs=800, share=0):
     """Forty topics, each with its hidden label for the scripted judge server."""
     topics = ", ".join(f'"subject {i} [label {i}]"' for i in range(40))
     (tmp_path / "topics.yaml").write_text(f"axis: topic\ndomains:\n  - name: All\n    topics: [{topics}]\n")
     (tmp_path / "echo.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
-    return load_recipe(write_recipe(tmp_path, RECIPE.format(tmp=tmp_path, num_docs=num_docs, score=score)))
+    return load_recipe(write_recipe(tmp_path, RECIPE.format(tmp=tmp_path, num_docs=num_docs, score=score, share=share)))
 
 
 def test_calibrated_steering_confirms_the_target_and_reports_judge_tokens(tmp_path):
@@ -66,6 +66,46 @@ def test_calibrated_steering_confirms_the_target_and_reports_judge_tokens(tmp_pa
                              resume=True)
     assert again.batches == 0  # calibration and confirmation are read back, not asked again
     assert resumed["confirmation"] == summary["confirmation"]
+
+
+def test_the_llm_share_sizes_each_use_of_the_llm_judge_from_what_is_left(tmp_path, caplog):
+    """With llm_share the first use is priced from an estimate (a clustering prompt of
+    PROMPT_TOKENS before documents, here far above what the stand-in charges, so it gets the
+    minimum), the later ones from the measured tokens per batch; the LLM judge's tokens stay
+    within the share of the corpus's estimated tokens."""
+    from generator.run import calibration as cal
+    from generator.run.rounds import read_corpus
+    from generator.run.state import pilot_dir
+
+    llm = SplittingJudge(0.02, name="llm", calls=2, tokens=(100, 5))
+    with caplog.at_level("WARNING"):
+        summary = controller.run(make_plan(tmp_path, share=0.5), tmp_path / "run", EchoBackend(), judge=llm,
+                                 embed=TopicEmbed({}))
+    record = json.loads((tmp_path / "run" / "calibration.json").read_text())
+    confirmation = json.loads((tmp_path / "run" / "confirmation.json").read_text())
+    estimate = record["corpus_tokens_estimate"]
+    texts, _ = read_corpus(pilot_dir(tmp_path / "run", 0))
+    assert estimate == pytest.approx(800 * sum(map(len, texts)) / len(texts) / cal.CHARS_PER_TOKEN)
+    assert record["num_batches"] + record["num_failed"] == cal.MIN_LLM_BATCHES and "over the share" in caplog.text
+    assert record["tokens_per_batch"] == 105
+    first = record["offset_at_target"]["num_batches"] + record["offset_at_target"]["num_failed"]
+    after_calibration = cal.MIN_LLM_BATCHES * 105
+    assert first <= min(40, int((0.5 * estimate - after_calibration) // (2 * 105)))
+    assert summary["cost"]["judge_tokens"] <= 0.5 * estimate
+    assert llm.batches * 105 == summary["cost"]["judge_tokens"] == record["tokens"] + confirmation["tokens"]
+
+
+def test_llm_batch_count_caps_shares_and_floors():
+    from types import SimpleNamespace
+
+    from generator.run.calibration import MIN_LLM_BATCHES, llm_batch_count
+
+    t = SimpleNamespace(llm_batches=40, llm_share=0.05)
+    assert llm_batch_count(t, 1e9, 0, 1000, 3) == 40  # plenty of room: the cap
+    assert llm_batch_count(t, 1e6, 20_000, 1000, 1) == 30  # 50k share − 20k spent, one use left
+    assert llm_batch_count(t, 1e6, 20_000, 1000, 2) == 15
+    assert llm_batch_count(t, 1e5, 0, 1000, 3) == MIN_LLM_BATCHES  # 5k buys 1 per use: the floor
+    assert llm_batch_count(SimpleNamespace(llm_batches=40, llm_share=0), 1e3, 1e6, 1000, 3) == 40  # no share
 
 
 def test_a_confirmation_outside_tolerance_is_recorded_loudly(tmp_path, caplog):

@@ -9,8 +9,10 @@ setup:
 quickstart: setup
 	.venv/bin/generator run recipes/quickstart.yaml --out runs/quick --force
 
+# Unit tests on both cores, then the integration tests (real engines, Ray, servers) one at a time.
 test: setup
-	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 --durations=30
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not integration" -n 2 --durations=10
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m integration --durations=20
 
 test-unit: setup
 	.venv/bin/python -m pytest -q -m "not integration" -p no:cacheprovider

@@ -35,9 +35,12 @@ log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
 CONFIRMATION_FILE = "confirmation.json"
 USES = 3  # the LLM judge is asked at calibration, where the pilots end, and on the finished corpus
-MIN_LLM_BATCHES = 10  # fewer paired batches do not give a mean difference worth steering by
+MIN_LLM_BATCHES = 8  # fewer paired batches do not give a mean difference worth steering by
 CHARS_PER_TOKEN = 4  # to estimate the corpus's tokens from the first pilot's text
 PROMPT_TOKENS = 1500  # a clustering prompt without documents (criteria included), before one is measured
+# A batch is priced at the dearer of this guess (clustering and verification each showing the K
+# documents) and the dearest batch measured so far: batches near the target's D, with more
+# multi-document clusters to verify, cost more than the calibration's at c = 1.
 
 
 def llm_batch_count(target, corpus_tokens: float, spent_tokens: float, per_batch: float, uses_left: int) -> int:
@@ -84,8 +87,8 @@ def calibrate_judge(out: Path, texts: Sequence[str], llm_judge, target, rng: np.
     criteria_cost = dict(criteria.cost) if criteria is not None and not had_criteria else {}
     record = {**calibration.to_dict(), "offset": calibration.llm_score - calibration.embed_score,
               "num_docs": len(texts), "criteria_cost": criteria_cost, "corpus_tokens_estimate": corpus,
-              "tokens_per_batch": (calibration.prompt_tokens + calibration.completion_tokens)
-              / max(calibration.num_batches + calibration.num_failed, 1),
+              "tokens_per_batch": max(guess, (calibration.prompt_tokens + calibration.completion_tokens)
+                                      / max(calibration.num_batches + calibration.num_failed, 1)),
               "tokens": calibration.prompt_tokens + calibration.completion_tokens
               + criteria_cost.get("prompt_tokens", 0) + criteria_cost.get("completion_tokens", 0)}
     write_json(out / CALIBRATION_FILE, record)
@@ -106,6 +109,8 @@ def measure_offset(out: Path, texts: Sequence[str], llm_judge, embed_judge, embe
     c = paired(texts, llm_judge, embed_judge, embed_report, llm_target, rng, record, uses_left=2)
     record.update(offset_at_c1=record["offset"], offset=c.mean_difference, offset_batches=c.num_batches,
                   offset_at_target=dataclasses.asdict(c), tokens=record["tokens"] + c.prompt_tokens + c.completion_tokens,
+                  tokens_per_batch=max(record.get("tokens_per_batch", 0.0),
+                                       (c.prompt_tokens + c.completion_tokens) / max(c.num_batches + c.num_failed, 1)),
                   calls=record["calls"] + c.calls)
     write_json(out / CALIBRATION_FILE, record)
     log.info("ruler offset where the pilots ended: %+.3f ± %.3f (at c = 1: %+.3f)", c.mean_difference,

@@ -373,43 +373,48 @@ def test_the_llm_judge_scores_over_vllm_serve_within_budget_audited_and_cached(v
     file, and a re-run with the same --judge-cache sends the server nothing and reports the same.
     The 135M model rarely writes a valid clustering, so a run whose every batch failed is allowed
     (exit 1, said so); what is checked is the protocol around the answers."""
-    from generator.cli import main
+    import dataclasses
+
     from conftest import DATA
+    from fakes import JUDGE_CRITERIA
+    from generator.cli import main
 
     corpus = DATA / "judge" / "generated_quickstart.jsonl"
+    # criteria given (writing them on a real engine is tests/judges/test_llm_judge_engine.py's)
+    (tmp_path / "criteria.json").write_text(dataclasses.replace(JUDGE_CRITERIA, judge_model="smollm2", k=4).to_json())
 
     def score(name, max_calls=40, cache=True):
         before = served_requests(vllm_server)
         args = ["score", str(corpus), "--judge", "llm", "--judge-endpoint", vllm_server, "--judge-model", "smollm2",
                 "--set", "judge.tokenizer=embedded:smollm2-135m", "--set", "judge.k=4",
                 "--set", "judge.num_criteria_calls=2", "--set", "judge.docs_per_criteria_call=2",
-                "--set", "judge.num_kept=2", "--set", "judge.cluster_max_tokens=256",
-                "--set", "judge.verify_max_tokens=128", "--set", "judge.criteria_max_tokens=256",
-                "--num-batches", "3", "--max-calls", str(max_calls), "--max-failure-share", "1.0", "--no-proxies",
+                "--set", "judge.num_kept=2", "--set", "judge.cluster_max_tokens=128",
+                "--set", "judge.verify_max_tokens=96", "--set", "judge.criteria_max_tokens=256",
+                "--num-batches", "2", "--max-calls", str(max_calls), "--max-failure-share", "0.99", "--no-proxies",
                 "--criteria", str(tmp_path / "criteria.json"),
                 *(["--judge-cache", str(tmp_path / "cache.sqlite")] if cache else []),
                 "--json", str(tmp_path / f"{name}.json"), "--audit", str(tmp_path / f"{name}.audit.jsonl")]
         code = main(args)
+        assert code in (0, 1)  # 2 would be a usage error
         lines = [json.loads(x) for x in (tmp_path / f"{name}.audit.jsonl").read_text().splitlines()]
         report = json.loads((tmp_path / f"{name}.json").read_text()) if code == 0 else None
         return code, report, lines, served_requests(vllm_server) - before
 
     code, report, lines, sent = score("first")
-    assert code in (0, 1)
     calls = [r for r in lines if r["type"] == "call"]
-    assert 0 < sent <= 40 and len(calls) == sent  # the criteria run ahead of the audit's first batch
+    assert 0 < sent <= 40 and len(calls) == sent
     assert all(c["prompt_sha256"] and c["answer"] is not None and c["completion_tokens"] <= c["max_tokens"]
                and c["prompt_tokens"] + c["max_tokens"] <= 4096 for c in calls)
-    judged = [(c["stage"], c["answer"]) for c in calls if c["stage"] in ("cluster", "verify")]
-    assert judged or any(r.get("failure") == "budget" for r in lines if r["type"] == "batch")
+    judged = [(c["stage"], c["answer"]) for c in calls]
+    assert {c["stage"] for c in calls} <= {"cluster", "verify"} and any(c["stage"] == "cluster" for c in calls)
     if report is not None:
         assert report["calls_total"] == sent and report["judge_context"]["model_context"] == 4096
         assert sum(report["failures"].values()) == report["num_failed"]
         assert report["num_scored"] == 0 or 1 / 4 <= report["score"] <= 4
-    code2, report2, lines2, sent2 = score("again")  # criteria from criteria.json, answers from the cache
+    code2, report2, lines2, sent2 = score("again")  # answers from the cache
     assert sent2 == 0 and code2 == code
     assert [(c["stage"], c["answer"]) for c in lines2 if c["type"] == "call"] == judged
     if report is not None:
         assert (report2["score"], report2["failures"]) == (report["score"], report["failures"])
-    code3, _, lines3, sent3 = score("tight", max_calls=3, cache=False)  # same criteria, no cache, 3 calls
-    assert 0 < sent3 <= 3 and len([c for c in lines3 if c["type"] == "call"]) == sent3
+    code3, _, lines3, sent3 = score("tight", max_calls=5, cache=False)  # no cache, 5 calls: one batch at most
+    assert 0 < sent3 <= 5 and len([c for c in lines3 if c["type"] == "call"]) == sent3

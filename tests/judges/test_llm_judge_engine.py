@@ -2,12 +2,14 @@
 Ray actor). SmolLM2-135M is no real judge; this checks the plumbing: JSON schemas enforced by
 structured decoding, criteria written and frozen, repairs counted, failures excluded, the score
 inside [1/K, K], and costs reported."""
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from conftest import DATA
+from fakes import JUDGE_CRITERIA
 from generator.judges.cluster_agent import ClusterAgentConfig, ClusterAgentJudge, Criteria, generate_criteria
 from generator.judges.protocol import ScoreError, score_corpus
 
@@ -69,7 +71,8 @@ def test_the_llm_judge_opens_its_engine_with_a_context_that_fits_k_10():
         plan = judge.fit[1]
         assert plan.max_model_len <= plan.model_context == 8192 and plan.max_doc_tokens >= 64
         assert judge.backend.max_model_len == plan.max_model_len
-        judge.prepare(texts)
+        # criteria given (writing them is tested above): the calls under test are the K = 10 ones
+        judge.criteria = dataclasses.replace(JUDGE_CRITERIA, judge_model=judge.backend.model)
         try:  # the 135M model rarely writes a valid clustering; a run where every batch failed is fine here
             score_corpus(texts, judge, k=10, rng=np.random.default_rng(1), num_batches=1, min_batches=1,
                          max_failure_share=1.0, audit=audit)

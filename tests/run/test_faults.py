@@ -61,10 +61,10 @@ def kill_leftovers(marker: str, keep: set[int]) -> None:
         time.sleep(1)
 
 
-@pytest.mark.parametrize("kill_at_docs", [4, 14])
-def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_corpus(tmp_path, ray_engine, kill_at_docs):
-    """kill -9 of a real run (Ray actor, vLLM CPU engine) at two moments; --resume gives exactly
-    the sample indices and ids of a run that was never interrupted."""
+def test_sigkill_twice_mid_run_then_resume_gives_the_uninterrupted_corpus(tmp_path, ray_engine):
+    """kill -9 of a real run (Ray actor, vLLM CPU engine) after 4 committed documents, kill -9 of
+    its resumed run after 14; the second --resume gives exactly the sample indices and ids of a
+    run that was never interrupted, and nothing committed before either kill changes."""
     recipe = write_recipe(tmp_path, SMALL_RECIPE.replace("size: {num_docs: 20, shard_rows: 8}",
                                                          "size: {num_docs: 24, shard_rows: 2}")
                           .replace("max_tokens: 32", "max_tokens: 12")
@@ -77,34 +77,38 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_corpus(tmp_path, ra
     env = dict(os.environ, RAY_TMPDIR=str(ray_dir), RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "generator.cli", "run", str(recipe), "--out", str(out), "--no-score"]
-    before = vllm_pids()
-    log = open(tmp_path / "killed-run.log", "w")
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    state_file = out / "state.json"
-    deadline = time.monotonic() + 400
-    try:
-        while time.monotonic() < deadline:
-            if state_file.is_file() and json.loads(state_file.read_text())["counters"]["num_docs"] >= kill_at_docs:
-                break
-            assert proc.poll() is None, (tmp_path / "killed-run.log").read_text()[-3000:]
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"the run did not commit {kill_at_docs} documents in 400 s")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        log.close()
-        kill_leftovers(str(ray_dir), before)
-    killed = json.loads(state_file.read_text())["counters"]
-    assert kill_at_docs <= killed["num_docs"] < 24
-    kept_ids = read_documents(out).column("id").to_pylist()[: killed["num_docs"]]
+    state_file, kept_ids = out / "state.json", []
+    for attempt, kill_at_docs in enumerate((4, 14)):
+        before = vllm_pids()
+        log = open(tmp_path / f"killed-run-{attempt}.log", "w")
+        proc = subprocess.Popen([*cmd, *(["--resume"] if attempt else [])], env=env, start_new_session=True,
+                                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 400
+        try:
+            while time.monotonic() < deadline:
+                if state_file.is_file() and json.loads(state_file.read_text())["counters"]["num_docs"] >= kill_at_docs:
+                    break
+                assert proc.poll() is None, (tmp_path / f"killed-run-{attempt}.log").read_text()[-3000:]
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"the run did not commit {kill_at_docs} documents in 400 s")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            log.close()
+            kill_leftovers(str(ray_dir), before)
+        killed = json.loads(state_file.read_text())["counters"]
+        assert kill_at_docs <= killed["num_docs"] < 24
+        ids_now = read_documents(out).column("id").to_pylist()[: killed["num_docs"]]
+        assert ids_now[: len(kept_ids)] == kept_ids  # the resumed run kept what the first kill left
+        kept_ids = ids_now
 
     done = subprocess.run([*cmd, "--resume"], env=env, timeout=600, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     table, reference = read_documents(out), read_documents(tmp_path / "full")
     ids = table.column("id").to_pylist()
     assert len(ids) == 24 == full["num_docs"] and len(set(ids)) == 24
-    assert ids[: len(kept_ids)] == kept_ids  # nothing written before the kill was lost or changed
+    assert ids[: len(kept_ids)] == kept_ids  # nothing written before a kill was lost or changed
     assert ids == reference.column("id").to_pylist()
     assert table.column("sample_index").to_pylist() == reference.column("sample_index").to_pylist()
     shutil.rmtree(ray_dir, ignore_errors=True)

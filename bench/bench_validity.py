@@ -13,7 +13,7 @@ Two factors, each at five levels, three draws (different seeds) per level:
   subject has 386 articles);
 - copies: 600 documents from all five subjects, a share 0/20/40/60/80% of them replaced by
   near-duplicate copies of the others (5% of the words swapped for random corpus words).
-For D (embedding judge, K = 10, 200 batches) and every proxy: the Spearman rank correlation
+For D (embedding judge, K = 10, 200 batches unless --num-batches) and every proxy: the Spearman rank correlation
 with the true diversity level (the number of subjects; minus the copy share), signed so that
 +1 means "moves with diversity" (proxies where lower is more diverse are negated), and the
 spread between draws (largest std / mean over the levels).
@@ -67,7 +67,7 @@ def build_corpus(by_subject: dict[str, list[str]], factor: str, level, vocabular
     return docs
 
 
-def measure(docs: list[str], embed, seed: int) -> dict[str, float]:
+def measure(docs: list[str], embed, seed: int, num_batches: int = 200) -> dict[str, float]:
     from generator.judges.protocol import score_corpus
     from generator.judges.embedding import EmbeddingJudge
     from generator.measure.proxies import compute_proxies, dcscore
@@ -79,7 +79,7 @@ def measure(docs: list[str], embed, seed: int) -> dict[str, float]:
     for tau in DCSCORE_TAUS:
         values[f"dcscore_tau{tau:g}"] = dcscore(vectors, tau=tau)
     report = score_corpus(docs, EmbeddingJudge(embed=embed), k=10, rng=np.random.default_rng(seed),
-                          num_batches=200)
+                          num_batches=num_batches, min_batches=min(30, num_batches))
     values["D_embedding_judge"] = report.score
     return values
 
@@ -110,6 +110,7 @@ def summarise(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="write the rows and the summary as JSON")
+    parser.add_argument("--num-batches", type=int, default=200, help="K-batches the embedding judge scores per corpus")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from generator.measure.embeddings import embed_texts
@@ -131,7 +132,7 @@ def main() -> None:
                 rng = np.random.default_rng([draw, int(level * 100), len(factor)])
                 docs = build_corpus(by_subject, factor, level, vocabulary, rng)
                 rows.append({"factor": factor, "level": level, "draw": draw,
-                             "values": measure(docs, embed, seed=draw)})
+                             "values": measure(docs, embed, seed=draw, num_batches=args.num_batches)})
                 print(f"{factor} {level} draw {draw}: D {rows[-1]['values']['D_embedding_judge']:.3f}", flush=True)
     summary = summarise(rows)
     print(f"\n| metric | rho subjects | spread | rho copies | spread |\n|---|---|---|---|---|")

@@ -44,8 +44,12 @@ def engine_options(model: str, *, tensor_parallel_size: int = 1, max_model_len: 
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if dtype == "auto" and not gpu:
         dtype = "float32"  # bf16 is slower than fp32 on CPUs without AVX512_BF16
+    # JSON answers (the LLM judge's) without free whitespace: vLLM reads this flag from the engine's
+    # config, not from a request's StructuredOutputsParams, and a small model otherwise fills
+    # its whole answer budget with newlines between JSON tokens.
     kwargs = dict(dtype=dtype, max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed,
-                  tensor_parallel_size=tensor_parallel_size)
+                  tensor_parallel_size=tensor_parallel_size,
+                  structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})
     if max_num_seqs:
         kwargs["max_num_seqs"] = max_num_seqs
     if gpu:

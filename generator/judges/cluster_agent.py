@@ -375,7 +375,8 @@ def cluster_schema(criteria: Criteria, k: int) -> dict:
     metric_names = [n for n, _ in criteria.metrics]
     cluster = {"type": "object", "properties": {
         "cluster_id": {"type": "integer"},
-        "members": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": k}, "minItems": 1},
+        "members": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": k}, "minItems": 1,
+                    "maxItems": k},
         "reason": text,
         "metadata": {"type": "object", "properties": {n: text for n in meta_names}, "required": meta_names},
         "metrics": {"type": "object", "properties": {n: score for n in metric_names}, "required": metric_names},

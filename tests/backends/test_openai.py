@@ -317,7 +317,8 @@ def vllm_server():
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), "--served-model-name", "smollm2", "--dtype", "float32",
            "--max-model-len", "4096", "--enforce-eager", "--no-enable-chunked-prefill",
-           "--max-num-batched-tokens", "8192"]
+           "--max-num-batched-tokens", "8192",
+           "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 300

@@ -41,6 +41,11 @@ CRITERIA_FIX = "use a more capable judge model or pass --criteria FILE"
 # that would otherwise repeat itself inside a string until max_tokens cuts the JSON.
 NAME = {"type": "string", "minLength": 1, "maxLength": 80}
 PROSE = {"type": "string", "minLength": 1, "maxLength": 400}
+# A clustering answer holds a reason, a value per metadata name and a reasoning per metric for
+# each cluster: bounded tighter, so K singleton clusters stay within the answer budget and a
+# judge that runs on inside a string is stopped by the grammar rather than by the budget.
+REASON = {"type": "string", "minLength": 1, "maxLength": 240}
+VALUE = {"type": "string", "minLength": 1, "maxLength": 60}
 
 
 @dataclass(frozen=True)
@@ -367,9 +372,8 @@ class ClusterAgentJudge:
 def cluster_schema(criteria: Criteria, k: int) -> dict:
     """Clusters with members 1..k, a reason, one value per metadata name and a reasoned 1-5
     score per metric."""
-    text = PROSE
     score = {"type": "object",
-             "properties": {"reasoning": text, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+             "properties": {"reasoning": REASON, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
              "required": ["reasoning", "score"], "additionalProperties": False}
     meta_names = [n for n, _ in criteria.metadata]
     metric_names = [n for n, _ in criteria.metrics]
@@ -377,8 +381,8 @@ def cluster_schema(criteria: Criteria, k: int) -> dict:
         "cluster_id": {"type": "integer"},
         "members": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": k}, "minItems": 1,
                     "maxItems": k},
-        "reason": text,
-        "metadata": {"type": "object", "properties": {n: text for n in meta_names}, "required": meta_names},
+        "reason": REASON,
+        "metadata": {"type": "object", "properties": {n: VALUE for n in meta_names}, "required": meta_names},
         "metrics": {"type": "object", "properties": {n: score for n in metric_names}, "required": metric_names},
     }, "required": ["cluster_id", "members", "reason", "metadata", "metrics"]}
     return {"type": "object", "properties": {"clusters": {"type": "array", "items": cluster, "minItems": 1,

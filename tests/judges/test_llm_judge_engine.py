@@ -74,17 +74,10 @@ def test_the_llm_judge_opens_its_engine_with_a_context_that_fits_k_10():
     from generator.judges.calls import FAILURE_KINDS
     from generator.judges.config import JudgeSettings
 
-    class Calls:
-        def __init__(self):
-            self.records = []
-
-        def write(self, record):
-            self.records.append(record)
-
     texts = [json.loads(line)["text"] for line in DATA.read_text().splitlines()][:60]
     settings = JudgeSettings(model="embedded:smollm2-135m", k=10, docs_per_criteria_call=2, num_criteria_calls=2,
                              num_kept=2, cluster_max_tokens=256, verify_max_tokens=256, criteria_max_tokens=300)
-    audit = Calls()
+    audit = Records()
     judge = open_judge("llm", settings=settings, seed=3, audit=audit)
     try:
         plan = judge.fit[1]

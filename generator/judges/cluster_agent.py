@@ -37,15 +37,11 @@ log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts" / "judge"
 CRITERIA_FIX = "use a more capable judge model or pass --criteria FILE"
-# Bounded strings keep every structured answer inside its token budget, even from a weak judge
-# that would otherwise repeat itself inside a string until max_tokens cuts the JSON.
+# Bounded strings keep a weak judge that repeats itself inside a string from filling its budget.
 NAME = {"type": "string", "minLength": 1, "maxLength": 80}
 PROSE = {"type": "string", "minLength": 1, "maxLength": 400}
-# A clustering answer holds a reason, a value per metadata name and a reasoning per metric for
-# each cluster: bounded tighter, so K singleton clusters stay within the answer budget and a
-# judge that runs on inside a string is stopped by the grammar rather than by the budget.
-REASON = {"type": "string", "minLength": 1, "maxLength": 240}
-VALUE = {"type": "string", "minLength": 1, "maxLength": 60}
+REASON = {"type": "string", "minLength": 1, "maxLength": 240}  # clustering answers: tighter, so K clusters fit
+VALUE = {"type": "string", "minLength": 1, "maxLength": 60}  # a metadata value is a label
 
 
 @dataclass(frozen=True)
@@ -370,8 +366,7 @@ class ClusterAgentJudge:
 
 
 def cluster_schema(criteria: Criteria, k: int) -> dict:
-    """Clusters with members 1..k, a reason, one value per metadata name and a reasoned 1-5
-    score per metric."""
+    """Clusters of members 1..k, each with a reason, metadata values and reasoned 1-5 metric scores."""
     score = {"type": "object",
              "properties": {"reasoning": REASON, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
              "required": ["reasoning", "score"], "additionalProperties": False}

@@ -58,8 +58,13 @@ def llm_batch_count(target, corpus_tokens: float, spent_tokens: float, per_batch
     return max(MIN_LLM_BATCHES, min(target.llm_batches, n))
 
 
-def corpus_tokens_estimate(texts: Sequence[str], num_docs: int) -> float:
-    return num_docs * float(np.mean([len(t) for t in texts])) / CHARS_PER_TOKEN if texts else 0.0
+def doc_tokens_estimate(texts: Sequence[str]) -> float:
+    return float(np.mean([len(t) for t in texts])) / CHARS_PER_TOKEN if texts else 0.0
+
+
+def tokens_per_batch(result) -> float:
+    """LLM tokens one judged batch cost in a calibration or confirmation (failed batches included)."""
+    return (result.prompt_tokens + result.completion_tokens) / max(result.num_batches + result.num_failed, 1)
 
 
 def read_record(out: Path, name: str) -> dict | None:
@@ -79,16 +84,16 @@ def calibrate_judge(out: Path, texts: Sequence[str], llm_judge, target, rng: np.
     from generator.judges.calibrate import calibrate_threshold
 
     had_criteria = getattr(llm_judge, "criteria", None) is not None
-    corpus = corpus_tokens_estimate(texts, num_docs or len(texts))
-    guess = 2 * (target.k * corpus / max(num_docs or len(texts), 1) + PROMPT_TOKENS)  # clustering + verification
+    doc_tokens = doc_tokens_estimate(texts)
+    corpus = (num_docs or len(texts)) * doc_tokens
+    guess = 2 * (target.k * doc_tokens + PROMPT_TOKENS)  # clustering + verification
     calibration = calibrate_threshold(texts, llm_judge, k=target.k, rng=rng, embed=embed,
                                       num_batches=llm_batch_count(target, corpus, 0, guess, USES))
     criteria = getattr(llm_judge, "criteria", None)
     criteria_cost = dict(criteria.cost) if criteria is not None and not had_criteria else {}
     record = {**calibration.to_dict(), "offset": calibration.llm_score - calibration.embed_score,
               "num_docs": len(texts), "criteria_cost": criteria_cost, "corpus_tokens_estimate": corpus,
-              "tokens_per_batch": max(guess, (calibration.prompt_tokens + calibration.completion_tokens)
-                                      / max(calibration.num_batches + calibration.num_failed, 1)),
+              "tokens_per_batch": max(guess, tokens_per_batch(calibration)),
               "tokens": calibration.prompt_tokens + calibration.completion_tokens
               + criteria_cost.get("prompt_tokens", 0) + criteria_cost.get("completion_tokens", 0)}
     write_json(out / CALIBRATION_FILE, record)
@@ -109,8 +114,7 @@ def measure_offset(out: Path, texts: Sequence[str], llm_judge, embed_judge, embe
     c = paired(texts, llm_judge, embed_judge, embed_report, llm_target, rng, record, uses_left=2)
     record.update(offset_at_c1=record["offset"], offset=c.mean_difference, offset_batches=c.num_batches,
                   offset_at_target=dataclasses.asdict(c), tokens=record["tokens"] + c.prompt_tokens + c.completion_tokens,
-                  tokens_per_batch=max(record.get("tokens_per_batch", 0.0),
-                                       (c.prompt_tokens + c.completion_tokens) / max(c.num_batches + c.num_failed, 1)),
+                  tokens_per_batch=max(record.get("tokens_per_batch", 0.0), tokens_per_batch(c)),
                   calls=record["calls"] + c.calls)
     write_json(out / CALIBRATION_FILE, record)
     log.info("ruler offset where the pilots ended: %+.3f ± %.3f (at c = 1: %+.3f)", c.mean_difference,

@@ -87,7 +87,7 @@ def fit_rule() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", type=Path, nargs="+", default=FAMILIES)
-    ap.add_argument("--docs", type=int, default=200, help="documents per recipe (the recipes say 200)")
+    ap.add_argument("--docs", type=int, help="documents per recipe (default: the recipe's own size.num_docs)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "families")
     ap.add_argument("--num-batches", type=int, default=1000, help="K-batches judged per score")
     ap.add_argument("--score-only", action="store_true", help="never generate; score existing runs")
@@ -105,7 +105,8 @@ def main() -> None:
     backend = None
     rows = []
     for path in args.recipes:
-        plan = load_recipe(path, [f"size.num_docs={args.docs}", "engine.backend=vllm", *args.overrides])
+        size = [f"size.num_docs={args.docs}"] if args.docs else []
+        plan = load_recipe(path, [*size, "engine.backend=vllm", *args.overrides])
         out = args.out / path.stem
         if not (out / "summary.json").exists() or args.force:
             if args.score_only:

@@ -38,8 +38,7 @@ def stream(seed: int, name: str, *more: int) -> np.random.Generator:
 
 
 class RunStopped(Exception):
-    """The run stopped before completing (failure rate exceeded, target out of reach); the
-    summary is written."""
+    """The run stopped early (failures, target out of reach); the summary is written."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +67,8 @@ class Context:
 
 def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force: bool = False,
         on_progress: OnProgress | None = None, judge=None, embed=None) -> dict:
-    """Generate the recipe's corpus into `out`; return the summary (also in summary.json).
-    `judge` overrides the judge named by the recipe's target, `embed` the embedder of the
-    shift from the reference (default: the judge's, else all-MiniLM-L6-v2) (tests)."""
+    """Generate the recipe's corpus into `out`; return the summary (also in summary.json). `judge` and
+    `embed` override the target's judge and the shift's embedder (default: the judge's, else MiniLM)."""
     started = time.perf_counter()
     state = prepare_output(out, plan, resume=resume, force=force)
     pipe = Pipeline(plan, out, backend, open_deduper(plan, out), on_progress, shard_rows=plan.recipe.size.shard_rows)
@@ -131,8 +129,7 @@ def set_concentration(ctx: Context, state: RunState, c: float, **changes) -> Run
 
 
 def round_shift(ctx: Context, root: Path, round_no: int, below: int | None = None) -> Shift | None:
-    """The documents under `root` (samples below index `below`) against the reference (None
-    when the recipe has none)."""
+    """The documents under `root` (samples below `below`) against the reference (None without one)."""
     if ctx.reference is None:
         return None
     texts, columns = read_shift_inputs(root, below)
@@ -140,17 +137,18 @@ def round_shift(ctx: Context, root: Path, round_no: int, below: int | None = Non
 
 
 def over_bound(ctx: Context, shift: Shift | None) -> bool:
-    return shift is not None and ctx.target.max_shift is not None and shift.mmd2 > ctx.target.max_shift
+    return shift is not None and shift_bound.above(shift.mmd2, shift.se, ctx.target.max_shift)
 
 
-def reweight_for_shift(ctx: Context, state: RunState, shift: Shift) -> RunState:
+def reweight_for_shift(ctx: Context, state: RunState, shift: Shift, share_left: float = 0.0) -> RunState:
     """Move weight away from grid values whose documents lie far from the reference (kept as
-    factors, so later changes of c keep them)."""
+    factors, so later changes of c keep them); in a main round also move c towards smaller shift."""
     s = state.steering
-    factors = knobs.shift_factors(s.weights, shift.by_value, rate=ctx.target.reweight_rate or 1.0)
-    merged = knobs.merge_factors(s.shift_factors, factors)
-    weights = knobs.apply_factors(knobs.concentration_weights(ctx.orders, s.concentration), merged)
-    return dataclasses.replace(state, steering=dataclasses.replace(s, shift_factors=merged, weights=weights))
+    c = shift_bound.retreat(s.concentration, s.rounds("pilot"), ctx.target.max_shift, shift, share_left)
+    merged = knobs.merge_factors(s.shift_factors, knobs.shift_factors(s.weights, shift.by_value,
+                                                                      rate=ctx.target.reweight_rate or 1.0))
+    weights = knobs.apply_factors(knobs.concentration_weights(ctx.orders, c), merged)
+    return dataclasses.replace(state, steering=dataclasses.replace(s, concentration=c, shift_factors=merged, weights=weights))
 
 
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
@@ -170,10 +168,11 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     state = add_judge_cost(state, report)
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
-        s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None, report.half_width))))
+        s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None, report.half_width,
+                                      shift.se if shift else 0.0))))
     ctx, state, action = after_pilot(ctx, state, report, shift)
     if over_bound(ctx, shift):
-        action += f"; MMD² {shift.mmd2:.4f} > max_shift {ctx.target.max_shift}: weight moved away from far values"
+        action += f"; MMD² {shift.mmd2:.4f} ± {shift.se:.4f} over max_shift {ctx.target.max_shift}: weight moved away from far values"
     if ctx.llm is not None and state.steering.phase == "main" and "offset_at_target" not in ctx.calibration:
         ctx = with_calibration(ctx, calibration.measure_offset(ctx.out, texts, ctx.llm, ctx.judge, report, ctx.llm_target,
                                                                rng=stream(ctx.plan.recipe.seed, "calibrate", this_round)))
@@ -291,14 +290,16 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     if abs(report.score - t.score) > t.tolerance / 2 and docs < num_docs and not state.stopped:
         state, action = correct(ctx, state, report, attribution)
     if over_bound(ctx, shift) and docs < num_docs:
-        state = reweight_for_shift(ctx, state, shift)
-        action += f"; MMD² {shift.mmd2:.4f} > max_shift: weight moved away from far values"
+        state = reweight_for_shift(ctx, state, shift, share_left=1 - docs / num_docs)
+        action += (f"; MMD² {shift.mmd2:.4f} ± {shift.se:.4f} over max_shift: c → {state.steering.concentration:.3f}, "
+                   "weight moved away from far values")
     if docs < num_docs and state.steering.weights != s.weights:
         state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights)
     ctx.pipe.frozen_at = None  # unchanged weights: the samples already out stay valid
     s = state.steering
     state = dataclasses.replace(state, steering=dataclasses.replace(
-        s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None, report.half_width)),
+        s, history=(*s.history, Round(round_c, report.score, "main", shift.mmd2 if shift else None, report.half_width,
+                                      shift.se if shift else 0.0)),
         round=s.round + 1, measure_at=0))
     kept = {"fidelity": fidelity.topic_share, "fidelity_action": drift_action} if fidelity is not None else {}
     log_round(ctx.out, this_round, state, report, t, action, phase="main", concentration=round_c, docs=docs,
@@ -350,8 +351,7 @@ def correct(ctx: Context, state: RunState, report, attribution) -> tuple[RunStat
 
 
 def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
-    """Re-measure the finished corpus as a whole (fresh batches), confirm it with the LLM judge
-    when it is the target's judge; write weights and plots."""
+    """Re-measure the finished corpus (fresh batches), confirm it with an LLM target judge; write weights, plots."""
     from generator.run.plots import plot_shift, plot_trajectory, plot_weights
 
     t, s, seed = ctx.target, state.steering, ctx.plan.recipe.seed

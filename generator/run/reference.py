@@ -44,10 +44,12 @@ class ReferenceStats:
 
 @dataclass(frozen=True)
 class Shift:
-    """A round's distance from the reference: MMD², and the mean witness of each grid value."""
+    """A round's distance from the reference: MMD², its standard error over the round's
+    documents, and the mean witness of each grid value."""
 
     mmd2: float
     by_value: dict
+    se: float = 0.0
 
 
 def open_reference(out: Path, plan, judge, embed: Callable, rng: np.random.Generator) -> tuple[ReferenceStats, dict]:
@@ -86,8 +88,12 @@ def _stats(info: dict, vectors: np.ndarray) -> ReferenceStats:
 
 def measure_shift(texts: Sequence[str], columns: Mapping[str, Sequence[str]], reference: ReferenceStats,
                   embed: Callable, rng: np.random.Generator) -> Shift:
-    """MMD² of `texts` against the reference (both subsampled to MAX_SHIFT_DOCS with `rng`) and
-    the mean witness of each grid value in `columns` (one value per text)."""
+    """MMD² of `texts` against the reference (both subsampled to MAX_SHIFT_DOCS with `rng`), its
+    standard error and the mean witness of each grid value in `columns` (one value per text).
+
+    The standard error is the first-order (delta-method) one of the U-statistic over the
+    corpus's documents: 2·sd(witness)/√n. The reference is the same sample in every round, so
+    only the corpus side varies between a pilot and the corpus that follows it."""
     from generator.measure.shift import mmd_rbf, witness
 
     idx = np.arange(len(texts))
@@ -100,7 +106,8 @@ def measure_shift(texts: Sequence[str], columns: Mapping[str, Sequence[str]], re
     mmd2 = mmd_rbf(x, y, bandwidth=reference.bandwidth)
     w = witness(x, y, reference.bandwidth)
     by_value = knobs.value_witness({a: [v[i] for i in idx] for a, v in columns.items()}, w)
-    return Shift(mmd2=float(mmd2), by_value=by_value)
+    se = 2 * float(np.std(w, ddof=1)) / np.sqrt(len(w)) if len(w) > 1 else 0.0
+    return Shift(mmd2=float(mmd2), by_value=by_value, se=se)
 
 
 def grid_columns(grid_values: Sequence[str], templates: Sequence[str]) -> dict[str, list[str]]:

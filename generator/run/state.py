@@ -62,6 +62,7 @@ class Round:
     kind: Literal["pilot", "grow", "main"]
     shift: float | None = None  # MMD² from the reference corpus, when the recipe has one
     half_width: float = 0.0  # of the score's 95% interval (0: not recorded)
+    shift_se: float = 0.0  # standard error of `shift` (0: not recorded)
 
 
 @dataclass(frozen=True)

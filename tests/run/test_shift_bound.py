@@ -4,11 +4,13 @@ c, lower D) moves the corpus away from it. Echo backend, a judge that clusters b
 embedder that places documents by domain and topic (all seeded, no model)."""
 import json
 
+import numpy as np
 import pytest
 
 from fakes import CountingJudge, EchoBackend, TopicEmbed
 from generator.recipe import load_recipe
 from generator.run import controller, shift_bound
+from generator.run.reference import ReferenceStats, Shift, measure_shift
 from generator.run.state import Round
 from test_controller import topic_of
 from test_reference import grid_topics, make
@@ -84,3 +86,49 @@ def test_allowed_concentrations_end_where_the_pilots_cross_the_bound():
 ])
 def test_final_binding_names_the_constraint_the_corpus_misses(binding, max_shift, achieved, expected):
     assert shift_bound.final_binding(binding, max_shift, achieved) == expected
+
+
+def test_a_pilot_counts_as_under_the_bound_only_with_a_margin_for_its_noise():
+    close = Round(1.0, 3.4, "pilot", 0.060, 0.1, 0.004)  # upper bound 0.060 + 1.645 * 0.004 = 0.0666
+    sure = Round(0.8, 3.6, "pilot", 0.055, 0.1, 0.004)  # 0.0616
+    assert shift_bound.settle_pilots([close], 3.41, 0.05, 0.065) == (None, "max_shift")
+    assert shift_bound.settle_pilots([close, sure], 3.41, 0.05, 0.065) == (1, "max_shift")
+    assert shift_bound.settle_pilots([close], 3.41, 0.05, 0.07) == (0, "")
+    assert shift_bound.above(0.060, 0.004, 0.065) and not shift_bound.above(0.060, 0.0, 0.065)
+    # the limit on c moves by the margin: shift = 0.10 - 0.05 c, each point 0.005 higher
+    noisy = [Round(1.0, 4.0, "pilot", 0.05, 0.1, 0.005 / 1.645), Round(0.0, 2.3, "pilot", 0.10, 0.1, 0.005 / 1.645)]
+    assert shift_bound.allowed_concentrations(noisy, 0.065)[0] == pytest.approx(0.8)
+
+
+def test_a_corpus_over_the_bound_moves_c_towards_smaller_shift_by_what_the_rest_must_make_up():
+    pilots = [pilot(1.0, 4.0, 0.05), pilot(0.0, 2.3, 0.10)]  # shift = 0.10 - 0.05 c
+    over = Shift(mmd2=0.070, by_value={}, se=0.0)
+    # half the corpus left: it must lie 0.005 / 0.5 = 0.01 lower, 0.2 of c along the line
+    assert shift_bound.retreat(0.7, pilots, 0.065, over, share_left=0.5) == pytest.approx(0.9)
+    assert shift_bound.retreat(0.7, pilots, 0.065, over, share_left=0.1) == 1.0  # clipped to [0, 1]
+    assert shift_bound.retreat(0.7, pilots, 0.065, Shift(0.060, {}, 0.001), share_left=0.5) == 0.7  # under
+    assert shift_bound.retreat(0.7, pilots, 0.065, over, share_left=0.0) == 0.7  # nothing left to generate
+    assert shift_bound.retreat(0.7, pilots, None, over, share_left=0.5) == 0.7  # no bound
+    rising = [pilot(0.0, 2.0, 0.02), pilot(1.0, 4.0, 0.06)]  # shift grows with c: c goes down
+    assert shift_bound.retreat(0.5, rising, 0.035, Shift(0.040, {}, 0.0), share_left=0.5) == pytest.approx(0.25)
+
+
+def test_the_shift_standard_error_matches_the_spread_of_mmd2_over_repeated_corpora():
+    """2·sd(witness)/√n against the standard deviation of MMD² over 300 corpora of 50 documents
+    drawn from one distribution, the reference fixed (a Gaussian in 8 dimensions, shifted by 1.0
+    along one axis). Agreement within 25%: the first-order error neglects terms of order 1/n."""
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(150, 8))
+    stats = ReferenceStats(score=1.0, ci_low=0.9, ci_high=1.1, half_width=0.1, num_docs=150,
+                           bandwidth=float(np.sqrt(2 * 8)), vectors=reference)
+    shift = np.zeros(8)
+    shift[0] = 1.0
+    values, errors = [], []
+    for i in range(300):
+        corpus = rng.normal(size=(50, 8)) + shift
+        m = measure_shift([str(j) for j in range(50)], {}, stats, lambda texts, c=corpus: c[[int(t) for t in texts]],
+                          np.random.default_rng(i))
+        values.append(m.mmd2)
+        errors.append(m.se)
+    assert np.mean(values) > 5 * np.std(values) / np.sqrt(300)  # the shift is there
+    assert np.mean(errors) == pytest.approx(np.std(values), rel=0.25)

@@ -8,6 +8,12 @@ style-format share where checkable, and the main proxies.
 
     ... --set sampling.temperature=0.7          # any recipe override, for every recipe
     ... --fit-rule    # agreement of the on-topic rule with hand labels (tests/data/fidelity)
+    ... --grids --out runs/grids   # the topic-count x generations-per-topic grid (recipes/paper/grid-*)
+
+--grids generates grid-t{10,20,40}-g30 only: the g10 and g20 recipes draw the same samples (sample
+i depends on the seed, i and the weights only, and no recipe here steers), so their corpora are
+the first 10·t and 20·t documents of the g30 run. Each document's request id is checked against
+what the smaller recipe itself would draw before it is measured.
 
 Runs go to OUT/<recipe stem>; an existing run is re-scored, not regenerated, unless --force.
 """
@@ -40,14 +46,17 @@ def generate(plan, out: Path, backend) -> None:
     controller.run(plan, out, backend)
 
 
-def measure(plan, out: Path, *, num_batches: int, seed: int) -> dict:
+def measure(plan, out: Path, *, num_batches: int, seed: int, texts=None, metadata=None) -> dict:
+    """Score the run in `out` (or the given texts), writing fidelity and diversity files there."""
     from generator.judges import open_judge
     from generator.measure.embeddings import embed_texts
     from generator.measure.fidelity import measure_fidelity, plot_fidelity
     from generator.measure.report import score_texts
     from generator.readers import load_corpus
 
-    texts, metadata = load_corpus(out / "data")
+    if texts is None:
+        texts, metadata = load_corpus(out / "data")
+    out.mkdir(parents=True, exist_ok=True)
     report = score_texts(texts, metadata, judge=open_judge("embed"), k=10, seed=seed, num_batches=num_batches)
     fidelity = measure_fidelity(texts, metadata, grid_topics(plan), embed=embed_texts,
                                 doc_vectors=embed_texts(texts))
@@ -57,6 +66,52 @@ def measure(plan, out: Path, *, num_batches: int, seed: int) -> dict:
     return {"docs": len(texts), "score": report["score"], "half_width": report["half_width"],
             "fidelity": fidelity, "proxies": report.get("proxies", {}),
             "finish_stop": sum(m == "stop" for m in metadata.get("finish_reason", [])) / len(texts)}
+
+
+GRID_T, GRID_G = (10, 20, 40), (10, 20, 30)
+
+
+def grid_prefix(plan, out: Path) -> tuple[list[str], dict]:
+    """The first size.num_docs documents (by sample index) of the run in `out`, after checking
+    that each is the request `plan` itself draws at that index."""
+    import pyarrow.parquet as pq
+
+    from generator.sampling.requests import plan_samples
+
+    table = pq.read_table(sorted((out / "data").glob("*.parquet"))).sort_by("sample_index")
+    table = table.slice(0, plan.recipe.size.num_docs)
+    if table.num_rows < plan.recipe.size.num_docs:
+        raise SystemExit(f"{out}: {table.num_rows} documents, {plan.recipe.name} needs {plan.recipe.size.num_docs}")
+    for index, doc_id in zip(table.column("sample_index").to_pylist(), table.column("id").to_pylist()):
+        if plan_samples(plan, index, 1)[0].request.id != doc_id:
+            raise SystemExit(f"{out}: sample {index} is not the request {plan.recipe.name} draws there")
+    metadata = {c: ["" if v is None else v for v in table.column(c).to_pylist()]
+                for c in ("template", "topic", "style", "persona", "domain", "finish_reason")}
+    return table.column("text").to_pylist(), metadata
+
+
+def run_grids(args) -> None:
+    """Generate grid-t*-g30, measure every (t, g) recipe on its prefix, print the grid table."""
+    from generator.backends import open_backend
+    from generator.recipe import load_recipe
+
+    backend, rows = None, []
+    for t in args.grid_t:
+        full = load_recipe(ROOT / "recipes" / "paper" / f"grid-t{t}-g{max(GRID_G)}.yaml", ["engine.backend=vllm", *args.overrides])
+        out = args.out / f"t{t}"
+        if not (out / "summary.json").exists() or args.force:
+            shutil.rmtree(out, ignore_errors=True)
+            backend = backend or open_backend("vllm", full.recipe.model, max_model_len=1024)
+            generate(full, out, backend)
+        for g in GRID_G:
+            plan = load_recipe(ROOT / "recipes" / "paper" / f"grid-t{t}-g{g}.yaml", ["engine.backend=vllm", *args.overrides])
+            texts, metadata = grid_prefix(plan, out)
+            m = measure(plan, out / f"g{g}", num_batches=args.num_batches, seed=plan.recipe.seed,
+                        texts=texts, metadata=metadata)
+            rows.append((f"t{t}-g{g}", m))
+    if backend is not None:
+        backend.close()
+    print_table(rows)
 
 
 def fit_rule() -> None:
@@ -95,10 +150,14 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe override for every recipe, e.g. sampling.temperature=0.7")
     ap.add_argument("--fit-rule", action="store_true", help="only print the on-topic rule's fit to hand labels")
+    ap.add_argument("--grids", action="store_true", help="the topic-count x generations-per-topic grid (see above)")
+    ap.add_argument("--grid-t", type=int, nargs="+", default=list(GRID_T), choices=GRID_T, help="topic counts to run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.fit_rule:
         return fit_rule()
+    if args.grids:
+        return run_grids(args)
     from generator.backends import open_backend
     from generator.recipe import load_recipe
 

@@ -210,7 +210,8 @@ def reference_rows(summary: dict) -> list[tuple[str, str]]:
         rows.append(("achieved, relative", f"{achieved['relative']:.3f} × reference D (95% interval "
                                            f"[{achieved['relative_ci_low']:.3f}, {achieved['relative_ci_high']:.3f}])"))
         bound = target.get("max_shift")
-        rows.append(("shift from reference (MMD²)", f"{achieved['shift']:.4f}" + (
+        se = f" ± {achieved['shift_se']:.4f} (standard error)" if achieved.get("shift_se") else ""
+        rows.append(("shift from reference (MMD²)", f"{achieved['shift']:.4f}{se}" + (
             f", bound {bound:g}: {'within' if achieved['within_shift_bound'] else 'over'}" if bound else ", no bound")))
     if summary.get("binding"):
         rows.append(("binding constraint", summary["binding"]))

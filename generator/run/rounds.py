@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Mapping
@@ -15,6 +16,8 @@ from generator.files import (MEASURE_ROWS, read_documents, read_manifest, read_s
                              shard_paths, write_manifest)
 from generator.records import GRID_COLUMNS
 from generator.run.dedup import index_path
+
+log = logging.getLogger(__name__)
 from generator.run.knobs import weights_summary
 from generator.run.state import RunState, pilot_dir
 
@@ -35,6 +38,10 @@ def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
     report = score_corpus(texts, judge, k=target.k, rng=rng, num_batches=target.num_batches,
                           precision=target.precision or target.tolerance / 3,
                           min_batches=min(50, target.num_batches), chunk_size=100)
+    if report.half_width > target.tolerance / 2:
+        log.warning("D = %.3f ± %.3f after %d batches: the interval is wider than half the tolerance %.3g, so "
+                    "rounds are steered on noise; raise target.num_batches (now %d)", report.score,
+                    report.half_width, report.num_scored, target.tolerance, target.num_batches)
     attribution = None
     if metadata:
         usable = {c: v for c, v in metadata.items() if len(set(v) - {""}) > 1}

@@ -131,3 +131,23 @@ scoring: {{enabled: false}}
     assert summary["cost"]["pilot_docs"] == 100 * len(pilots)
     assert summary["cost"]["discarded_pilot_docs"] in (100 * len(pilots), 100 * (len(pilots) - 1))
     assert pilots[-1]["pilot_docs"] == summary["cost"]["pilot_docs"] and "judge_tokens" in pilots[-1]
+
+
+def test_a_round_measured_wider_than_half_the_tolerance_warns(caplog):
+    """A round's interval wider than half the tolerance steers on noise: the run says so and
+    names the setting; a precise enough round does not warn."""
+    import logging
+
+    from fakes import KeyJudge
+    from generator.recipe import Target
+    from generator.run.rounds import measure
+
+    texts = [f"topic {i % 7}\ndocument {i}" for i in range(200)]
+    judge = KeyJudge(lambda t: t.splitlines()[0])
+    with caplog.at_level(logging.WARNING, logger="generator.run.rounds"):
+        measure(texts, judge, Target(score=3.0, tolerance=0.01, num_batches=30), np.random.default_rng(0))
+    assert "raise target.num_batches (now 30)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="generator.run.rounds"):
+        measure(texts, judge, Target(score=3.0, tolerance=5.0, num_batches=30), np.random.default_rng(0))
+    assert "num_batches" not in caplog.text

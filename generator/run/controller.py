@@ -201,11 +201,11 @@ def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = Non
         return settle(ctx, state, "pilot budget spent")
     fit = knobs.fit_concentration(points, t.score, floor=1 / t.k, start=c)
     if fit is not None and t.max_shift is not None:
-        bounded = shift_bound.clamp_concentration(fit.concentration, s.rounds("pilot"), t.max_shift)
-        if bounded != fit.concentration and any(abs(bounded - p[0]) < knobs.MIN_BRACKET for p in points):
-            return settle(ctx, state, f"next c={fit.concentration:.3f} is past max_shift's limit c={bounded:.3f}, "
-                                      "already measured")
-        fit = dataclasses.replace(fit, concentration=bounded)
+        bounded = shift_bound.limit_fit(fit, s.rounds("pilot"), t.max_shift)
+        if bounded != fit and any(abs(bounded.concentration - p[0]) < knobs.MIN_BRACKET for p in points):
+            return settle(ctx, state, f"next c={fit.concentration:.3f} is past max_shift's limit "
+                                      f"c={bounded.concentration:.3f}, already measured", limited=True)
+        fit = bounded
     growable = t.grow_grid and "topic" in ctx.plan.grid.axes  # growth adds topics (a seed-document grid has none)
     if fit is None and score < t.score and growable and len(s.rounds("grow")) < t.max_growth_rounds:
         ctx, state, action = grow_grid(ctx, state)
@@ -236,12 +236,12 @@ def grow_grid(ctx: Context, state: RunState) -> tuple[Context, RunState, str]:
     return ctx, set_concentration(ctx, state, 1.0), f"grid growth: +{sum(len(v) for v in added.values())} topics"
 
 
-def settle(ctx: Context, state: RunState, why: str) -> tuple[Context, RunState, str]:
+def settle(ctx: Context, state: RunState, why: str, limited: bool = False) -> tuple[Context, RunState, str]:
     """Leave the pilot phase without a pilot that met the target (and the bound): continue at
     the best pilot under the bound (its documents kept when it is the current one), or stop
     when none is under it."""
     t, pilots = ctx.target, state.steering.rounds("pilot")
-    best, binding = shift_bound.settle_pilots(pilots, t.score, t.tolerance, t.max_shift)
+    best, binding = shift_bound.settle_pilots(pilots, t.score, t.tolerance, t.max_shift, limited)
     if best is None:
         return ctx, stop_tradeoff(ctx, state), "stop"
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, binding=binding))

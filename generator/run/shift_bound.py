@@ -14,6 +14,7 @@ comparable to the distance between a pilot just under the bound and the corpus t
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
@@ -40,14 +41,16 @@ def reaches(points: Sequence[Round], target: float, tolerance: float) -> bool:
 
 
 def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
-                  max_shift: float | None) -> tuple[int | None, str]:
+                  max_shift: float | None, limited: bool = False) -> tuple[int | None, str]:
     """The index of the pilot to continue at and the constraint that binds ("" when none does).
 
     Without a bound: the pilot closest to the target. With one: the closest among the pilots
     under the bound (None when no pilot is under it: the run cannot continue). `max_shift`
     binds when all pilots reach the target (one within tolerance, or a bracket) but those under
     the bound do not, or when none is under the bound; `target` binds when the chosen pilot
-    misses the target for another reason (out of reach, or the pilot budget ran out)."""
+    misses the target for another reason (out of reach, or the pilot budget ran out). `limited`:
+    the pilots ended because the bound's limit on c stopped the next step towards the target,
+    so the bound binds whenever the chosen pilot misses the target."""
     closest = lambda idx: min(idx, key=lambda i: abs(pilots[i].score - target))  # noqa: E731
     everyone = range(len(pilots))
     if max_shift is None:
@@ -59,7 +62,7 @@ def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
     if abs(pilots[best].score - target) <= tolerance:
         return best, ""
     kept, nearest = [pilots[i] for i in under], closest(everyone)
-    bound_binds = (abs(pilots[nearest].score - target) < abs(pilots[best].score - target)
+    bound_binds = limited or (abs(pilots[nearest].score - target) < abs(pilots[best].score - target)
                    or reaches(pilots, target, tolerance) and not reaches(kept, target, tolerance))
     return best, "max_shift" if bound_binds else "target"
 
@@ -89,6 +92,15 @@ def allowed_concentrations(pilots: Sequence[Round], max_shift: float | None) -> 
         return 0.0, 1.0
     c_o, s_o = over[-1]
     return float(c_o + (s_o - max_shift) / (s_o - s_u) * (c_u - c_o)), 1.0
+
+
+def limit_fit(fit, pilots: Sequence[Round], max_shift: float | None):
+    """A fit of D(c) (`knobs.Fit`) with its c moved inside `allowed_concentrations`; its D and
+    interval are moved along the fit's local slope to that c."""
+    bounded = clamp_concentration(fit.concentration, pilots, max_shift)
+    step = fit.slope * (bounded - fit.concentration)
+    return dataclasses.replace(fit, concentration=bounded, score=fit.score + step, low=fit.low + step,
+                               high=fit.high + step)
 
 
 def clamp_concentration(c: float, pilots: Sequence[Round], max_shift: float | None) -> float:

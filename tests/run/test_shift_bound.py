@@ -132,3 +132,23 @@ def test_the_shift_standard_error_matches_the_spread_of_mmd2_over_repeated_corpo
         errors.append(m.se)
     assert np.mean(values) > 5 * np.std(values) / np.sqrt(300)  # the shift is there
     assert np.mean(errors) == pytest.approx(np.std(values), rel=0.25)
+
+
+def test_pilots_stopped_by_the_bounds_limit_on_c_name_the_bound_as_binding():
+    """The worked example's bounded run: every pilot scored above the target, and the next step
+    down in c was past the limit the bound set; the target was out of reach because of the bound."""
+    pilots = [pilot(1.0, 4.95, 0.060), pilot(0.926, 4.24, 0.061), pilot(0.86, 4.31, 0.062)]
+    assert shift_bound.settle_pilots(pilots, 3.37, 0.15, 0.08) == (1, "target")
+    assert shift_bound.settle_pilots(pilots, 3.37, 0.15, 0.08, limited=True) == (1, "max_shift")
+    assert shift_bound.settle_pilots([pilot(1.0, 3.40, 0.06)], 3.37, 0.15, 0.08, limited=True) == (0, "")  # met
+
+
+def test_a_fit_limited_by_the_bound_reports_the_d_expected_where_it_is_moved():
+    from generator.run.knobs import Fit
+
+    pilots = [pilot(1.0, 4.0, 0.05), pilot(0.0, 2.3, 0.10)]  # shift = 0.10 - 0.05 c: limit c >= 0.7
+    fit = Fit(concentration=0.2, score=3.0, low=2.8, high=3.2, slope=2.0, bracket=float("inf"))
+    moved = shift_bound.limit_fit(fit, pilots, 0.065)
+    assert moved.concentration == pytest.approx(0.7)
+    assert (moved.score, moved.low, moved.high) == pytest.approx((4.0, 3.8, 4.2))
+    assert shift_bound.limit_fit(fit, pilots, None) == fit

@@ -1,0 +1,55 @@
+"""Is a three-topic document's low on-topic share the measure's doing? Rank each paragraph's
+embedding against the grid's topics instead of the whole document's, and compare.
+
+    python bench/multitopic_paragraphs.py runs/f200/multitopic_style_persona
+
+A topic counts under the paragraph rule when some paragraph ranks it within the top r of all
+grid topics (optionally at cosine >= c); under the whole-document rule (the shipped one for
+multi-topic documents) when the document ranks it within the top 3k (k = 3 topics).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+
+def paragraphs(text: str) -> list[str]:
+    """Blank-line or heading separated parts of over 40 characters (the whole text if none)."""
+    parts = [p.strip() for p in re.split(r"\n\s*\n|\n(?=#)", text) if len(p.strip()) > 40]
+    return parts or [text]
+
+
+def main() -> None:
+    from generator.measure.embeddings import embed_texts
+    from generator.readers import load_corpus
+
+    texts, meta = load_corpus(Path(sys.argv[1]) / "data")
+    grid = yaml.safe_load((ROOT / "topics" / "topics.yaml").read_text())
+    topics = [t if isinstance(t, str) else t["value"] for d in grid["domains"] for t in d["topics"]]
+    index = {t: i for i, t in enumerate(topics)}
+    topic_vectors, doc_vectors = embed_texts(topics), embed_texts(texts)
+    parts = [paragraphs(t) for t in texts]
+    part_vectors = embed_texts([p for ps in parts for p in ps])
+    owner = np.repeat(np.arange(len(texts)), [len(ps) for ps in parts])
+    print(f"{len(texts)} documents, {len(owner) / len(texts):.1f} paragraphs each")
+    for r, c in ((3, 0.0), (3, 0.4), (9, 0.0)):
+        whole, by_part = [], []
+        for i in range(len(texts)):
+            own = [index[x] for x in meta["topic"][i].split("; ") if x in index]
+            sims = doc_vectors[i] @ topic_vectors.T
+            whole.append(np.mean([(sims > sims[o]).sum() + 1 <= 3 * len(own) for o in own]))
+            ps = part_vectors[owner == i] @ topic_vectors.T
+            by_part.append(np.mean([bool(((((ps > ps[:, [o]]).sum(1) + 1) <= r) & (ps[:, o] >= c)).any())
+                                    for o in own]))
+        print(f"paragraph rule top {r}, cosine >= {c}: {np.mean(by_part):.2f}   whole-document rule: {np.mean(whole):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -70,7 +70,7 @@ class CriteriaJudge:
         s = settings or JudgeSettings()
         self.backend, self.criteria_path, self.criteria, self.settings, self.fit = backend, criteria_path, criteria, s, fit
         self.config = ClusterAgentConfig(
-            seed=seed, invalid_policy=s.invalid_policy, docs_per_criteria_call=s.docs_per_criteria_call,
+            seed=seed, invalid_policy=s.invalid_policy, answer=s.answer, docs_per_criteria_call=s.docs_per_criteria_call,
             num_criteria_calls=s.num_criteria_calls, num_kept=s.num_kept, verify=s.verify,
             cluster_max_tokens=s.cluster_max_tokens, verify_max_tokens=s.verify_max_tokens,
             criteria_max_tokens=s.criteria_max_tokens, max_model_len=fit[1].max_model_len if fit else 0)

@@ -42,6 +42,11 @@ NAME = {"type": "string", "minLength": 1, "maxLength": 80}
 PROSE = {"type": "string", "minLength": 1, "maxLength": 400}
 REASON = {"type": "string", "minLength": 1, "maxLength": 240}  # clustering answers: tighter, so K clusters fit
 VALUE = {"type": "string", "minLength": 1, "maxLength": 60}  # a metadata value is a label
+# The compact answer (`answer: compact`): members and a short reason per cluster, no metadata
+# values or metric scores. The score needs only the partition; a weak or costly judge spends
+# about a fifth of the full answer's tokens on it.
+SHORT = {"type": "string", "minLength": 1, "maxLength": 120}
+ANSWERS = ("full", "compact")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class ClusterAgentConfig:
     max_model_len: int = 0  # the engine's context: a retry's doubled answer budget stays inside it (0: unknown)
     verify: bool = True
     invalid_policy: Literal["split", "drop", "keep"] = "split"  # "dissolve" is read as "split"
+    answer: Literal["full", "compact"] = "full"  # full: the paper's clusters with metadata and metrics
     temperature: float = 0.2  # clustering and verification
     criteria_temperature: float = 0.8  # criteria rounds: varied samples want varied answers
     criteria_max_tokens: int = 1024
@@ -72,6 +78,8 @@ class ClusterAgentConfig:
         if self.invalid_policy not in INVALID_POLICIES:
             raise ScoreError(f"invalid_policy {self.invalid_policy!r} is not allowed",
                              fix=f"use one of {', '.join(INVALID_POLICIES)}")
+        if self.answer not in ANSWERS:
+            raise ScoreError(f"answer {self.answer!r} is not allowed", fix=f"use one of {', '.join(ANSWERS)}")
         for name in ("docs_per_criteria_call", "num_criteria_calls", "num_kept", "max_doc_chars", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ScoreError(f"{name} must be at least 1, got {getattr(self, name)}", fix=f"set {name} >= 1")
@@ -333,8 +341,8 @@ class ClusterAgentJudge:
     def _cluster_job(self, docs: Sequence[str]) -> Job:
         prompt = render_prompt("cluster", self.config, criteria=list(self.criteria.sentences),
                                metadata=list(self.criteria.metadata), metrics=list(self.criteria.metrics),
-                               documents=list(docs))
-        return Job(prompt, cluster_schema(self.criteria, len(docs)), parse_clusters)
+                               documents=list(docs), compact=self.config.answer == "compact")
+        return Job(prompt, cluster_schema(self.criteria, len(docs), self.config.answer), parse_clusters)
 
     def _verify(self, docs: Sequence[Sequence[str]], proposals: Sequence) -> list[Reply | None]:
         """One verification reply per batch whose proposal has a multi-document cluster."""
@@ -349,7 +357,8 @@ class ClusterAgentJudge:
         shown = [{"id": j + 1, "members": [m + 1 for m in c], "reason": reasons[j]}
                  for j, c in enumerate(clusters) if len(c) > 1]
         ids = [str(c["id"]) for c in shown]
-        verdict = {"type": "object", "properties": {"reason": PROSE, "valid": {"type": "boolean"}},
+        reason = SHORT if self.config.answer == "compact" else PROSE
+        verdict = {"type": "object", "properties": {"reason": reason, "valid": {"type": "boolean"}},
                    "required": ["reason", "valid"], "additionalProperties": False}
         schema = {"type": "object", "properties": {i: verdict for i in ids}, "required": ids,
                   "additionalProperties": False}
@@ -365,8 +374,15 @@ class ClusterAgentJudge:
         return Job(prompt, schema, parse)
 
 
-def cluster_schema(criteria: Criteria, k: int) -> dict:
-    """Clusters of members 1..k, each with a reason, metadata values and reasoned 1-5 metric scores."""
+def cluster_schema(criteria: Criteria, k: int, answer: str = "full") -> dict:
+    """Clusters of members 1..k, each with a reason, metadata values and reasoned 1-5 metric scores
+    (`answer` full), or with members and a short reason only (compact)."""
+    members = {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": k}, "minItems": 1, "maxItems": k}
+    if answer == "compact":
+        cluster = {"type": "object", "properties": {"members": members, "reason": SHORT},
+                   "required": ["members", "reason"], "additionalProperties": False}
+        return {"type": "object", "properties": {"clusters": {"type": "array", "items": cluster, "minItems": 1,
+                                                              "maxItems": k}}, "required": ["clusters"]}
     score = {"type": "object",
              "properties": {"reasoning": REASON, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
              "required": ["reasoning", "score"], "additionalProperties": False}
@@ -374,8 +390,7 @@ def cluster_schema(criteria: Criteria, k: int) -> dict:
     metric_names = [n for n, _ in criteria.metrics]
     cluster = {"type": "object", "properties": {
         "cluster_id": {"type": "integer"},
-        "members": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": k}, "minItems": 1,
-                    "maxItems": k},
+        "members": members,
         "reason": REASON,
         "metadata": {"type": "object", "properties": {n: VALUE for n in meta_names}, "required": meta_names},
         "metrics": {"type": "object", "properties": {n: score for n in metric_names}, "required": metric_names},

@@ -42,6 +42,7 @@ class JudgeSettings:
     num_kept: int = 4  # k metadata and k metrics kept for the criteria
     verify: bool = True  # the self-verification call after each clustering
     invalid_policy: Literal["split", "drop", "keep"] = "split"  # what a cluster judged invalid becomes
+    answer: Literal["full", "compact"] = "full"  # compact: members and a short reason per cluster only
     cluster_max_tokens: int = 3072  # answer budget of a clustering call
     verify_max_tokens: int = 1024
     criteria_max_tokens: int = 1024
@@ -122,16 +123,17 @@ def fixed_prompt_tokens(settings: JudgeSettings, counter: TokenCounter, criteria
     """(prompt, answer) tokens of a clustering call's worst case without its documents: the
     clustering prompt, or the verification prompt listing K/2 clusters with reasons at their
     longest, whichever needs more with its answer."""
-    from generator.judges.cluster_agent import PROSE, ClusterAgentConfig, render_prompt
-    config, k = ClusterAgentConfig(), settings.k
+    from generator.judges.cluster_agent import PROSE, SHORT, ClusterAgentConfig, render_prompt
+    config, k, compact = ClusterAgentConfig(), settings.k, settings.answer == "compact"
     criteria = criteria or _longest_criteria(settings.num_kept)
     docs = [""] * k
     cluster = counter.count_prompt(render_prompt("cluster", config, criteria=list(criteria.sentences),
                                                  metadata=list(criteria.metadata), metrics=list(criteria.metrics),
-                                                 documents=docs))
+                                                 documents=docs, compact=compact))
     best = (cluster, settings.cluster_max_tokens)
     if settings.verify:
-        shown = [{"id": j + 1, "members": [2 * j + 1, 2 * j + 2], "reason": (FILLER * 10)[:PROSE["maxLength"]]}
+        longest = (SHORT if compact else PROSE)["maxLength"]
+        shown = [{"id": j + 1, "members": [2 * j + 1, 2 * j + 2], "reason": (FILLER * 10)[:longest]}
                  for j in range(k // 2)]
         verify = counter.count_prompt(render_prompt("verify", config, criteria=list(criteria.sentences),
                                                     documents=docs, clusters=shown))

@@ -294,7 +294,7 @@ GOLDEN_INPUTS = {
     "sentences": dict(metadata=list(CRITERIA.metadata), metrics=list(CRITERIA.metrics)),
     "cluster": dict(criteria=list(CRITERIA.sentences), metadata=list(CRITERIA.metadata),
                     metrics=list(CRITERIA.metrics), documents=["Tides rise twice a day.", "Soup needs salt.",
-                                                               "The moon pulls the sea."]),
+                                                               "The moon pulls the sea."], compact=False),
     "verify": dict(criteria=list(CRITERIA.sentences), documents=["Tides rise twice a day.", "Soup needs salt.",
                                                                  "The moon pulls the sea."],
                    clusters=[{"id": 1, "members": [1, 3], "reason": "both about tides"}]),
@@ -305,3 +305,23 @@ GOLDEN_INPUTS = {
 def test_prompt_matches_golden_render(name):
     rendered = render_prompt(name, ClusterAgentConfig(), **GOLDEN_INPUTS[name])
     assert rendered == (GOLDEN / f"{name}.txt").read_text(encoding="utf-8")
+
+
+def test_a_compact_answer_asks_for_members_and_a_short_reason_only():
+    schema = cluster_schema(CRITERIA, 10, "compact")["properties"]["clusters"]
+    assert set(schema["items"]["properties"]) == {"members", "reason"} and schema["maxItems"] == 10
+    assert schema["items"]["properties"]["reason"]["maxLength"] == 120
+    compact = json.dumps({"clusters": [{"members": [1, 2], "reason": "both plain"}, {"members": [3, 4, 5],
+                                                                                     "reason": "lists"}]})
+    backend = FakeBackend(scripted(compact, verify_reply({1: True, 2: False})))
+    result = judge_one(backend, answer="compact")
+    assert result.clusters == ((0, 1), (2,), (3,), (4,))  # cluster 2 judged invalid, dissolved
+    cluster_request, verify_request = backend.generate_calls[0][0], backend.generate_calls[1][0]
+    assert "metadata" not in json.loads(cluster_request.json_schema)["properties"]["clusters"]["items"]["properties"]
+    assert "Rate the cluster" not in cluster_request.prompt and '"members": [1, 2], "reason"' in cluster_request.prompt
+    assert json.loads(verify_request.json_schema)["properties"]["1"]["properties"]["reason"]["maxLength"] == 120
+
+
+def test_config_rejects_an_unknown_answer_form():
+    with pytest.raises(ScoreError, match="answer 'short'"):
+        ClusterAgentConfig(answer="short")

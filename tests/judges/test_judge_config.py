@@ -14,7 +14,8 @@ from generator.errors import UserError
 from generator.judges import CriteriaJudge, open_judge
 from generator.judges.calls import Job, ask_all
 from generator.judges.config import (DEFAULT_DOC_TOKENS, DOC_SLACK_TOKENS, MIN_DOC_TOKENS, JudgeSettings, TokenCounter,
-                                     doc_tokens_for, fixed_prompt_tokens, plan_context, served_context)
+                                     doc_tokens_for, fixed_prompt_tokens, plan_context, read_settings,
+                                     served_context)
 from generator.records import Result
 
 COUNTER = TokenCounter(WordTokenizer())
@@ -146,3 +147,11 @@ def test_open_judge_opens_the_engine_with_the_planned_context(monkeypatch):
     texts = [f"document {i} " * 50 for i in range(30)]
     judge.prepare(texts)
     assert judge.criteria is not None and np.isfinite(judge.max_doc_tokens)
+
+
+def test_a_compact_answer_plans_a_shorter_prompt_and_is_checked():
+    full = fixed_prompt_tokens(JudgeSettings(k=10), COUNTER)
+    compact = fixed_prompt_tokens(JudgeSettings(k=10, answer="compact"), COUNTER)
+    assert compact[0] < full[0] and compact[1] == full[1] == 3072
+    with pytest.raises(UserError, match=r"judge.answer: 'short' is not allowed"):
+        read_settings(None, {"answer": "short"}, "judge")

@@ -40,7 +40,7 @@ def rounds_of(run: Path) -> dict[tuple[str, int], list[str]]:
         groups[("pilot", int(folder.name.split("-")[1]))] = [r["text"] for r in read_rows(folder)]
     for row in read_rows(run):
         groups[("corpus", int(row["round"]))].append(row["text"])
-    return groups
+    return {key: texts for key, texts in groups.items() if texts}
 
 
 def score(texts, judge, num_batches, seed):

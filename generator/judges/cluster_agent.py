@@ -26,10 +26,9 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from generator.judges.protocol import INVALID_POLICIES, REPAIR_KINDS, BatchClustering, ScoreError, apply_policy
-from generator.judges.calls import (AuditSink, CallBudget, Cost, Job, Reply, ReplyError, ask_all,  # noqa: F401
-                                   parse_json)
-from generator.judges.replies import Proposal, member_number, parse_clusters, repair_reply  # noqa: F401
+from generator.judges.protocol import INVALID_POLICIES, BatchClustering, ScoreError
+from generator.judges.calls import AuditSink, CallBudget, Cost, Job, Reply, ReplyError, ask_all
+from generator.judges.replies import finish_batch, parse_clusters, repair_reply
 from generator.records import Backend
 from generator.sampling.templates import load_template
 
@@ -335,7 +334,7 @@ class ClusterAgentJudge:
         replies = self._ask([self._cluster_job(d) for d in docs], "cluster", self.config.cluster_max_tokens)
         proposals = [None if r.value is None else repair_reply(r.value, len(d)) for r, d in zip(replies, docs)]
         checks = self._verify(docs, proposals)
-        return [_finish(reply, proposal, check, self.config.invalid_policy)
+        return [finish_batch(reply, proposal, check, self.config.invalid_policy)
                 for reply, proposal, check in zip(replies, proposals, checks)]
 
     def _cluster_job(self, docs: Sequence[str]) -> Job:
@@ -381,35 +380,17 @@ def cluster_schema(criteria: Criteria, k: int, answer: str = "full") -> dict:
     if answer == "compact":
         cluster = {"type": "object", "properties": {"members": members, "reason": SHORT},
                    "required": ["members", "reason"], "additionalProperties": False}
-        return {"type": "object", "properties": {"clusters": {"type": "array", "items": cluster, "minItems": 1,
-                                                              "maxItems": k}}, "required": ["clusters"]}
-    score = {"type": "object",
-             "properties": {"reasoning": REASON, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
-             "required": ["reasoning", "score"], "additionalProperties": False}
-    meta_names = [n for n, _ in criteria.metadata]
-    metric_names = [n for n, _ in criteria.metrics]
-    cluster = {"type": "object", "properties": {
-        "cluster_id": {"type": "integer"},
-        "members": members,
-        "reason": REASON,
-        "metadata": {"type": "object", "properties": {n: VALUE for n in meta_names}, "required": meta_names},
-        "metrics": {"type": "object", "properties": {n: score for n in metric_names}, "required": metric_names},
-    }, "required": ["cluster_id", "members", "reason", "metadata", "metrics"]}
+    else:
+        score = {"type": "object",
+                 "properties": {"reasoning": REASON, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+                 "required": ["reasoning", "score"], "additionalProperties": False}
+        meta_names = [n for n, _ in criteria.metadata]
+        metric_names = [n for n, _ in criteria.metrics]
+        cluster = {"type": "object", "properties": {
+            "cluster_id": {"type": "integer"}, "members": members, "reason": REASON,
+            "metadata": {"type": "object", "properties": {n: VALUE for n in meta_names}, "required": meta_names},
+            "metrics": {"type": "object", "properties": {n: score for n in metric_names}, "required": metric_names},
+        }, "required": ["cluster_id", "members", "reason", "metadata", "metrics"]}
     return {"type": "object", "properties": {"clusters": {"type": "array", "items": cluster, "minItems": 1,
                                                           "maxItems": k}}, "required": ["clusters"]}
 
-
-def _finish(reply: Reply, proposal: Proposal | None, check: Reply | None, policy: str) -> BatchClustering:
-    cost = vars(Cost().absorb([reply, check]))
-    if proposal is None or (check is not None and check.value is None):
-        failed = reply if proposal is None else check
-        return BatchClustering(clusters=(), failed=True, error=failed.error, failure=failed.failure,
-                               repairs=dict.fromkeys(REPAIR_KINDS, 0), **cost)
-    verdicts = tuple(sorted((check.value if check is not None else {}).items()))
-    clusters, repairs, fixes = apply_policy(proposal.clusters, verdicts, policy, proposal.repairs, proposal.fixes)
-    if not clusters:
-        return BatchClustering(clusters=(), failed=True, error="every cluster was judged invalid and dropped",
-                               failure="dropped", repairs=repairs, fixes=fixes, proposal=proposal.clusters,
-                               verdicts=verdicts, **cost)
-    return BatchClustering(clusters=clusters, repairs=repairs, fixes=fixes, proposal=proposal.clusters,
-                           verdicts=verdicts, **cost)

@@ -1,13 +1,13 @@
 """Reading a clustering answer: member numbers as the judge wrote them, and the repair of an
-answer into a partition of the batch (see `diversity.repair_partition`). Nothing here raises on
-a strange member: it is counted."""
+answer into a partition of the batch (see `diversity.repair_partition`), and the batch's
+result once verified. Nothing here raises on a strange member: it is counted."""
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
 
-from generator.judges.protocol import FIX_KINDS, repair_partition
-from generator.judges.calls import ReplyError
+from generator.judges.protocol import FIX_KINDS, REPAIR_KINDS, BatchClustering, apply_policy, repair_partition
+from generator.judges.calls import Cost, Reply, ReplyError
 
 
 def parse_clusters(data: object) -> list[tuple[list[int | None], str]]:
@@ -65,3 +65,21 @@ def repair_reply(proposed: list[tuple[list[int | None], str]], k: int) -> Propos
     fixes["empty_cluster"] = sum(not members for members, _ in proposed)
     reasons = tuple(next((reason for g, (_, reason) in zip(groups, proposed) if c[0] in g), "") for c in clusters)
     return Proposal(clusters, reasons, repairs, fixes)
+
+
+def finish_batch(reply: Reply, proposal: Proposal | None, check: Reply | None, policy: str) -> BatchClustering:
+    """The batch's clustering from its answer, repaired `proposal` and verification `check`,
+    under the invalid-cluster `policy`; a failed answer or check fails the batch with its kind."""
+    cost = vars(Cost().absorb([reply, check]))
+    if proposal is None or (check is not None and check.value is None):
+        failed = reply if proposal is None else check
+        return BatchClustering(clusters=(), failed=True, error=failed.error, failure=failed.failure,
+                               repairs=dict.fromkeys(REPAIR_KINDS, 0), **cost)
+    verdicts = tuple(sorted((check.value if check is not None else {}).items()))
+    clusters, repairs, fixes = apply_policy(proposal.clusters, verdicts, policy, proposal.repairs, proposal.fixes)
+    if not clusters:
+        return BatchClustering(clusters=(), failed=True, error="every cluster was judged invalid and dropped",
+                               failure="dropped", repairs=repairs, fixes=fixes, proposal=proposal.clusters,
+                               verdicts=verdicts, **cost)
+    return BatchClustering(clusters=clusters, repairs=repairs, fixes=fixes, proposal=proposal.clusters,
+                           verdicts=verdicts, **cost)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA
-from generator.judges.cluster_agent import (ClusterAgentConfig, ClusterAgentJudge, Criteria, ReplyError, cluster_schema,
-                                     generate_criteria, load_criteria, merge_definitions, parse_json, render_prompt)
+from generator.judges.calls import ReplyError, parse_json
+from generator.judges.cluster_agent import (ClusterAgentConfig, ClusterAgentJudge, Criteria, cluster_schema,
+                                     generate_criteria, load_criteria, merge_definitions, render_prompt)
 from generator.judges.protocol import ScoreError, score_corpus
 from generator.records import Request, Result
 

@@ -23,14 +23,14 @@ from generator.recipe import Plan, pilot_size
 from generator.records import Backend
 from generator.run import calibration, drift, growth, knobs, shift_bound
 from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
-from generator.run.rounds import (accept_pilot, add_judge_cost, final_fidelity, log_round, measure, next_pilot_round,
-                                  read_corpus, round_fidelity, weights_file)
+from generator.run.rounds import (accept_pilot, add_judge_cost, corpus_draw_sd, draw_sd, final_fidelity, log_round,
+                                  measure, next_pilot_round, read_corpus, round_fidelity, warn_corpus_draw, weights_file)
 from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs, resolve_target
 from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
 
 log = logging.getLogger(__name__)
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "calibrate": 707, "confirm": 808,
-           "final": 909}  # named random streams of the controller
+           "final": 909, "draw": 111}  # named random streams of the controller
 
 
 def stream(seed: int, name: str, *more: int) -> np.random.Generator:
@@ -72,11 +72,8 @@ def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force:
     started = time.perf_counter()
     state = prepare_output(out, plan, resume=resume, force=force)
     pipe = Pipeline(plan, out, backend, open_deduper(plan, out), on_progress, shard_rows=plan.recipe.size.shard_rows)
-    if plan.recipe.target is None:
-        state = pipe.advance(state, plan.recipe.size.num_docs)
-        extra = {}
-    else:
-        state, extra = steer(plan, out, pipe, state, judge=judge, embed=embed)
+    state, extra = (pipe.advance(state, plan.recipe.size.num_docs), {}) if plan.recipe.target is None else \
+        steer(plan, out, pipe, state, judge=judge, embed=embed)
     pipe.drain()  # requests drawn past the last document are not needed
     summary = write_summary(out, plan, state, time.perf_counter() - started, backend, extra)
     if state.stopped:
@@ -102,11 +99,10 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
     llm = judge if plan.recipe.target.judge == "llm" else None
     ctx = Context(plan, out, pipe, judge, knobs.axis_orders(plan.grid, plan.recipe.seed), reference, embed, llm,
                   plan.recipe.target if llm else None)
-    if llm is not None and calibration.read_record(out, calibration.CALIBRATION_FILE) is not None:
-        ctx = with_calibration(ctx, calibration.read_record(out, calibration.CALIBRATION_FILE))
+    if llm is not None and (record := calibration.read_record(out, calibration.CALIBRATION_FILE)) is not None:
+        ctx = with_calibration(ctx, record)
     if state.steering.phase == "fill":
-        state = set_concentration(ctx, state, 1.0, phase="pilot", 
-                                  lookahead=knobs.lookahead(plan.recipe, pipe.backend.capacity))
+        state = set_concentration(ctx, state, 1.0, phase="pilot", lookahead=knobs.lookahead(plan.recipe, pipe.backend.capacity))
     while state.steering.phase == "pilot" and not state.stopped:
         ctx, state = pilot_round(ctx, state)
     while (state.steering.phase == "main" and state.counters.num_docs < plan.recipe.size.num_docs
@@ -166,10 +162,12 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     report, _ = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "pilot", this_round))
     shift = round_shift(ctx, pilot_dir(ctx.out, this_round), this_round)
     state = add_judge_cost(state, report)
-    s = state.steering
+    s = state.steering  # the draw sd is measured only where the judge is free (embeddings)
+    sd = 0.0 if report.calls else draw_sd(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "draw", this_round))
     state = dataclasses.replace(state, steering=dataclasses.replace(
         s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None, report.half_width,
-                                      shift.se if shift else 0.0))))
+                                      shift.se if shift else 0.0, sd))))
+    warn_corpus_draw(state.steering.rounds("pilot"), len(texts), ctx.plan.recipe.size.num_docs, ctx.target.tolerance)
     ctx, state, action = after_pilot(ctx, state, report, shift)
     if over_bound(ctx, shift):
         action += f"; MMD² {shift.mmd2:.4f} ± {shift.se:.4f} over max_shift {ctx.target.max_shift}: weight moved away from far values"
@@ -177,7 +175,7 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
         ctx = with_calibration(ctx, calibration.measure_offset(ctx.out, texts, ctx.llm, ctx.judge, report, ctx.llm_target,
                                                                rng=stream(ctx.plan.recipe.seed, "calibrate", this_round)))
     log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c,
-              extra=shift_bound.shift_fields(shift, ctx.target, ctx.reference))
+              extra={"draw_sd": sd, **shift_bound.shift_fields(shift, ctx.target, ctx.reference)})
     save_state(ctx.out, state)
     return ctx, state
 
@@ -187,8 +185,9 @@ def after_pilot(ctx: Context, state: RunState, report, shift: Shift | None = Non
     grow the grid; stop. Under a shift bound a spent budget settles at the best pilot under it."""
     t, s = ctx.target, state.steering
     c, score = s.concentration, report.score
-    points = [(h.concentration, h.score, h.half_width) for h in s.rounds("pilot")]
-    close = abs(score - t.score) <= min(t.tolerance, max(t.tolerance / 2, report.half_width))
+    points = [(h.concentration, h.score, h.spread) for h in s.rounds("pilot")]
+    level, _ = knobs.level_at(points, c, t.score, floor=1 / t.k)  # with its neighbours, not the lucky draw alone
+    close = max(abs(score - t.score), abs(level - t.score)) <= min(t.tolerance, max(t.tolerance / 2, report.half_width))
     spent = len(points) >= t.max_pilot_rounds
     if over_bound(ctx, shift):
         state = reweight_for_shift(ctx, state, shift)
@@ -364,7 +363,8 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
         s = state.steering
         extra["achieved"] = {"score": report.score, "ci_low": report.ci_low, "ci_high": report.ci_high,
                              "half_width": report.half_width, "num_batches": report.num_scored,
-                             "within_tolerance": abs(report.score - t.score) <= t.tolerance}
+                             "within_tolerance": abs(report.score - t.score) <= t.tolerance, "draw_sd": corpus_draw_sd(
+                                 s.rounds("pilot"), pilot_size(ctx.plan.recipe), state.counters.num_docs)}
         if ctx.reference is not None:
             extra["achieved"].update(shift_bound.relative_fields(report, round_shift(ctx, ctx.out, s.round),
                                                                  ctx.reference.score, t.max_shift))

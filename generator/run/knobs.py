@@ -146,10 +146,7 @@ def fit_concentration(points: Sequence[tuple[float, float, float]], target: floa
     above = [c for c, d, _ in points if d >= target]
     if not above and any(c >= 1.0 for c in below) or not below and any(c <= 0.0 for c in above):
         return None
-    rows = [(c, d, max(hw / Z95, 1e-3)) for c, d, hw in points]
-    if floor is not None and floor < target and not any(c <= 0.0 for c, _, _ in rows):
-        rows.append((0.0, floor, FLOOR_SD))
-    x, y, sd = (np.array(v, dtype=float) for v in zip(*rows))
+    x, y, sd = _rows(points, target, floor)
     at = float(min(max(start, 0.0), 1.0))
     for _ in range(50):
         level, slope, se = _local_line(x, y, sd, at)
@@ -161,6 +158,22 @@ def fit_concentration(points: Sequence[tuple[float, float, float]], target: floa
     level, slope, se = _local_line(x, y, sd, at)
     return Fit(concentration=at, score=level, low=level - Z95 * se, high=level + Z95 * se, slope=slope,
                bracket=abs(min(above) - max(below)) if above and below else math.inf)
+
+
+def level_at(points: Sequence[tuple[float, float, float]], c: float, target: float, *,
+             floor: float | None = None) -> tuple[float, float]:
+    """(D, its standard error) at `c` on the local line through every measured (c, D, 95%
+    half-width) point: a lucky round among unlucky neighbours is pulled towards them."""
+    level, _, se = _local_line(*_rows(points, target, floor), c)
+    return level, se
+
+
+def _rows(points, target: float, floor: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = [(c, d, max(hw / Z95, 1e-3)) for c, d, hw in points]
+    if floor is not None and floor < target and not any(c <= 0.0 for c, _, _ in rows):
+        rows.append((0.0, floor, FLOOR_SD))
+    x, y, sd = (np.array(v, dtype=float) for v in zip(*rows))
+    return x, y, sd
 
 
 def _local_line(x: np.ndarray, y: np.ndarray, sd: np.ndarray, at: float) -> tuple[float, float, float]:

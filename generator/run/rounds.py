@@ -49,6 +49,55 @@ def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
     return report, attribution
 
 
+DRAW_SPLITS = 10  # random halvings of a pilot round for its draw sd
+DRAW_BATCHES = 500  # batches per half: the judge's own share is taken out anyway
+
+
+def draw_sd(texts, judge, target, rng: np.random.Generator, *, splits: int = DRAW_SPLITS) -> float:
+    """How far D moves between two rounds of len(texts) documents drawn at the same settings.
+    The judge's interval resamples K-batches of these documents, not which documents were
+    drawn: on the worked example a 100-document pilot's D moves by an sd of about 0.3 between
+    draws against a judge sd of 0.03 (BENCHMARKS.md, "Draw noise"). Two disjoint random
+    halves are two independent draws of n/2 documents, so sd(D_A - D_B)/√2 is the draw sd at
+    n/2 (the halves' own judge variance taken out) and /√2 more scales it to n (sd ∝ 1/√n).
+    0 when the round is too small to halve into batches of K."""
+    from generator.judges.protocol import score_corpus
+    half = len(texts) // 2
+    if half < 2 * target.k:
+        return 0.0
+    diffs, judge_var = [], []
+    for _ in range(splits):
+        order = rng.permutation(len(texts))
+        a, b = (score_corpus([texts[i] for i in part], judge, k=target.k, rng=rng, num_batches=DRAW_BATCHES)
+                for part in (order[:half], order[half:2 * half]))
+        diffs.append(a.score - b.score)
+        judge_var.append(((a.half_width / 1.96) ** 2 + (b.half_width / 1.96) ** 2) / 2)
+    half_var = float(np.mean(np.square(diffs))) / 2 - float(np.mean(judge_var))
+    return float(np.sqrt(max(half_var, 0.0) / 2))
+
+
+def corpus_draw_sd(pilots, pilot_docs: int, num_docs: int) -> float:
+    """The finished corpus's expected draw sd: the pilots' (root mean square) scaled by
+    √(pilot docs / corpus docs); 0 when no pilot measured one."""
+    sds = [p.draw_sd for p in pilots if p.draw_sd > 0]
+    return float(np.sqrt(np.mean(np.square(sds)) * pilot_docs / num_docs)) if sds and num_docs else 0.0
+
+
+def warn_corpus_draw(pilots, pilot_docs: int, num_docs: int, tolerance: float) -> str | None:
+    """Once, at the first pilot with a draw sd: warn (and return the warning) when the finished
+    corpus's own draw noise spans more than the tolerance at 95%; such a target is met or
+    missed by which documents are drawn, whatever the controller does."""
+    if sum(p.draw_sd > 0 for p in pilots) != 1 or pilots[-1].draw_sd <= 0:
+        return None
+    corpus_sd = corpus_draw_sd(pilots, pilot_docs, num_docs)
+    if 1.96 * corpus_sd <= tolerance:
+        return None
+    warning = (f"a {num_docs}-document corpus's D moves by about ±{1.96 * corpus_sd:.2f} (95%) between draws at "
+               f"the same settings, more than the tolerance ±{tolerance:g}: raise target.tolerance or size.num_docs")
+    log.warning(warning)
+    return warning
+
+
 def add_judge_cost(state: RunState, report) -> RunState:
     s = state.steering
     return dataclasses.replace(state, steering=dataclasses.replace(

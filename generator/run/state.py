@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,12 @@ class Round:
     shift: float | None = None  # MMD² from the reference corpus, when the recipe has one
     half_width: float = 0.0  # of the score's 95% interval (0: not recorded)
     shift_se: float = 0.0  # standard error of `shift` (0: not recorded)
+    draw_sd: float = 0.0  # sd of D between rounds of this size drawn at the same c (0: not measured)
+
+    @property
+    def spread(self) -> float:
+        """95% half-width of D for a fresh round at this c: the judge's interval and the draw sd."""
+        return math.hypot(self.half_width, 1.96 * self.draw_sd)
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,9 @@ def steering_section(summary: dict) -> dict | None:
               if achieved.get("ci_low") is not None else "")
         within = "within" if achieved.get("within_tolerance") else "outside"
         achieved_text = f"D = {achieved['score']:.3f}{ci}, {within} tolerance"
+        if achieved.get("draw_sd"):  # the interval above resamples batches; this is the spread between corpora
+            achieved_text += (f"; another corpus drawn at the same settings would differ by about "
+                              f"±{1.96 * achieved['draw_sd']:.2f} (95%, from the pilots' draw sd)")
     else:
         achieved_text = "not measured (the run stopped early)"
     rounds = summary.get("rounds") or {}

@@ -153,6 +153,15 @@ def test_card_shows_the_reference_relative_target_and_shift(tmp_path):
     assert "seed_doc: seeds.jsonl" in body
 
 
+def test_card_gives_the_spread_between_corpora_when_the_pilots_measured_it(tmp_path):
+    run = make_run(tmp_path / "run", steered=True)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["achieved"]["draw_sd"] = 0.15
+    write_json(run / "summary.json", summary)
+    _, body = split_card(write_card(run, embed=fake_embed).read_text())
+    assert "another corpus drawn at the same settings would differ by about ±0.29 (95%" in body
+
+
 def test_card_of_an_unscored_run_says_how_to_score_it(tmp_path):
     _, body = split_card(write_card(make_run(tmp_path / "run", scored=False), embed=fake_embed).read_text())
     assert "Not scored yet" in body and "**D =" not in body

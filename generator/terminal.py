@@ -125,9 +125,14 @@ def quiet_libraries(verbose: bool, command: str):
     sys.stdout = open(saved_out, "w", buffering=1, encoding="utf-8", closefd=False)
     ERR = open(saved_err, "w", buffering=1, encoding="utf-8", closefd=False)
     logging.getLogger().setLevel(logging.INFO)  # the log file gets the details
+    ours = logging.StreamHandler(ERR)  # the project's own warnings also reach the terminal
+    ours.setLevel(logging.WARNING)
+    ours.setFormatter(logging.Formatter("warning: %(message)s"))
+    logging.getLogger("generator").addHandler(ours)
     try:
         yield path
     finally:
+        logging.getLogger("generator").removeHandler(ours)
         sys.stdout.flush()
         ERR.flush()
         sys.stdout, ERR = old_stdout, sys.stderr

@@ -11,7 +11,7 @@ import pytest
 from conftest import SMALL_RECIPE, write_recipe
 
 OUR_STDERR = ("recipe ", "preparing embedded:", "starting ray engine", "generating", "pilot round",
-              "scoring", "writing the dataset card")
+              "scoring", "writing the dataset card", "warning: ")
 
 
 @pytest.mark.integration
@@ -68,3 +68,23 @@ def test_run_progress_follows_pilot_rounds_and_the_corpus(small_recipe, tmp_path
     first = [n for desc, n, total in seen if desc == "pilot round 0" and total == 20]
     assert first[0] == 0 and first[-1] == 20 and first == sorted(first) and 10 in first  # 10 answers per poll
     assert any(desc == "generating" and total == 60 for desc, _, total in seen)
+
+
+def test_the_projects_warnings_reach_the_terminal_and_libraries_go_to_the_log(tmp_path):
+    """Library output goes to the log file; a warning of the project's own (a controller
+    warning such as a tolerance below the corpus's draw noise) is also shown on the terminal."""
+    code = """
+import logging
+from generator.terminal import quiet_libraries
+with quiet_libraries(False, "run") as path:
+    logging.getLogger("vllm.engine").warning("a library banner")
+    logging.getLogger("generator.run.rounds").warning("the tolerance is too narrow")
+    logging.getLogger("generator.run.rounds").info("a detail")
+print(path)
+"""
+    env = {**os.environ, "GENERATOR_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == ["warning: the tolerance is too narrow"]
+    log = open(done.stdout.strip().splitlines()[-1]).read()
+    assert "a library banner" in log and "the tolerance is too narrow" in log and "a detail" in log

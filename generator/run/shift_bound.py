@@ -49,8 +49,8 @@ def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
     binds when all pilots reach the target (one within tolerance, or a bracket) but those under
     the bound do not, or when none is under the bound; `target` binds when the chosen pilot
     misses the target for another reason (out of reach, or the pilot budget ran out). `limited`:
-    the pilots ended because the bound's limit on c stopped the next step towards the target,
-    so the bound binds whenever the chosen pilot misses the target."""
+    the pilots ended because the bound's limit on c stopped the fit's next step towards the
+    target, so the bound binds even when one pilot's own draw scored within tolerance."""
     closest = lambda idx: min(idx, key=lambda i: abs(pilots[i].score - target))  # noqa: E731
     everyone = range(len(pilots))
     if max_shift is None:
@@ -59,10 +59,12 @@ def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
     if not under:
         return None, "max_shift"
     best = closest(under)
+    if limited:  # the fit through every pilot put the target past the limit, whatever one pilot's draw scored
+        return best, "max_shift"
     if abs(pilots[best].score - target) <= tolerance:
         return best, ""
     kept, nearest = [pilots[i] for i in under], closest(everyone)
-    bound_binds = limited or (abs(pilots[nearest].score - target) < abs(pilots[best].score - target)
+    bound_binds = (abs(pilots[nearest].score - target) < abs(pilots[best].score - target)
                    or reaches(pilots, target, tolerance) and not reaches(kept, target, tolerance))
     return best, "max_shift" if bound_binds else "target"
 

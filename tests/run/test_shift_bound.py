@@ -140,7 +140,12 @@ def test_pilots_stopped_by_the_bounds_limit_on_c_name_the_bound_as_binding():
     pilots = [pilot(1.0, 4.95, 0.060), pilot(0.926, 4.24, 0.061), pilot(0.86, 4.31, 0.062)]
     assert shift_bound.settle_pilots(pilots, 3.37, 0.15, 0.08) == (1, "target")
     assert shift_bound.settle_pilots(pilots, 3.37, 0.15, 0.08, limited=True) == (1, "max_shift")
-    assert shift_bound.settle_pilots([pilot(1.0, 3.40, 0.06)], 3.37, 0.15, 0.08, limited=True) == (0, "")  # met
+    # the rerun with draw noise: the last pilot's own draw (3.62) lay within 3.31 ± 0.35, its
+    # neighbour 0.02 away in c scored 4.36, so the fit put the target at c = 0.50, past the limit
+    # (0.86), and the corpus at that c ended at 4.50: the bound binds, not the target
+    drawn = [pilot(1.0, 4.98, 0.060), pilot(0.857, 4.36, 0.062), pilot(0.879, 3.62, 0.060)]
+    assert shift_bound.settle_pilots(drawn, 3.31, 0.35, 0.08, limited=True) == (2, "max_shift")
+    assert shift_bound.settle_pilots([pilot(1.0, 3.40, 0.06)], 3.37, 0.15, 0.08) == (0, "")  # met, not limited
 
 
 def test_a_fit_limited_by_the_bound_reports_the_d_expected_where_it_is_moved():

@@ -98,6 +98,18 @@ def _on_real_terminal_fds() -> bool:
         return False  # replaced streams (e.g. a test's capture): leave them alone
 
 
+class _TerminalWarnings(logging.Handler):
+    """Log records as lines above any progress bar on `stream` (tqdm.write), not inside it."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+        tqdm.write(self.format(record), file=self.stream)
+
+
 @contextlib.contextmanager
 def quiet_libraries(verbose: bool, command: str):
     """Unless verbose, everything libraries write (vLLM and Ray banners, model loading,
@@ -125,7 +137,7 @@ def quiet_libraries(verbose: bool, command: str):
     sys.stdout = open(saved_out, "w", buffering=1, encoding="utf-8", closefd=False)
     ERR = open(saved_err, "w", buffering=1, encoding="utf-8", closefd=False)
     logging.getLogger().setLevel(logging.INFO)  # the log file gets the details
-    ours = logging.StreamHandler(ERR)  # the project's own warnings also reach the terminal
+    ours = _TerminalWarnings(ERR)  # the project's own warnings also reach the terminal
     ours.setLevel(logging.WARNING)
     ours.setFormatter(logging.Formatter("warning: %(message)s"))
     logging.getLogger("generator").addHandler(ours)

@@ -99,11 +99,15 @@ def _on_real_terminal_fds() -> bool:
 
 
 class _TerminalWarnings(logging.Handler):
-    """Log records as lines above any progress bar on `stream` (tqdm.write), not inside it."""
+    """Warnings as lines above any progress bar on `stream` (tqdm.write), not inside it. Only
+    warnings: an error's traceback stays in the log file, and the CLI says the error itself."""
 
     def __init__(self, stream):
-        super().__init__()
+        super().__init__(logging.WARNING)
         self.stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno == logging.WARNING and super().filter(record)
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
@@ -138,7 +142,6 @@ def quiet_libraries(verbose: bool, command: str):
     ERR = open(saved_err, "w", buffering=1, encoding="utf-8", closefd=False)
     logging.getLogger().setLevel(logging.INFO)  # the log file gets the details
     ours = _TerminalWarnings(ERR)  # the project's own warnings also reach the terminal
-    ours.setLevel(logging.WARNING)
     ours.setFormatter(logging.Formatter("warning: %(message)s"))
     logging.getLogger("generator").addHandler(ours)
     try:

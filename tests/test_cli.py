@@ -83,6 +83,10 @@ with quiet_libraries(False, "run") as path:
     logging.getLogger("generator.run.rounds").warning("the tolerance is too narrow")
     logging.getLogger("generator.run.rounds").info("a detail")
     bar.close()
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("generator.cli").exception("run failed")  # the CLI's error path: log file only
 print(path)
 """
     env = {**os.environ, "GENERATOR_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
@@ -93,3 +97,4 @@ print(path)
     assert all(x.startswith(("generating", "warning: the tolerance")) for x in segments), segments
     log = open(done.stdout.strip().splitlines()[-1]).read()
     assert "a library banner" in log and "the tolerance is too narrow" in log and "a detail" in log
+    assert "run failed" in log and "RuntimeError: boom" in log and "boom" not in done.stderr

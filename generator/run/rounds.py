@@ -18,7 +18,7 @@ from generator.records import GRID_COLUMNS
 from generator.run.dedup import index_path
 
 log = logging.getLogger(__name__)
-from generator.run.knobs import weights_summary
+from generator.run.knobs import Z95, weights_summary
 from generator.run.state import RunState, pilot_dir
 
 
@@ -71,7 +71,7 @@ def draw_sd(texts, judge, target, rng: np.random.Generator, *, splits: int = DRA
         a, b = (score_corpus([texts[i] for i in part], judge, k=target.k, rng=rng, num_batches=DRAW_BATCHES)
                 for part in (order[:half], order[half:2 * half]))
         diffs.append(a.score - b.score)
-        judge_var.append(((a.half_width / 1.96) ** 2 + (b.half_width / 1.96) ** 2) / 2)
+        judge_var.append(((a.half_width / Z95) ** 2 + (b.half_width / Z95) ** 2) / 2)
     half_var = float(np.mean(np.square(diffs))) / 2 - float(np.mean(judge_var))
     return float(np.sqrt(max(half_var, 0.0) / 2))
 
@@ -90,9 +90,9 @@ def warn_corpus_draw(pilots, pilot_docs: int, num_docs: int, tolerance: float) -
     if sum(p.draw_sd > 0 for p in pilots) != 1 or pilots[-1].draw_sd <= 0:
         return None
     corpus_sd = corpus_draw_sd(pilots, pilot_docs, num_docs)
-    if 1.96 * corpus_sd <= tolerance:
+    if Z95 * corpus_sd <= tolerance:
         return None
-    warning = (f"a {num_docs}-document corpus's D moves by about ±{1.96 * corpus_sd:.2f} (95%) between draws at "
+    warning = (f"a {num_docs}-document corpus's D moves by about ±{Z95 * corpus_sd:.2f} (95%) between draws at "
                f"the same settings, more than the tolerance ±{tolerance:g}: raise target.tolerance or size.num_docs")
     log.warning(warning)
     return warning

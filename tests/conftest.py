@@ -26,6 +26,29 @@ def write_recipe(tmp_path: Path, body: str, name: str = "recipe.yaml") -> Path:
     return path
 
 
+ECHO_TEMPLATE = "{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}"
+
+
+def echo_recipe(tmp_path: Path, name: str, seed: int, size: str, target: str) -> Path:
+    """A steered recipe over the repository's topics x personas whose template echoes the topic on
+    its first line (EchoBackend returns the prompt, so a judge can group documents by it);
+    `size` and `target` are the YAML flow mappings of those sections."""
+    (tmp_path / "echo.j2").write_text(ECHO_TEMPLATE)
+    return write_recipe(tmp_path, f"""
+name: {name}
+seed: {seed}
+roots: [@ROOT@, {tmp_path}]
+grid:
+  topic: @ROOT@/topics/topics.yaml
+  persona: @ROOT@/topics/personas.yaml
+templates:
+  - path: {tmp_path}/echo.j2
+size: {size}
+target: {target}
+scoring: {{enabled: false}}
+""", name=f"{name}.yaml")
+
+
 SMALL_RECIPE = """
 name: small
 seed: 3

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import DATA, SMALL_RECIPE, write_recipe
+from conftest import DATA, ECHO_TEMPLATE, SMALL_RECIPE, write_recipe
 from fakes import EchoBackend, FakeBackend, KeyJudge
 from generator.run import controller
 from generator.recipe import load_recipe
@@ -38,7 +38,7 @@ def plain_run(tmp: Path) -> dict:
 
 
 def steered_run(tmp: Path) -> dict:
-    (tmp / "echo.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
+    (tmp / "echo.j2").write_text(ECHO_TEMPLATE)
     out = tmp / "steered"
     summary = controller.run(load_recipe(write_recipe(tmp, STEERED, name="steer.yaml")), out, EchoBackend(),
                              judge=KeyJudge(lambda text: text.splitlines()[0]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import write_recipe
+from conftest import ECHO_TEMPLATE, write_recipe
 from fakes import Crash, CrashingEcho, EchoBackend, KeyJudge
 from generator.run import controller, knobs as steering
 from generator.errors import UserError
@@ -31,7 +31,7 @@ scoring: {enabled: false}
 
 def make_recipe(tmp_path, root, score, topics=None, extra=""):
     tpl = tmp_path / "echo.j2"
-    tpl.write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
+    tpl.write_text(ECHO_TEMPLATE)
     body = (RECIPE.replace("@TOPICS@", str(topics or root / "topics" / "topics.yaml"))
             .replace("@TPL@", str(tpl)).replace("@SCORE@", str(score))) + extra
     return write_recipe(tmp_path, body, name=f"steer-{score}.yaml")

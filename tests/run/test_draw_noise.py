@@ -80,24 +80,12 @@ def test_the_warning_names_the_settings_when_the_corpus_draw_spans_the_tolerance
 
 
 def test_the_controller_records_each_pilots_draw_sd_and_the_corpus_expected_one(tmp_path, caplog):
-    from conftest import write_recipe
+    from conftest import echo_recipe
     from generator.recipe import load_recipe
     from generator.run import controller
 
-    (tmp_path / "echo.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
-    recipe = write_recipe(tmp_path, f"""
-name: draws
-seed: 4
-roots: [@ROOT@, {tmp_path}]
-grid:
-  topic: @ROOT@/topics/topics.yaml
-  persona: @ROOT@/topics/personas.yaml
-templates:
-  - path: {tmp_path}/echo.j2
-size: {{num_docs: 400, shard_rows: 200}}
-target: {{score: 2.5, tolerance: 0.03, pilot_docs: 100, max_pilot_rounds: 3}}
-scoring: {{enabled: false}}
-""")
+    recipe = echo_recipe(tmp_path, "draws", 4, "{num_docs: 400, shard_rows: 200}",
+                         "{score: 2.5, tolerance: 0.03, pilot_docs: 100, max_pilot_rounds: 3}")
     with caplog.at_level(logging.WARNING, logger="generator.run.rounds"):
         summary = controller.run(load_recipe(recipe), tmp_path / "run", EchoBackend(),
                                  judge=SplittingJudge(0.05))

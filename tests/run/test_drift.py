@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import write_recipe
+from conftest import ECHO_TEMPLATE, write_recipe
 from fakes import EchoBackend, EmbeddingKeyJudge
 from generator.files import read_documents
 from generator.measure.fidelity import FidelityReport, GroupShare, check_fidelity
@@ -64,7 +64,7 @@ scoring: {enabled: false}
 
 def drift_recipe(tmp_path):
     # EchoBackend answers with the prompt's first line: the topic, or the same off-topic line for any topic
-    (tmp_path / "on_topic.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
+    (tmp_path / "on_topic.j2").write_text(ECHO_TEMPLATE)
     (tmp_path / "drifting.j2").write_text("{# variables: [topic, persona] #}my weekend at the lake\n{{ topic }} {{ persona }}")
     return write_recipe(tmp_path, RECIPE, name="drift.yaml")
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import write_recipe
+from conftest import ECHO_TEMPLATE, write_recipe
 from fakes import JUDGE_CRITERIA, EchoBackend, ScriptedJudgeServer, SplittingJudge, TopicEmbed
 from generator.recipe import load_recipe
 from generator.run import controller
@@ -34,7 +34,7 @@ def make_plan(tmp_path, score=3.0, num_docs=800, share=0):
     """Forty topics, each with its hidden label for the scripted judge server."""
     topics = ", ".join(f'"subject {i} [label {i}]"' for i in range(40))
     (tmp_path / "topics.yaml").write_text(f"axis: topic\ndomains:\n  - name: All\n    topics: [{topics}]\n")
-    (tmp_path / "echo.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
+    (tmp_path / "echo.j2").write_text(ECHO_TEMPLATE)
     return load_recipe(write_recipe(tmp_path, RECIPE.format(tmp=tmp_path, num_docs=num_docs, score=score, share=share)))
 
 

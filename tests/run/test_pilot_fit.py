@@ -106,22 +106,10 @@ def test_scattered_points_widen_the_interval_and_a_close_bracket_is_required():
 def test_the_controller_pilots_without_c0_and_lands_within_tolerance(tmp_path, root):
     from generator.run import controller
     from generator.recipe import load_recipe
-    from conftest import write_recipe
+    from conftest import echo_recipe
 
-    (tmp_path / "echo.j2").write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
-    recipe = write_recipe(tmp_path, f"""
-name: fit
-seed: 4
-roots: [@ROOT@, {tmp_path}]
-grid:
-  topic: @ROOT@/topics/topics.yaml
-  persona: @ROOT@/topics/personas.yaml
-templates:
-  - path: {tmp_path}/echo.j2
-size: {{num_docs: 800, shard_rows: 200}}
-target: {{score: 2.5, tolerance: 0.3, pilot_docs: 100}}
-scoring: {{enabled: false}}
-""")
+    recipe = echo_recipe(tmp_path, "fit", 4, "{num_docs: 800, shard_rows: 200}",
+                         "{score: 2.5, tolerance: 0.3, pilot_docs: 100}")
     summary = controller.run(load_recipe(recipe), tmp_path / "run", EchoBackend(), judge=SplittingJudge(0.05))
     rows = [json.loads(line) for line in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
     pilots = [r for r in rows if r["phase"] == "pilot"]

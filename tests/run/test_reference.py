@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import write_recipe
+from conftest import ECHO_TEMPLATE, write_recipe
 from fakes import CountingJudge, EchoBackend, TopicEmbed
 from generator.errors import UserError
 from generator.recipe import load_recipe
@@ -36,7 +36,7 @@ def write_reference(tmp_path, root, num_docs=150):
 def make(tmp_path, root, target: str, reference: str | None = "reference: {path: real.jsonl, num_docs: 120}\n"):
     write_reference(tmp_path, root)
     tpl = tmp_path / "echo.j2"
-    tpl.write_text("{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}")
+    tpl.write_text(ECHO_TEMPLATE)
     body = (RECIPE.replace("@TOPICS@", str(root / "topics" / "topics.yaml")).replace("@TPL@", str(tpl))
             .replace("target: {score: @SCORE@, tolerance: 0.3, pilot_docs: 100}\n", f"target: {target}\n"))
     return write_recipe(tmp_path, body + (reference or ""), name="ref.yaml")

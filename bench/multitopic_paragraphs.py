@@ -9,7 +9,6 @@ multi-topic documents) when the document ranks it within the top 3k (k = 3 topic
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -20,14 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 
-def paragraphs(text: str) -> list[str]:
-    """Blank-line or heading separated parts of over 40 characters (the whole text if none)."""
-    parts = [p.strip() for p in re.split(r"\n\s*\n|\n(?=#)", text) if len(p.strip()) > 40]
-    return parts or [text]
-
-
 def main() -> None:
     from generator.measure.embeddings import embed_texts
+    from generator.measure.fidelity import paragraphs
     from generator.readers import load_corpus
 
     texts, meta = load_corpus(Path(sys.argv[1]) / "data")
@@ -35,7 +29,7 @@ def main() -> None:
     topics = [t if isinstance(t, str) else t["value"] for d in grid["domains"] for t in d["topics"]]
     index = {t: i for i, t in enumerate(topics)}
     topic_vectors, doc_vectors = embed_texts(topics), embed_texts(texts)
-    parts = [paragraphs(t) for t in texts]
+    parts = [paragraphs(t) or [t] for t in texts]
     part_vectors = embed_texts([p for ps in parts for p in ps])
     owner = np.repeat(np.arange(len(texts)), [len(ps) for ps in parts])
     print(f"{len(texts)} documents, {len(owner) / len(texts):.1f} paragraphs each")

@@ -18,7 +18,7 @@ from generator.judges.config import JudgeSettings, check_settings
 from generator.readers import read_reference
 from generator.sampling.grid import (Grid, first_cell, load_document_axis, load_grid, read_yaml, template_variables,
                                      with_axis)
-from generator.sampling.templates import Template, check_template_against, load_template, words_for_tokens
+from generator.sampling.templates import Template, check_template_against, load_template
 from generator.schema import build_record, merge_overrides, parse_overrides  # noqa: F401 (parse_overrides: re-exported)
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
@@ -151,7 +151,7 @@ class Recipe:
     size: Size
     model: str = "embedded:smollm2-135m"
     seed: int = 0
-    system_prompt: str = ""
+    system_prompt: str = ""  # every request's system message; "" keeps each template's own (if any)
     sampling: Sampling = field(default_factory=Sampling)
     engine: Engine = field(default_factory=Engine)
     scoring: Scoring = field(default_factory=Scoring)
@@ -290,11 +290,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
                                                      where=f"{recipe.path}: grid.{name}"))
     grid = Grid({name: grid.axes[name] for name in recipe.grid})  # the recipe's axis order
     templates = tuple(load_template(Path(t.path)) for t in recipe.templates)
-    probe = {**template_variables(grid, first_cell(grid, max(t.num_topics for t in templates))),
-             "num_words": words_for_tokens(recipe.sampling.max_tokens)}
+    probe = template_variables(grid, first_cell(grid, max(t.num_topics for t in templates)))
     for t in templates:
         check_template_against(t, grid.variables(), f"{recipe.path}: grid")
-        t.render(probe)  # a template that fails at run time fails here, before any work starts
+        t.prompts(probe, recipe.sampling.max_tokens)  # a template that fails at run time fails here
     reference = ()
     if recipe.reference is not None:
         k = recipe.target.k if recipe.target else recipe.scoring.k

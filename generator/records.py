@@ -19,7 +19,9 @@ import pyarrow as pa
 @dataclass(frozen=True)
 class Request:
     """One chat completion to run. `prompt` is the user message; the backend applies the
-    model's chat template. `json_schema` (JSON text) constrains the answer when set."""
+    model's chat template. `json_schema` (JSON text) constrains the answer when set. `parts`
+    (the prompts of a `parts: topics` template) makes it one request per part, `max_tokens`
+    each, whose answers are joined (`backends.parts`); `prompt` then shows them all."""
 
     id: str
     prompt: str
@@ -29,6 +31,7 @@ class Request:
     seed: int = 0
     system: str | None = None
     json_schema: str | None = None
+    parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Document:
     id: str
     text: str
     prompt: str
+    system: str  # the system message ("" when the model's default was used)
     template: str
     domain: str
     topic: str

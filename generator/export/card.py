@@ -37,9 +37,10 @@ SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
 MODEL_LICENSES = {"embedded:smollm2-135m": "apache-2.0"}  # SmolLM2 is Apache-2.0
 COLUMNS = {
-    "id": "hash of the request (prompt, model, seed, sampling settings)",
+    "id": "hash of the request (prompt, system message, model, seed, sampling settings)",
     "text": "the generated document",
-    "prompt": "the rendered prompt the model answered",
+    "prompt": "the rendered prompt the model answered (a multi-part template's prompts separated by ---)",
+    "system": "the system message (empty: the model's default)",
     "template": "prompt template (file stem in prompts/)",
     "domain": "topic domain (empty when the template used no topic)",
     "topic": "topic; several joined by '; ' for multi-topic templates",

@@ -3,8 +3,11 @@
 Topic: a document is on topic when its own grid topic ranks within the top `top_r` of all grid
 topics by cosine similarity to the document's embedding (all-MiniLM-L6-v2) and that similarity
 is at least `min_cosine`. A multi-topic document ("a; b; c" in the topic column) with k topics
-scores the fraction of its topics that rank within the top `top_r * k` (no cosine floor: the
-floor was fitted on single-topic documents). Style: a few styles have a format that can be checked on the
+scores the fraction of its topics it covers: a topic is covered when one of the document's
+paragraphs is on it by the single-topic rule, or when the whole document ranks it within the
+top `top_r * k` (no cosine floor there: the floor was fitted on single-topic texts). The
+paragraph test is needed because a text that treats three subjects in turn has an embedding
+that averages them. Style: a few styles have a format that can be checked on the
 surface of the text (numbered steps, speaker turns, questions); a document whose style has
 such a check passes or fails it, the others are not measured. BENCHMARKS.md ("On-topic
 fidelity") records how `top_r` was chosen.
@@ -56,6 +59,12 @@ def check_style(text: str, style: str) -> bool | None:
     """True/False when the style's format can be checked on the text's surface, else None."""
     check = STYLE_CHECKS.get(style.strip().lower())
     return None if check is None else bool(check(text))
+
+
+def paragraphs(text: str) -> list[str]:
+    """A text's paragraphs (split at blank lines and before headings) of over 40 characters:
+    shorter pieces, such as a heading that only names a topic, are not evidence of covering it."""
+    return [p.strip() for p in re.split(r"\n\s*\n|\n(?=#)", text) if len(p.strip()) > 40]
 
 
 def split_topics(value: str, topics: Sequence[str]) -> list[str]:
@@ -141,12 +150,20 @@ def document_fidelity(texts: Sequence[str], topic_values: Sequence[str], styles:
     if rows:
         vectors = doc_vectors[rows] if doc_vectors is not None else embed([texts[i] for i in rows])
         topic_vectors = embed(topics)
+        multi = [row for row in rows if len(named[row]) > 1]
+        pieces = {row: paragraphs(texts[row]) for row in multi}
+        flat = [p for row in multi for p in pieces[row]]
+        piece_vectors = iter(embed(flat) if flat else [])
         for row, vector in zip(rows, vectors):
             own = [index[t] for t in named[row]]
             ranks = topic_ranks(np.repeat(vector[None, :], len(own), axis=0), topic_vectors, own)
-            found = ranks <= top_r * len(own)
             if len(own) == 1:
-                found &= float(topic_vectors[own[0]] @ vector) >= min_cosine
+                found = (ranks <= top_r) & (float(topic_vectors[own[0]] @ vector) >= min_cosine)
+            else:
+                found = ranks <= top_r * len(own)
+                for _ in pieces[row]:
+                    sims = topic_vectors @ next(piece_vectors)
+                    found |= np.array([(sims >= sims[o]).sum() <= top_r and sims[o] >= min_cosine for o in own])
             on_topic[row] = float(np.mean(found))
     on_style = [check_style(t, s) if s else None for t, s in zip(texts, styles)]
     return on_topic, on_style

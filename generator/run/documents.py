@@ -61,7 +61,8 @@ def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, rou
                 text: str | None = None, finish_reason: str | None = None) -> Document:
     req = sample.request
     return Document(
-        id=req.id, text=result.text.strip() if text is None else text, prompt=req.prompt, template=sample.template,
+        id=req.id, text=result.text.strip() if text is None else text, prompt=req.prompt, system=req.system or "",
+        template=sample.template,
         **{axis: sample.values.get(axis, "") for axis in STANDARD_AXES},
         grid_values=json.dumps(dict(sample.values), sort_keys=True, ensure_ascii=False),
         model=plan.recipe.model, backend=backend, temperature=req.temperature, top_p=req.top_p,

@@ -21,6 +21,7 @@ from generator.records import Backend, Document, Result
 from generator.recipe import Plan
 from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
+from generator.run.parts import with_parts
 from generator.run.state import Counters, Epoch, RunState, pilot_dir, save_state, weights_at
 from generator.sampling.requests import Sample, plan_samples
 
@@ -36,7 +37,8 @@ class Pipeline:
 
     def __init__(self, plan: Plan, out: Path, backend: Backend, deduper: Deduper | None = None,
                  on_progress: OnProgress | None = None, *, shard_rows: int = 20_000, flush_s: float = FLUSH_S):
-        self.plan, self.out, self.backend, self.deduper = plan, out, backend, deduper
+        self.plan, self.out, self.deduper = plan, out, deduper
+        self.backend = with_parts(backend, plan.templates, plan.recipe.keep_truncated)
         self.on_progress = on_progress
         self.shard_rows, self.flush_s = shard_rows, flush_s
         self.pending: dict[str, tuple[Sample, int]] = {}  # request id -> (sample, epoch number)

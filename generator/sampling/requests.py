@@ -16,9 +16,9 @@ import numpy as np
 
 from generator.sampling.grid import draw_cells, template_variables
 from generator.recipe import Plan
-from generator.sampling.templates import words_for_tokens
 from generator.records import Request, Weights, derive_seed
 
+PROMPT_BREAK = "\n\n---\n\n"  # between the prompts of a `parts: topics` sample in its `prompt` column
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,9 @@ class Sample:
     request: Request
 
 
-def request_id(prompt: str, model: str, seed: int, temperature: float, top_p: float, max_tokens: int) -> str:
-    key = json.dumps([prompt, model, seed, temperature, top_p, max_tokens])
+def request_id(prompt: str, model: str, seed: int, temperature: float, top_p: float, max_tokens: int,
+               system: str | None = None) -> str:
+    key = json.dumps([prompt, model, seed, temperature, top_p, max_tokens] + ([system] if system else []))
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -69,8 +70,9 @@ def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None =
     samples = []
     for offset, (t_id, cell) in enumerate(zip(template_ids, cells)):
         template = plan.templates[t_id]
-        variables = {**template_variables(plan.grid, cell), "num_words": words_for_tokens(r.sampling.max_tokens)}
-        prompt = template.render(variables)
+        variables = template_variables(plan.grid, cell)
+        prompts = template.prompts(variables, r.sampling.max_tokens)
+        prompt = PROMPT_BREAK.join(prompts)
         index = start_index + offset
         seed = derive_seed(r.seed, index)
         values = used_values(template.variables, cell.values)
@@ -79,9 +81,11 @@ def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None =
         if template.num_topics > 1 and "topics" in variables:
             values["topic"] = "; ".join(variables["topics"][: template.num_topics])  # type: ignore[index]
         s = r.sampling
-        request = Request(id=request_id(prompt, r.model, seed, s.temperature, s.top_p, s.max_tokens),
-                          prompt=prompt, max_tokens=s.max_tokens, temperature=s.temperature,
-                          top_p=s.top_p, seed=seed, system=r.system_prompt or None)
+        max_tokens, system = template.part_tokens(s.max_tokens), r.system_prompt or template.system
+        request = Request(id=request_id(prompt, r.model, seed, s.temperature, s.top_p, max_tokens, system),
+                          prompt=prompt, max_tokens=max_tokens, temperature=s.temperature,
+                          top_p=s.top_p, seed=seed, system=system,
+                          parts=tuple(prompts) if template.parts else ())
         samples.append(Sample(index=index, template=template.name, values=values, request=request))
     return samples
 

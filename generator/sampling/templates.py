@@ -5,11 +5,18 @@ A template file starts with a Jinja comment holding YAML that declares what it u
     {#
     variables: [topic, style_description, persona]
     num_topics: 1          # > 1 for multi-topic templates (they use `topics`)
+    parts: topics          # optional, multi-topic only: one generation per topic, joined
+    system: You are ...    # optional system message (a recipe's `system_prompt` replaces it)
     #}
     Write a {{ style }} about {{ topic }} ...
 
 The declaration is checked against what the template really references, and against the
 grid it is paired with, when the recipe loads: a mismatch is an error before any work starts.
+
+A template with `parts: topics` is rendered once per topic of its cell, with `topic` set to
+that part's topic, `part` to its number (1-based) and `num_parts` to k; each part is generated
+as its own request and the document is the parts joined by blank lines (`backends.parts`).
+A small model that cannot keep three subjects in one answer keeps one per answer.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from generator.errors import UserError
 _HEADER = re.compile(r"\A\s*\{#-?(.*?)-?#\}", re.DOTALL)
 # Variables every template may use besides the grid's: set from the recipe, not from a cell.
 RUN_VARIABLES = frozenset({"num_words"})
+PART_VARIABLES = frozenset({"part", "num_parts"})  # set for each part of a `parts: topics` template
 WORDS_PER_TOKEN = 0.55  # asked length, in words, per token of max_tokens: leaves room to end at EOS
 
 
@@ -54,9 +62,25 @@ class Template:
     source: str
     variables: tuple[str, ...]
     num_topics: int = 1
+    parts: bool = False  # one request per topic (`parts: topics`)
+    system: str | None = None  # the system message of its requests, unless the recipe sets one
 
     def render(self, variables: dict[str, object]) -> str:
         return render_source(self.source, variables, where=self.path)
+
+    def part_tokens(self, max_tokens: int) -> int:
+        """The max_tokens of each request: the document's budget, shared by its parts."""
+        return max(1, max_tokens // self.num_topics) if self.parts else max_tokens
+
+    def prompts(self, variables: dict[str, object], max_tokens: int) -> list[str]:
+        """The prompt of each request one cell makes: one, or one per topic for `parts: topics`
+        (`num_words` sized to each request's share of max_tokens)."""
+        base = {**variables, "num_words": words_for_tokens(self.part_tokens(max_tokens))}
+        if not self.parts:
+            return [self.render(base)]
+        topics = list(variables["topics"])[: self.num_topics]  # type: ignore[call-overload]
+        return [self.render({**base, "topic": t, "part": j + 1, "num_parts": len(topics)})
+                for j, t in enumerate(topics)]
 
 
 def render_source(source: str, variables: dict[str, object], *, where: str = "<string>") -> str:
@@ -126,12 +150,27 @@ def load_template(path: Path) -> Template:
     num_topics = decl.get("num_topics", 1)
     if not isinstance(num_topics, int) or num_topics < 1:
         raise UserError(f"{where}: num_topics must be a positive integer", fix="num_topics: 3")
+    parts = decl.get("parts")
+    if parts not in (None, "topics"):
+        raise UserError(f"{where}: parts must be 'topics' (one generation per topic), not {parts!r}",
+                        fix="parts: topics, or leave it out")
+    if parts and num_topics < 2:
+        raise UserError(f"{where}: parts: topics needs num_topics of 2 or more", fix="num_topics: 3")
+    if not parts and PART_VARIABLES & set(declared):
+        raise UserError(f"{where}: uses {sorted(PART_VARIABLES & set(declared))} without parts: topics",
+                        fix="add parts: topics to the header, or drop those variables")
+    system = decl.get("system")
+    if system is not None and (not isinstance(system, str) or not system.strip()):
+        raise UserError(f"{where}: system must be a non-empty text", fix="system: You are a careful writer.")
     return Template(name=path.stem, path=where, source=source, variables=tuple(sorted(declared)),
-                    num_topics=num_topics)
+                    num_topics=num_topics, parts=bool(parts), system=system.strip() if system else None)
 
 
 def check_template_against(template: Template, provided: set[str], grid_where: str) -> None:
-    missing = sorted(set(template.variables) - provided - RUN_VARIABLES)
+    if template.parts and "topics" not in provided:
+        raise UserError(f"{template.path}: parts: topics needs a topic axis, but the grid ({grid_where}) "
+                        f"provides only {sorted(provided)}", fix="add a topic: axis to the recipe's grid")
+    missing = sorted(set(template.variables) - provided - RUN_VARIABLES - PART_VARIABLES)
     if missing:
         raise UserError(
             f"{template.path}: uses {missing} but the grid ({grid_where}) provides only "

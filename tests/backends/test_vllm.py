@@ -92,6 +92,25 @@ def test_answers_cut_at_max_tokens_are_trimmed_to_whole_sentences(small_recipe, 
     assert all(t.rstrip("\"'”’)]*_")[-1] in ".!?" for t in trimmed)
 
 
+def test_the_paper_multitopic_recipe_writes_one_document_from_three_real_answers(root, tmp_path, ray_engine):
+    """`parts: topics` on the real engine: three requests per cell, one document of three
+    parts; the prompt column shows the three prompts."""
+    from generator.run.parts import PART_BREAK
+    from generator.sampling.requests import PROMPT_BREAK
+
+    plan = load_recipe(root / "recipes" / "paper" / "multitopic_style_persona.yaml",
+                       ["size.num_docs=4", "sampling.max_tokens=150", "max_failure_rate=1.0"])
+    summary = controller.run(plan, tmp_path / "run", ray_engine)
+    rows = read_documents(tmp_path / "run").to_pylist()
+    assert len(rows) == summary["num_docs"] == 4
+    for row in rows:
+        topics = row["topic"].split("; ")
+        prompts = row["prompt"].split(PROMPT_BREAK)
+        assert len(topics) == 3 and [t in p for t, p in zip(topics, prompts)] == [True] * 3
+        assert row["max_tokens"] == 50 and row["num_tokens"] <= 150
+        assert row["text"].count(PART_BREAK) >= 2 and row["finish_reason"] in ("stop", "trimmed")
+
+
 def test_an_engine_that_cannot_start_raises_in_the_caller():
     """The engine is built inside its stepping thread; a failure there is raised by the
     constructor, not lost in the thread."""

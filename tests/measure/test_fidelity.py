@@ -6,7 +6,7 @@ import pytest
 
 from fakes import fake_embed
 from generator.measure.fidelity import (FidelityReport, GroupShare, check_fidelity, check_style, corpus_topics,
-                                measure_fidelity, plot_fidelity, split_topics,
+                                measure_fidelity, paragraphs, plot_fidelity, split_topics,
                                 topic_ranks)
 
 TOPICS = ["volcanic eruptions and lava", "sourdough bread baking", "chess opening theory",
@@ -157,3 +157,22 @@ def test_real_embedder_ranks_human_written_texts_near_their_topics():
     rotated = topics[1:4] + topics[:1]  # every document labelled with another's topic
     drifted = measure_fidelity(texts, {"topic": rotated}, topics, embed=embed_texts, top_r=1)
     assert drifted.topic_share == 0.0
+
+
+def test_a_multitopic_document_covers_a_topic_through_one_of_its_paragraphs():
+    """Two on-topic paragraphs drowned by narration: the whole document ranks narration topics
+    first, its paragraphs still find their own; a heading that only names a topic finds nothing."""
+    topics = TOPICS + ["long student nights", "memories of my grandmother", "no stranger to nights"]
+    meta = {"topic": ["chess opening theory; coral reef ecology; bird migration routes"]}
+    pieces = [ON["chess opening theory"], DRIFT + " " + DRIFT, ON["coral reef ecology"], DRIFT + " " + DRIFT,
+              "## bird migration routes"]
+    as_paragraphs = measure_fidelity(["\n\n".join(pieces)], meta, topics, embed=fake_embed, top_r=1)
+    as_one_block = measure_fidelity([" ".join(pieces)], meta, topics, embed=fake_embed, top_r=1)
+    assert as_paragraphs.topic_share == pytest.approx(2 / 3, abs=1e-3)
+    assert as_one_block.topic_share < 2 / 3
+
+
+def test_paragraphs_split_at_blank_lines_and_headings_and_drop_short_pieces():
+    text = "# Title\nFirst paragraph, long enough to count as evidence.\n\nok\n\nSecond paragraph, also long enough to count."
+    assert paragraphs(text) == ["# Title\nFirst paragraph, long enough to count as evidence.",
+                                "Second paragraph, also long enough to count."]

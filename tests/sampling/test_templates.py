@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import UserError
+from generator.sampling.requests import PROMPT_BREAK
 from generator.sampling.templates import check_template_against, load_template
 
 VARS = {
@@ -22,10 +23,10 @@ GOLDEN = {
     "topic_style_persona": "Write a blog post about tide pools.\nAuthor: a marine biologist.\n"
                            "Format: A chatty blog post.\n"
                            "Explain tide pools with one concrete example, in about 120 words.",
-    "multitopic_style_persona": "Write a blog post that connects these subjects:\n- tide pools\n- sourdough\n"
-                                "- tax brackets\nAuthor: a marine biologist.\nFormat: A chatty blog post.\n"
-                                "Give each subject a paragraph that names it, then say how they relate, "
-                                "in about 120 words.",
+    "multitopic_style_persona": "\n\n---\n\n".join(
+        f"Write one paragraph of a blog post about {t}.\nAuthor: a marine biologist.\n"
+        f"Format: A chatty blog post.\nExplain {t} with one concrete example, in about 120 words."
+        for t in ("tide pools", "sourdough", "tax brackets")),
     "textbook": "Write a section of a Biology textbook for young children on \"tide pools\".\n"
                 "About the readers: Children aged six to ten.\nSay why tide pools matters, explain its key "
                 "idea with one worked example,\nand end with one short exercise on tide pools. Write in a "
@@ -66,7 +67,17 @@ GOLDEN = {
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_golden_render(root, name):
     t = load_template(root / "prompts" / f"{name}.j2")
-    assert t.render({k: VARS[k] for k in t.variables}) == GOLDEN[name]
+    if t.parts:  # one prompt per topic; 654 tokens shared by three parts ask 120 words each
+        assert PROMPT_BREAK.join(t.prompts(VARS, max_tokens=654)) == GOLDEN[name]
+    else:
+        assert t.render({k: VARS[k] for k in t.variables}) == GOLDEN[name]
+
+
+def test_system_messages_of_the_shipped_templates(root):
+    """Measured to keep the embedded model on topic (BENCHMARKS.md, issue 14); a recipe's
+    system_prompt replaces them."""
+    system = {p.stem: load_template(p).system for p in (root / "prompts").glob("*.j2")}
+    assert {k for k, v in system.items() if v} == {"topic_style_persona", "multitopic_style_persona"}
 
 
 def test_every_shipped_template_has_a_golden_render(root):
@@ -86,6 +97,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ("{# variables: [topic] #}Write about {{ topic }", "template syntax error"),
     ("{# variables: topic #}Write about {{ topic }}.", "must be a list of names"),
     ("{#\nvariables: [topic]\nnum_topics: 0\n#}{{ topic }}", "num_topics must be a positive integer"),
+    ("{#\nvariables: [topic]\nsystem: [a, b]\n#}{{ topic }}", "system must be a non-empty text"),
 ])
 def test_bad_templates_are_rejected(tmp_path, text, match):
     with pytest.raises(UserError, match=match):

@@ -6,7 +6,8 @@ Two experiments, one engine (vLLM CPU build in-process, SmolLM2-135M):
 
 - `tsp`: the topic_style_persona cells among the quickstart's first 200 samples (111 cells),
   without and with the system message now in prompts/topic_style_persona.j2, at temperature
-  0.8 and 0.7; one document per cell.
+  0.8 and 0.7; one document per cell. `ts` (not run by default): the same for the topic_style
+  cells (46), at 0.7 only.
 - `mt`: the first 40 cells of recipes/paper/multitopic_style_persona.yaml (T = 0.7), written
   as one answer (the single-prompt template, and the same under a JSON schema whose keys are
   the three subjects) or in parts (one request per subject, max_tokens 96 each), with and
@@ -35,6 +36,9 @@ OLD_TSP = """Write a {style} about {topic}.
 Author: {persona}.
 Format: {fmt}
 Explain {topic} with one concrete example, in about {words} words."""
+OLD_TS = """Write a {style} about {topic}.
+Format: {fmt}
+Explain {topic} with one concrete example, in about {words} words."""
 PART_ALONE = """Write one paragraph of a {style} about {topic}.
 Author: {persona}.
 Format: {fmt}
@@ -59,24 +63,26 @@ def style_format(plan, style: str) -> str:
     return next((v.description or v.value) for v in axis.values if v.value == style)
 
 
-def tsp_requests(n_samples: int):
+def quickstart_requests(n_samples: int, template: str, temperatures=(0.8, 0.7)):
+    """The quickstart's cells of one template, as that template read before the system
+    messages (`template` as the experiment name), with and without SYSTEM."""
     from generator.recipe import load_recipe
     from generator.sampling.requests import plan_samples
 
     plan = load_recipe(ROOT / "recipes" / "quickstart.yaml")
     out = []
     for s in plan_samples(plan, 0, n_samples):
-        if s.template != "topic_style_persona":
+        if s.template != template:
             continue
         v = s.values
-        prompt = OLD_TSP.format(style=v["style"], topic=v["topic"], persona=v["persona"],
-                                fmt=style_format(plan, v["style"]), words=110)
-        for t in (0.8, 0.7):
+        prompt = (OLD_TSP if template == "topic_style_persona" else OLD_TS).format(
+            style=v["style"], topic=v["topic"], persona=v.get("persona"), fmt=style_format(plan, v["style"]), words=110)
+        for t in temperatures:
             for system in (None, SYSTEM):
                 name = f"T={t}" + (" + system" if system else "")
                 r = dataclasses.replace(s.request, prompt=prompt, system=system, temperature=t, max_tokens=192,
                                         id=f"{s.request.id}-{name}")
-                out.append(({"experiment": "tsp", "variant": name, "index": s.index, "topics": [v["topic"]]}, [r]))
+                out.append(({"experiment": template, "variant": name, "index": s.index, "topics": [v["topic"]]}, [r]))
     return out
 
 
@@ -155,12 +161,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "variants.jsonl")
     ap.add_argument("--tsp-samples", type=int, default=200, help="quickstart samples to take topic_style_persona cells from")
     ap.add_argument("--mt-samples", type=int, default=40)
+    ap.add_argument("--experiments", nargs="+", default=["tsp", "mt"], choices=["tsp", "ts", "mt"],
+                    help="tsp: topic_style_persona cells; ts: topic_style cells (T = 0.7 only); mt: multi-topic")
     ap.add_argument("--score-only", action="store_true", help="score an existing --out file")
     args = ap.parse_args()
     if not args.score_only:
         from generator.backends import open_backend
 
-        jobs = tsp_requests(args.tsp_samples) + mt_requests(args.mt_samples)
+        jobs = []
+        if "tsp" in args.experiments:
+            jobs += quickstart_requests(args.tsp_samples, "topic_style_persona")
+        if "ts" in args.experiments:
+            jobs += quickstart_requests(args.tsp_samples, "topic_style", temperatures=(0.7,))
+        if "mt" in args.experiments:
+            jobs += mt_requests(args.mt_samples)
         backend = open_backend("vllm", "embedded:smollm2-135m", max_model_len=1024)
         results = backend.generate([r for _, requests in jobs for r in requests])
         backend.close()

@@ -77,7 +77,7 @@ def test_system_messages_of_the_shipped_templates(root):
     """Measured to keep the embedded model on topic (BENCHMARKS.md, issue 14); a recipe's
     system_prompt replaces them."""
     system = {p.stem: load_template(p).system for p in (root / "prompts").glob("*.j2")}
-    assert {k for k, v in system.items() if v} == {"topic_style_persona", "multitopic_style_persona"}
+    assert {k for k, v in system.items() if v} == {"topic_style", "topic_style_persona", "multitopic_style_persona"}
 
 
 def test_every_shipped_template_has_a_golden_render(root):

@@ -4,8 +4,9 @@ embedding against the grid's topics instead of the whole document's, and compare
     python bench/multitopic_paragraphs.py runs/f200/multitopic_style_persona
 
 A topic counts under the paragraph rule when some paragraph ranks it within the top r of all
-grid topics (optionally at cosine >= c); under the whole-document rule (the shipped one for
-multi-topic documents) when the document ranks it within the top 3k (k = 3 topics).
+grid topics (optionally at cosine >= c); under the whole-document rule when the document ranks
+it within the top 3k (k = 3 topics). The shipped rule (`measure.fidelity`) counts a topic that
+either finds, with r = 3 and c = 0.4.
 """
 from __future__ import annotations
 

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with terminal.quiet_libraries(args.verbose, args.command) as log_path:
         try:
+            terminal.line_interval()  # a bad GENERATOR_PROGRESS_INTERVAL fails before any work
             return COMMANDS[args.command](args)
         except UserError as exc:
             say(f"error: {exc}")

@@ -19,8 +19,71 @@ def say(*lines: str) -> None:
     print(*lines, file=ERR)
 
 
+def line_interval() -> float:
+    """Seconds between progress lines when stderr is not a terminal (a log file, CI, a batch
+    job): `GENERATOR_PROGRESS_INTERVAL`, default 30."""
+    raw = os.environ.get("GENERATOR_PROGRESS_INTERVAL", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        from generator.errors import UserError
+        raise UserError(f"GENERATOR_PROGRESS_INTERVAL={raw!r}: expected a number of seconds >= 0, e.g. 30")
+    return value
+
+
+class LineProgress:
+    """Progress for a stream that is not a terminal: one plain line when it starts, at most one
+    every `interval` seconds while it runs, and one when it closes, instead of a bar redrawn
+    ten times a second (which fills a multi-hour job's log with carriage returns). Same fields
+    as the tqdm bar it stands in for: desc, n, total, postfix, set_postfix_str, update, refresh,
+    close."""
+
+    def __init__(self, desc: str, total: int | None = None, unit: str = "it", interval: float | None = None,
+                 stream=None, **_):
+        self.desc, self.total, self.unit, self.n, self.postfix = desc, total, unit, 0, ""
+        self.interval = line_interval() if interval is None else interval
+        self.stream = stream or ERR
+        self.start = self.last = time.monotonic()
+        self.closed = False
+        self._write()
+
+    def line(self) -> str:
+        from tqdm import tqdm
+        elapsed = tqdm.format_interval(time.monotonic() - self.start)
+        if self.total is None:
+            return f"{self.desc}: {elapsed}"
+        share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        extra = f", {self.postfix}" if self.postfix else ""
+        return f"{self.desc}: {self.n}/{self.total} {self.unit}{share}, {elapsed}{extra}"
+
+    def _write(self) -> None:
+        self.last = time.monotonic()
+        print(self.line(), file=self.stream, flush=True)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.postfix = s
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.refresh()
+
+    def refresh(self) -> None:
+        if not self.closed and time.monotonic() - self.last >= self.interval:
+            self._write()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._write()
+            self.closed = True
+
+
 def progress(**kwargs):
-    """A progress bar on the terminal (never in the library log)."""
+    """A progress bar on the terminal (never in the library log); plain lines every
+    `line_interval()` seconds when stderr is not a terminal."""
+    if not getattr(ERR, "isatty", lambda: False)():
+        return LineProgress(stream=ERR, **kwargs)
     from tqdm import tqdm
     return tqdm(file=ERR, dynamic_ncols=True, disable=False, **kwargs)
 

@@ -98,3 +98,53 @@ print(path)
     log = open(done.stdout.strip().splitlines()[-1]).read()
     assert "a library banner" in log and "the tolerance is too narrow" in log and "a detail" in log
     assert "run failed" in log and "RuntimeError: boom" in log and "boom" not in done.stderr
+
+
+def test_progress_off_a_terminal_is_a_few_plain_lines(monkeypatch):
+    """In a log file (CI, a batch job) the bar is plain lines: one at the start, one per
+    interval, one at the end; never the carriage-return redraws of a terminal bar."""
+    import io
+    from generator import terminal
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(terminal.time, "monotonic", clock)
+    stream = io.StringIO()
+    monkeypatch.setattr(terminal, "ERR", stream)
+    monkeypatch.setenv("GENERATOR_PROGRESS_INTERVAL", "30")
+    bar = terminal.progress(total=200, unit="doc", desc="generating")
+    assert isinstance(bar, terminal.LineProgress)
+    for step in range(100):  # 100 updates over 99 s: lines at 30, 60 and 90 s only
+        bar.n = 2 * step
+        bar.set_postfix_str(f"{step} tok/s, 3 failed")
+        bar.refresh()
+        clock.now += 1.0
+    bar.n = 200
+    bar.close()
+    bar.close()  # a second close writes nothing
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert lines[0] == "generating: 0/200 doc (0%), 00:00"
+    assert lines[1] == "generating: 60/200 doc (30%), 00:30, 30 tok/s, 3 failed"
+    assert len(lines) == 5 and lines[-1] == "generating: 200/200 doc (100%), 01:40, 99 tok/s, 3 failed"
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(terminal, "ERR", Tty())
+    assert not isinstance(terminal.progress(total=3, desc="x"), terminal.LineProgress)  # a terminal gets tqdm
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "nan"])
+def test_a_bad_progress_interval_is_refused_before_any_work(value, small_recipe, tmp_path, monkeypatch, capsys):
+    from generator import cli
+    monkeypatch.setenv("GENERATOR_PROGRESS_INTERVAL", value)
+    assert cli.main(["render", str(small_recipe), "-n", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"GENERATOR_PROGRESS_INTERVAL={value!r}" in err and err.startswith("error: ")

@@ -80,6 +80,14 @@ def test_system_messages_of_the_shipped_templates(root):
     assert {k for k, v in system.items() if v} == {"topic_style", "topic_style_persona", "multitopic_style_persona"}
 
 
+@pytest.mark.parametrize("domain, article", [("Physics", "a"), ("Engineering and Technology", "an"),
+                                             ("Everyday Life Skills", "an"), ("Music", "a")])
+def test_the_textbook_template_takes_the_domains_article(root, domain, article):
+    t = load_template(root / "prompts" / "textbook.j2")
+    text = t.render({**{k: VARS[k] for k in t.variables}, "domain": domain})
+    assert text.startswith(f"Write a section of {article} {domain} textbook for ")
+
+
 def test_every_shipped_template_has_a_golden_render(root):
     shipped = {p.stem for p in (root / "prompts").glob("*.j2")}
     assert shipped == set(GOLDEN)

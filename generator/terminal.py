@@ -11,12 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-ERR = sys.stderr  # the terminal's stderr while a command runs (rebound by quiet_libraries)
+ERR = None  # the terminal's stderr while quiet_libraries redirects; None: whatever sys.stderr is now
+
+
+def err_stream():
+    return ERR if ERR is not None else sys.stderr
 
 
 def say(*lines: str) -> None:
     """A line on the terminal's stderr (progress and notes; results go to stdout)."""
-    print(*lines, file=ERR)
+    print(*lines, file=err_stream())
 
 
 def line_interval() -> float:
@@ -44,7 +48,7 @@ class LineProgress:
                  stream=None, **_):
         self.desc, self.total, self.unit, self.n, self.postfix = desc, total, unit, 0, ""
         self.interval = line_interval() if interval is None else interval
-        self.stream = stream or ERR
+        self.stream = stream or err_stream()
         self.start = self.last = time.monotonic()
         self.closed = False
         self._write()
@@ -82,10 +86,11 @@ class LineProgress:
 def progress(**kwargs):
     """A progress bar on the terminal (never in the library log); plain lines every
     `line_interval()` seconds when stderr is not a terminal."""
-    if not getattr(ERR, "isatty", lambda: False)():
-        return LineProgress(stream=ERR, **kwargs)
+    stream = err_stream()
+    if not getattr(stream, "isatty", lambda: False)():
+        return LineProgress(stream=stream, **kwargs)
     from tqdm import tqdm
-    return tqdm(file=ERR, dynamic_ncols=True, disable=False, **kwargs)
+    return tqdm(file=stream, dynamic_ncols=True, disable=False, **kwargs)
 
 
 @contextlib.contextmanager
@@ -186,7 +191,7 @@ def quiet_libraries(verbose: bool, command: str):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     if verbose or not _on_real_terminal_fds():
-        ERR = sys.stderr
+        ERR = None
         yield None
         return
     path = log_path_for(command)
@@ -213,7 +218,7 @@ def quiet_libraries(verbose: bool, command: str):
         logging.getLogger("generator").removeHandler(ours)
         sys.stdout.flush()
         ERR.flush()
-        sys.stdout, ERR = old_stdout, sys.stderr
+        sys.stdout, ERR = old_stdout, None
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
         os.close(saved_out)

@@ -44,11 +44,10 @@ class LineProgress:
     as the tqdm bar it stands in for: desc, n, total, postfix, set_postfix_str, update, refresh,
     close."""
 
-    def __init__(self, desc: str, total: int | None = None, unit: str = "it", interval: float | None = None,
-                 stream=None, **_):
+    def __init__(self, stream, desc: str, total: int | None = None, unit: str = "it", **_):
         self.desc, self.total, self.unit, self.n, self.postfix = desc, total, unit, 0, ""
-        self.interval = line_interval() if interval is None else interval
-        self.stream = stream or err_stream()
+        self.interval = line_interval()
+        self.stream = stream
         self.start = self.last = time.monotonic()
         self.closed = False
         self._write()

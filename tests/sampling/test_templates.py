@@ -81,7 +81,8 @@ def test_system_messages_of_the_shipped_templates(root):
 
 
 @pytest.mark.parametrize("domain, article", [("Physics", "a"), ("Engineering and Technology", "an"),
-                                             ("Everyday Life Skills", "an"), ("Music", "a")])
+                                             ("Everyday Life Skills", "an"), ("Music", "a"),
+                                             ("engineering", "an"), ("law", "a")])
 def test_the_textbook_template_takes_the_domains_article(root, domain, article):
     t = load_template(root / "prompts" / "textbook.j2")
     text = t.render({**{k: VARS[k] for k in t.variables}, "domain": domain})

@@ -77,7 +77,7 @@ def judge_settings(args: argparse.Namespace):
     """The LLM judge's settings: the --recipe's judge: section, then --set judge.KEY=VALUE, then
     the flags --judge-model, --judge-endpoint, --k and --invalid-policy."""
     from generator.judges.config import read_settings
-    from generator.sampling.grid import read_yaml
+    from generator.yamlfiles import read_yaml
     from generator.schema import parse_overrides
 
     base, where = {}, "score"

@@ -16,10 +16,10 @@ from typing import Literal
 from generator.errors import UserError
 from generator.judges.config import JudgeSettings, check_settings
 from generator.readers import read_reference
-from generator.sampling.grid import (Grid, first_cell, load_document_axis, load_grid, read_yaml, template_variables,
-                                     with_axis)
+from generator.sampling.grid import Grid, first_cell, load_document_axis, load_grid, template_variables, with_axis
 from generator.sampling.templates import Template, check_template_against, load_template
 from generator.schema import build_record, merge_overrides, parse_overrides  # noqa: F401 (parse_overrides: re-exported)
+from generator.yamlfiles import read_yaml
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-import yaml
 
 from generator.errors import UserError
+from generator.yamlfiles import read_yaml
 
 
 @dataclass(frozen=True)
@@ -98,18 +98,6 @@ def _parse_entry(entry, where: str, domain: str = "") -> AxisValue:
                         fix="use a number > 0 or drop the weight")
     return AxisValue(value=value, weight=float(weight),
                      description=str(entry.get("description", "") or ""), domain=domain)
-
-
-def read_yaml(path: Path, what: str, missing_fix: str):
-    """Parse a user's YAML file (recipe or grid) with one-line errors for the usual mistakes."""
-    if not path.is_file():
-        raise UserError(f"{path}: {what} file not found", fix=missing_fix)
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})", fix="fix the YAML syntax") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text", fix=f"save the {what} as UTF-8") from None
 
 
 def load_axis(path: Path, name: str | None = None) -> Axis:

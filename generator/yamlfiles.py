@@ -3,7 +3,8 @@
 On top of PyYAML's safe loader, checked while the document is composed, before any Python
 object is built:
 
-- size: at most `MAX_YAML_BYTES` of text;
+- size: at most `MAX_YAML_BYTES` of text and `MAX_NODES` values, keys and collections (the
+  pure-Python parser reads about 50k nodes a second, so loading stays within seconds);
 - nesting: at most `MAX_DEPTH` levels, counting what aliases stand for;
 - aliases (`*name`): together they may stand for at most `MAX_ALIAS_NODES` nodes, and never
   for their own anchor (a recursive structure), so an alias bomb is refused, not expanded;
@@ -23,7 +24,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from generator.errors import UserError
 
-MAX_YAML_BYTES = 16 * 1024 * 1024
+MAX_YAML_BYTES = 4 * 1024 * 1024
+MAX_NODES = 200_000
 MAX_DEPTH = 64
 MAX_ALIAS_NODES = 10_000
 MAX_INT_DIGITS = 100  # longer integers are refused (Python refuses to parse beyond 4300 anyway)
@@ -43,6 +45,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str):
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
         self._open_anchors: list[str] = []
         self._alias_nodes = 0
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, height)
@@ -55,6 +58,10 @@ class _BoundedLoader(yaml.SafeLoader):
         if self._depth >= MAX_DEPTH:
             raise _Refusal(f"nested deeper than {MAX_DEPTH} levels", line,
                            "flatten the structure; recipes and grid files need only a few levels")
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refusal(f"more than {MAX_NODES} values, keys and lists", line,
+                           "shorten the file, e.g. keep a sample of the values")
         anchor = getattr(event, "anchor", None)
         self._depth += 1
         if anchor is not None:

@@ -209,7 +209,7 @@ def resume_in_child(work: Path, docs: int) -> dict:
     """Section 3, in the fresh process: time from --resume to the first new submission."""
     from generator.run import controller
     from generator.run.loop import Pipeline, open_deduper
-    from generator.run.state import prepare_output
+    from generator.run.resume import prepare_output
 
     plan, out = load_plan(work, docs), work / "killed"
     started = time.perf_counter()

@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from generator.backends import engine_options, open_backend
     from generator.recipe import load_recipe, pilot_size
     from generator.run import controller
-    from generator.run.state import check_output
+    from generator.run.resume import check_output
 
     plan = load_recipe(args.recipe, args.overrides)
     r = plan.recipe

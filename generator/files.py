@@ -2,7 +2,7 @@
 
     OUT/recipe.resolved.yaml   the recipe as run, with its hash (written before generation)
     OUT/data/shard-00000.parquet ...   shards in sample-index order, never rewritten
-    OUT/manifest.json          every shard with its rows, bytes and sample-index range
+    OUT/manifest.json          every shard with its rows, bytes, sample-index range and sha256
     OUT/failures.jsonl         one line per failed row, with its reason
     OUT/state.json             progress up to the last commit (for --resume)
     OUT/summary.json           counts, tokens, wall time, tokens/s
@@ -12,6 +12,7 @@ Every file is written to a temporary name and renamed, so a crash never leaves h
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from generator.errors import UserError
 from generator.records import SCHEMA, Document
 
 
@@ -66,14 +68,19 @@ def write_shard(path: Path, docs: list[Document]) -> dict:
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
     return {"name": path.name, "rows": len(docs), "bytes": path.stat().st_size,
-            "first_index": docs[0].sample_index, "last_index": docs[-1].sample_index}
+            "first_index": docs[0].sample_index, "last_index": docs[-1].sample_index, "sha256": file_sha256(path)}
 
 
 def shard_entry(path: Path) -> dict:
     """The manifest entry of a shard already on disk."""
     index = pq.read_table(path, columns=["sample_index"]).column("sample_index")
     return {"name": path.name, "rows": len(index), "bytes": path.stat().st_size,
-            "first_index": index[0].as_py(), "last_index": index[-1].as_py()}
+            "first_index": index[0].as_py(), "last_index": index[-1].as_py(), "sha256": file_sha256(path)}
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_manifest(out: Path, shards: list[dict]) -> None:
@@ -81,8 +88,50 @@ def write_manifest(out: Path, shards: list[dict]) -> None:
 
 
 def read_manifest(out: Path) -> list[dict]:
+    """The shard entries of OUT/manifest.json ([] when there is none); a damaged file raises UserError."""
     path = out / "manifest.json"
-    return json.loads(path.read_text())["shards"] if path.is_file() else []
+    if not path.exists():
+        return []
+    data = read_json(path)
+    shards = data.get("shards") if isinstance(data, dict) else None
+    if not isinstance(shards, list):
+        raise UserError(f"{path}: expected a mapping with a list of 'shards'", fix=verify_fix(out))
+    for i, entry in enumerate(shards):
+        wrong = manifest_entry_problem(entry)
+        if wrong:
+            raise UserError(f"{path}: shards[{i}] {wrong}", fix=verify_fix(out))
+    return shards
+
+
+ENTRY_FIELDS = {"name": str, "rows": int, "bytes": int, "first_index": int, "last_index": int}
+
+
+def manifest_entry_problem(entry: Any) -> str:
+    """What is wrong with one manifest entry ("" when nothing; sha256 is optional: older runs have none)."""
+    if not isinstance(entry, dict):
+        return f"is a {type(entry).__name__}, not a mapping"
+    for key, kind in ENTRY_FIELDS.items():
+        value = entry.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            return f"{key}: expected a {'non-negative integer' if kind is int else 'string'}, got {value!r}"
+    if "sha256" in entry and not isinstance(entry["sha256"], str):
+        return f"sha256: expected a string, got {entry['sha256']!r}"
+    if entry["first_index"] > entry["last_index"] or entry["rows"] > entry["last_index"] - entry["first_index"] + 1:
+        return f"rows {entry['rows']} do not fit indices {entry['first_index']}..{entry['last_index']}"
+    return ""
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a run folder; a missing, unreadable or malformed file raises UserError."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        raise UserError(f"{path}: cannot be read as JSON ({reason})", fix=verify_fix(path.parent)) from None
+
+
+def verify_fix(out: Path) -> str:
+    return f"run `generator verify {out}` for each problem and its repair"
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:

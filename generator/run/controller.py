@@ -26,7 +26,8 @@ from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
 from generator.run.rounds import (accept_pilot, add_judge_cost, corpus_draw_sd, draw_sd, final_fidelity, log_round,
                                   measure, next_pilot_round, read_corpus, round_fidelity, warn_corpus_draw, weights_file)
 from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs, resolve_target
-from generator.run.state import Round, RunState, pilot_dir, prepare_output, save_state
+from generator.run.resume import prepare_output
+from generator.run.state import Round, RunState, pilot_dir, save_state
 
 log = logging.getLogger(__name__)
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "calibrate": 707, "confirm": 808,

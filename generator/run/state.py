@@ -1,34 +1,23 @@
-"""A run folder's progress: the records `state.json` holds, and how a folder is opened.
+"""A run folder's progress: the records `state.json` holds, saved and loaded.
 
-    OUT/recipe.resolved.yaml   the recipe as run, with its hash (written before generation)
     OUT/state.json             counters and steering state after the last completed batch
     OUT/pilot/round-NN/        documents of pilot rounds (calibration cost unless accepted)
 
-`prepare_output` decides, without touching anything first, whether `--out` is new, resumed
-or overwritten; `reconcile` repairs a folder after a crash (shards written after the last
-saved state are dropped and redone with the same sample indices).
+`load_state` checks every field's type and range, so a damaged file is refused before a
+resume changes anything (`run/resume.py` opens a folder).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
-import shutil
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import yaml
+from typing import Any, Literal
 
 from generator.errors import UserError
-from generator.files import atomic_write_text, read_manifest, shard_paths, write_json, write_manifest, write_yaml
-from generator.recipe import Plan, recipe_dict
-
-log = logging.getLogger(__name__)
-OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json", "recipe.resolved.yaml", "state.json",
-             "summary.json", "failures.jsonl", "diversity.json", "controller.jsonl", "weights.yaml", "grid.added.yaml",
-             "reference.json", "reference.npy", "calibration.json", "confirmation.json", "judge-cache.sqlite")
+from generator.files import read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -133,86 +122,62 @@ def save_state(out: Path, state: RunState) -> None:
 
 
 def load_state(path: Path) -> RunState:
-    data = json.loads(path.read_text())
+    """The state saved in `path`; a damaged file (wrong types, negative counts, not a file)
+    raises UserError naming the field."""
+    if path.is_dir():
+        raise UserError(f"{path}: a folder where the run's state file should be", fix=STATE_FIX)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping, got {type(data).__name__}", fix=STATE_FIX)
     if data.get("layout") != LAYOUT:
         raise UserError(f"{path}: written by an older layout of generator ({data.get('layout', 'batch loop')})",
                         fix="start a new run in a new --out, or finish this one with the version that began it")
-    steering = dict(data["steering"])
-    steering["history"] = tuple(Round(**h) for h in steering.get("history", ()))
-    steering["epochs"] = tuple(Epoch(**e) for e in steering.get("epochs", ()))
-    return RunState(counters=Counters(**data["counters"]), steering=Steering(**steering), stopped=data["stopped"])
+    try:
+        return saved_record(RunState, data, "")
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}", fix=STATE_FIX) from None
 
 
-def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
-    """Decide what to do with `out` without touching it: "new", "resume" or "overwrite"."""
-    if not (out.exists() and any(out.iterdir())):
-        return "new"
-    resolved = out / "recipe.resolved.yaml"
-    previous = yaml.safe_load(resolved.read_text()) if resolved.is_file() else None
-    same = isinstance(previous, dict) and previous.get("recipe_hash") == plan.recipe_hash
-    if resume and same:
-        if (out / "state.json").is_file():
-            load_state(out / "state.json")  # refuses a folder of an older layout before anything starts
-        return "resume"
-    if resume:
-        raise UserError(f"{out}: cannot resume, it is not a run of this recipe (hash differs or missing)",
-                        fix="pass the same recipe, or a new --out")
-    if not force:
-        what = "a run of this recipe" if same else "not empty and not a run of this recipe"
-        raise UserError(f"{out}: output folder is {what}",
-                        fix="add --resume to continue it, --force to overwrite, or choose a new --out")
-    return "overwrite"
+STATE_FIX = ("move it aside and resume again: a run without a target rebuilds it from manifest.json and "
+             "the shards (a run with a target needs the file back, or a new --out)")
 
 
-def prepare_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> RunState:
-    """Check the output folder, write the resolved recipe, return the state to start from."""
-    action = check_output(out, plan, resume=resume, force=force)
-    if action == "resume":
-        state_file = out / "state.json"
-        return reconcile(out, load_state(state_file) if state_file.is_file() else RunState())
-    if action == "overwrite":
-        for name in OUR_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / "recipe.resolved.yaml", {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
-    return RunState()
+def saved_record(cls, data: Any, where: str):
+    """Record `cls` from its saved form, every field checked against its annotation (ValueError)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'state'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ValueError(f"{where or 'state'}: unknown field {unknown[0]!r}")
+    return cls(**{k: saved_value(hints[k], v, f"{where}.{k}".lstrip(".")) for k, v in data.items()})
 
 
-def reconcile(out: Path, state: RunState) -> RunState:
-    """After a crash: drop what was written after the last saved state (shards past its count,
-    failure and duplicate lines at or past its low-water mark); those samples are redone with
-    the same indices and weights. A pilot round commits only when it ends, so an unfinished
-    one simply starts again."""
-    for extra in shard_paths(out)[state.counters.num_shards:]:
-        log.warning("removing %s, written after the last saved state", extra)
-        extra.unlink()
-    kept = {p.name.split(".")[0] for p in shard_paths(out)}
-    for index_file in (out / "dedup").glob("shard-*.dedup.npz"):
-        if index_file.name.split(".")[0] not in kept:
-            index_file.unlink()
-    manifest = read_manifest(out)
-    if len(manifest) > state.counters.num_shards:
-        write_manifest(out, manifest[:state.counters.num_shards])
-    for name in ("failures.jsonl", "duplicates.jsonl"):
-        drop_lines_from(out / name, state.counters.next_index)
-    s = state.steering
-    if s.phase == "pilot" and not s.round_docs:
-        shutil.rmtree(pilot_dir(out, s.round), ignore_errors=True)
-    return state
-
-
-def drop_lines_from(path: Path, index: int) -> None:
-    """Keep only the JSONL rows of `path` whose sample_index is below `index`."""
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["sample_index"] < index]
-    if len(kept) != len(lines):
-        atomic_write_text(path, "".join(kept))
+def saved_value(tp, value: Any, where: str):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return saved_record(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(saved_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int and not (number and isinstance(value, int) and value >= 0):
+        raise ValueError(f"{where}: expected a non-negative integer, got {value!r}")
+    if tp is float and not number:
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if tp in (str, dict) and not isinstance(value, tp):
+        raise ValueError(f"{where}: expected a {tp.__name__}, got {type(value).__name__}")
+    return float(value) if tp is float else value
 
 
 def pilot_dir(out: Path, round: int) -> Path:

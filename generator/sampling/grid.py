@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import yaml
 
 from generator.errors import UserError
 from generator.yamlfiles import read_yaml
@@ -79,25 +80,121 @@ class Cell:
     extra_topics: tuple[str, ...] = ()  # further topics for multi-topic templates
 
 
+MAX_WEIGHT = 1e9  # weights are relative: from 1/MAX_WEIGHT to MAX_WEIGHT, so sums stay finite
+
+
+def _show(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _text(raw: object, where: str, what: str) -> str:
+    """A value, domain name or description: text, never null, a number or a list."""
+    if raw is None:
+        raise UserError(f"{where}: {what} is empty (YAML null)", fix="write the text, or remove the entry")
+    if isinstance(raw, (list, dict)):
+        raise UserError(f"{where}: {what} must be one text, got a {type(raw).__name__} {_show(raw)}",
+                        fix="give one text per entry")
+    if not isinstance(raw, str):
+        raise UserError(f"{where}: {what} must be text, got the {type(raw).__name__} {raw!r}",
+                        fix=f"quote it to keep it as text: \"{raw}\"")
+    return raw.strip()
+
+
+def _yaml_number(text: str) -> str | None:
+    """How to write a number given as text so that YAML reads a number (`1e3` is text to YAML
+    1.1: it needs a dot and a signed exponent, `1.0e+3`); None when the text is no positive number."""
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    if not 0 < x < float("inf"):
+        return None
+    if x.is_integer() and x < 1e15:
+        return str(int(x))
+    mantissa, _, exponent = repr(x).partition("e")
+    return mantissa if not exponent else f"{mantissa if '.' in mantissa else mantissa + '.0'}e{int(exponent):+d}"
+
+
+def _weight(raw: object, where: str, label: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        number = _yaml_number(raw) if isinstance(raw, str) else None
+        quoted = number is not None and isinstance(yaml.safe_load(raw), (int, float))
+        fix = (f"write `weight: {raw.strip()}` without quotes" if quoted
+               else f"write `weight: {number}` (YAML reads {raw} as text)" if number
+               else "write a number, e.g. `weight: 2`, or drop it for weight 1")
+        raise UserError(f"{where}: weight of {label} must be a positive number, got {_show(raw)}", fix=fix)
+    try:
+        weight = float(raw)
+    except OverflowError:  # an integer beyond the float range
+        weight = float("inf")
+    if weight != weight or weight <= 0:
+        raise UserError(f"{where}: weight of {label} must be a positive number, got {_show(raw)}",
+                        fix="remove the entry to never draw it, or give it a weight > 0")
+    if not 1 / MAX_WEIGHT <= weight <= MAX_WEIGHT:
+        raise UserError(f"{where}: weight of {label} is {_show(raw)}, outside 1e-09 .. 1e+09",
+                        fix="weights are relative: rescale them all into that range")
+    return weight
+
+
+def _entries(raw: object, where: str, key: str, example: str) -> list:
+    """A list of entries under `key`, refusing a mapping or a single text given instead of a list."""
+    if raw is None or raw == []:
+        return []
+    if isinstance(raw, dict):
+        raise UserError(f"{where}: {key} is a mapping; it must be a list (one entry per value)",
+                        fix=f"write each entry as a list item, e.g. {example}")
+    if not isinstance(raw, list):
+        raise UserError(f"{where}: {key} must be a list, got {_show(raw)}", fix=f"e.g. {example}")
+    return raw
+
+
 def _parse_entry(entry, where: str, domain: str = "") -> AxisValue:
-    if isinstance(entry, str):
-        entry = {"value": entry}
+    if not isinstance(entry, (dict, list)):
+        entry = {"value": entry}  # a text, or a number or null that `_text` refuses with its fix
     if not isinstance(entry, dict) or "value" not in entry:
-        raise UserError(f"{where}: each entry must be a string or a mapping with 'value'",
-                        fix="write `- value: ...` (optionally weight:, description:)")
+        raise UserError(f"{where}: each entry must be a text or a mapping with 'value', got {_show(entry)}",
+                        fix="write `- value: ...` (optionally weight:, description:), or quote the text")
     unknown = set(entry) - {"value", "weight", "description"}
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {sorted(unknown)}",
+        raise UserError(f"{where}: unknown key(s) {sorted(map(str, unknown))}",
                         fix="valid keys are value, weight, description")
-    value = str(entry["value"]).strip()
-    weight = entry.get("weight", 1.0)
+    value = _text(entry["value"], where, "value")
     if not value:
         raise UserError(f"{where}: empty value", fix="remove the entry or give it text")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
-        raise UserError(f"{where}: weight of {value!r} must be a positive number, got {weight!r}",
-                        fix="use a number > 0 or drop the weight")
-    return AxisValue(value=value, weight=float(weight),
-                     description=str(entry.get("description", "") or ""), domain=domain)
+    description = entry.get("description")
+    return AxisValue(value=value, weight=_weight(entry.get("weight", 1.0), where, repr(value)),
+                     description=_text(description, where, "description") if description is not None else "",
+                     domain=domain)
+
+
+def _domain_values(data: dict, where: str) -> list[tuple[str, AxisValue]]:
+    """(label, value) of every topic of a two-level axis; a domain's weight is spread over its
+    topics so it weighs the domain as a whole."""
+    values: list[tuple[str, AxisValue]] = []
+    names: set[str] = set()
+    for i, dom in enumerate(_entries(data["domains"], where, "domains", "`- name: Physics` with `topics: [...]`")):
+        if not isinstance(dom, dict) or "name" not in dom or "topics" not in dom:
+            raise UserError(f"{where}: domains[{i}] needs 'name' and 'topics'",
+                            fix="write `- name: Physics` with a `topics:` list")
+        unknown = set(dom) - {"name", "weight", "topics"}
+        if unknown:
+            raise UserError(f"{where}: domains[{i}]: unknown key(s) {sorted(map(str, unknown))}",
+                            fix="valid keys are name, weight, topics")
+        name = _text(dom["name"], f"{where}: domains[{i}]", "name")
+        if not name or name.casefold() in names:
+            raise UserError(f"{where}: domains[{i}]: {'duplicate' if name else 'empty'} domain name {name!r}",
+                            fix="give each domain its own name (merge the topics of repeated ones)")
+        names.add(name.casefold())
+        scale = _weight(dom.get("weight", 1.0), f"{where}: domains[{i}]", f"domain {name!r}")
+        topics = _entries(dom["topics"], f"{where}: domains[{i}]", "topics", "`topics: [Entropy, Optics]`")
+        if not topics:
+            raise UserError(f"{where}: domain {name!r} has no topics", fix="add topics or remove the domain")
+        for j, t in enumerate(topics):
+            label = f"domains[{i}].topics[{j}]"
+            v = _parse_entry(t, f"{where}: {label}", domain=name)
+            values.append((label, AxisValue(v.value, v.weight * scale / len(topics), v.description, v.domain)))
+    return values
 
 
 def load_axis(path: Path, name: str | None = None) -> Axis:
@@ -110,36 +207,29 @@ def load_axis(path: Path, name: str | None = None) -> Axis:
     axis_name = name or data.get("axis")
     if not axis_name:
         raise UserError(f"{where}: no axis name", fix="add `axis: NAME` to the file")
+    if not isinstance(axis_name, str):
+        raise UserError(f"{where}: axis name must be text, got {_show(axis_name)}", fix="e.g. `axis: persona`")
     unknown = set(data) - {"axis", "description", "values", "domains"}
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {sorted(unknown)}",
+        raise UserError(f"{where}: unknown key(s) {sorted(map(str, unknown))}",
                         fix="valid keys are axis, description, values, domains")
-    values: list[AxisValue] = []
+    if "domains" in data and "values" in data:
+        raise UserError(f"{where}: both 'values' and 'domains'", fix="keep one: domains for topics grouped "
+                        "by domain, values for a flat list")
     if "domains" in data:
-        for i, dom in enumerate(data["domains"] or []):
-            if not isinstance(dom, dict) or "name" not in dom or "topics" not in dom:
-                raise UserError(f"{where}: domains[{i}] needs 'name' and 'topics'",
-                                fix="write `- name: Physics` with a `topics:` list")
-            scale = float(dom.get("weight", 1.0))
-            topics = dom["topics"] or []
-            for j, t in enumerate(topics):
-                v = _parse_entry(t, f"{where}: domains[{i}].topics[{j}]", domain=str(dom["name"]))
-                # The domain weight is spread over its topics so it weighs the domain as a whole.
-                values.append(AxisValue(v.value, v.weight * scale / len(topics), v.description,
-                                        v.domain))
+        labelled = _domain_values(data, where)
     else:
-        for i, entry in enumerate(data.get("values") or []):
-            values.append(_parse_entry(entry, f"{where}: values[{i}]"))
-    if not values:
+        entries = _entries(data.get("values"), where, "values", "`- {value: a nurse, weight: 2}`")
+        labelled = [(f"values[{i}]", _parse_entry(e, f"{where}: values[{i}]")) for i, e in enumerate(entries)]
+    if not labelled:
         raise UserError(f"{where}: axis {axis_name!r} has no values", fix="add at least one value")
-    seen: dict[str, int] = {}
-    for i, v in enumerate(values):
-        key = v.value.casefold()
-        if key in seen:
-            raise UserError(f"{where}: duplicate value {v.value!r} on axis {axis_name!r}",
-                            fix="remove or rename the duplicate")
-        seen[key] = i
-    return Axis(name=str(axis_name), values=tuple(values), source=where)
+    seen: dict[str, str] = {}
+    for label, v in labelled:
+        first = seen.setdefault(v.value.casefold(), label)
+        if first != label:
+            raise UserError(f"{where}: duplicate value {v.value!r} on axis {axis_name!r}: {label} repeats "
+                            f"{first} (case is ignored)", fix=f"remove {label} or reword it")
+    return Axis(name=axis_name, values=tuple(v for _, v in labelled), source=where)
 
 
 def load_grid(paths: Mapping[str, Path]) -> Grid:

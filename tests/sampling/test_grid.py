@@ -81,12 +81,53 @@ def test_multi_topic_cells_have_distinct_topics(root):
     ("axis: persona\nitems: [a]\n", "unknown key"),
     ("- a\n- b\n", "expected a mapping"),
     ("axis: topic\ndomains: [{name: X}]\n", "needs 'name' and 'topics'"),
+    # weights: never zero, negative, NaN, infinite, text or a boolean; a domain's weight likewise
+    ("axis: p\nvalues: [{value: a, weight: 0}]\n", r"values\[0\]: weight of 'a' must be a positive number, got 0 "
+                                                 r"\(fix: remove the entry to never draw it"),
+    ("axis: p\nvalues: [{value: a, weight: .nan}]\n", "must be a positive number, got nan"),
+    ("axis: p\nvalues: [{value: a, weight: .inf}, b]\n", r"weight of 'a' is inf, outside 1e-09 .. 1e\+09"),
+    ("axis: p\nvalues: [{value: a, weight: 1.0e+10}]\n", r"outside 1e-09 .. 1e\+09"),
+    ("axis: p\nvalues: [{value: a, weight: '2'}]\n", r"got '2' \(fix: write `weight: 2` without quotes\)"),
+    ("axis: p\nvalues: [{value: a, weight: 1e3}]\n", r"got '1e3' \(fix: write `weight: 1000` \(YAML reads 1e3 as text"),
+    ("axis: p\nvalues: [{value: a, weight: true}]\n", "must be a positive number, got True"),
+    ("axis: p\nvalues: [{value: a, weight: " + "9" * 99 + "}]\n", r"weight of 'a' is 9{39}…, outside"),
+    ("axis: t\ndomains: [{name: X, weight: -1, topics: [a]}]\n", r"domains\[0\]: weight of domain 'X' must be a positive"),
+    ("axis: t\ndomains: [{name: X, weight: lots, topics: [a]}]\n", "weight of domain 'X' must be a positive number"),
+    # containers: a mapping or a text where a list belongs, empty domains, both kinds of axis
+    ("axis: p\nvalues: {a nurse: 1, a pilot: 2}\n", r"values is a mapping; it must be a list"),
+    ("axis: t\ndomains: {Physics: [a]}\n", r"domains is a mapping; it must be a list"),
+    ("axis: p\nvalues: a nurse\n", r"values must be a list, got 'a nurse'"),
+    ("axis: t\ndomains: [{name: X, topics: Physics}]\n", r"domains\[0\]: topics must be a list, got 'Physics'"),
+    ("axis: t\ndomains: [{name: X, topics: []}]\n", "domain 'X' has no topics"),
+    ("axis: t\nvalues: [a]\ndomains: [{name: X, topics: [b]}]\n", "both 'values' and 'domains'"),
+    ("axis: t\ndomains: [{name: X, topics: [a]}, {name: x, topics: [b]}]\n", "duplicate domain name 'x'"),
+    ("axis: t\ndomains: [{name: X, topics: [a], colour: red}]\n", r"domains\[0\]: unknown key\(s\) \['colour'\]"),
+    # values: never null, a number, a list or a mapping
+    ("axis: p\nvalues: [{value: null}]\n", r"values\[0\]: value is empty \(YAML null\)"),
+    ("axis: p\nvalues: [~]\n", r"value is empty \(YAML null\)"),
+    ("axis: p\nvalues: [1984]\n", r"value must be text, got the int 1984 \(fix: quote it to keep it as text: \"1984\"\)"),
+    ("axis: t\ndomains: [{name: 5, topics: [a]}]\n", r"domains\[0\]: name must be text, got the int 5"),
+    ("axis: p\nvalues: [{value: a, description: [x]}]\n", "description must be one text, got a list"),
+    ("axis: [a]\nvalues: [a]\n", "axis name must be text"),
+    ("axis: p\nvalues: [a, b, A]\n", r"duplicate value 'A' on axis 'p': values\[2\] repeats values\[0\]"),
+    # the YAML loader's bounds and duplicate keys apply to grid files
+    ("axis: p\nvalues: [a]\nvalues: [b]\n", r"g.yaml:3: duplicate key 'values' \(first given on line 2\)"),
+    ("axis: p\nvalues: " + "[" * 200 + "]" * 200 + "\n", r"g.yaml:2: nested deeper than 64 levels"),
 ])
 def test_bad_grid_files_are_rejected(tmp_path, body, match):
     f = tmp_path / "g.yaml"
     f.write_text(body)
-    with pytest.raises(UserError, match=match):
+    with pytest.raises(UserError, match=match) as info:
         load_axis(f)
+    assert "\n" not in str(info.value) and "(fix: " in str(info.value)
+
+
+def test_fixes_of_grid_errors_load(tmp_path):
+    """The fix each weight and value message gives, applied, loads."""
+    f = tmp_path / "g.yaml"
+    f.write_text("axis: p\nvalues: [{value: a, weight: 1000}, {value: '1984', weight: 2}, {value: b, weight: 1.0e-3}]\n")
+    axis = load_axis(f)
+    assert [(v.value, v.weight) for v in axis.values] == [("a", 1000.0), ("1984", 2.0), ("b", 0.001)]
 
 
 def test_missing_and_non_utf8_grid_files(tmp_path):
@@ -145,7 +186,7 @@ def test_seed_documents_without_ids_get_content_hashes(tmp_path, root):
 
 
 @pytest.mark.parametrize("spec, match", [("text_field: text", "grid.seed_doc: .*no text field 'text'"),
-                                         ("text_field: body, max_chars: 10", "max_chars .* must be at least 100")])
+                                         ("text_field: body, max_chars: 10", r"max_chars .* must be (at least 100|in \[100,)")])
 def test_bad_seed_document_axes_fail_at_load(tmp_path, root, spec, match):
     from generator.recipe import load_recipe
     with pytest.raises(UserError, match=match):

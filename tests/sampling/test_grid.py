@@ -90,7 +90,7 @@ def test_multi_topic_cells_have_distinct_topics(root):
     ("axis: p\nvalues: [{value: a, weight: '2'}]\n", r"got '2' \(fix: write `weight: 2` without quotes\)"),
     ("axis: p\nvalues: [{value: a, weight: 1e3}]\n", r"got '1e3' \(fix: write `weight: 1000` \(YAML reads 1e3 as text"),
     ("axis: p\nvalues: [{value: a, weight: true}]\n", "must be a positive number, got True"),
-    ("axis: p\nvalues: [{value: a, weight: " + "9" * 99 + "}]\n", r"weight of 'a' is 9{39}…, outside"),
+    ("axis: p\nvalues: [{value: a, weight: " + "9" * 99 + "}]\n", r"weight of 'a' is 9+…, outside"),
     ("axis: t\ndomains: [{name: X, weight: -1, topics: [a]}]\n", r"domains\[0\]: weight of domain 'X' must be a positive"),
     ("axis: t\ndomains: [{name: X, weight: lots, topics: [a]}]\n", "weight of domain 'X' must be a positive number"),
     # containers: a mapping or a text where a list belongs, empty domains, both kinds of axis

@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 from generator.errors import UserError
-from generator.judges.config import JudgeSettings, check_settings
+from generator.judges.config import JudgeSettings
 from generator.readers import read_reference
-from generator.sampling.grid import Grid, first_cell, load_document_axis, load_grid, template_variables, with_axis
+from generator.sampling.grid import Cell, Grid, load_document_axis, load_grid, template_variables, with_axis
 from generator.sampling.templates import Template, check_template_against, load_template
+from generator.recipe_checks import check_num_topics, check_recipe_values
 from generator.schema import build_record, merge_overrides, parse_overrides  # noqa: F401 (parse_overrides: re-exported)
 from generator.yamlfiles import read_yaml
-
-EMBEDDED_MODELS = {"embedded:smollm2-135m"}
-
 
 @dataclass(frozen=True)
 class TemplateSpec:
@@ -167,80 +165,6 @@ class Recipe:
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
 
 
-def _check_values(r: Recipe, where: str) -> None:
-    def need(cond: bool, key: str, what: str, fix: str):
-        if not cond:
-            raise UserError(f"{where}: {key} {what}", fix=fix)
-
-    need(r.size.num_docs > 0, "size.num_docs", f"must be positive, got {r.size.num_docs}", "set size.num_docs: 200")
-    need(r.size.shard_rows > 0, "size.shard_rows", "must be positive", "set size.shard_rows: 20000")
-    need(r.sampling.max_tokens > 0, "sampling.max_tokens", "must be positive", "set sampling.max_tokens: 256")
-    need(r.sampling.temperature >= 0, "sampling.temperature", "must be >= 0", "use 0.0 to 2.0")
-    need(0 < r.sampling.top_p <= 1, "sampling.top_p", "must be in (0, 1]", "use e.g. 0.95")
-    need(r.engine.num_replicas > 0, "engine.num_replicas", "must be positive", "use 1 or more")
-    need(r.engine.max_num_seqs is None or r.engine.max_num_seqs > 0, "engine.max_num_seqs",
-         f"must be positive, got {r.engine.max_num_seqs}", "leave it out for vLLM's default, or set e.g. 256")
-    need(r.sampling.max_tokens < r.engine.max_model_len, "sampling.max_tokens", f"({r.sampling.max_tokens}) leaves no "
-         f"room for a prompt in engine.max_model_len ({r.engine.max_model_len})", "lower it or raise max_model_len")
-    need(r.engine.tensor_parallel_size > 0, "engine.tensor_parallel_size", "must be positive", "use 1 or more")
-    need(0 <= r.max_failure_rate <= 1, "max_failure_rate", "must be in [0, 1]", "use e.g. 0.2")
-    need(0 < r.dedup.threshold <= 1, "dedup.threshold", "must be in (0, 1]", "use e.g. 0.8")
-    need(0 <= r.dedup.max_duplicate_rate <= 1, "dedup.max_duplicate_rate", "must be in [0, 1]", "use e.g. 0.5")
-    need(r.dedup.num_perm >= 16, "dedup.num_perm", "must be at least 16", "use 128")
-    check_settings(r.judge, f"{where}: judge")
-    need(r.engine.backend != "openai" or bool(r.engine.base_url), "engine.base_url",
-         "is required for backend openai", "set engine.base_url: http://host:8000/v1")
-    for i, t in enumerate(r.templates):
-        need(t.weight > 0, f"templates[{i}].weight", "must be positive", "use a number > 0")
-    if r.model.startswith("embedded:"):
-        need(r.model in EMBEDDED_MODELS, "model", f"{r.model!r} is not a known embedded model",
-             f"use one of {sorted(EMBEDDED_MODELS)}, a Hugging Face id or a local path")
-    if r.reference is not None:
-        need(r.reference.num_docs >= 0, "reference.num_docs", "must be >= 0", "use e.g. 500, or 0 for all")
-    for axis, spec in r.grid.items():
-        if isinstance(spec, SeedDocs):
-            need(spec.max_chars >= 100, f"grid.{axis}.max_chars", f"({spec.max_chars}) must be at least 100",
-                 "use e.g. 1500")
-    if r.target is not None:
-        need(not (r.target.judge_model or r.target.judge_endpoint), "target.judge_model/judge_endpoint",
-             "moved to the judge: section", "write judge: {model: M} (or {model: M, backend: openai, endpoint: URL})")
-    for key, m in (("target", r.target), ("scoring", r.scoring)):
-        if m is not None and m.judge == "llm":
-            need(bool(r.judge.model), f"{key}.judge", "is llm but judge.model is not set",
-                 "add judge: {model: M} (see recipes/judge-llm.yaml) or use judge: embed")
-            need(m.k == r.judge.k, f"{key}.k", f"({m.k}) differs from judge.k ({r.judge.k}), the LLM judge's K",
-                 f"set judge.k: {m.k}; scores compare only at one K")
-    if r.target is not None:
-        t = r.target
-        need((t.score is None) != (t.relative is None), "target",
-             "needs exactly one of score (absolute D) and relative (a multiple of the reference's D)",
-             "write target: {score: 1.4} or target: {relative: 1.2} with a reference:")
-        need(t.relative is None or r.reference is not None, "target.relative",
-             "needs a reference corpus to be relative to", "add reference: {path: real.jsonl} or use target.score")
-        need(t.relative is None or t.relative > 0, "target.relative", f"must be > 0, got {t.relative}",
-             "use e.g. 1.2 for 20% more diverse than the reference")
-        need(t.max_shift is None or t.max_shift > 0, "target.max_shift", f"must be > 0, got {t.max_shift}",
-             "use an MMD² bound such as 0.05, or drop the key for no bound")
-        need(t.max_shift is None or r.reference is not None, "target.max_shift",
-             "needs a reference corpus to measure the shift from", "add reference: {path: real.jsonl}")
-        need(t.score is None or 1 / t.k <= t.score <= t.k, "target.score",
-             f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]", "pick a score the judge can produce at this k")
-        need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
-        need(t.k >= 2, "target.k", "must be at least 2", "use the paper's k: 10")
-        need(t.num_batches >= 20, "target.num_batches", "must be at least 20", "use 3000")
-        need(t.llm_batches >= 10, "target.llm_batches", "must be at least 10", "use 40")
-        need(0 <= t.llm_share < 1, "target.llm_share", f"{t.llm_share} is outside [0, 1)",
-             "use a share such as 0.05, or 0 for llm_batches at every use")
-        need(0 <= t.min_fidelity <= 1, "target.min_fidelity", f"{t.min_fidelity} is outside [0, 1]",
-             "use a share such as 0.6, or 0 to only warn")
-        need(t.precision >= 0, "target.precision", "must be >= 0", "use 0 for tolerance / 3")
-        need(t.max_pilot_rounds >= 1 and t.num_rounds >= 1, "target.max_pilot_rounds/num_rounds",
-             "must be at least 1", "use the defaults 8 and 4")
-        need(r.size.num_docs >= pilot_size(r), "size.num_docs",
-             f"({r.size.num_docs}) is smaller than one pilot round ({pilot_size(r)} documents)",
-             "raise size.num_docs or lower target.pilot_docs")
-
-
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate the recipe file itself (not the files it names)."""
     path = Path(path)
@@ -253,7 +177,7 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if isinstance(data.get("keep_truncated"), bool):  # the older yes/no form
         data["keep_truncated"] = "keep" if data["keep_truncated"] else "drop"
     recipe = build_record(Recipe, data, f"{where}: ")
-    _check_values(recipe, where)
+    check_recipe_values(recipe, where, pilot_docs=pilot_size(recipe))
     base = path.resolve().parent
     grid = {k: str((base / v).resolve()) if isinstance(v, str) else dataclasses.replace(v, path=str((base / v.path).resolve()))
             for k, v in recipe.grid.items()}
@@ -290,10 +214,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
                                                      where=f"{recipe.path}: grid.{name}"))
     grid = Grid({name: grid.axes[name] for name in recipe.grid})  # the recipe's axis order
     templates = tuple(load_template(Path(t.path)) for t in recipe.templates)
-    probe = template_variables(grid, first_cell(grid, max(t.num_topics for t in templates)))
     for t in templates:
         check_template_against(t, grid.variables(), f"{recipe.path}: grid")
-        t.prompts(probe, recipe.sampling.max_tokens)  # a template that fails at run time fails here
+    topic_axis = grid.axes.get("topic")
+    check_num_topics(templates, len(topic_axis.values) if topic_axis else 0, f"{recipe.path}: grid")
+    for cell in probe_cells(grid, max(t.num_topics for t in templates)):
+        variables = template_variables(grid, cell)
+        for t in templates:
+            t.prompts(variables, recipe.sampling.max_tokens)  # a template that fails at run time fails here
     reference = ()
     if recipe.reference is not None:
         k = recipe.target.k if recipe.target else recipe.scoring.k
@@ -301,6 +229,26 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
                                          where=f"{recipe.path}: reference"))
     return Plan(recipe=recipe, grid=grid, templates=templates, recipe_hash=hash_recipe(recipe),
                 reference_texts=reference)
+
+
+PROBE_CELLS = 1000  # most cells every template renders when the recipe loads
+
+
+def probe_cells(grid: Grid, num_topics: int) -> list[Cell]:
+    """Cells that together hold every value of every axis (up to PROBE_CELLS cells): cell i takes
+    value i of each axis (wrapping around), and the topics after its own as further topics."""
+    cells = []
+    for i in range(min(max(len(a.values) for a in grid.axes.values()), PROBE_CELLS)):
+        values: dict[str, str] = {}
+        for name, axis in grid.axes.items():
+            v = axis.values[i % len(axis.values)]
+            values[name] = v.value
+            if v.domain:
+                values["domain"] = v.domain
+        topics = grid.axes["topic"].values if "topic" in grid.axes else ()
+        extra = tuple(topics[(i + j) % len(topics)].value for j in range(1, num_topics)) if topics else ()
+        cells.append(Cell(values=values, extra_topics=extra))
+    return cells
 
 
 def recipe_dict(recipe: Recipe) -> dict:

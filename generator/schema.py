@@ -7,9 +7,8 @@ import dataclasses
 import typing
 from typing import Any, Literal
 
-import yaml
-
 from generator.errors import UserError
+from generator.yamlfiles import load_yaml_text
 
 
 def build_record(cls, data: Any, where: str):
@@ -67,22 +66,66 @@ def coerce_value(tp, value: Any, where: str):
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`--set size.num_docs=50` → {"size": {"num_docs": 50}}; values parse as YAML scalars."""
+    """`--set size.num_docs=50` → {"size": {"num_docs": 50}}; values parse as bounded YAML. A key
+    given twice, or both as a value and as a section (`a=1` and `a.b=2`), is refused."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # dotted key -> the pair that set it
     for pair in pairs:
         if "=" not in pair:
             raise UserError(f"--set {pair!r}: expected key=value", fix="e.g. --set size.num_docs=50")
         key, raw = pair.split("=", 1)
+        parts = [p.strip() for p in key.split(".")]
+        if not all(parts):
+            raise UserError(f"--set {pair!r}: the key {key.strip()!r} has an empty part",
+                            fix="write a recipe key with single dots between its parts, e.g. --set size.num_docs=50")
+        dotted = ".".join(parts)
+        _check_no_conflict(dotted, pair, given)
+        given[dotted] = pair
         node = out
-        *parents, last = key.strip().split(".")
-        for p in parents:
+        for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[last] = yaml.safe_load(raw) if raw else ""
+        node[parts[-1]] = _override_value(pair, raw)
     return out
 
 
-def merge_overrides(base: dict, over: dict) -> dict:
+def _check_no_conflict(dotted: str, pair: str, given: dict[str, str]) -> None:
+    if dotted in given:
+        raise UserError(f"--set {pair!r}: {dotted} is also set by --set {given[dotted]!r}",
+                        fix=f"keep one --set {dotted}=VALUE")
+    for other, other_pair in given.items():
+        if dotted.startswith(other + ".") or other.startswith(dotted + "."):
+            outer = min(dotted, other, key=len)
+            raise UserError(f"--set {pair!r} conflicts with --set {other_pair!r}: one sets {outer} as a value, "
+                            f"the other a key inside it", fix=f"set {outer} whole or its keys one by one, not both")
+
+
+def _override_value(pair: str, raw: str):
+    if not raw:
+        return ""
+    try:
+        return load_yaml_text(raw, "--set")
+    except UserError as exc:
+        what = exc.what.split(": ", 1)[-1]
+        raise UserError(f"--set {pair!r}: {what}",
+                        fix="write a valid YAML value after '=' (quote text in double quotes)") from None
+
+
+def merge_overrides(base: dict, over: dict, prefix: str = "") -> dict:
+    """`base` with `over` merged in, section by section; a section of `over` may not replace a
+    plain value or a list of `base` (a key path through a value)."""
     merged = dict(base)
     for k, v in over.items():
-        merged[k] = merge_overrides(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        here, old = f"{prefix}{k}", base.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            merged[k] = merge_overrides(old, v, f"{here}.")
+        elif isinstance(v, dict) and old is not None:
+            inner = next(iter(v), "")
+            raise UserError(f"--set {here}.{inner}: {here} is {_kind(old)} in the recipe, not a section with keys",
+                            fix=f"set the whole value instead, e.g. --set '{here}=VALUE'")
+        else:
+            merged[k] = v
     return merged
+
+
+def _kind(value: Any) -> str:
+    return "a list" if isinstance(value, list) else f"the value {repr(value)[:40]}"

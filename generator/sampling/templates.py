@@ -26,17 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-import yaml
 from jinja2 import meta
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
 
 from generator.errors import UserError
+from generator.sampling.sandbox import BoundedSandbox, TemplateLimit
+from generator.yamlfiles import load_yaml_text
 
 _HEADER = re.compile(r"\A\s*\{#-?(.*?)-?#\}", re.DOTALL)
 # Variables every template may use besides the grid's: set from the recipe, not from a cell.
 RUN_VARIABLES = frozenset({"num_words"})
 PART_VARIABLES = frozenset({"part", "num_parts"})  # set for each part of a `parts: topics` template
+MAX_NUM_TOPICS = 20  # topics of one multi-topic document
 WORDS_PER_TOKEN = 0.55  # asked length, in words, per token of max_tokens: leaves room to end at EOS
 
 
@@ -47,12 +48,11 @@ def words_for_tokens(max_tokens: int) -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def sandbox() -> SandboxedEnvironment:
+def sandbox() -> BoundedSandbox:
     """The one environment every template renders in: no file access, no attribute tricks,
-    undefined variables are errors."""
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                keep_trailing_newline=False, trim_blocks=True,
-                                lstrip_blocks=True)
+    undefined variables are errors, hard limits per render (`sampling.sandbox`)."""
+    return BoundedSandbox(undefined=jinja2.StrictUndefined, autoescape=False,
+                          keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True)
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,12 @@ def render_source(source: str, variables: dict[str, object], *, where: str = "<s
     file and the template line."""
     try:
         return _compile(source).render(**variables).strip()
+    except TemplateLimit as exc:
+        raise UserError(f"{where}{_template_line(exc)}: the template went past the sandbox's limits: {exc}",
+                        fix="simplify the expression or loop on that line; templates build prompts, "
+                            "not large computations") from None
     except jinja2.UndefinedError as exc:
-        raise UserError(f"{where}{_template_line(exc)}: {exc.message}",
-                        fix="declare the variable and make sure the grid provides it") from None
+        raise _undefined_error(exc, where) from None
     except SecurityError as exc:
         raise UserError(f"{where}{_template_line(exc)}: the sandbox refused an unsafe operation ({exc})",
                         fix="use the declared variables with filters and loops only; attributes "
@@ -98,6 +101,20 @@ def render_source(source: str, variables: dict[str, object], *, where: str = "<s
     except Exception as exc:  # noqa: BLE001 - any runtime error of a template is the template's fault
         raise UserError(f"{where}{_template_line(exc)}: template failed: {type(exc).__name__}: {exc}",
                         fix="fix the expression on that line (e.g. a filter applied to the wrong type)") from None
+
+
+def _undefined_error(exc: jinja2.UndefinedError, where: str) -> UserError:
+    """A missing variable, or an attribute the value lacks or the sandbox blocks."""
+    attribute = re.search(r"has no attribute '(.*)'$", exc.message or "")
+    at = f"{where}{_template_line(exc)}"
+    if attribute and attribute.group(1).startswith("_"):
+        return UserError(f"{at}: the sandbox blocks attribute {attribute.group(1)!r} (no attribute starting "
+                         "with '_' is ever allowed)", fix="use the variable itself with filters, e.g. "
+                         "{{ topic | upper }}")
+    if attribute:
+        return UserError(f"{at}: {exc.message}", fix="use the variable itself or a filter on it; grid "
+                         "values are texts")
+    return UserError(f"{at}: {exc.message}", fix="declare the variable and make sure the grid provides it")
 
 
 def _template_line(exc: BaseException) -> str:
@@ -132,10 +149,8 @@ def load_template(path: Path) -> Template:
     header = _HEADER.match(source)
     decl = {}
     if header:
-        try:
-            decl = yaml.safe_load(header.group(1)) or {}
-        except yaml.YAMLError:
-            decl = None
+        first_line = source.count("\n", 0, header.start(1)) + 1
+        decl = load_yaml_text(header.group(1), where, first_line=first_line) or {}
     if not isinstance(decl, dict) or "variables" not in decl:
         raise UserError(f"{where}: missing declaration header",
                         fix="start the file with {# variables: [topic, ...] #}")
@@ -148,8 +163,9 @@ def load_template(path: Path) -> Template:
             f"{where}: declared variables {sorted(declared)} differ from those used {sorted(used)}",
             fix="make the header's variables list match the template body")
     num_topics = decl.get("num_topics", 1)
-    if not isinstance(num_topics, int) or num_topics < 1:
-        raise UserError(f"{where}: num_topics must be a positive integer", fix="num_topics: 3")
+    if isinstance(num_topics, bool) or not isinstance(num_topics, int) or not 1 <= num_topics <= MAX_NUM_TOPICS:
+        raise UserError(f"{where}: num_topics must be a positive integer of at most {MAX_NUM_TOPICS}, got "
+                        f"{str(num_topics)[:40]!r}", fix="num_topics: 3")
     parts = decl.get("parts")
     if parts not in (None, "topics"):
         raise UserError(f"{where}: parts must be 'topics' (one generation per topic), not {parts!r}",

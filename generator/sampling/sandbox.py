@@ -180,10 +180,15 @@ def _concat(chunks: Iterable[str]) -> str:
     try:
         out, size = [], 0
         for chunk in chunks:
-            _spend()
             size += len(chunk)
-            if size > MAX_VALUE_LEN:
-                raise TemplateLimit(f"writes more than {MAX_VALUE_LEN} characters")
+            try:
+                _spend()
+                if size > MAX_VALUE_LEN:
+                    raise TemplateLimit(f"writes more than {MAX_VALUE_LEN} characters")
+            except TemplateLimit as exc:
+                if hasattr(chunks, "throw"):
+                    chunks.throw(exc)  # raised where the template stands, so the error names its line
+                raise
             out.append(chunk)
         return "".join(out)
     finally:

@@ -156,11 +156,41 @@ CASES = {
     "grid yaml syntax": (grid_case("axis: persona\nvalues: [a\n"), "invalid YAML"),
     "grid non-utf8": (grid_case("axis: persona\nvalues: [caf\xe9]\n".encode("latin-1")), "not UTF-8"),
     "grid negative weight": (grid_case("axis: persona\nvalues: [{value: a, weight: -2}]\n"), "positive number"),
+    "grid zero weight": (grid_case("axis: persona\nvalues: [{value: a, weight: 0}]\n"), r"values\[0\]: weight of 'a'"),
+    "grid nan weight": (grid_case("axis: persona\nvalues: [{value: a, weight: .nan}]\n"), "positive number, got nan"),
+    "grid infinite weight": (grid_case("axis: persona\nvalues: [{value: a, weight: .inf}, b]\n"),
+                             r"weight of 'a' is inf, outside 1e-09"),
+    "grid text weight": (grid_case("axis: persona\nvalues: [{value: a, weight: '2'}]\n"), "without quotes"),
+    "grid domain weight nan": (grid_case("axis: persona\ndomains: [{name: X, weight: nan, topics: [a]}]\n"),
+                               r"domains\[0\]: weight of domain 'X' must be a positive number"),
+    "grid weights as a mapping": (grid_case("axis: persona\nvalues: {a nurse: 2, a pilot: 1}\n"),
+                                  "values is a mapping; it must be a list"),
+    "grid null value": (grid_case("axis: persona\nvalues: [{value: null}]\n"), r"value is empty \(YAML null\)"),
+    "grid integer value": (grid_case("axis: persona\nvalues: [1984]\n"), r"quote it to keep it as text: \"1984\""),
+    "grid text where a list belongs": (grid_case("axis: persona\nvalues: a nurse\n"), "values must be a list"),
+    "grid duplicate key": (grid_case("axis: persona\nvalues: [a]\nvalues: [b]\n"), r"bad_grid.yaml:3: duplicate key"),
+    "grid deeply nested": (grid_case("axis: persona\nvalues: " + "[" * 3000 + "]" * 3000 + "\n"),
+                           "nested deeper than 64 levels"),
+    "grid alias bomb": (grid_case("axis: persona\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))),
+                        "aliases stand for more than 10000 nodes"),
+    "recipe duplicate key": (recipe_case(SMALL_RECIPE + "seed: 4\n"), r"duplicate key 'seed' \(first given on line"),
     # templates
     "template syntax error": (template_case("{# variables: [topic] #}About {{ topic }"), "template syntax error"),
     "template without header": (template_case("About {{ topic }}"), "missing declaration header"),
     "undeclared template variable": (template_case("{# variables: [topic] #}{{ topic }} {{ mood }}"),
                                      "differ from those used"),
+    "template huge power": (template_case("{# variables: [topic] #}\n{{ topic }} {{ 9**(9**9) }}"),
+                            r"bad.j2:2: the template went past the sandbox's limits: '\*\*' makes an integer"),
+    "template nested ranges": (template_case("{# variables: [topic] #}\n{{ topic }}{% for i in range(9999) %}"
+                                             "{% for j in range(9999) %}{% endfor %}{% endfor %}"),
+                               r"bad.j2:2: .*more than 1000000 loop steps"),
+    "template num_topics huge": (template_case("{#\nvariables: [topics]\nnum_topics: 100000000\n#}{{ topics }}"),
+                                 "num_topics must be a positive integer of at most 20"),
+    "template blocked dunder": (template_case("{# variables: [topic] #}\n{{ topic.__nothing__ }}"),
+                                r"bad.j2:2: the sandbox blocks attribute '__nothing__'"),
+    "template header duplicate key": (template_case("{#\nvariables: [topic]\nvariables: [topic]\n#}{{ topic }}"),
+                                      r"bad.j2:3: duplicate key 'variables'"),
     # data files for score
     "score missing path": (data_case("nothing.parquet", None), "no such file"),
     "score empty jsonl": (data_case("empty.jsonl", ""), "empty"),
@@ -234,6 +264,7 @@ JUDGE_CASES = {
 }
 
 
+@pytest.mark.timeout(120)  # template, YAML and grid inputs that once hung
 @pytest.mark.parametrize("name", sorted(CASES) + sorted(JUDGE_CASES))
 def test_bad_input_exits_2_with_one_clear_line(name, tmp_path, capsys, monkeypatch):
     from fakes import fake_judge_model

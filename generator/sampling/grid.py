@@ -119,7 +119,7 @@ def _yaml_number(text: str) -> str | None:
 def _weight(raw: object, where: str, label: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         number = _yaml_number(raw) if isinstance(raw, str) else None
-        quoted = number is not None and isinstance(yaml.safe_load(raw), (int, float))
+        quoted = number is not None and len(raw) < 40 and isinstance(yaml.safe_load(raw), (int, float))
         fix = (f"write `weight: {raw.strip()}` without quotes" if quoted
                else f"write `weight: {number}` (YAML reads {raw} as text)" if number
                else "write a number, e.g. `weight: 2`, or drop it for weight 1")

@@ -27,7 +27,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum
 
 MAX_RENDER_S = 2.0
-MAX_VALUE_LEN = 200_000
+MAX_VALUE_LEN = 2_000_000  # characters: room for a seed document of a long-context prompt
 MAX_INT_BITS = 4096
 MAX_RANGE = 10_000
 MAX_LOOP_STEPS = 1_000_000

@@ -150,7 +150,13 @@ def load_yaml_text(text: str, where: str, *, first_line: int = 1):
         raise UserError(f"{where}: larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB of YAML",
                         fix="split it into smaller files, or keep large data in Parquet/JSONL files")
     offset = first_line - 1
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character, checked before parsing
+        line = text.count("\n", 0, max(exc.position, 0)) + 1 + offset
+        raise UserError(f"{where}:{line}: invalid YAML (character #x{exc.character:04x} is not allowed)",
+                        fix="remove the control character, or write it as an escape in a double-quoted "
+                            "text") from None
     try:
         return loader.get_single_data()
     except _Refusal as exc:
@@ -159,7 +165,8 @@ def load_yaml_text(text: str, where: str, *, first_line: int = 1):
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1 + offset}" if mark else ""
         problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
-        raise UserError(f"{where}{line}: invalid YAML ({problem})", fix="fix the YAML syntax on that line") from None
+        raise UserError(f"{where}{line}: invalid YAML ({problem})",
+                        fix="fix the YAML syntax on that line") from None
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())[:200]
         raise UserError(f"{where}: invalid YAML ({first})", fix="fix the YAML syntax") from None

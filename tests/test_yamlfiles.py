@@ -33,6 +33,7 @@ def test_reads_plain_yaml_with_anchors_and_merge_keys():
     ("day: 2024-13-45\n", 1, r"cannot read the value '2024-13-45'"),
     ("a: [1, 2\nb: 3\n", 2, r"invalid YAML \(expected ',' or ']'"),
     ("a: !!python/object:os.system x\n", 1, r"invalid YAML \(could not determine a constructor"),
+    ("a: 1\nb: \x07\n", 2, r"invalid YAML \(character #x0007 is not allowed\)"),
 ])
 def test_refusals_name_the_file_and_line(text, line, match):
     with pytest.raises(UserError, match=match) as info:

@@ -113,7 +113,9 @@ def _yaml_number(text: str) -> str | None:
     if x.is_integer() and x < 1e15:
         return str(int(x))
     mantissa, _, exponent = repr(x).partition("e")
-    return mantissa if not exponent else f"{mantissa if '.' in mantissa else mantissa + '.0'}e{int(exponent):+d}"
+    if not exponent:
+        return mantissa
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{int(exponent):+d}"
 
 
 def _weight(raw: object, where: str, label: str) -> float:
@@ -173,7 +175,8 @@ def _domain_values(data: dict, where: str) -> list[tuple[str, AxisValue]]:
     topics so it weighs the domain as a whole."""
     values: list[tuple[str, AxisValue]] = []
     names: set[str] = set()
-    for i, dom in enumerate(_entries(data["domains"], where, "domains", "`- name: Physics` with `topics: [...]`")):
+    domains = _entries(data["domains"], where, "domains", "`- name: Physics` with `topics: [...]`")
+    for i, dom in enumerate(domains):
         if not isinstance(dom, dict) or "name" not in dom or "topics" not in dom:
             raise UserError(f"{where}: domains[{i}] needs 'name' and 'topics'",
                             fix="write `- name: Physics` with a `topics:` list")
@@ -193,7 +196,8 @@ def _domain_values(data: dict, where: str) -> list[tuple[str, AxisValue]]:
         for j, t in enumerate(topics):
             label = f"domains[{i}].topics[{j}]"
             v = _parse_entry(t, f"{where}: {label}", domain=name)
-            values.append((label, AxisValue(v.value, v.weight * scale / len(topics), v.description, v.domain)))
+            weight = v.weight * scale / len(topics)
+            values.append((label, AxisValue(v.value, weight, v.description, v.domain)))
     return values
 
 
@@ -208,7 +212,8 @@ def load_axis(path: Path, name: str | None = None) -> Axis:
     if not axis_name:
         raise UserError(f"{where}: no axis name", fix="add `axis: NAME` to the file")
     if not isinstance(axis_name, str):
-        raise UserError(f"{where}: axis name must be text, got {_show(axis_name)}", fix="e.g. `axis: persona`")
+        raise UserError(f"{where}: axis name must be text, got {_show(axis_name)}",
+                        fix="e.g. `axis: persona`")
     unknown = set(data) - {"axis", "description", "values", "domains"}
     if unknown:
         raise UserError(f"{where}: unknown key(s) {sorted(map(str, unknown))}",

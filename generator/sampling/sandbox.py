@@ -158,7 +158,7 @@ def _range(*args: int) -> Iterable[int]:
     return numbers
 
 
-def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002 (Jinja's names)
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002
     if not 0 <= n <= 100 or not 0 <= max <= 1000:
         raise TemplateLimit("lipsum() of more than 100 paragraphs or 1000 words each")
     return generate_lorem_ipsum(n, html, min, max)

@@ -163,7 +163,8 @@ def load_template(path: Path) -> Template:
             f"{where}: declared variables {sorted(declared)} differ from those used {sorted(used)}",
             fix="make the header's variables list match the template body")
     num_topics = decl.get("num_topics", 1)
-    if isinstance(num_topics, bool) or not isinstance(num_topics, int) or not 1 <= num_topics <= MAX_NUM_TOPICS:
+    whole = isinstance(num_topics, int) and not isinstance(num_topics, bool)
+    if not whole or not 1 <= num_topics <= MAX_NUM_TOPICS:
         raise UserError(f"{where}: num_topics must be a positive integer of at most {MAX_NUM_TOPICS}, got "
                         f"{str(num_topics)[:40]!r}", fix="num_topics: 3")
     parts = decl.get("parts")

@@ -16,6 +16,10 @@ Every other axis is a flat list::
         description: optional longer text handed to templates as persona_description
         weight: 1            # optional
 
+Values, domain names and descriptions are text: a number or null is refused, so quote it
+(`- "1984"`). Weights are unquoted numbers from 1e-9 to 1e9 (YAML reads `1e3` as text: write
+`1000` or `1.0e+3`); to leave a value out, remove it. `values`, `domains` and `topics` are lists.
+
 Sampling draws each axis independently (domain, then topic within it), so a grid whose
 product has 10^8 cells is sampled without ever being materialised.
 """

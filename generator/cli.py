@@ -1,4 +1,4 @@
-"""`generator` command line: run, render, score, calibrate, export, card.
+"""`generator` command line: run, render, score, calibrate, export, card, verify.
 
 Every command checks its arguments and inputs before any heavy step. User errors print one
 line `error: ... (fix: ...)` and exit with code 2, without a traceback.
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     card = sub.add_parser("card", help="write RUN_DIR/README.md, a dataset card with plots",
                           description="Write a Hugging Face dataset card (README.md) with plots for a run folder.")
     card.add_argument("run_dir", type=Path)
+    verify = sub.add_parser("verify", help="check a run folder's shards, manifest, state and reports",
+                            description="Check RUN_DIR against itself; print each problem and its repair "
+                                        "(exit 2 when there is one).")
+    verify.add_argument("run_dir", type=Path)
     return parser
 
 
@@ -76,19 +80,24 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-field", default="text", help="text column of real corpora (default text)")
 
 
+MAX_RENDER = 10_000  # most prompts `render -n` prints (drawn and printed 1000 at a time)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from generator.recipe import load_recipe
     from generator.sampling.requests import plan_samples
 
-    if args.n <= 0:
-        raise UserError(f"-n {args.n}: must be positive", fix="e.g. -n 5")
+    if not 0 < args.n <= MAX_RENDER:
+        raise UserError(f"-n {args.n}: must be {'positive' if args.n <= 0 else f'at most {MAX_RENDER}'}",
+                        fix=f"e.g. -n 5 (at most -n {MAX_RENDER})")
     plan = load_recipe(args.recipe, args.overrides)
-    for s in plan_samples(plan, 0, args.n):
-        cells = ", ".join(f"{k}={v}" for k, v in s.values.items())
-        print(f"--- sample {s.index} · template {s.template} · id {s.request.id}\n[{cells}]")
-        if s.request.system:
-            print(f"[system] {s.request.system}")
-        print(s.request.prompt + "\n")
+    for start in range(0, args.n, 1000):
+        for s in plan_samples(plan, start, min(1000, args.n - start)):
+            cells = ", ".join(f"{k}={v}" for k, v in s.values.items())
+            print(f"--- sample {s.index} · template {s.template} · id {s.request.id}\n[{cells}]")
+            if s.request.system:
+                print(f"[system] {s.request.system}")
+            print(s.request.prompt + "\n")
     return 0
 
 
@@ -159,12 +168,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     default_name = Path(args.run_dir).resolve().name.replace(" ", "_")
     specs = [parse_source(args.run_dir, default_name=default_name), *(parse_source(m) for m in args.mix)]
-    check_out(args.out)
-    check_mix_options(args.max_repetition, args.total_tokens)
+    check_out(args.out, inputs=[s.path for s in specs])
+    check_mix_options(args.max_repetition, args.total_tokens, args.seed)
     for spec in specs:
         if not Path(spec.path).exists():
             raise UserError(f"source {spec.name!r}: {spec.path}: no such file or folder",
                             fix="check the path of the run or corpus")
+    from generator.run.verify import is_run_folder, require_intact
+    for spec in specs:
+        if is_run_folder(Path(spec.path)):
+            require_intact(Path(spec.path), "export")
     if args.tokenizer is not None and not Path(args.tokenizer).exists():
         raise UserError(f"--tokenizer {args.tokenizer}: no such file or folder",
                         fix="pass a local tokenizer folder or its tokenizer.json")
@@ -180,12 +193,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_card(args: argparse.Namespace) -> int:
     from generator.export.card import write_card
+    from generator.run.verify import require_intact
+    require_intact(args.run_dir, "card")
     print(f"wrote {write_card(args.run_dir)}")
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from generator.run.verify import intact_line, verify_run
+    problems = verify_run(args.run_dir)
+    for problem in problems:
+        print(problem.line)
+    if problems:
+        say(f"error: {args.run_dir}: {len(problems)} problem(s); each line above gives its repair")
+        return 2
+    print(intact_line(args.run_dir))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "render": cmd_render, "score": cmd_score, "calibrate": cmd_calibrate,
-            "export": cmd_export, "card": cmd_card}
+            "export": cmd_export, "card": cmd_card, "verify": cmd_verify}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,6 +91,8 @@ def judge_settings(args: argparse.Namespace):
     flags = {"model": args.judge_model, "k": args.k, "invalid_policy": getattr(args, "invalid_policy", None)}
     if args.judge_endpoint:
         flags.update(endpoint=args.judge_endpoint, backend="openai")
+    if not isinstance(pairs.get("judge", {}), dict):
+        raise UserError(f"--set judge={pairs['judge']!r}: judge is a section", fix="set its keys: --set judge.KEY=VALUE")
     over = {**pairs.get("judge", {}), **{key: v for key, v in flags.items() if v is not None}}
     return read_settings(base, over, f"{where}: judge")
 
@@ -116,15 +118,38 @@ def check_judge_args(args: argparse.Namespace) -> None:
     threshold = getattr(args, "threshold", None)
     if threshold is not None and not 0 < threshold <= 2:
         fail(f"--threshold {threshold}: a cosine distance lies in (0, 2]", f"e.g. the default --threshold {DEFAULT_THRESHOLD}")
+    if not 0 <= args.seed < 2**63:
+        fail(f"--seed {args.seed}: must be in [0, 2**63 - 1]", "e.g. --seed 0")
     corpora = args.data if isinstance(args.data, list) else [args.data]
     for flag, path in [*(("corpus", p) for p in corpora), ("--reference", getattr(args, "reference", None))]:
         if path is not None and not Path(path).exists():
             fail(f"{flag} {path}: no such file or folder", "check the corpus path")
+    check_output_files(args, [*corpora, *([args.reference] if getattr(args, "reference", None) else [])])
     if getattr(args, "judge", "llm") == "llm":
         if args.judge_endpoint and not args.settings.model:
             fail("--judge-endpoint needs the name of the model it serves", "add --judge-model NAME")
         if not args.settings.model:
             fail("the llm judge needs a model", "pass --judge-model M, --set judge.model=M or --recipe FILE")
+
+
+def check_output_files(args: argparse.Namespace, inputs: list) -> None:
+    """--json, --plot and --audit (and the audit file beside --json) can be written, outside the inputs."""
+    from generator.outputs import check_out_file
+    json_path, audit = getattr(args, "json", None), getattr(args, "audit", None)
+    if audit is None and json_path is not None and hasattr(args, "audit"):  # score writes one beside --json
+        audit = json_path.with_suffix(".audit.jsonl")
+    for flag, path in (("--json", json_path), ("--plot", getattr(args, "plot", None)), ("--audit", audit)):
+        if path is not None:
+            check_out_file(path, flag, inputs=inputs)
+
+
+def check_corpus_sizes(args: argparse.Namespace, corpora: list) -> None:
+    """Every corpus holds K documents for a batch, checked before any is scored."""
+    for path, (texts, _) in zip(args.data if isinstance(args.data, list) else [args.data], corpora):
+        if len(texts) < args.k:
+            raise UserError(f"corpus {path}: {len(texts)} documents, fewer than K={args.k} per batch",
+                            fix=f"pass --k {len(texts)} or less, or score a larger corpus" if len(texts) >= 2 else
+                            "score a corpus of 2 or more documents (K is at least 2)")
 
 
 def open_cli_judge(args: argparse.Namespace, kind: str, *, budget=None, audit=None):
@@ -142,6 +167,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from generator.readers import load_corpus
 
     if args.recompute:
+        check_output_files(args, [args.recompute])
         result = recompute(args.recompute, args.invalid_policy or "split", seed=args.seed)
         print(format_recomputed(result))
         if args.json:
@@ -150,8 +176,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_judge_args(args)
     if args.plot is not None and len(args.data) < 2:
         raise UserError("--plot compares several corpora", fix="pass two or more corpora, or drop --plot")
+    from generator.run.verify import is_run_folder, require_intact
+    for path in [*args.data, *([args.reference] if args.reference else [])]:
+        if is_run_folder(Path(path)):
+            require_intact(Path(path), "score")  # a damaged run folder is refused before any is read
     corpora = [load_corpus(path, args.text_field) for path in args.data]
     reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
+    check_corpus_sizes(args, corpora)
     audit_path = args.audit or (args.json.with_suffix(".audit.jsonl") if args.json else None)
     audit = AuditLog(audit_path) if audit_path else None
     budget = CallBudget(args.max_calls)
@@ -219,6 +250,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     check_judge_args(args)
     texts, _ = load_corpus(args.data, args.text_field)
+    check_corpus_sizes(args, [(texts, None)])
     judge = open_cli_judge(args, "llm")
     try:
         judge.prepare(texts)

@@ -251,6 +251,12 @@ def probe_cells(grid: Grid, num_topics: int) -> list[Cell]:
     return cells
 
 
+def recipe_inputs(recipe: Recipe) -> list[str]:
+    """Every file and folder the recipe reads: grid files, seed documents, templates, reference."""
+    grid = [v if isinstance(v, str) else v.path for v in recipe.grid.values()]
+    return [*grid, *(t.path for t in recipe.templates), *([recipe.reference.path] if recipe.reference else [])]
+
+
 def recipe_dict(recipe: Recipe) -> dict:
     d = dataclasses.asdict(recipe)
     d.pop("path")

@@ -243,7 +243,7 @@ def judge_case(*options: str, recipe: str = ""):
     if recipe:
         return recipe_case(SMALL_RECIPE.replace("size: {num_docs: 20,", "size: {num_docs: 200,")
                            + "target: {score: 3, judge: llm}\n" + recipe)
-    return data_case("c.jsonl", '{"text": "a"}\n', "--judge", "llm", "--judge-model", "m", *options)
+    return data_case("c.jsonl", REAL, "--judge", "llm", "--judge-model", "m", *options)
 
 
 JUDGE_CASES = {

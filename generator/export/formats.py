@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,7 @@ import yaml
 from generator.errors import UserError
 from generator.export.mixes import PROVENANCE_COLUMNS, Mix, MixedSource, encode_texts
 from generator.files import atomic_write_text, write_yaml
+from generator.outputs import check_out_dir
 
 FORMATS = ("datatrove", "megatron", "nanotron", "olmo")
 DOCS_PER_FILE = 100_000
@@ -40,8 +41,10 @@ METADATA_TYPE = pa.struct([("source", pa.string()), ("source_kind", pa.string())
 DOCUMENT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("metadata", METADATA_TYPE)])
 
 
-def check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+def check_out(out: Path, inputs: Sequence[str | Path] = ()) -> None:
+    """The export folder: new or empty, writable, outside every source in `inputs`."""
+    check_out_dir(out, "--out", inputs=inputs)
+    if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out}: exists and is not an empty folder", fix="choose a new --out folder")
 
 

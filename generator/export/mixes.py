@@ -228,20 +228,20 @@ def load_source(spec: SourceSpec, tokenizer: Tokenizer, *, text_field: str = "te
 
 def run_provenance(run: Path, meta: Mapping[str, list]) -> dict:
     """Where a generated run came from: recipe, hashes, models, and its diversity report."""
+    from generator.files import read_json  # a damaged file raises UserError
+
     recipe_file = run / "recipe.resolved.yaml"
     recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else {}
-    out: dict[str, Any] = {"run": run.resolve().name, "recipe": (recipe or {}).get("name"),
+    out: dict[str, Any] = {"run": run.resolve().name, "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
                            "recipe_hashes": sorted(set(meta.get("recipe_hash", []))),
                            "models": sorted(set(meta.get("model", [])))}
-    diversity = run / "diversity.json"
-    if diversity.is_file():
-        d = json.loads(diversity.read_text())
+    d = read_json(run / "diversity.json") if (run / "diversity.json").is_file() else None
+    if isinstance(d, dict):
         out["diversity"] = {k: d.get(k) for k in ("judge", "k", "score", "ci_low", "ci_high", "num_scored")}
         if d.get("proxies"):
             out["diversity"]["proxies"] = d["proxies"]
-    summary = run / "summary.json"
-    if summary.is_file():
-        s = json.loads(summary.read_text())
+    s = read_json(run / "summary.json") if (run / "summary.json").is_file() else None
+    if isinstance(s, dict):
         for key in ("target", "achieved"):
             if key in s:
                 out[key] = s[key]
@@ -250,12 +250,16 @@ def run_provenance(run: Path, meta: Mapping[str, list]) -> dict:
 
 # ---- the mix ------------------------------------------------------------------------------------
 
-def check_mix_options(max_repetition: float, total_tokens: int | None) -> None:
+def check_mix_options(max_repetition: float, total_tokens: int | None, seed: int = 0) -> None:
     """Reject impossible mix options before any corpus or tokenizer is loaded."""
     if not max_repetition > 0:
         raise UserError(f"--max-repetition {max_repetition}: must be positive", fix="e.g. --max-repetition 4")
+    if not math.isfinite(max_repetition):
+        raise UserError(f"--max-repetition {max_repetition}: must be a finite number", fix="e.g. --max-repetition 4")
     if total_tokens is not None and total_tokens <= 0:
         raise UserError(f"--total-tokens {total_tokens}: must be positive", fix="e.g. --total-tokens 1000000")
+    if not 0 <= seed < 2**63:
+        raise UserError(f"--seed {seed}: must be in [0, 2**63 - 1]", fix="e.g. --seed 0")
 
 
 def plan_mix(specs: Sequence[SourceSpec], corpora: Sequence[Corpus], tokenizer: Tokenizer, *,
@@ -266,14 +270,21 @@ def plan_mix(specs: Sequence[SourceSpec], corpora: Sequence[Corpus], tokenizer: 
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise UserError(f"source name {duplicate!r} is used twice", fix="give every --mix source its own NAME")
-    check_mix_options(max_repetition, total_tokens)
+    check_mix_options(max_repetition, total_tokens, seed)
     weights = np.array([s.weight for s in specs], dtype=float)
+    if not np.isfinite(weights.sum()):
+        raise UserError(f"the weights {[s.weight for s in specs]} add up to more than a float holds",
+                        fix="give the weights as shares, e.g. 0.7 and 0.3")
     weights /= weights.sum()
     available = np.array([c.available_tokens for c in corpora], dtype=float)
     total = total_tokens if total_tokens is not None else int(np.floor((available / weights).min()))
     mixed = []
     for spec, corpus, w in zip(specs, corpora, weights):
         target = int(round(w * total))
+        if target == 0:
+            raise UserError(f"source {spec.name!r} gets no tokens: its weight is {w:.3g} of the {total}-token mix",
+                            fix=f"raise the weight of {spec.name!r} (to a share of at least {1 / max(total, 1):.3g}), "
+                                "or drop it from the mix")
         needed = target / corpus.available_tokens
         if needed > max_repetition + 1e-9:
             raise UserError(

@@ -271,7 +271,8 @@ def check_batch_inputs(num_docs: int, k: int, min_batches: int, num_batches: int
         raise ScoreError(f"K={k} documents per batch is too small", fix="use --k 2 or more (10 is standard)")
     if k > num_docs:
         raise ScoreError(f"K={k} documents per batch but the corpus has only {num_docs}",
-                         fix=f"pass --k {num_docs} or less, or score a larger corpus")
+                         fix=f"pass --k {num_docs} or less, or score a larger corpus" if num_docs >= 2 else
+                         "score a corpus of 2 or more documents (K is at least 2)")
     if num_batches < 1 or min_batches < 1:
         raise ScoreError(f"num_batches={num_batches} and min_batches={min_batches} must be at least 1",
                          fix="raise the batch counts")

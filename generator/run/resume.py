@@ -23,7 +23,8 @@ import yaml
 from generator.errors import UserError
 from generator.files import (atomic_write_text, read_documents, read_manifest, shard_entry, shard_path, shard_paths,
                              write_manifest, write_yaml)
-from generator.recipe import Plan, recipe_dict
+from generator.outputs import check_out_dir
+from generator.recipe import Plan, recipe_dict, recipe_inputs
 from generator.run.dedup import index_path
 from generator.run.state import Counters, RunState, load_state, pilot_dir, save_state
 from generator.run.verify import check_shard
@@ -38,8 +39,7 @@ OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plo
 def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
     """Decide what to do with `out` without touching it: "new", "resume" or "overwrite". A resume
     is checked through (state, manifest, committed shards) before it is allowed."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: --out is a file, not a folder", fix="pass a folder path to --out")
+    check_out_dir(out, "--out", inputs=recipe_inputs(plan.recipe))  # a writable folder outside the inputs
     if not holds_anything(out):
         if resume:
             what = "no such folder" if not out.exists() else "the folder holds no run"

@@ -196,6 +196,21 @@ class RepeatingBackend(FakeBackend):
         return out
 
 
+class SeededFaultsBackend(FakeBackend):
+    """Fails the requests whose seed is divisible by 7 and answers those divisible by 5 with one
+    fixed text (exact duplicates): by seed, so a resumed run fails and repeats the same samples."""
+
+    def generate(self, requests):
+        out = []
+        for r, result in zip(requests, super().generate(requests)):
+            if r.seed % 7 == 0:
+                result = failed_result(r, "simulated engine error")
+            elif r.seed % 5 == 0:
+                result = Result(id=r.id, text="The same answer again.", finish_reason="stop", num_tokens=4)
+            out.append(result)
+        return out
+
+
 # ---- the LLM judge ------------------------------------------------------------------------------
 
 def _judge_criteria():

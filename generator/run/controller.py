@@ -27,7 +27,7 @@ from generator.run.rounds import (accept_pilot, add_judge_cost, corpus_draw_sd, 
                                   measure, next_pilot_round, read_corpus, round_fidelity, warn_corpus_draw, weights_file)
 from generator.run.reference import ReferenceStats, Shift, measure_shift, open_reference, read_shift_inputs, resolve_target
 from generator.run.resume import prepare_output
-from generator.run.state import Round, RunState, pilot_dir, save_state
+from generator.run.state import Round, RunState, pilot_dir, save_state, with_phase
 
 log = logging.getLogger(__name__)
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "calibrate": 707, "confirm": 808,
@@ -151,7 +151,8 @@ def reweight_for_shift(ctx: Context, state: RunState, shift: Shift, share_left: 
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     """Generate one pilot round at the current c, score it, and decide what comes next."""
     this_round, c = state.steering.round, state.steering.concentration
-    state = ctx.pipe.set_epoch(state, state.counters.next_index, state.steering.weights)
+    if not state.steering.round_docs:  # a round resumed after its documents keeps the epoch they were drawn in
+        state = ctx.pipe.set_epoch(state, state.counters.next_index, state.steering.weights)
     state = ctx.pipe.advance(state, pilot_size(ctx.plan.recipe))
     ctx.pipe.drain()  # a pilot round ends at its last document; later samples are drawn again
     if state.stopped:
@@ -394,8 +395,3 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     plot_weights(s.weights, ctx.out / "plots" / "weights.png")
     plot_shift(ctx.out / "controller.jsonl", ctx.out / "plots" / "shift_trajectory.png")
     return (state if state.stopped else with_phase(state, "done")), extra
-
-
-def with_phase(state: RunState, phase: str) -> RunState:
-    return dataclasses.replace(state, steering=dataclasses.replace(state.steering, phase=phase))
-

@@ -117,6 +117,10 @@ def weights_at(steering: Steering, index: int) -> dict:
     return {}
 
 
+def with_phase(state: RunState, phase: str) -> RunState:
+    return dataclasses.replace(state, steering=dataclasses.replace(state.steering, phase=phase))
+
+
 def save_state(out: Path, state: RunState) -> None:
     write_json(out / "state.json", dataclasses.asdict(state))
 

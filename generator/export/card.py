@@ -21,7 +21,7 @@ import yaml
 
 from generator.errors import UserError
 from generator.records import GRID_COLUMNS, SCHEMA
-from generator.files import atomic_write_text, read_documents, read_rows
+from generator.files import atomic_write_text, read_documents, read_json, read_rows, verify_fix
 from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,26 @@ def read_texts(run: Path, rows: np.ndarray) -> list[str]:
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """A report of the run (None when absent); a damaged one raises UserError (see run/verify.py)."""
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping, got {type(data).__name__}", fix=verify_fix(path.parent))
+    return data
 
 
 def _read_yaml(path: Path) -> dict | None:
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    """The run's resolved recipe (None when absent); a damaged one raises UserError."""
+    if not path.exists():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        raise UserError(f"{path}: cannot be read ({type(exc).__name__})", fix=verify_fix(path.parent)) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a recipe mapping, got {type(data).__name__}", fix=verify_fix(path.parent))
+    return data
 
 
 # ---- sections ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from generator.judges.embedding import EmbeddingJudge
 from generator.judges.protocol import MAX_FAILURE_SHARE, Judge, attribute_cells, score_corpus
 from generator.readers import load_corpus
 from generator.records import GRID_COLUMNS
-from generator.files import MEASURE_ROWS, count_documents, read_rows, write_json
+from generator.files import MEASURE_ROWS, count_documents, read_json, read_rows, write_json
 from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ def score_run(out: str | Path, *, judge: Judge, k: int = 10, seed: int = 0, num_
     if ruler is not None:
         result["ruler"] = ruler
     write_json(out / "diversity.json", result)
-    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
-    if result.get("fidelity") and summary is not None and not summary.get("fidelity"):
+    summary = read_json(out / "summary.json") if (out / "summary.json").is_file() else None
+    if result.get("fidelity") and isinstance(summary, dict) and not summary.get("fidelity"):
         write_json(out / "summary.json", {**summary, "fidelity": result["fidelity"]})  # the final corpus's
     return result
 

@@ -117,3 +117,23 @@ def test_a_steered_run_without_its_state_is_refused(tmp_path):
         controller.run(plan, out, EchoBackend(), resume=True, judge=judge)
     assert snapshot(out) == before
 
+
+
+@pytest.mark.parametrize("state, message", [(None, "cannot resume, no such folder"),
+                                            ("a folder", "state.json: a folder where")])
+def test_run_resume_of_no_run_or_a_damaged_state_exits_2_before_any_engine_starts(
+        state, message, finished, tmp_path, capsys, monkeypatch):
+    import generator.backends
+    from generator.cli import main
+    monkeypatch.setattr(generator.backends, "open_backend", lambda *a, **k: pytest.fail("an engine started"))
+    out = tmp_path / "run"
+    if state is not None:
+        shutil.copytree(finished, out)
+        (out / "state.json").unlink()
+        (out / "state.json").mkdir()
+    recipe = write_recipe(tmp_path, SMALL_RECIPE)
+    argv = ["run", str(recipe), "--out", str(out), "--set", "size.shard_rows=6", "--set", "max_failure_rate=0.5"]
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "(fix: " in err, err
+    assert out.exists() == (state is not None)

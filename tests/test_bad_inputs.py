@@ -70,6 +70,7 @@ def seed_doc_case(field: str):
     return make
 
 
+FIRST_PERSONA = "a retired merchant-navy engineer who restores mechanical clocks"  # topics/personas.yaml
 REAL = "".join(json.dumps({"text": f"real document {i}"}) + "\n" for i in range(40))
 REAL_FEW = "".join(json.dumps({"text": f"real document {i}"}) + "\n" for i in range(8))
 
@@ -91,6 +92,43 @@ def export_mix_case(mix: str):
         args = export_case()(tmp)
         return [*args, "--mix", mix.replace("@TMP@", str(tmp))]
     return make
+
+
+def set_case(*pairs: str, command: str = "run"):
+    """`run` (or `render`) of the small recipe with `--set PAIR` for each pair."""
+    def make(tmp: Path) -> list[str]:
+        recipe = str(write_recipe(tmp, SMALL_RECIPE))
+        out = ["--out", str(tmp / "out")] if command == "run" else []
+        return [command, recipe, *out, *(a for p in pairs for a in ("--set", p))]
+    return make
+
+
+def num_topics_case(tmp: Path) -> list[str]:
+    """A template asking for 4 topics per document over a topic axis of 3."""
+    (tmp / "topics3.yaml").write_text("axis: topic\ndomains:\n  - name: Physics\n    topics: [light, heat, sound]\n")
+    (tmp / "multi.j2").write_text("{#\nvariables: [topics]\nnum_topics: 4\n#}\nWrite about {{ topics | join(', ') }}.")
+    body = (f"name: multi\nroots: [{tmp}]\ngrid:\n  topic: {tmp}/topics3.yaml\ntemplates:\n  - path: {tmp}/multi.j2\n"
+            "size: {num_docs: 20}\nscoring: {enabled: false}\n")
+    return ["run", str(write_recipe(tmp, body)), "--out", str(tmp / "out")]
+
+
+def two_corpora_case(tmp: Path) -> list[str]:
+    """`score A B` where A holds 40 documents and B only 3 (fewer than K = 10)."""
+    (tmp / "a.jsonl").write_text(REAL)
+    (tmp / "b.jsonl").write_text("".join(REAL.splitlines(True)[:3]))
+    return ["score", str(tmp / "a.jsonl"), str(tmp / "b.jsonl")]
+
+
+def out_path_case(make_out):
+    """`run` of the small recipe with --out at `make_out(tmp)` (which may create a file first)."""
+    def make(tmp: Path) -> list[str]:
+        return ["run", str(write_recipe(tmp, SMALL_RECIPE)), "--out", str(make_out(tmp))]
+    return make
+
+
+def a_file(tmp: Path, name: str = "afile") -> Path:
+    (tmp / name).write_text("not a folder\n")
+    return tmp / name
 
 
 CASES = {
@@ -223,6 +261,10 @@ CASES = {
                                    r"bad.j2:2: the sandbox refused"),
     "template runtime error": (template_case("{# variables: [topic] #}\n{{ topic | int + none }}"),
                                r"bad.j2:2: template failed"),
+    # regression: a template failing only past the first grid value wrote recipe.resolved.yaml before failing
+    "template failing on a later persona": (template_case(f"{{# variables: [persona] #}}\n{{{{ (1 if persona == "
+                                                          f"'{FIRST_PERSONA}' else none) + 1 }}}}"),
+                                            r"bad.j2:2: template failed"),
     "unknown truncation policy": (recipe_case(SMALL_RECIPE + "keep_truncated: cut\n"), "'cut' is not allowed"),
     # engine and streaming settings
     "max_num_seqs not positive": (replaced("engine: {backend: ray}", "engine: {backend: ray, max_num_seqs: 0}"),
@@ -234,6 +276,57 @@ CASES = {
     # render
     "render non-positive n": (lambda tmp: ["render", str(write_recipe(tmp, SMALL_RECIPE)), "-n", "0"],
                               "must be positive"),
+    "render n beyond the limit": (lambda tmp: ["render", str(write_recipe(tmp, SMALL_RECIPE)), "-n", "100000000"],
+                                  r"-n 100000000: must be at most 10000"),
+    # --set syntax
+    "bad YAML inside --set": (set_case("size={a"), r"--set 'size=\{a': invalid YAML"),
+    "bad YAML inside --set of render": (set_case("size={a", command="render"), r"--set 'size=\{a': invalid YAML"),
+    "--set key with an empty part": (set_case("size..num_docs=5"), r"the key 'size..num_docs' has an empty part"),
+    "--set value, then a key inside it": (set_case("seed=1", "seed.x=2"), r"--set 'seed.x=2' conflicts with --set 'seed=1'"),
+    "--set key given twice": (set_case("seed=1", "seed=2"), r"seed is also set by --set 'seed=1'"),
+    "--set through a plain value": (set_case("size.num_docs.x=3"), r"size.num_docs is the value 20 in the recipe"),
+    "--set through a list": (set_case("templates.0.weight=3"), r"templates is a list in the recipe"),
+    # every recipe value, checked before any work
+    "negative seed": (set_case("seed=-1"), r"seed must be in \[0, 2\*\*63 - 1\], got -1"),
+    "seed beyond 64 bits": (set_case("seed=18446744073709551616"), r"seed must be in \[0, 2\*\*63 - 1\]"),
+    "nan temperature": (set_case("sampling.temperature=.nan"), r"sampling.temperature must be a finite number, got nan"),
+    "infinite temperature": (set_case("sampling.temperature=.inf"), r"sampling.temperature must be a finite number"),
+    "infinite engine timeout": (set_case("engine.timeout_s=.inf"), r"engine.timeout_s must be a finite number, got inf"),
+    "nan judge timeout": (set_case("judge.timeout_s=.nan"), r"judge.timeout_s must be a finite number, got nan"),
+    "gpu memory share above 1": (set_case("engine.gpu_memory_utilization=5"),
+                                 r"engine.gpu_memory_utilization must be in \(0, 1\], got 5.0"),
+    "zero replicas": (set_case("engine.num_replicas=0"), r"engine.num_replicas must be positive, got 0"),
+    "zero tensor parallel size": (set_case("engine.tensor_parallel_size=0"), r"engine.tensor_parallel_size must be positive"),
+    "unknown engine dtype": (set_case("engine.dtype=int3"), r"engine.dtype 'int3' is not a vLLM dtype"),
+    "num_docs beyond the bound": (set_case("size.num_docs=10000000000000"), r"size.num_docs must be at most"),
+    "scoring k above the corpus": (set_case("scoring.enabled=true", "scoring.k=500"),
+                                   r"scoring.k \(500\) is more than the 20 documents.*fix: set scoring.k: 20 or less"),
+    "scoring k of one": (set_case("scoring.enabled=true", "scoring.k=1"), r"scoring.k \(1\) must be at least 2"),
+    "target k above a pilot round": (set_case("size.num_docs=1000", "target.score=3", "target.k=500"),
+                                     r"target.k \(500\) is more than the 400 documents of a pilot round"),
+    "target k of zero": (set_case("target.score=3", "target.k=0"), r"target.k \(0\) must be at least 2"),
+    "num_topics above the topic axis": (num_topics_case, r"num_topics 4 is more than .* topic axis has 3 topics"),
+    # output paths, checked before any work
+    "run --out is a file": (out_path_case(a_file), r"--out .*afile: is a file, not a folder"),
+    "run --out under a file": (out_path_case(lambda tmp: a_file(tmp) / "run"),
+                               r"afile is a file, so nothing can be created under it"),
+    # score: every input and output checked before any corpus is scored
+    "score: the second corpus is smaller than K": (two_corpora_case,
+                                                   r"corpus .*b.jsonl: 3 documents, fewer than K=10.*--k 3 or less"),
+    "score of one document": (data_case("one.jsonl", '{"text": "a"}\n'), r"score a corpus of 2 or more documents"),
+    "score --json onto the corpus": (lambda tmp: [*data_case("c.jsonl", REAL)(tmp), "--json", str(tmp / "c.jsonl")],
+                                     r"--json .*c.jsonl: is the input .* itself"),
+    "score --json under a file": (lambda tmp: [*data_case("c.jsonl", REAL)(tmp), "--json", str(tmp / "c.jsonl" / "r.json")],
+                                  r"c.jsonl is a file, so nothing can be created under it"),
+    "score negative seed": (data_case("c.jsonl", REAL, "--seed", "-1"), r"--seed -1: must be in"),
+    "score --set judge as a value": (data_case("c.jsonl", REAL, "--set", "judge=3"), r"--set judge=3: judge is a section"),
+    # export: the mix and its folder, checked before any tokenizer or corpus loads
+    "export --out inside the source run": (lambda tmp: [*export_case()(tmp)[:-2], "--out", str(tmp / "run" / "exp")],
+                                           r"--out .*exp: lies inside the input"),
+    "export --out is a file": (lambda tmp: [*export_case()(tmp)[:-2], "--out", str(a_file(tmp, "exp"))],
+                               r"--out .*exp: is a file, not a folder"),
+    "mix weight that rounds to no tokens": (export_mix_case("web=@TMP@/real.jsonl:1e-300"), r"source 'web' gets no tokens"),
+    "export negative seed": (lambda tmp: [*export_case()(tmp), "--seed", "-3"], r"--seed -3: must be in"),
 }
 
 

@@ -108,3 +108,82 @@ def test_a_default_judge_section_leaves_the_recipe_hash_unchanged(root):
     base = read_recipe(root / "recipes" / "quickstart.yaml")
     assert hash_recipe(base) == hash_recipe(read_recipe(root / "recipes" / "quickstart.yaml", ["judge.k=10"]))
     assert hash_recipe(base) != hash_recipe(read_recipe(root / "recipes" / "quickstart.yaml", ["judge.k=5"]))
+
+
+@pytest.mark.parametrize("pairs, match", [
+    (["size={a"], r"--set 'size=\{a': invalid YAML"),
+    (["a..b=1"], r"the key 'a..b' has an empty part"),
+    ([".a=1"], r"the key '.a' has an empty part"),
+    (["=1"], r"the key '' has an empty part"),
+    (["a=1", "a=2"], r"a is also set by --set 'a=1'"),
+    (["a=1", "a.b=2"], r"--set 'a.b=2' conflicts with --set 'a=1'"),
+    (["a.b=2", "a=1"], r"--set 'a=1' conflicts with --set 'a.b=2'"),
+    (["a=&x [*x]"], r"--set 'a=&x \[\*x\]': .*alias \*x is inside its own anchor"),
+])
+def test_parse_overrides_refuses_bad_syntax_and_conflicts(pairs, match):
+    with pytest.raises(UserError, match=match):
+        parse_overrides(pairs)
+
+
+def test_parse_overrides_keeps_sibling_keys_and_empty_values():
+    assert parse_overrides(["a.b=1", "a.c=x", "d="]) == {"a": {"b": 1, "c": "x"}, "d": ""}
+
+
+def test_merge_overrides_refuses_a_key_path_through_a_value():
+    from generator.schema import merge_overrides
+    assert merge_overrides({"a": {"b": 1, "c": 2}, "t": None}, {"a": {"b": 3}, "t": {"k": 1}}) == \
+        {"a": {"b": 3, "c": 2}, "t": {"k": 1}}
+    with pytest.raises(UserError, match=r"--set a.b.x: a.b is the value 1 in the recipe, not a section"):
+        merge_overrides({"a": {"b": 1}}, {"a": {"b": {"x": 2}}})
+    with pytest.raises(UserError, match=r"--set l.0: l is a list in the recipe"):
+        merge_overrides({"l": [1]}, {"l": {"0": 2}})
+
+
+def test_every_non_finite_float_is_found_in_nested_records(small_recipe):
+    import dataclasses
+    from generator.recipe_checks import non_finite
+    r = read_recipe(small_recipe)
+    assert list(non_finite(r)) == []
+    bad = dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, top_p=float("nan")),
+                              templates=[dataclasses.replace(r.templates[0], weight=float("inf"))])
+    assert [key for key, _ in non_finite(bad)] == ["templates[0].weight", "sampling.top_p"]
+
+
+def test_probe_cells_hold_every_value_of_every_axis(small_recipe):
+    from generator.recipe import probe_cells
+    plan = load_recipe(small_recipe)
+    cells = probe_cells(plan.grid, 3)
+    for name, axis in plan.grid.axes.items():
+        assert {c.values[name] for c in cells} == {v.value for v in axis.values}, name
+    assert all(len(set(c.extra_topics) | {c.values["topic"]}) == 3 for c in cells)
+
+
+def test_num_topics_within_the_axis_loads(tmp_path):
+    (tmp_path / "topics3.yaml").write_text("axis: topic\ndomains:\n  - name: Physics\n    topics: [light, heat, sound]\n")
+    (tmp_path / "multi.j2").write_text("{#\nvariables: [topics]\nnum_topics: 3\n#}\nAbout {{ topics | join(', ') }}.")
+    recipe = write_recipe(tmp_path, f"name: multi\nroots: [{tmp_path}]\ngrid:\n  topic: {tmp_path}/topics3.yaml\n"
+                                    f"templates:\n  - path: {tmp_path}/multi.j2\nsize: {{num_docs: 20}}\n")
+    assert load_recipe(recipe).templates[0].num_topics == 3
+    with pytest.raises(UserError, match=r"num_topics 4 is more than .*has 3 topics .*fix: set num_topics: 3 or less"):
+        (tmp_path / "multi.j2").write_text("{#\nvariables: [topics]\nnum_topics: 4\n#}\n{{ topics | join(', ') }}")
+        load_recipe(recipe)
+
+
+def test_the_fix_of_a_scoring_k_above_the_corpus_loads(small_recipe):
+    """Every fix of the K-vs-size message is a value the checks accept."""
+    with pytest.raises(UserError, match=r"fix: set scoring.k: 20 or less"):
+        read_recipe(small_recipe, ["scoring.enabled=true", "scoring.k=500"])
+    assert read_recipe(small_recipe, ["scoring.enabled=true", "scoring.k=20"]).scoring.k == 20
+    assert read_recipe(small_recipe, ["scoring.enabled=false", "scoring.k=500"]).scoring.k == 500
+
+
+def test_render_streams_up_to_its_bound(small_recipe, capsys):
+    from generator.cli import MAX_RENDER
+    assert main(["render", str(small_recipe), "-n", "1001"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 1001 and "--- sample 1000 " in out
+    from generator.sampling.requests import plan_samples
+    whole = plan_samples(load_recipe(small_recipe), 0, 1001)  # printed in chunks, drawn as one run draws them
+    assert [f"id {s.request.id}" in out for s in whole] == [True] * 1001
+    assert main(["render", str(small_recipe), "-n", str(MAX_RENDER + 1)]) == 2
+    assert f"must be at most {MAX_RENDER}" in capsys.readouterr().err

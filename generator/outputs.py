@@ -34,7 +34,8 @@ def check_out_file(path: str | Path, role: str, *, inputs: Iterable[str | Path] 
     """`path` is a file that can be written (replaced if it exists); `role` names it (e.g. "--json")."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{role} {path}: is a folder, not a file", fix=f"give {role} a file name, e.g. {path / 'out'}")
+        raise UserError(f"{role} {path}: is a folder, not a file",
+                        fix=f"give {role} a file name, e.g. {path / 'out'}")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{role} {path}: file is not writable", fix=f"choose another {role} file")
     if not path.exists():

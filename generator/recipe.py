@@ -1,8 +1,10 @@
 """Recipes: YAML files loaded into frozen dataclasses, validated before any work starts.
 
 YAML keys equal the dataclass field names below; unknown keys are rejected with the valid ones
-listed; relative paths resolve against the recipe file. `load_recipe` also loads the grid and
-the templates and checks that each template's variables are provided by the grid.
+listed; relative paths resolve against the recipe file; every value is checked
+(`recipe_checks`). `load_recipe` also loads the grid and the templates, checks that each
+template's variables and topics are provided by the grid, and renders every template over cells
+that together hold every axis value, so a template that would fail mid-run fails here.
 """
 from __future__ import annotations
 
@@ -254,7 +256,8 @@ def probe_cells(grid: Grid, num_topics: int) -> list[Cell]:
 def recipe_inputs(recipe: Recipe) -> list[str]:
     """Every file and folder the recipe reads: grid files, seed documents, templates, reference."""
     grid = [v if isinstance(v, str) else v.path for v in recipe.grid.values()]
-    return [*grid, *(t.path for t in recipe.templates), *([recipe.reference.path] if recipe.reference else [])]
+    reference = [recipe.reference.path] if recipe.reference else []
+    return [*grid, *(t.path for t in recipe.templates), *reference]
 
 
 def recipe_dict(recipe: Recipe) -> dict:

@@ -107,10 +107,12 @@ def _check_generation(r, where: str) -> None:
          f"must be positive, got {e.max_num_seqs}", "leave it out for vLLM's default, or set e.g. 256")
     need(e.max_num_seqs is None or e.max_num_seqs <= 65_536, "engine.max_num_seqs",
          f"must be at most 65536, got {e.max_num_seqs}", "leave it out for vLLM's default, or set e.g. 256")
-    need(r.sampling.max_tokens < e.max_model_len, "sampling.max_tokens", f"({r.sampling.max_tokens}) leaves no "
-         f"room for a prompt in engine.max_model_len ({e.max_model_len})", "lower it or raise max_model_len")
+    need(r.sampling.max_tokens < e.max_model_len, "sampling.max_tokens",
+         f"({r.sampling.max_tokens}) leaves no room for a prompt in engine.max_model_len ({e.max_model_len})",
+         "lower it or raise max_model_len")
     need(0 < e.gpu_memory_utilization <= 1, "engine.gpu_memory_utilization",
-         f"must be in (0, 1], got {e.gpu_memory_utilization}", "use e.g. 0.9 (the share of GPU memory vLLM takes)")
+         f"must be in (0, 1], got {e.gpu_memory_utilization}",
+         "use e.g. 0.9 (the share of GPU memory vLLM takes)")
     need(e.dtype in DTYPES, "engine.dtype", f"{e.dtype!r} is not a vLLM dtype", f"use one of {list(DTYPES)}")
     need(e.timeout_s > 0, "engine.timeout_s", f"must be > 0, got {e.timeout_s}", "use e.g. 120")
     need(e.backend != "openai" or bool(e.base_url), "engine.base_url",
@@ -119,7 +121,8 @@ def _check_generation(r, where: str) -> None:
          f"{e.base_url!r} is not an http(s) URL", "write it as http://host:8000/v1")
     need(0 <= r.max_failure_rate <= 1, "max_failure_rate", "must be in [0, 1]", "use e.g. 0.2")
     need(0 < r.dedup.threshold <= 1, "dedup.threshold", "must be in (0, 1]", "use e.g. 0.8")
-    need(0 <= r.dedup.max_duplicate_rate <= 1, "dedup.max_duplicate_rate", "must be in [0, 1]", "use e.g. 0.5")
+    need(0 <= r.dedup.max_duplicate_rate <= 1, "dedup.max_duplicate_rate", "must be in [0, 1]",
+         "use e.g. 0.5")
     for i, t in enumerate(r.templates):
         need(t.weight > 0, f"templates[{i}].weight", "must be positive", "use a number > 0")
     if r.model.startswith("embedded:"):
@@ -137,12 +140,14 @@ def _check_generation(r, where: str) -> None:
 def _check_scoring(r, where: str) -> None:
     need, s, t = _need(where), r.scoring, r.target
     need(t is None or not (t.judge_model or t.judge_endpoint), "target.judge_model/judge_endpoint",
-         "moved to the judge: section", "write judge: {model: M} (or {model: M, backend: openai, endpoint: URL})")
+         "moved to the judge: section",
+         "write judge: {model: M} (or {model: M, backend: openai, endpoint: URL})")
     for key, m in (("target", t), ("scoring", s)):
         if m is not None and m.judge == "llm":
             need(bool(r.judge.model), f"{key}.judge", "is llm but judge.model is not set",
                  "add judge: {model: M} (see recipes/judge-llm.yaml) or use judge: embed")
-            need(m.k == r.judge.k, f"{key}.k", f"({m.k}) differs from judge.k ({r.judge.k}), the LLM judge's K",
+            need(m.k == r.judge.k, f"{key}.k",
+                 f"({m.k}) differs from judge.k ({r.judge.k}), the LLM judge's K",
                  f"set judge.k: {m.k}; scores compare only at one K")
     if s.enabled:
         need(s.k >= 2, "scoring.k", f"({s.k}) must be at least 2", "use the paper's k: 10")
@@ -159,7 +164,8 @@ def _check_target(r, where: str, pilot_docs: int) -> None:
          "needs exactly one of score (absolute D) and relative (a multiple of the reference's D)",
          "write target: {score: 1.4} or target: {relative: 1.2} with a reference:")
     need(t.relative is None or r.reference is not None, "target.relative",
-         "needs a reference corpus to be relative to", "add reference: {path: real.jsonl} or use target.score")
+         "needs a reference corpus to be relative to",
+         "add reference: {path: real.jsonl} or use target.score")
     need(t.relative is None or t.relative > 0, "target.relative", f"must be > 0, got {t.relative}",
          "use e.g. 1.2 for 20% more diverse than the reference")
     need(t.max_shift is None or t.max_shift > 0, "target.max_shift", f"must be > 0, got {t.max_shift}",
@@ -168,7 +174,8 @@ def _check_target(r, where: str, pilot_docs: int) -> None:
          "needs a reference corpus to measure the shift from", "add reference: {path: real.jsonl}")
     need(t.k >= 2, "target.k", f"({t.k}) must be at least 2", "use the paper's k: 10")
     need(t.score is None or 1 / t.k <= t.score <= t.k, "target.score",
-         f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]", "pick a score the judge can produce at this k")
+         f"{t.score} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
+         "pick a score the judge can produce at this k")
     need(t.tolerance > 0, "target.tolerance", "must be > 0", "use e.g. 0.15")
     need(0 <= t.threshold < 2, "target.threshold", f"({t.threshold}) must be in [0, 2)",
          "use 0 for the judge's default, or a cosine distance such as 0.3")

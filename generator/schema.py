@@ -77,7 +77,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         parts = [p.strip() for p in key.split(".")]
         if not all(parts):
             raise UserError(f"--set {pair!r}: the key {key.strip()!r} has an empty part",
-                            fix="write a recipe key with single dots between its parts, e.g. --set size.num_docs=50")
+                            fix="write a recipe key with single dots between its parts, "
+                                "e.g. --set size.num_docs=50")
         dotted = ".".join(parts)
         _check_no_conflict(dotted, pair, given)
         given[dotted] = pair
@@ -95,8 +96,9 @@ def _check_no_conflict(dotted: str, pair: str, given: dict[str, str]) -> None:
     for other, other_pair in given.items():
         if dotted.startswith(other + ".") or other.startswith(dotted + "."):
             outer = min(dotted, other, key=len)
-            raise UserError(f"--set {pair!r} conflicts with --set {other_pair!r}: one sets {outer} as a value, "
-                            f"the other a key inside it", fix=f"set {outer} whole or its keys one by one, not both")
+            raise UserError(f"--set {pair!r} conflicts with --set {other_pair!r}: one sets {outer} as a "
+                            "value, the other a key inside it",
+                            fix=f"set {outer} whole or its keys one by one, not both")
 
 
 def _override_value(pair: str, raw: str):
@@ -120,8 +122,8 @@ def merge_overrides(base: dict, over: dict, prefix: str = "") -> dict:
             merged[k] = merge_overrides(old, v, f"{here}.")
         elif isinstance(v, dict) and old is not None:
             inner = next(iter(v), "")
-            raise UserError(f"--set {here}.{inner}: {here} is {_kind(old)} in the recipe, not a section with keys",
-                            fix=f"set the whole value instead, e.g. --set '{here}=VALUE'")
+            raise UserError(f"--set {here}.{inner}: {here} is {_kind(old)} in the recipe, "
+                            "not a section with keys", fix=f"set the whole value instead, e.g. --set '{here}=VALUE'")
         else:
             merged[k] = v
     return merged

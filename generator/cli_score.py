@@ -77,6 +77,7 @@ def judge_settings(args: argparse.Namespace):
     """The LLM judge's settings: the --recipe's judge: section, then --set judge.KEY=VALUE, then
     the flags --judge-model, --judge-endpoint, --k and --invalid-policy."""
     from generator.judges.config import read_settings
+    from generator.recipe_checks import non_finite
     from generator.yamlfiles import read_yaml
     from generator.schema import parse_overrides
 
@@ -94,7 +95,12 @@ def judge_settings(args: argparse.Namespace):
     if not isinstance(pairs.get("judge", {}), dict):
         raise UserError(f"--set judge={pairs['judge']!r}: judge is a section", fix="set its keys: --set judge.KEY=VALUE")
     over = {**pairs.get("judge", {}), **{key: v for key, v in flags.items() if v is not None}}
-    return read_settings(base, over, f"{where}: judge")
+    settings = read_settings(base, over, f"{where}: judge")
+    bad = next(non_finite(settings), None)
+    if bad is not None:
+        raise UserError(f"{where}: judge.{bad[0]} must be a finite number, got {bad[1]}", fix=f"set judge.{bad[0]} "
+                        "to a number (not nan or inf), or leave it out for the default")
+    return settings
 
 
 def check_judge_args(args: argparse.Namespace) -> None:

@@ -85,6 +85,10 @@ def check_recipe_values(r, where: str, *, pilot_docs: int) -> None:
         if value is not None and not low <= value <= high:
             what = f"at most {high}" if value > high else "positive" if low == 1 else f"at least {low}"
             raise UserError(f"{where}: {key} must be {what}, got {value}", fix=fix)
+    name_ok = bool(r.name.strip()) and r.name not in (".", "..") and not set(r.name) & set("/\\\0")
+    if not name_ok:
+        raise UserError(f"{where}: name {r.name!r} cannot name a folder (runs/<name> is the default --out)",
+                        fix="use letters, digits, '-' and '_', e.g. name: quickstart")
     _check_generation(r, where)
     check_settings(r.judge, f"{where}: judge")
     _check_scoring(r, where)
@@ -125,6 +129,9 @@ def _check_generation(r, where: str) -> None:
          "use e.g. 0.5")
     for i, t in enumerate(r.templates):
         need(t.weight > 0, f"templates[{i}].weight", "must be positive", "use a number > 0")
+        need(t.weight <= 1e9, f"templates[{i}].weight", f"must be at most 1e9, got {t.weight:g}",
+             "give the weights as shares, e.g. 0.7 and 0.3")
+    need(bool(r.model.strip()), "model", "is empty", "use embedded:smollm2-135m, a Hugging Face id or a local path")
     if r.model.startswith("embedded:"):
         need(r.model in EMBEDDED_MODELS, "model", f"{r.model!r} is not a known embedded model",
              f"use one of {sorted(EMBEDDED_MODELS)}, a Hugging Face id or a local path")

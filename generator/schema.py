@@ -4,6 +4,7 @@ merged in. Used by the recipe and by the judge settings of `generator score`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Literal
 
@@ -61,8 +62,19 @@ def coerce_value(tp, value: Any, where: str):
           float: isinstance(value, (int, float)) and not isinstance(value, bool),
           str: isinstance(value, str)}[tp]
     if not ok:
-        raise UserError(f"{where}: expected {tp.__name__}, got {value!r}", fix=f"give a {tp.__name__}")
+        raise UserError(f"{where}: expected {tp.__name__}, got {value!r}", fix=_type_fix(tp, value))
     return float(value) if tp is float else value
+
+
+def _type_fix(tp, value: Any) -> str:
+    """How to give a `tp`; YAML reads 1e3 (no point, no exponent sign) as text, so say how it reads a number."""
+    try:
+        number = float(value) if tp is float and isinstance(value, str) else None
+    except ValueError:
+        number = None
+    if number is not None and math.isfinite(number):
+        return f"write {number:.1e} (YAML reads a number with a point and a signed exponent; {value} is text to it)"
+    return f"give a {tp.__name__}"
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

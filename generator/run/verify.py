@@ -89,9 +89,10 @@ def check_manifest(out: Path) -> tuple[list[dict] | None, tuple[Problem, ...]]:
     """The manifest's shard entries (None when it is damaged), and its problems."""
     repair = f"delete manifest.json and state.json, then {RESUME.format(out=out)} rebuilds both from the shards"
     path = out / "manifest.json"
-    if not path.exists():
+    if not path.exists():  # the documents stay readable without it (readers count rows from the shards)
         if shard_paths(out):
-            return None, (Problem(path.name, "missing while data/ holds shards", repair),)
+            return None, (Problem(path.name, "missing while data/ holds shards", repair, "resume"),
+                          *(p for shard in shard_paths(out) for p in check_readable(shard)))
         return [], ()
     try:
         entries = read_manifest(out)
@@ -152,6 +153,18 @@ def check_shard(out: Path, entry: dict, recipe_hash: str | None) -> tuple[Proble
     if recipe_hash is not None and hashes - {recipe_hash}:
         return (Problem(where, f"rows of recipe {sorted(hashes - {recipe_hash})[0]}, not of this run's "
                                f"{recipe_hash} (recipe.resolved.yaml)", repair),)
+    return ()
+
+
+def check_readable(shard: Path) -> tuple[Problem, ...]:
+    """A shard no manifest describes: readable as Parquet with a sample_index column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    try:
+        pq.read_table(shard, columns=["sample_index"])
+    except (OSError, pa.ArrowException) as exc:
+        return (Problem(f"data/{shard.name}", f"not readable as Parquet ({type(exc).__name__})",
+                        REGENERATE.format(out=shard.parent.parent)),)
     return ()
 
 

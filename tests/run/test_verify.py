@@ -83,7 +83,9 @@ DAMAGES = {  # name -> (damage, text of the problem line, scope)
     "manifest a list": (write("manifest.json", "[]"), "expected a mapping with a list of 'shards'", "corpus"),
     "manifest rows a string": (edit_json("manifest.json", lambda d: d["shards"][0].update(rows="6")),
                                "shards[0] rows: expected a non-negative integer", "corpus"),
-    "manifest missing": (lambda out: (out / "manifest.json").unlink(), "missing while data/ holds shards", "corpus"),
+    "manifest missing": (lambda out: (out / "manifest.json").unlink(), "missing while data/ holds shards", "resume"),
+    "manifest missing, shard truncated": (lambda out: ((out / "manifest.json").unlink(), truncate(
+        "data/shard-00001.parquet")(out)), "data/shard-00001.parquet: not readable as Parquet", "corpus"),
     "shard truncated": (truncate("data/shard-00002.parquet"), "data/shard-00002.parquet: ", "corpus"),
     "shard changed in place": (flip_a_byte, "sha256 differs from manifest.json's", "corpus"),
     "shard missing": (lambda out: (out / "data" / "shard-00003.parquet").unlink(),

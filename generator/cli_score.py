@@ -112,8 +112,8 @@ def check_judge_args(args: argparse.Namespace) -> None:
     args.settings = judge_settings(args)
     args.k = args.settings.k
 
-    if args.num_batches < 1:
-        fail(f"--num-batches {args.num_batches}: must be positive", "e.g. --num-batches 200")
+    if not 1 <= args.num_batches <= 10**6:
+        fail(f"--num-batches {args.num_batches}: must be in [1, 1000000]", "e.g. --num-batches 200")
     if getattr(args, "precision", None) is not None and not args.precision > 0:
         fail(f"--precision {args.precision}: must be positive", "e.g. --precision 0.05")
     if getattr(args, "max_calls", None) is not None and args.max_calls < 1:

@@ -74,7 +74,7 @@ def _type_fix(tp, value: Any) -> str:
         number = None
     if number is not None and math.isfinite(number):
         return f"write {number:.1e} (YAML reads a number with a point and a signed exponent; {value} is text to it)"
-    return f"give a {tp.__name__}"
+    return f"give {'an' if tp is int else 'a'} {tp.__name__}"
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -334,6 +334,12 @@ CASES = {
     "export --out is a file": (lambda tmp: [*export_case()(tmp)[:-2], "--out", str(a_file(tmp, "exp"))],
                                r"--out .*exp: is a file, not a folder"),
     "mix weight that rounds to no tokens": (export_mix_case("web=@TMP@/real.jsonl:1e-300"), r"source 'web' gets no tokens"),
+    "export infinite repetition": (lambda tmp: [*export_case()(tmp), "--max-repetition", "inf"],
+                                   r"--max-repetition inf: must be at most 1000 epochs"),
+    "export total tokens beyond the bound": (lambda tmp: [*export_case()(tmp), "--total-tokens", "10" + "0" * 20],
+                                             r"--total-tokens 1\d+: must be at most 1e\+13"),
+    "score batches beyond the bound": (data_case("c.jsonl", REAL, "--num-batches", "1000000000000"),
+                                       r"--num-batches 1000000000000: must be in \[1, 1000000\]"),
     "export negative seed": (lambda tmp: [*export_case()(tmp), "--seed", "-3"], r"--seed -3: must be in"),
 }
 

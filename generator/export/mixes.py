@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER_MODEL = "embedded:smollm2-135m"
 DEFAULT_MAX_REPETITION = 4.0  # Muennighoff et al. 2023: up to ~4 epochs cost little against unique data
+MAX_REPETITION = 1000.0  # most epochs --max-repetition allows (each epoch is a copy of the picks in memory)
+MAX_TOTAL_TOKENS = 10**13  # most tokens --total-tokens asks for
 PROVENANCE_COLUMNS = (*GRID_COLUMNS, "model", "recipe_hash")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -254,10 +256,14 @@ def check_mix_options(max_repetition: float, total_tokens: int | None, seed: int
     """Reject impossible mix options before any corpus or tokenizer is loaded."""
     if not max_repetition > 0:
         raise UserError(f"--max-repetition {max_repetition}: must be positive", fix="e.g. --max-repetition 4")
-    if not math.isfinite(max_repetition):
-        raise UserError(f"--max-repetition {max_repetition}: must be a finite number", fix="e.g. --max-repetition 4")
+    if not max_repetition <= MAX_REPETITION:
+        raise UserError(f"--max-repetition {max_repetition}: must be at most {MAX_REPETITION:g} epochs",
+                        fix="e.g. --max-repetition 4")
     if total_tokens is not None and total_tokens <= 0:
         raise UserError(f"--total-tokens {total_tokens}: must be positive", fix="e.g. --total-tokens 1000000")
+    if total_tokens is not None and total_tokens > MAX_TOTAL_TOKENS:
+        raise UserError(f"--total-tokens {total_tokens}: must be at most {MAX_TOTAL_TOKENS:.0e}",
+                        fix="e.g. --total-tokens 1000000000")
     if not 0 <= seed < 2**63:
         raise UserError(f"--seed {seed}: must be in [0, 2**63 - 1]", fix="e.g. --seed 0")
 

@@ -218,7 +218,7 @@ def run_pipeline(plan, out: Path, backend, steer: bool = False) -> dict:
     judge = KeyJudge(lambda text: text.split("\n", 1)[0], name="first-line") if steer else None
     phase_start: dict[str, float] = {}
 
-    def on_progress(state, in_flight: int, waiting: int) -> None:
+    def on_progress(state, flow) -> None:
         phase_start.setdefault(state.steering.phase, time.perf_counter())
 
     t0 = time.perf_counter()

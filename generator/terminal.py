@@ -121,13 +121,14 @@ def prepare_model(model: str) -> None:
 
 
 class RunProgress:
-    """One bar per pilot round and one for the main corpus, fed by the run loop's callback."""
+    """One bar per pilot round and one for the main corpus, fed by the run loop's callback: documents
+    committed, the engines' tokens/s (every result back, ahead of order too), the pilots measured."""
 
     def __init__(self, num_docs: int, pilot_docs: int):
         self.num_docs, self.pilot_docs = num_docs, pilot_docs
         self.bar, self.key = None, None
 
-    def __call__(self, state, in_flight: int = 0, waiting: int = 0) -> None:
+    def __call__(self, state, flow) -> None:
         c, s = state.counters, state.steering
         key = ("pilot", s.round) if s.phase == "pilot" else ("main", 0)
         if key != self.key:
@@ -136,10 +137,12 @@ class RunProgress:
             desc = f"pilot round {s.round}" if key[0] == "pilot" else "generating"
             self.bar = progress(total=self.pilot_docs if key[0] == "pilot" else self.num_docs,
                                 unit="doc", desc=desc)
-        self.bar.n = s.round_docs if key[0] == "pilot" else c.num_docs
-        rate = c.completion_tokens / c.generate_s if c.generate_s else 0.0
-        ahead = f", {waiting} finished ahead of order" if waiting else ""  # committed once earlier samples return
-        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {in_flight} in flight{ahead}, {c.num_failed} failed")
+        self.bar.n = c.aside_docs if key[0] == "pilot" else c.num_docs
+        ahead = f", {flow.waiting} finished ahead of order" if flow.waiting else ""  # committed later
+        measured = " ".join(f"D({h.concentration:.2f})={h.score:.2f}" for h in s.rounds("pilot")[-4:])
+        pilots = f", pilots {measured}" if measured and key[0] == "pilot" else ""
+        self.bar.set_postfix_str(f"{flow.tokens_per_s:.0f} tok/s, {flow.in_flight} in flight{ahead}, "
+                                 f"{c.num_failed} failed{pilots}")
         self.bar.refresh()
 
     def close(self) -> None:

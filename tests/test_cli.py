@@ -50,11 +50,12 @@ def test_run_progress_follows_pilot_rounds_and_the_corpus(small_recipe, tmp_path
     seen = []
     bars = terminal.RunProgress(plan.recipe.size.num_docs, pilot_size(plan.recipe))
 
-    def on_progress(state, in_flight, waiting):
-        bars(state, in_flight, waiting)
+    def on_progress(state, flow):
+        bars(state, flow)
         seen.append((bars.bar.desc, bars.bar.n, bars.bar.total))
-        assert f"{in_flight} in flight" in bars.bar.postfix
-        assert (f"{waiting} finished ahead of order" in bars.bar.postfix) == (waiting > 0)
+        assert f"{flow.in_flight} in flight" in bars.bar.postfix
+        assert (f"{flow.waiting} finished ahead of order" in bars.bar.postfix) == (flow.waiting > 0)
+        assert flow.tokens_per_s > 0 or not (flow.waiting or state.counters.num_attempted)  # never 0 once results came
 
     try:
         backend = EchoBackend()

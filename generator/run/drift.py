@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from generator.measure.fidelity import MIN_GROUP_DOCS, FidelityCheck, FidelityReport
 from generator.records import Weights
@@ -60,12 +60,12 @@ def _weight_values(column: str, value: str, grid: Grid | None) -> Sequence[str]:
     return [v.value for v in topics.values if v.domain == value] if topics is not None else []
 
 
-def respond(state: RunState, check: FidelityCheck | None, min_fidelity: float, grid: Grid,
-            orders: Mapping[str, Sequence[str]]) -> tuple[RunState, str]:
+def respond(state: RunState, check: FidelityCheck | None, min_fidelity: float,
+            grid: Grid) -> tuple[RunState, str]:
     """What a main round does about its fidelity check: "ok"; "warn" (logged; the only answer
-    without target.min_fidelity); "reweight ..." (factors kept with the shift factors, so later
-    changes of c keep them); or "stop" when the share is below min_fidelity and no column has an
-    on-topic value to move weight to."""
+    without target.min_fidelity); "reweight ..." (merged into the drift factors, which the
+    controller's weights are derived from, so later changes of c keep them); or "stop" when the
+    share is below min_fidelity and no column has an on-topic value to move weight to."""
     if check is None or check.action == "ok":
         return state, "ok"
     log.warning("fidelity: %s", check.message)
@@ -79,9 +79,8 @@ def respond(state: RunState, check: FidelityCheck | None, min_fidelity: float, g
         steering = dataclasses.replace(state.steering, phase="done")
         return dataclasses.replace(state, steering=steering, stopped=check.message + why), "stop"
     s = state.steering
-    merged = knobs.merge_factors(s.shift_factors, factors)
-    weights = knobs.apply_factors(knobs.concentration_weights(orders, s.concentration), merged)
-    state = dataclasses.replace(state, steering=dataclasses.replace(s, shift_factors=merged, weights=weights))
+    merged = knobs.merge_factors(s.drift_factors, factors)
+    state = dataclasses.replace(state, steering=dataclasses.replace(s, drift_factors=merged))
     return state, "reweight " + describe(factors)
 
 

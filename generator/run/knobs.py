@@ -47,36 +47,49 @@ def concentration_weights(orders: Mapping[str, Sequence[str]], c: float) -> Weig
     return weights
 
 
-def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapping, *,
-                   direction: int, rate: float = 1.0, min_pairs: int = 3,
-                   bounds: tuple[float, float] = (0.5, 2.0)) -> Weights:
-    """Scale each active value's weight by exp(-direction * rate * (lift / mean_lift - 1)), where
-    lift is its same-cluster rate over the baseline (from `diversity.attribute_cells`) and
-    mean_lift the axis' pair-weighted mean: only redundancy *relative to the rest of the axis*
-    moves weight. direction=+1 raises diversity (more redundant values lose weight), -1 lowers
-    it. Values with fewer than `min_pairs` judged pairs keep their weight; the factor is
-    clipped to `bounds`; inactive (zero-weight) values stay inactive."""
+def sampling_weights(orders: Mapping[str, Sequence[str]], c: float,
+                     *factors: Mapping[str, Mapping[str, float]]) -> Weights:
+    """The weights samples are drawn under: the values active at concentration `c`, each times
+    its factor in every set of `factors` (the shift bound's, drift's, the attribution's)."""
+    weights = concentration_weights(orders, c)
+    for f in factors:
+        weights = apply_factors(weights, f)
+    return weights
+
+
+def attribution_factors(weights: Mapping[str, Mapping[str, float]], attribution: Mapping, *,
+                        direction: int, rate: float = 1.0, min_pairs: int = 3,
+                        bounds: tuple[float, float] = (0.5, 2.0)) -> Weights:
+    """Per axis, a factor exp(-direction * rate * (lift / mean_lift - 1)) for each active value
+    of `weights` with at least `min_pairs` judged pairs, where lift is its same-cluster rate over
+    the baseline (from `diversity.attribute_cells`) and mean_lift the axis' pair-weighted mean:
+    only redundancy *relative to the rest of the axis* moves weight. direction=+1 raises
+    diversity (more redundant values lose weight), -1 lowers it. Clipped to `bounds`; the
+    "template" axis (drift's, run/drift.py) gets none."""
     if direction not in (-1, 1):
         raise ValueError("direction must be +1 (raise diversity) or -1 (lower it)")
     columns = attribution.get("columns", {})
     out: Weights = {}
     for axis, values in weights.items():
-        if axis == "template":  # template weights are drift factors (run/drift.py), not a diversity knob
-            out[axis] = dict(values)
+        if axis == "template":
             continue
         stats = {v: s for v, s in columns.get(axis, {}).items()
                  if s["pairs"] >= min_pairs and s.get("lift") is not None and values.get(v, 0) > 0}
         pairs = sum(s["pairs"] for s in stats.values())
         mean_lift = sum(s["lift"] * s["pairs"] for s in stats.values()) / pairs if pairs else 1.0
-        new = {}
-        for value, w in values.items():
-            s = stats.get(value)
-            if s and mean_lift > 0:
-                factor = math.exp(-direction * rate * (s["lift"] / mean_lift - 1.0))
-                w = w * min(max(factor, bounds[0]), bounds[1])
-            new[value] = w
-        out[axis] = new
+        if stats and mean_lift > 0:
+            out[axis] = {v: min(max(math.exp(-direction * rate * (s["lift"] / mean_lift - 1.0)), bounds[0]),
+                                bounds[1]) for v, s in stats.items()}
     return out
+
+
+def update_weights(weights: Mapping[str, Mapping[str, float]], attribution: Mapping, *,
+                   direction: int, rate: float = 1.0, min_pairs: int = 3,
+                   bounds: tuple[float, float] = (0.5, 2.0)) -> Weights:
+    """`weights` times their `attribution_factors`; inactive (zero-weight) values stay inactive."""
+    factors = attribution_factors(weights, attribution, direction=direction, rate=rate, min_pairs=min_pairs,
+                                  bounds=bounds)
+    return apply_factors(weights, factors)
 
 
 def next_concentration(history: Sequence[tuple[float, float]], target: float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,11 +23,21 @@ from generator.recipe import Plan
 from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
 from generator.run.parts import with_parts
-from generator.run.state import Counters, Epoch, RunState, pilot_dir, save_state, weights_at
+from generator.run.state import Counters, Epoch, RunState, save_state, weights_at
 from generator.sampling.requests import Sample, plan_samples
 
-# (state, requests in flight, results back but waiting for an earlier sample to commit in order)
-OnProgress = Callable[[RunState, int, int], None]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What the engines are doing now, beside what the state has committed."""
+
+    in_flight: int  # requests out
+    waiting: int  # results back, waiting for an earlier sample to commit in order
+    tokens_per_s: float  # completion tokens of every result back (ahead of order too) per second generating
+
+
+OnProgress = Callable[[RunState, Flow], None]
 SUBMIT_CHUNK = 256  # samples drawn and submitted at once
 MIN_ROWS_FOR_RATES = 64  # attempted rows before the failure and duplicate rates can stop a run
 FLUSH_S = 30.0  # a flush at least this often while documents wait (a crash redoes at most this much)
@@ -44,24 +55,40 @@ class Pipeline:
         self.pending: dict[str, tuple[Sample, int]] = {}  # request id -> (sample, epoch number)
         self.done: dict[int, tuple[Sample, int, Result]] = {}  # sample index -> returned, not committed
         self.next_submit: int | None = None
-        self.frozen_at: int | None = None  # no sample at or past this index goes out until a new epoch
+        self.hold_at: int | None = None  # no sample at or past this index goes out (one `advance`)
+        self.into: Path | None = None  # the folder aside that this `advance` writes to (None: the corpus)
         self.docs: list[Document] = []
         self.failures: list[dict] = []
         self.duplicates: list[dict] = []
         self.mark = 0  # the low-water mark: samples below it are committed (in memory or on disk)
         self.last_flush = time.monotonic()
         self.busy_since: float | None = None
+        self.received_tokens = 0  # completion tokens of every result back, for the progress rate
+        self.started: float | None = None  # when the first request went out
+
+    def use_plan(self, plan: Plan) -> None:
+        """Draw later samples from `plan` (a grid that grew)."""
+        self.plan = plan
 
     def advance(self, state: RunState, until_docs: int, *, submit_docs: int | None = None,
-                beside: Callable[[], bool] | None = None) -> RunState:
-        """Commit samples until `until_docs` documents exist (in the corpus, or the current pilot
-        round), the run stops, or `beside()` turns true (work running beside generation). Keeps
-        requests going out for `submit_docs` documents (default `until_docs`). Flushes at the end."""
+                beside: Callable[[], bool] | None = None, hold_at: int | None = None,
+                into: Path | None = None) -> RunState:
+        """Commit samples until `until_docs` documents exist (in the corpus, or with `into` in that
+        folder aside: `counters.aside_docs`), the run stops, or `beside()` turns true (work running
+        beside generation). Keeps requests going out for `submit_docs` documents (default
+        `until_docs`), none at or past sample `hold_at`. Flushes at the end (a folder aside only then)."""
         if self.next_submit is None or self.mark != state.counters.next_index:
             self.mark = self.next_submit = state.counters.next_index
         want = until_docs if submit_docs is None else submit_docs
+        self.hold_at, self.into = hold_at, into
+        try:
+            return self._advance(state, until_docs, want, beside)
+        finally:
+            self.hold_at, self.into = None, None
+
+    def _advance(self, state: RunState, until_docs: int, want: int, beside) -> RunState:
         self._progress(state)
-        while not state.stopped and (have(state) < until_docs if beside is None else not beside()):
+        while not state.stopped and (self.have(state) < until_docs if beside is None else not beside()):
             self._submit(state, want)
             got = self.backend.poll(0.2)
             self._receive(got, state)
@@ -70,32 +97,37 @@ class Pipeline:
             if reason:
                 state = dataclasses.replace(state, stopped=reason)
             if self.docs and (len(self.docs) >= self.shard_rows or time.monotonic() - self.last_flush >= self.flush_s) \
-                    and state.steering.phase != "pilot":
+                    and self.into is None:
                 state = self.flush(state)
             self._progress(state)
             if beside is None and not self.backend.in_flight and not self.done and self._blocked(state, want):
                 break
         return self.flush(state)
 
+    def have(self, state: RunState) -> int:
+        """Documents of the current call's goal: those in the folder aside, or the corpus'."""
+        return state.counters.aside_docs if self.into is not None else state.counters.num_docs
+
     def _blocked(self, state: RunState, want: int) -> bool:
-        return self.frozen_at is not None and self.next_submit >= self.frozen_at or self._expected(state) >= want
+        return self.hold_at is not None and self.next_submit >= self.hold_at or self._expected(state) >= want
 
     def _share(self, state: RunState) -> float:
         """The share of samples that became documents so far (1 until 20 were committed)."""
         c = state.counters
-        return max(0.05, have_total(state) / c.num_attempted) if c.num_attempted >= 20 else 1.0
+        made = c.num_attempted - c.num_failed - c.num_duplicates
+        return max(0.05, made / c.num_attempted) if c.num_attempted >= 20 else 1.0
 
     def _expected(self, state: RunState) -> float:
         """Documents committed plus those expected from samples out or waiting."""
-        return have(state) + self._share(state) * (self.next_submit - self.mark)
+        return self.have(state) + self._share(state) * (self.next_submit - self.mark)
 
     def _submit(self, state: RunState, want: int) -> None:
         room = self.backend.capacity - self.backend.in_flight
         while room > 0 and self._expected(state) < want:
             needed = math.ceil((want - self._expected(state)) / self._share(state))
             end = self.next_submit + min(room, SUBMIT_CHUNK, needed)
-            if self.frozen_at is not None:
-                end = min(end, self.frozen_at)
+            if self.hold_at is not None:
+                end = min(end, self.hold_at)
             epoch_no = epoch_number(state.steering, self.next_submit)
             nxt = next_epoch_start(state.steering, self.next_submit)
             if nxt is not None:
@@ -108,12 +140,15 @@ class Pipeline:
                 self.pending[sample.request.id] = (sample, epoch_no)
             if self.busy_since is None:
                 self.busy_since = time.monotonic()
+            if self.started is None:
+                self.started = self.busy_since
             self.backend.submit([x.request for x in samples])
             room -= len(samples)
             self.next_submit = end
 
     def _receive(self, results: list[Result], state: RunState) -> None:
         for result in results:
+            self.received_tokens += result.num_tokens
             entry = self.pending.pop(result.id, None)
             if entry is not None:  # None: a request of a discarded epoch
                 self.done[entry[0].index] = (entry[0], entry[1], result)
@@ -121,10 +156,11 @@ class Pipeline:
     def _commit(self, state: RunState, until_docs: int) -> RunState:
         """Commit returned samples in index order, up to `until_docs` documents."""
         c, s = state.counters, state.steering
-        pilot = s.phase == "pilot"
+        aside = self.into is not None
         counts = dict(docs=0, attempted=0, failed=0, truncated=0, trimmed=0, exact=0, near=0, prompt=0, completion=0)
-        full = self.shard_rows if not pilot else float("inf")  # a corpus shard closes at exactly shard_rows
-        while self.mark in self.done and have(state) + counts["docs"] < until_docs and len(self.docs) < full:
+        full = self.shard_rows if not aside else float("inf")  # a corpus shard closes at exactly shard_rows
+        while (self.mark in self.done and self.have(state) + counts["docs"] < until_docs
+               and len(self.docs) < full):
             sample, epoch_no, result = self.done.pop(self.mark)
             self.mark += 1
             counts["attempted"] += 1
@@ -155,27 +191,26 @@ class Pipeline:
         busy = now - self.busy_since if self.busy_since is not None else 0.0
         self.busy_since = now if self.backend.in_flight else None
         counters = dataclasses.replace(
-            c, next_index=self.mark, num_docs=c.num_docs + (0 if pilot else counts["docs"]),
+            c, next_index=self.mark, num_docs=c.num_docs + (0 if aside else counts["docs"]),
             num_attempted=c.num_attempted + counts["attempted"], num_failed=c.num_failed + counts["failed"],
             num_truncated=c.num_truncated + counts["truncated"], num_trimmed=c.num_trimmed + counts["trimmed"],
             duplicates_exact=c.duplicates_exact + counts["exact"], duplicates_near=c.duplicates_near + counts["near"],
             prompt_tokens=c.prompt_tokens + counts["prompt"], completion_tokens=c.completion_tokens + counts["completion"],
             generate_s=c.generate_s + busy)
-        if pilot:
+        if aside:
             tokens = counts["prompt"] + counts["completion"]
-            s = dataclasses.replace(s, pilot_docs=s.pilot_docs + counts["docs"], round_docs=s.round_docs + counts["docs"],
-                                    round_tokens=s.round_tokens + tokens, pilot_tokens=s.pilot_tokens + tokens)
-        return dataclasses.replace(state, counters=counters, steering=s)
+            counters = dataclasses.replace(counters, aside_docs=c.aside_docs + counts["docs"],
+                                           aside_tokens=c.aside_tokens + tokens)
+        return dataclasses.replace(state, counters=counters)
 
     def flush(self, state: RunState) -> RunState:
         """Write what is committed in memory (failures, duplicates, a shard), then the state."""
-        c, s = state.counters, state.steering
+        c = state.counters
         append_jsonl(self.out / "failures.jsonl", self.failures)
         append_jsonl(self.out / "duplicates.jsonl", self.duplicates)
         shards = c.num_shards
-        if self.docs and s.phase == "pilot":
-            root = pilot_dir(self.out, s.round)
-            last = write_pilot_shard(root, self.docs)
+        if self.docs and self.into is not None:
+            last = write_aside_shard(self.into, self.docs)
         elif self.docs:
             manifest = read_manifest(self.out)
             for start in range(0, len(self.docs), self.shard_rows):
@@ -192,7 +227,7 @@ class Pipeline:
         return state
 
     def drain(self) -> None:
-        """Wait for every request out, and forget every sample past the mark (a pilot round's end)."""
+        """Wait for every request out, and forget every sample past the mark (the end of a folder aside)."""
         while self.backend.in_flight:
             self.backend.poll(0.5)
         self.pending.clear()
@@ -209,27 +244,19 @@ class Pipeline:
         self.done = {i: v for i, v in self.done.items() if i < start}
         if self.next_submit is not None and self.next_submit > start:
             self.next_submit = start
-        self.frozen_at = None
         return dataclasses.replace(state, steering=dataclasses.replace(s, epochs=epochs, weights=weights))
 
     def _progress(self, state: RunState) -> None:
         if self.on_progress is not None:
-            self.on_progress(state, self.backend.in_flight, len(self.done))
+            elapsed = time.monotonic() - self.started if self.started is not None else 0.0
+            rate = self.received_tokens / elapsed if elapsed > 0 else 0.0
+            self.on_progress(state, Flow(self.backend.in_flight, len(self.done), rate))
 
 
-def write_pilot_shard(root: Path, docs: list[Document]) -> Path:
+def write_aside_shard(root: Path, docs: list[Document]) -> Path:
     path = next_shard_path(root)
     write_shard(path, docs)
     return path
-
-
-def have(state: RunState) -> int:
-    """Documents of the current goal: the pilot round's, or the corpus'."""
-    return state.steering.round_docs if state.steering.phase == "pilot" else state.counters.num_docs
-
-
-def have_total(state: RunState) -> int:
-    return state.counters.num_docs + state.steering.pilot_docs
 
 
 def epoch_number(steering, index: int) -> int:

@@ -212,7 +212,7 @@ def reconcile(out: Path, state: RunState) -> RunState:
     s = state.steering
     extra = shard_paths(out)[state.counters.num_shards:]
     for number, shard in enumerate(extra):
-        if s.phase == "pilot" and s.round_docs:
+        if s.phase == "pilot" and state.counters.aside_docs:
             move_shard(shard, shard_path(pilot_dir(out, s.round), number))
             continue
         log.warning("removing %s, written after the last saved state", shard)
@@ -230,7 +230,7 @@ def reconcile(out: Path, state: RunState) -> RunState:
         drop_lines_from(out / "controller.jsonl", "round", s.round)
     for folder in (out / "pilot").glob("round-*"):
         number = int(folder.name.split("-")[1]) if folder.name.split("-")[1].isdigit() else -1
-        if number > s.round or number == s.round and not s.round_docs:
+        if number > s.round or number == s.round and not state.counters.aside_docs:
             shutil.rmtree(folder)
     return state
 

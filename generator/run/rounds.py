@@ -120,17 +120,21 @@ def accept_pilot(out: Path, state: RunState) -> RunState:
         manifest.append(shard_entry(target))
         moved += 1
     write_manifest(out, manifest)
-    return dataclasses.replace(
-        state, counters=dataclasses.replace(c, num_docs=c.num_docs + s.round_docs, num_shards=c.num_shards + moved),
-        steering=dataclasses.replace(s, round=s.round + 1, round_docs=0, round_tokens=0))
+    counters = dataclasses.replace(c, num_docs=c.num_docs + c.aside_docs, num_shards=c.num_shards + moved,
+                                   aside_docs=0, aside_tokens=0)
+    steering = dataclasses.replace(s, round=s.round + 1, pilot_docs=s.pilot_docs + c.aside_docs,
+                                   pilot_tokens=s.pilot_tokens + c.aside_tokens)
+    return dataclasses.replace(state, counters=counters, steering=steering)
 
 
 def next_pilot_round(state: RunState) -> RunState:
     """The current pilot round is discarded (kept on disk for inspection); start the next."""
-    s = state.steering
-    return dataclasses.replace(state, steering=dataclasses.replace(
-        s, round=s.round + 1, round_docs=0, round_tokens=0, discarded_pilot_docs=s.discarded_pilot_docs + s.round_docs,
-        discarded_pilot_tokens=s.discarded_pilot_tokens + s.round_tokens))
+    c, s = state.counters, state.steering
+    steering = dataclasses.replace(
+        s, round=s.round + 1, pilot_docs=s.pilot_docs + c.aside_docs, pilot_tokens=s.pilot_tokens + c.aside_tokens,
+        discarded_pilot_docs=s.discarded_pilot_docs + c.aside_docs,
+        discarded_pilot_tokens=s.discarded_pilot_tokens + c.aside_tokens)
+    return dataclasses.replace(state, counters=dataclasses.replace(c, aside_docs=0, aside_tokens=0), steering=steering)
 
 
 def log_round(out: Path, round_no: int, state: RunState, report, target, action: str, *, phase: str,

@@ -37,6 +37,8 @@ class Counters:
     batches: int = 0
     generate_s: float = 0.0
     num_shards: int = 0  # shards in data/ that this state accounts for
+    aside_docs: int = 0  # documents written to a folder aside (a pilot round), not the corpus
+    aside_tokens: int = 0  # prompt + completion tokens of those documents
 
     @property
     def num_duplicates(self) -> int:
@@ -54,6 +56,7 @@ class Round:
     half_width: float = 0.0  # of the score's 95% interval (0: not recorded)
     shift_se: float = 0.0  # standard error of `shift` (0: not recorded)
     draw_sd: float = 0.0  # sd of D between rounds of this size drawn at the same c (0: not measured)
+    docs: int = 0  # a main round: the corpus documents it measured
 
     @property
     def spread(self) -> float:
@@ -79,8 +82,6 @@ class Steering:
     concentration: float = 1.0
     history: tuple[Round, ...] = ()
     round_end_docs: int = 0  # the main-phase round in progress ends at this many documents
-    round_docs: int = 0  # documents generated in the current pilot round
-    round_tokens: int = 0  # tokens spent in the current pilot round
     pilot_docs: int = 0
     discarded_pilot_docs: int = 0  # of pilot rounds not kept in the corpus
     pilot_tokens: int = 0  # prompt + completion tokens of every pilot round
@@ -88,7 +89,9 @@ class Steering:
     judge_calls: int = 0
     judge_tokens: int = 0
     added_topics: dict = field(default_factory=dict)  # domain -> topics added by grid growth
-    shift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor from the shift bound and drift
+    shift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor from the shift bound
+    drift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor away from drift
+    attribution_factors: dict = field(default_factory=dict)  # axis -> value -> factor of the last correction
     binding: str = ""  # the constraint that stopped the run when target and max_shift could not both hold
     epochs: tuple[Epoch, ...] = ()  # every weight change, by the sample index it applies from
     lookahead: int = 0  # samples generated under the old weights while a main round is measured (fixed at start)

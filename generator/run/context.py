@@ -1,0 +1,62 @@
+"""What every round of one steered run works with: the plan, the pipeline, the judges, the
+reference, and the run's named random streams."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from generator.recipe import Plan
+from generator.records import Backend
+from generator.run.loop import Pipeline
+from generator.run.policy import Goal
+from generator.run.reference import ReferenceStats, Shift, measure_shift, read_shift_inputs
+
+STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "calibrate": 707,
+           "confirm": 808, "final": 909, "draw": 111}  # named random streams of the controller
+
+
+def stream(seed: int, name: str, *more: int) -> np.random.Generator:
+    return np.random.default_rng([seed, STREAMS[name], *more])
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every round of one run works with (the plan and axis orders change when the grid grows)."""
+
+    plan: Plan
+    out: Path
+    pipe: Pipeline
+    judge: object
+    orders: dict
+    reference: ReferenceStats | None = None
+    embed: object = None  # texts -> embeddings, for the shift from the reference and the calibrated judge
+    llm: object = None  # target.judge llm: the LLM judge; it calibrates `judge` and confirms the corpus
+    llm_target: object = None  # its target (ctx.target is then on the calibrated embedding judge's scale)
+    calibration: dict | None = None
+
+    @property
+    def target(self):
+        return self.plan.recipe.target
+
+    @property
+    def backend(self) -> Backend:
+        return self.pipe.backend
+
+    def rng(self, name: str, *more: int) -> np.random.Generator:
+        return stream(self.plan.recipe.seed, name, *more)
+
+    def goal(self) -> Goal:
+        t = self.target
+        return Goal(score=t.score, tolerance=t.tolerance, k=t.k, num_docs=self.plan.recipe.size.num_docs,
+                    max_pilot_rounds=t.max_pilot_rounds, max_shift=t.max_shift if self.reference else None,
+                    can_grow=t.grow_grid and "topic" in self.plan.grid.axes,  # growth adds topics
+                    max_growth_rounds=t.max_growth_rounds, judge=self.judge.name)
+
+    def shift_of(self, root: Path, round_no: int, below: int | None = None) -> Shift | None:
+        """The documents under `root` (samples below `below`) against the reference (None without one)."""
+        if self.reference is None:
+            return None
+        texts, columns = read_shift_inputs(root, below)
+        return measure_shift(texts, columns, self.reference, self.embed, self.rng("shift", round_no))

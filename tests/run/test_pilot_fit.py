@@ -46,7 +46,7 @@ def bracketing(target, tolerance, half_width, measure, max_rounds=8) -> tuple[in
 
 
 def fitting(target, tolerance, half_width, measure, max_rounds=8) -> tuple[int, float]:
-    """The pilot loop of controller.after_pilot: go where the fit meets the target."""
+    """The pilot loop of policy.decide_pilot: go where the fit meets the target."""
     points, c = [], 1.0
     while True:
         d = measure(c)

@@ -82,7 +82,8 @@ def check_recipe(out: Path) -> tuple[str | None, tuple[Problem, ...]]:
         return None, (Problem(path.name, f"cannot be read ({type(exc).__name__})", repair),)
     if not isinstance(data, dict) or not isinstance(data.get("recipe_hash"), str):
         return None, (Problem(path.name, "not a recipe with a recipe_hash", repair),)
-    return data["recipe_hash"], ()
+    wrong = value_problem(data, RECIPE, "")
+    return data["recipe_hash"], (Problem(path.name, wrong, repair),) if wrong else ()
 
 
 def check_manifest(out: Path) -> tuple[list[dict] | None, tuple[Problem, ...]]:
@@ -209,6 +210,8 @@ REFERENCE = {"score!": NUMBER, "ci_low!": NUMBER, "ci_high!": NUMBER, "num_docs!
 SUMMARY = {"num_docs": NUMBER, "num_failed": NUMBER, "tokens_per_s": OPTIONAL_NUMBER, "recipe_hash": TEXT,
            "target": TARGET, "achieved": ACHIEVED, "reference": REFERENCE, "rounds": {"pilot": NUMBER, "main": NUMBER},
            "cost": {}, "fidelity": "fidelity", "endings": {}, "duplicates": {}}
+RECIPE = {"name": TEXT, "model": TEXT, "templates": [{"path!": TEXT, "weight": NUMBER}], "grid": "grid",
+          "sampling": {}, "engine": {}, "size": {}}
 DIVERSITY = {"score!": NUMBER, "ci_low": OPTIONAL_NUMBER, "ci_high": OPTIONAL_NUMBER, "k": OPTIONAL_NUMBER,
              "num_scored": OPTIONAL_NUMBER, "cluster_ratio": OPTIONAL_NUMBER, "judge": TEXT, "proxies": {},
              "shift": {}, "fidelity": "fidelity"}
@@ -243,6 +246,16 @@ def value_problem(value: Any, kind: Any, where: str) -> str:
             wrong = value_problem(value[name], sub, f"{where}.{name}".lstrip("."))
             if wrong:
                 return wrong
+        return ""
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            return f"{at}expected a list, got {type(value).__name__}"
+        return next((w for i, v in enumerate(value) if (w := value_problem(v, kind[0], f"{where}[{i}]"))), "")
+    if kind == "grid":  # axis -> grid file, or a seed-document axis with its file under `path`
+        files = {k: v.get("path") if isinstance(v, dict) else v for k, v in value.items()} \
+            if isinstance(value, dict) else None
+        if files is None or not all(isinstance(f, str) for f in files.values()):
+            return f"{at}expected axis: file pairs, got {str(value)[:80]}"
         return ""
     if kind == "fidelity":
         return fidelity_problem(value, where)

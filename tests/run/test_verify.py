@@ -109,6 +109,12 @@ DAMAGES = {  # name -> (damage, text of the problem line, scope)
     "recipe empty": (write("recipe.resolved.yaml", ""), "recipe.resolved.yaml: not a recipe with a recipe_hash",
                      "corpus"),
     "recipe is a folder": (folder_in_place("recipe.resolved.yaml"), "recipe.resolved.yaml: cannot be read", "corpus"),
+    "recipe templates a number": (write("recipe.resolved.yaml", "recipe_hash: x\ntemplates: 3\n"),
+                                  "recipe.resolved.yaml: templates: expected a list, got int", "corpus"),
+    "recipe template without path": (write("recipe.resolved.yaml", "recipe_hash: x\ntemplates: [{weight: 1}]\n"),
+                                     "templates[0]: missing 'path'", "corpus"),
+    "recipe grid a list": (write("recipe.resolved.yaml", "recipe_hash: x\ngrid: [a, b]\n"),
+                           "grid: expected axis: file pairs", "corpus"),
     "recipe of another run": (write("recipe.resolved.yaml", "recipe_hash: 0123abcd\n"),
                               "rows of recipe", "corpus"),
 }

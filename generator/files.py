@@ -116,7 +116,8 @@ def manifest_entry_problem(entry: Any) -> str:
             return f"{key}: expected a {'non-negative integer' if kind is int else 'string'}, got {value!r}"
     if "sha256" in entry and not isinstance(entry["sha256"], str):
         return f"sha256: expected a string, got {entry['sha256']!r}"
-    if entry["first_index"] > entry["last_index"] or entry["rows"] > entry["last_index"] - entry["first_index"] + 1:
+    span = entry["last_index"] - entry["first_index"] + 1
+    if span < 1 or entry["rows"] > span:
         return f"rows {entry['rows']} do not fit indices {entry['first_index']}..{entry['last_index']}"
     return ""
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from generator.errors import UserError
-from generator.files import (atomic_write_text, read_documents, read_manifest, shard_entry, shard_path, shard_paths,
-                             write_manifest, write_yaml)
+from generator.files import (atomic_write_text, read_documents, read_manifest, shard_entry, shard_path,
+                             shard_paths, write_manifest, write_yaml)
 from generator.outputs import check_out_dir
 from generator.recipe import Plan, recipe_dict, recipe_inputs
 from generator.run.dedup import index_path
@@ -43,7 +43,8 @@ def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
     if not holds_anything(out):
         if resume:
             what = "no such folder" if not out.exists() else "the folder holds no run"
-            raise UserError(f"{out}: cannot resume, {what}", fix="run without --resume to start it, or check --out")
+            raise UserError(f"{out}: cannot resume, {what}",
+                            fix="run without --resume to start it, or check --out")
         return "new"
     same = same_recipe(out, plan)
     if resume and same:

@@ -98,8 +98,8 @@ def judge_settings(args: argparse.Namespace):
     settings = read_settings(base, over, f"{where}: judge")
     bad = next(non_finite(settings), None)
     if bad is not None:
-        raise UserError(f"{where}: judge.{bad[0]} must be a finite number, got {bad[1]}", fix=f"set judge.{bad[0]} "
-                        "to a number (not nan or inf), or leave it out for the default")
+        raise UserError(f"{where}: judge.{bad[0]} must be a finite number, got {bad[1]}",
+                        fix=f"set judge.{bad[0]} to a number (not nan or inf), or leave it out for the default")
     return settings
 
 
@@ -151,11 +151,12 @@ def check_output_files(args: argparse.Namespace, inputs: list) -> None:
 
 def check_corpus_sizes(args: argparse.Namespace, corpora: list) -> None:
     """Every corpus holds K documents for a batch, checked before any is scored."""
+    from generator.judges.protocol import ScoreError, check_batch_inputs
     for path, (texts, _) in zip(args.data if isinstance(args.data, list) else [args.data], corpora):
-        if len(texts) < args.k:
-            raise UserError(f"corpus {path}: {len(texts)} documents, fewer than K={args.k} per batch",
-                            fix=f"pass --k {len(texts)} or less, or score a larger corpus" if len(texts) >= 2 else
-                            "score a corpus of 2 or more documents (K is at least 2)")
+        try:
+            check_batch_inputs(len(texts), args.k, 1, args.num_batches)
+        except ScoreError as exc:
+            raise ScoreError(f"corpus {path}: {exc.what}", fix=exc.fix) from None
 
 
 def open_cli_judge(args: argparse.Namespace, kind: str, *, budget=None, audit=None):

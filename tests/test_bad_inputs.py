@@ -320,7 +320,7 @@ CASES = {
                                r"afile is a file, so nothing can be created under it"),
     # score: every input and output checked before any corpus is scored
     "score: the second corpus is smaller than K": (two_corpora_case,
-                                                   r"corpus .*b.jsonl: 3 documents, fewer than K=10.*--k 3 or less"),
+                                                   r"corpus .*b.jsonl: K=10 documents per batch but the corpus has only 3.*--k 3 or less"),
     "score of one document": (data_case("one.jsonl", '{"text": "a"}\n'), r"score a corpus of 2 or more documents"),
     "score --json onto the corpus": (lambda tmp: [*data_case("c.jsonl", REAL)(tmp), "--json", str(tmp / "c.jsonl")],
                                      r"--json .*c.jsonl: is the input .* itself"),

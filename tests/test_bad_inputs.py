@@ -428,3 +428,15 @@ def test_resume_of_an_older_layout_exits_2_before_any_engine_starts(tmp_path, ca
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "written by an older layout" in err and "(fix: start a new run in a new --out" in err
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+@pytest.mark.parametrize("name", ["template failing on a later persona", "scoring k above the corpus",
+                                  "nan temperature", "gpu memory share above 1", "num_topics above the topic axis"])
+def test_a_refused_run_leaves_an_existing_empty_out_empty(name, tmp_path, capsys):
+    """Regression: a template failing past the first grid value (and a K above the corpus) were
+    found only after recipe.resolved.yaml was written into --out (or the corpus generated)."""
+    args = CASES[name][0](tmp_path)
+    out = Path(args[args.index("--out") + 1])
+    out.mkdir()
+    assert main(args) == 2
+    assert list(out.iterdir()) == [], capsys.readouterr().err

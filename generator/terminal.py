@@ -128,18 +128,20 @@ class RunProgress:
         self.bar, self.key = None, None
 
     def __call__(self, state, in_flight: int = 0, waiting: int = 0) -> None:
-        c, s = state.counters, state.steering
-        key = ("pilot", s.round) if s.phase == "pilot" else ("main", 0)
+        from generator.results import progress_of
+        self.show(progress_of(state, in_flight, waiting, num_docs=self.num_docs, pilot_docs=self.pilot_docs))
+
+    def show(self, p) -> None:
+        """Draw one `generator.results.Progress` of a pilot round or of the corpus."""
+        key = (p.stage, p.round)
         if key != self.key:
             self.close()
             self.key = key
-            desc = f"pilot round {s.round}" if key[0] == "pilot" else "generating"
-            self.bar = progress(total=self.pilot_docs if key[0] == "pilot" else self.num_docs,
-                                unit="doc", desc=desc)
-        self.bar.n = s.round_docs if key[0] == "pilot" else c.num_docs
-        rate = c.completion_tokens / c.generate_s if c.generate_s else 0.0
-        ahead = f", {waiting} finished ahead of order" if waiting else ""  # committed once earlier samples return
-        self.bar.set_postfix_str(f"{rate:.0f} tok/s, {in_flight} in flight{ahead}, {c.num_failed} failed")
+            desc = f"pilot round {p.round}" if p.stage == "pilot" else "generating"
+            self.bar = progress(total=p.total, unit="doc", desc=desc)
+        self.bar.n = p.done
+        ahead = f", {p.waiting} finished ahead of order" if p.waiting else ""  # committed once earlier samples return
+        self.bar.set_postfix_str(f"{p.tokens_per_s:.0f} tok/s, {p.in_flight} in flight{ahead}, {p.num_failed} failed")
         self.bar.refresh()
 
     def close(self) -> None:

@@ -47,12 +47,13 @@ def render(recipe: Plan | str | Path, n: int = 5, *, start: int = 0) -> tuple[Pr
                  for s in plan_samples(plan, start, n))
 
 
-def run(recipe: Plan | str | Path, out: str | Path, *, backend=None, resume: bool = False, force: bool = False,
-        score: bool = True, card: bool = True, on_progress: OnProgress | None = None) -> RunResult:
+def run(recipe: Plan | str | Path, out: str | Path, *, backend=None, judge=None, resume: bool = False,
+        force: bool = False, score: bool = True, card: bool = True, on_progress: OnProgress | None = None) -> RunResult:
     """Generate the recipe's corpus into `out` (Parquet shards under data/, summary.json), steering to
     its target if it has one; then score it (`score`, when the recipe's scoring is enabled) and write
     its dataset card (`card`). `backend`: any object of the generation protocol
     (generator.records.Backend), left open; default: the recipe's engine, opened and closed here.
+    `judge`: the judge steering measures with, any object with `cluster(batches)` (default: the target's).
     `resume` continues a killed run, `force` overwrites a non-empty `out`. A run that stops early
     returns a RunResult whose `stopped` says why."""
     from generator.recipe import pilot_size
@@ -67,7 +68,7 @@ def run(recipe: Plan | str | Path, out: str | Path, *, backend=None, resume: boo
         backend = open_engine(plan, report)
     totals = {"num_docs": plan.recipe.size.num_docs, "pilot_docs": pilot_size(plan.recipe)}
     try:
-        summary = controller.run(plan, out, backend, resume=resume, force=force,
+        summary = controller.run(plan, out, backend, resume=resume, force=force, judge=judge,
                                  on_progress=lambda state, in_flight=0, waiting=0: report(
                                      progress_of(state, in_flight, waiting, **totals)))
     except controller.RunStopped as exc:

@@ -17,7 +17,7 @@ from fakes import FakeBackend, KeyJudge
 SIGNATURES = {
     "load_recipe": "(path: 'str | Path', overrides: 'Sequence[str]' = ()) -> 'Plan'",
     "render": "(recipe: 'Plan | str | Path', n: 'int' = 5, *, start: 'int' = 0) -> 'tuple[Prompt, ...]'",
-    "run": "(recipe: 'Plan | str | Path', out: 'str | Path', *, backend=None, resume: 'bool' = False, "
+    "run": "(recipe: 'Plan | str | Path', out: 'str | Path', *, backend=None, judge=None, resume: 'bool' = False, "
            "force: 'bool' = False, score: 'bool' = True, card: 'bool' = True, "
            "on_progress: 'OnProgress | None' = None) -> 'RunResult'",
     "score": "(corpus: 'Corpus', *, ruler: 'Ruler' = Ruler(judge='embed', k=None, threshold=0.0, seed=0, "

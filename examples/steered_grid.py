@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None, *, backend=None, judge=None) -> generato
     t = result.target
     if t is not None:
         verdict = "within" if t.within_tolerance else "outside"
-        print(f"target D {t.score:g} ± {t.tolerance:g}: achieved {t.achieved:.3f} [{t.ci_low:.3f}, {t.ci_high:.3f}], "
+        print(f"target D {t.score:g} ± {t.tolerance:g}: achieved {t.achieved:.3f} "
+              f"[{t.ci_low:.3f}, {t.ci_high:.3f}], "
               f"{verdict} tolerance after {t.pilot_rounds} pilot and {t.main_rounds} main rounds")
     if result.diversity is not None:
         print(f"end-of-run D {result.diversity.score:.3f} ({result.diversity.judge}, K={result.diversity.k})")

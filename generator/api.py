@@ -48,7 +48,8 @@ def render(recipe: Plan | str | Path, n: int = 5, *, start: int = 0) -> tuple[Pr
 
 
 def run(recipe: Plan | str | Path, out: str | Path, *, backend=None, judge=None, resume: bool = False,
-        force: bool = False, score: bool = True, card: bool = True, on_progress: OnProgress | None = None) -> RunResult:
+        force: bool = False, score: bool = True, card: bool = True,
+        on_progress: OnProgress | None = None) -> RunResult:
     """Generate the recipe's corpus into `out` (Parquet shards under data/, summary.json), steering to
     its target if it has one; then score it (`score`, when the recipe's scoring is enabled) and write
     its dataset card (`card`). `backend`: any object of the generation protocol

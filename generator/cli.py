@@ -153,7 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_lines(result) -> str:
     """What `generator run` prints of a finished run (a generator.results.RunResult)."""
     e, out = result.endings, result.out
-    lines = [f"wrote {result.num_docs} documents ({result.completion_tokens} tokens, {result.tokens_per_s} tok/s, "
+    lines = [f"wrote {result.num_docs} documents ({result.completion_tokens} tokens, "
+             f"{result.tokens_per_s} tok/s, "
              f"{result.num_failed} failed; endings: {e.eos} at EOS, {e.trimmed} trimmed, {e.cut} cut) "
              f"to {out / 'data'}"]
     if result.diversity is not None:
@@ -163,9 +164,11 @@ def run_lines(result) -> str:
     t = result.target
     if t is not None:
         if t.reference_score is not None:
-            lines.append(f"reference D = {t.reference_score:.3f} [{t.reference_ci[0]:.3f}, {t.reference_ci[1]:.3f}]; "
+            low, high = t.reference_ci
+            lines.append(f"reference D = {t.reference_score:.3f} [{low:.3f}, {high:.3f}]; "
                          f"achieved {t.relative:.3f} × reference, MMD² {t.shift:.4f} (bound {t.max_shift})")
-        lines.append(f"target {t.score:g} ± {t.tolerance}: achieved {t.achieved:.3f} [{t.ci_low:.3f}, {t.ci_high:.3f}] "
+        lines.append(f"target {t.score:g} ± {t.tolerance}: achieved {t.achieved:.3f} "
+                     f"[{t.ci_low:.3f}, {t.ci_high:.3f}] "
                      f"in {t.pilot_rounds} pilot + {t.main_rounds} main rounds; calibration cost "
                      f"{t.calibration_ratio:.1%} of corpus tokens")
     if result.card is not None:

@@ -50,9 +50,11 @@ class GenerateDocuments(PipelineStep):
     name = "🧪 generate from a recipe"
     type = "🧪 - GENERATOR"
 
-    def __init__(self, recipe: str | Path, overrides: Sequence[str] = (), *, backend=None, batch_size: int = 256):
+    def __init__(self, recipe: str | Path, overrides: Sequence[str] = (), *, backend=None,
+                 batch_size: int = 256):
         super().__init__()
-        self.recipe, self.overrides, self.backend, self.batch_size = str(recipe), tuple(overrides), backend, batch_size
+        self.recipe, self.overrides = str(recipe), tuple(overrides)
+        self.backend, self.batch_size = backend, batch_size
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         from generator.api import load_recipe, open_engine
@@ -129,7 +131,7 @@ class DiversityStats(PipelineStep):
         with self.output_folder.open(f"samples/{rank:05d}.jsonl", "wt") as f:
             f.write(json.dumps({"num_docs_seen": seen}) + "\n")
             f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in sample)
-        self.stat_update("documents", value=seen)
+        self.stat_update("documents", value=seen, unit="task")
         k = self.ruler.k or 10
         if len(sample) < k:
             log.warning("task %d saw %d documents, fewer than K=%d: no report of its own", rank, seen, k)
@@ -155,7 +157,8 @@ def merge_diversity(folder: DataFolderLike, *, ruler: Ruler = Ruler(), judge=Non
             lines = [json.loads(line) for line in f]
         tasks.append((lines[0]["num_docs_seen"], [line["text"] for line in lines[1:]]))
     if not tasks:
-        raise UserError(f"{folder.path}: no samples/*.jsonl", fix="run DiversityStats with this output_folder first")
+        raise UserError(f"{folder.path}: no samples/*.jsonl",
+                        fix="run DiversityStats with this output_folder first")
     rate = min(len(texts) / seen for seen, texts in tasks if seen)  # the smallest share any task kept
     rng = np.random.default_rng(seed)
     texts = [t for seen, sample in tasks
@@ -180,4 +183,5 @@ class DiversityMerger(PipelineStep):
         if data:
             yield from data
         if rank == 0:
-            merge_diversity(self.folder, ruler=self.ruler, judge=self.judge, proxies=self.proxies, seed=self.ruler.seed)
+            merge_diversity(self.folder, ruler=self.ruler, judge=self.judge, proxies=self.proxies,
+                            seed=self.ruler.seed)

@@ -11,8 +11,13 @@ every intact shard when the state itself is unreadable) is still there, byte-ide
 command. `--resume` answers with different text than the run that made the folder, so a
 regenerated shard cannot pass for a kept one.
 
-65 cases per run (60 generated, derandomized, no example database, and 5 explicit), about 20 s of
-CPU; cases that hit an open finding (`open_finding`) are skipped and pinned by an xfail test."""
+Also `test_hostile_outputs_and_options`: 30 output paths and options of run, export, score, card
+and verify beside a copy of the run (output a file, inside an input, not creatable; NaN, infinite
+and tiny weights; seeds out of range; a file that is not a tokenizer), same invariants.
+
+95 cases per run (60 generated, derandomized, no example database, 5 explicit, 30 options), about
+25 s of CPU; cases that hit an open finding (`open_finding`) are skipped and each open finding is
+pinned by a strict xfail test or case."""
 from __future__ import annotations
 
 import json
@@ -221,3 +226,49 @@ def test_the_undamaged_folder_passes_every_command(base):
     for command in COMMANDS:
         check_damaged_folder(base, [], command)
     check_damaged_folder(base, [], "resume", "killed")
+
+
+def open_rc(name: str, reason: str):
+    return pytest.mark.xfail(strict=True, reason=f"{name}: {reason}")
+
+
+# Output paths and options of every command, beside a copy of the finished run: F is the case's
+# folder (holding `afile`, `corpus.jsonl`, `recipe.yaml` and the run `run`), T the tokenizer.
+OPTION_CASES = [
+    "run F/recipe.yaml --out F/afile", "run F/recipe.yaml --out F/afile/sub",
+    "run F/recipe.yaml --out F/recipe.yaml", "run F/recipe.yaml --out /dev/null",
+    "run F/recipe.yaml --out F/run/data",
+    pytest.param("run F/recipe.yaml --out /proc/fuzz", marks=open_rc("RC3", "an --out that cannot be made")),
+    "export F/run --to datatrove --out F/run --tokenizer T",
+    "export F/run --to datatrove --out F/run/data --tokenizer T",
+    "export F/run --to megatron --out F/afile --tokenizer T",
+    "export F/run --to olmo --out F/o --tokenizer T --mix web=F/corpus.jsonl:1e-300",
+    "export F/run --to nanotron --out F/o --tokenizer T --mix run=F/corpus.jsonl:1",
+    "export F/run --to datatrove --out F/o --tokenizer T --mix web=F/corpus.jsonl:nan",
+    "export F/run --to datatrove --out F/o --tokenizer T --mix web=F/corpus.jsonl:inf",
+    "export F/run --to datatrove --out F/o --tokenizer T --total-tokens 99999999999",
+    "export F/run --to datatrove --out F/o --tokenizer T --seed 99999999999999999999999",
+    pytest.param("export F/run --to datatrove --out F/o --tokenizer F/corpus.jsonl",
+                 marks=open_rc("RC4", "a --tokenizer file that is not a tokenizer")),
+    "score F/run F/afile --no-proxies", "score F/run F/corpus.jsonl --no-proxies --json F/run/x.json",
+    "score F/run --no-proxies --json F/run", "score F/corpus.jsonl --no-proxies --seed -1",
+    "score F/corpus.jsonl --no-proxies --reference F/afile",
+    "score F/corpus.jsonl F/corpus.jsonl --no-proxies --plot F/afile/x.png",
+    pytest.param("score F/corpus.jsonl --no-proxies --num-batches 1000000 --precision 1e-300",
+                 marks=open_rc("RC5", "--precision 1e-300 overflows planning the batches")),
+    "score F/corpus.jsonl --recompute F/afile", "card F/afile", "verify F/afile", "verify F",
+]
+
+
+@pytest.mark.parametrize("line", OPTION_CASES)
+def test_hostile_outputs_and_options(base, line):
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        folder = Path(tmp)
+        shutil.copytree(base / "run", folder / "run")
+        (folder / "recipe.yaml").write_text((base / "recipe.yaml").read_text())
+        (folder / "afile").write_text("x")
+        (folder / "corpus.jsonl").write_text("".join(f'{{"text": "doc {i} alpha"}}\n' for i in range(30)))
+        words = {"T": str(base / "tokenizer"), "F": str(folder)}
+        argv = [words.get(w, w.replace("F/", f"{folder}/")) for w in line.split()]
+        before = snapshot(folder)
+        check_outcome(run_cli(argv), folder, before)

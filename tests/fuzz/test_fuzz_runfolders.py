@@ -181,14 +181,16 @@ def check_damaged_folder(base: Path, damaged: list, command: str, source: str = 
 @example(damaged=[("data/shard-00001.parquet", "truncate", "", 0.5)], command="resume", source="run")
 @example(damaged=[("state.json", "delete", "", 0.0)], command="resume", source="killed")
 def test_damaged_run_folder(base, damaged, command, source):
-    assume(not open_finding(damaged, command))
+    assume(not open_finding(damaged, command, source))
     check_damaged_folder(base, damaged, command, source)
 
 
-def open_finding(damaged: list, command: str) -> str:
+def open_finding(damaged: list, command: str, source: str) -> str:
     """The open finding (/work/fuzz-findings/runfolder.md) a case would hit, or ""; each has an
     xfail test below, so a fix shows up as an unexpected pass."""
     for name, kind, *_ in damaged:
+        if kind == "directory" and name.startswith("data/") and command == "resume" and source == "killed":
+            return "RF4"
         if kind in ("devzero", "fifo"):
             return "RF2"
         if name.startswith("dedup/") and command == "resume":
@@ -207,6 +209,12 @@ def test_open_rf1_damaged_dedup_index(base):
                                        "every reader")
 def test_open_rf2_run_file_not_regular(base):
     check_damaged_folder(base, [("state.json", "fifo", "", 0.5)], "card", wall_s=3)
+
+
+@pytest.mark.xfail(strict=True, reason="RF4: a folder in the place of an uncommitted shard makes "
+                                       "run --resume raise IsADirectoryError")
+def test_open_rf4_folder_in_place_of_an_uncommitted_shard(base):
+    check_damaged_folder(base, [("data/shard-00002.parquet", "directory", "", 0.5)], "resume", "killed")
 
 
 @pytest.mark.xfail(strict=True, reason="RF3: an empty diversity.json stops run --resume only after "

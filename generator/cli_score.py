@@ -10,6 +10,7 @@ from pathlib import Path
 
 from generator.errors import UserError
 from generator.judges.embedding import DEFAULT_THRESHOLD
+from generator.judges.intervals import MIN_PRECISION
 from generator.judges.protocol import INVALID_POLICIES, MAX_FAILURE_SHARE
 
 
@@ -114,8 +115,9 @@ def check_judge_args(args: argparse.Namespace) -> None:
 
     if not 1 <= args.num_batches <= 10**6:
         fail(f"--num-batches {args.num_batches}: must be in [1, 1000000]", "e.g. --num-batches 200")
-    if getattr(args, "precision", None) is not None and not args.precision > 0:
-        fail(f"--precision {args.precision}: must be positive", "e.g. --precision 0.05")
+    if getattr(args, "precision", None) is not None and not args.precision >= MIN_PRECISION:
+        fail(f"--precision {args.precision}: must be at least {MIN_PRECISION:g} (a half-width of D)",
+             "e.g. --precision 0.05")
     if getattr(args, "max_calls", None) is not None and args.max_calls < 1:
         fail(f"--max-calls {args.max_calls}: must be positive", "e.g. --max-calls 4000")
     share = getattr(args, "max_failure_share", None)

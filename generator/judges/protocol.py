@@ -278,7 +278,8 @@ def check_batch_inputs(num_docs: int, k: int, min_batches: int, num_batches: int
         raise ScoreError(f"num_batches={num_batches} and min_batches={min_batches} must be at least 1",
                          fix="raise the batch counts")
     if precision is not None and not precision >= MIN_PRECISION:
-        raise ScoreError(f"precision {precision} must be at least {MIN_PRECISION:g}", fix="pass e.g. --precision 0.1")
+        raise ScoreError(f"precision {precision} must be at least {MIN_PRECISION:g}",
+                         fix="pass e.g. --precision 0.1")
 
 
 def _scores(results: Sequence[BatchClustering]) -> np.ndarray:

@@ -246,10 +246,18 @@ CASES = {
     "export negative repetition": (lambda tmp: [*export_case()(tmp), "--max-repetition", "-1"], "must be positive"),
     "export missing tokenizer": (lambda tmp: [*export_case()(tmp), "--tokenizer", str(tmp / "tok")],
                                  "tok: no such file"),
+    # RC4: a file that is not a tokenizer raised the tokenizers package's bare Exception
+    "export file not a tokenizer": (lambda tmp: [*export_case()(tmp), "--tokenizer",
+                                                 str(tmp / "run" / "recipe.resolved.yaml")],
+                                    "recipe.resolved.yaml is not a tokenizer.json"),
     "export zero total tokens": (lambda tmp: [*export_case()(tmp), "--total-tokens", "0"], "must be positive"),
     # score options, checked before the corpus or any judge loads
     "score k of one": (data_case("c.jsonl", '{"text": "a"}\n', "--k", "1"), r"judge.k \(1\) must be at least 2"),
-    "score zero precision": (data_case("c.jsonl", '{"text": "a"}\n', "--precision", "0"), "--precision 0.0: must be positive"),
+    "score zero precision": (data_case("c.jsonl", '{"text": "a"}\n', "--precision", "0"),
+                             "--precision 0.0: must be at least 1e-06"),
+    # RC5: a precision no number of batches reaches overflowed planning the batches
+    "score tiny precision": (data_case("c.jsonl", '{"text": "a"}\n', "--precision", "1e-300"),
+                             "--precision 1e-300: must be at least 1e-06"),
     "score zero max calls": (data_case("c.jsonl", '{"text": "a"}\n', "--max-calls", "0"), "--max-calls 0: must be positive"),
     "score threshold out of range": (data_case("c.jsonl", '{"text": "a"}\n', "--threshold", "3"), r"lies in \(0, 2\]"),
     "score llm judge without model": (data_case("c.jsonl", '{"text": "a"}\n', "--judge", "llm"), "needs a model"),

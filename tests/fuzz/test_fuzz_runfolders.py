@@ -16,8 +16,7 @@ and verify beside a copy of the run (output a file, inside an input, not creatab
 and tiny weights; seeds out of range; a file that is not a tokenizer), same invariants.
 
 95 cases per run (60 generated, derandomized, no example database, 5 explicit, 30 options), about
-25 s of CPU; cases that hit an open finding (`open_finding`) are skipped and each open finding is
-pinned by a strict xfail test or case."""
+25 s of CPU; each finding fixed so far (RF1-RF4, RC3-RC5) is also pinned by an explicit test or case."""
 from __future__ import annotations
 
 import json
@@ -28,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, assume, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, SMALL_RECIPE
@@ -181,45 +180,26 @@ def check_damaged_folder(base: Path, damaged: list, command: str, source: str = 
 @example(damaged=[("data/shard-00001.parquet", "truncate", "", 0.5)], command="resume", source="run")
 @example(damaged=[("state.json", "delete", "", 0.0)], command="resume", source="killed")
 def test_damaged_run_folder(base, damaged, command, source):
-    assume(not open_finding(damaged, command, source))
     check_damaged_folder(base, damaged, command, source)
 
 
-def open_finding(damaged: list, command: str, source: str) -> str:
-    """The open finding (/work/fuzz-findings/runfolder.md) a case would hit, or ""; each has an
-    xfail test below, so a fix shows up as an unexpected pass."""
-    for name, kind, *_ in damaged:
-        if kind == "directory" and name.startswith("data/") and command == "resume" and source == "killed":
-            return "RF4"
-        if kind in ("devzero", "fifo"):
-            return "RF2"
-        if name.startswith("dedup/") and command == "resume":
-            return "RF1"
-        if name == "diversity.json" and command == "resume":
-            return "RF3"
-    return ""
-
-
-@pytest.mark.xfail(strict=True, reason="RF1: an empty dedup index makes run --resume raise EOFError")
-def test_open_rf1_damaged_dedup_index(base):
+def test_rf1_damaged_dedup_index(base):
+    """RF1: an empty dedup index made run --resume raise EOFError after the engine started."""
     check_damaged_folder(base, [("dedup/shard-00001.dedup.npz", "empty", "", 0.5)], "resume")
 
 
-@pytest.mark.xfail(strict=True, reason="RF2: a named pipe (or /dev/zero) in place of state.json blocks "
-                                       "every reader")
-def test_open_rf2_run_file_not_regular(base):
+def test_rf2_run_file_not_regular(base):
+    """RF2: a named pipe (or /dev/zero) in place of state.json blocked every reader."""
     check_damaged_folder(base, [("state.json", "fifo", "", 0.5)], "card", wall_s=3)
 
 
-@pytest.mark.xfail(strict=True, reason="RF4: a folder in the place of an uncommitted shard makes "
-                                       "run --resume raise IsADirectoryError")
-def test_open_rf4_folder_in_place_of_an_uncommitted_shard(base):
+def test_rf4_folder_in_place_of_an_uncommitted_shard(base):
+    """RF4: a folder in the place of an uncommitted shard made run --resume raise IsADirectoryError."""
     check_damaged_folder(base, [("data/shard-00002.parquet", "directory", "", 0.5)], "resume", "killed")
 
 
-@pytest.mark.xfail(strict=True, reason="RF3: an empty diversity.json stops run --resume only after "
-                                       "generating")
-def test_open_rf3_empty_report_found_after_resume(base):
+def test_rf3_empty_report_found_before_resume(base):
+    """RF3: an empty diversity.json stopped run --resume only after it generated."""
     check_damaged_folder(base, [("diversity.json", "empty", "", 0.5)], "resume")
 
 
@@ -236,17 +216,13 @@ def test_the_undamaged_folder_passes_every_command(base):
     check_damaged_folder(base, [], "resume", "killed")
 
 
-def open_rc(name: str, reason: str):
-    return pytest.mark.xfail(strict=True, reason=f"{name}: {reason}")
-
-
 # Output paths and options of every command, beside a copy of the finished run: F is the case's
 # folder (holding `afile`, `corpus.jsonl`, `recipe.yaml` and the run `run`), T the tokenizer.
 OPTION_CASES = [
     "run F/recipe.yaml --out F/afile", "run F/recipe.yaml --out F/afile/sub",
     "run F/recipe.yaml --out F/recipe.yaml", "run F/recipe.yaml --out /dev/null",
     "run F/recipe.yaml --out F/run/data",
-    pytest.param("run F/recipe.yaml --out /proc/fuzz", marks=open_rc("RC3", "an --out that cannot be made")),
+    "run F/recipe.yaml --out /proc/fuzz",  # RC3
     "export F/run --to datatrove --out F/run --tokenizer T",
     "export F/run --to datatrove --out F/run/data --tokenizer T",
     "export F/run --to megatron --out F/afile --tokenizer T",
@@ -256,14 +232,12 @@ OPTION_CASES = [
     "export F/run --to datatrove --out F/o --tokenizer T --mix web=F/corpus.jsonl:inf",
     "export F/run --to datatrove --out F/o --tokenizer T --total-tokens 99999999999",
     "export F/run --to datatrove --out F/o --tokenizer T --seed 99999999999999999999999",
-    pytest.param("export F/run --to datatrove --out F/o --tokenizer F/corpus.jsonl",
-                 marks=open_rc("RC4", "a --tokenizer file that is not a tokenizer")),
+    "export F/run --to datatrove --out F/o --tokenizer F/corpus.jsonl",  # RC4
     "score F/run F/afile --no-proxies", "score F/run F/corpus.jsonl --no-proxies --json F/run/x.json",
     "score F/run --no-proxies --json F/run", "score F/corpus.jsonl --no-proxies --seed -1",
     "score F/corpus.jsonl --no-proxies --reference F/afile",
     "score F/corpus.jsonl F/corpus.jsonl --no-proxies --plot F/afile/x.png",
-    pytest.param("score F/corpus.jsonl --no-proxies --num-batches 1000000 --precision 1e-300",
-                 marks=open_rc("RC5", "--precision 1e-300 overflows planning the batches")),
+    "score F/corpus.jsonl --no-proxies --num-batches 1000000 --precision 1e-300",  # RC5
     "score F/corpus.jsonl --recompute F/afile", "card F/afile", "verify F/afile", "verify F",
 ]
 

@@ -55,13 +55,16 @@ class _TimeBudget:
 
     def __init__(self, seconds: float) -> None:
         self.seconds, self.start = seconds, time.monotonic()
-        self.deadline, self.renders = self.start + seconds, 0
+        self.deadline, self.done, self.done_at = self.start + seconds, 0, self.start
+
+    def finish(self) -> None:
+        """One render of the series finished."""
+        self.done, self.done_at = self.done + 1, time.monotonic()
 
     def spent(self) -> TemplateLimit:
-        done = self.renders - 1  # the render cut short does not count
-        per = f"{self.seconds / done:.2g}" if done else f"more than {self.seconds:g}"
-        return TemplateLimit(f"renders too slowly for a corpus ({per} s per render: {done} render(s) used up the "
-                             f"{self.seconds:g} s that checking it at load may take)")
+        per = f"{(self.done_at - self.start) / self.done:.2g}" if self.done else f"more than {self.seconds:g}"
+        return TemplateLimit(f"renders too slowly for a corpus ({per} s per render: {self.done} render(s) and "
+                             f"the next used up the {self.seconds:g} s that checking it at load may take)")
 
 
 _SHARED: contextvars.ContextVar[_TimeBudget | None] = contextvars.ContextVar("shared_budget", default=None)
@@ -84,8 +87,6 @@ class _Budget:
     def __init__(self) -> None:
         self.deadline = time.monotonic() + MAX_RENDER_S
         self.shared = _SHARED.get()
-        if self.shared is not None:
-            self.shared.renders += 1
         self.steps = 0
 
     def spend(self, steps: int = 0) -> None:
@@ -228,6 +229,9 @@ def _concat(chunks: Iterable[str]) -> str:
                     chunks.throw(exc)  # raised where the template stands, so the error names its line
                 raise
             out.append(chunk)
+        budget = _BUDGET.get()
+        if token is not None and budget.shared is not None:
+            budget.shared.finish()
         return "".join(out)
     finally:
         if token is not None:

@@ -1,7 +1,7 @@
 # The two commands a newcomer types:
 #   make quickstart   set up .venv (first time only) and generate the quickstart corpus into runs/quick
 #   make test         set up .venv (first time only) and run the whole test suite
-.PHONY: setup quickstart test test-unit bench
+.PHONY: setup quickstart test test-all test-unit bench docs
 
 setup:
 	bash scripts/setup.sh
@@ -11,11 +11,21 @@ quickstart: setup
 
 # Unit tests on both cores, then the integration tests (real engines, Ray, servers) one at a time.
 test: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
 	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not integration" -n 2 --durations=10
-	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m integration --durations=20
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "integration and not slow" --durations=20
+
+# Everything, with the long statistical runs on the real engine.
+test-all: setup
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=3600 -m "not integration" -n 2 --durations=10
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=3600 -m integration --durations=20
 
 test-unit: setup
 	.venv/bin/python -m pytest -q -m "not integration" -p no:cacheprovider
 
 bench: setup
 	.venv/bin/python bench/bench_pipeline.py
+
+# The docs site (guides, and reference pages generated from the code) into site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir site

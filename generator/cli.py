@@ -6,6 +6,7 @@ line `error: ... (fix: ...)` and exit with code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -84,130 +85,126 @@ MAX_RENDER = 10_000  # most prompts `render -n` prints (drawn and printed 1000 a
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from generator.recipe import load_recipe
-    from generator.sampling.requests import plan_samples
+    import generator
 
     if not 0 < args.n <= MAX_RENDER:
         raise UserError(f"-n {args.n}: must be {'positive' if args.n <= 0 else f'at most {MAX_RENDER}'}",
                         fix=f"e.g. -n 5 (at most -n {MAX_RENDER})")
-    plan = load_recipe(args.recipe, args.overrides)
+    plan = generator.load_recipe(args.recipe, args.overrides)
     for start in range(0, args.n, 1000):
-        for s in plan_samples(plan, start, min(1000, args.n - start)):
-            cells = ", ".join(f"{k}={v}" for k, v in s.values.items())
-            print(f"--- sample {s.index} · template {s.template} · id {s.request.id}\n[{cells}]")
-            if s.request.system:
-                print(f"[system] {s.request.system}")
-            print(s.request.prompt + "\n")
+        for p in generator.render(plan, min(1000, args.n - start), start=start):
+            cells = ", ".join(f"{k}={v}" for k, v in p.cell)
+            print(f"--- sample {p.index} · template {p.template} · id {p.id}\n[{cells}]")
+            if p.system:
+                print(f"[system] {p.system}")
+            print(p.prompt + "\n")
     return 0
+
+
+class RunDisplay:
+    """`generator.run`'s progress on the terminal: the header once the inputs are checked, a live
+    line for each slow step (model conversion, engine start, scoring, the card), one bar per
+    pilot round and one for the corpus."""
+
+    def __init__(self, plan, out: Path):
+        from generator.recipe import pilot_size
+        self.plan, self.out = plan, out
+        self.bars = terminal.RunProgress(plan.recipe.size.num_docs, pilot_size(plan.recipe))
+        self.step = contextlib.ExitStack()
+
+    def __call__(self, p) -> None:
+        if p.stage in ("pilot", "generate"):
+            self.step.close()
+            self.bars.show(p)
+            return
+        self.close()
+        r = self.plan.recipe
+        if p.stage == "start":
+            say(f"recipe {r.name} ({self.plan.recipe_hash}) · model {r.model} · backend {r.engine.backend} · "
+                f"{r.size.num_docs} documents → {self.out}")
+            return
+        desc = {"prepare": f"preparing {r.model} (once)", "engine": f"starting {r.engine.backend} engine",
+                "score": f"scoring ({r.scoring.judge} judge)", "card": "writing the dataset card"}[p.stage]
+        self.step.enter_context(terminal.long_step(desc))
+
+    def close(self) -> None:
+        self.step.close()
+        self.bars.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from generator.backends import engine_options, open_backend
-    from generator.recipe import load_recipe, pilot_size
-    from generator.run import controller
-    from generator.run.resume import check_output
+    import generator
 
-    plan = load_recipe(args.recipe, args.overrides)
-    r = plan.recipe
-    if "llm" in (r.scoring.enabled and not args.no_score and r.scoring.judge, r.target and r.target.judge):
-        from generator.judges import plan_judge
-        plan_judge(r.judge)  # K documents must fit the judge's context before anything runs
+    plan = generator.load_recipe(args.recipe, args.overrides)
     out = args.out or Path("runs") / plan.recipe.name
-    check_output(out, plan, resume=args.resume, force=args.force)
-    if r.engine.backend == "ray":
-        from generator.backends.ray import check_ray_address
-        check_ray_address()
-    say(f"recipe {r.name} ({plan.recipe_hash}) · model {r.model} · backend {r.engine.backend} · "
-        f"{r.size.num_docs} documents → {out}")
-    if r.engine.backend != "openai":
-        terminal.prepare_model(r.model)
-    with terminal.long_step(f"starting {r.engine.backend} engine"):
-        backend = open_backend(r.engine.backend, r.model, **engine_options(r.engine))
-    bars = terminal.RunProgress(r.size.num_docs, pilot_size(r))
+    display = RunDisplay(plan, out)
     try:
-        summary = controller.run(plan, out, backend, resume=args.resume, force=args.force, on_progress=bars)
-    except controller.RunStopped as exc:
-        summary = {"stopped": str(exc)}
+        result = generator.run(plan, out, resume=args.resume, force=args.force, score=not args.no_score,
+                               on_progress=display)
     finally:
-        bars.close()
-        backend.close()
-    if "num_docs" not in summary:
-        say(f"error: run stopped: {summary['stopped']}")
+        display.close()
+    if result.stopped:
+        say(f"error: run stopped: {result.stopped}")
         return 1
-    print(f"wrote {summary['num_docs']} documents ({summary['completion_tokens']} tokens, "
-          f"{summary['tokens_per_s']} tok/s, {summary['num_failed']} failed; endings: {summary['endings']['eos']} at "
-          f"EOS, {summary['endings']['trimmed']} trimmed, {summary['endings']['cut']} cut) to {out / 'data'}")
-    if r.scoring.enabled and not args.no_score:
-        from generator.measure.report import score_finished_run
-        with terminal.long_step(f"scoring ({r.scoring.judge} judge)"):
-            report = score_finished_run(plan, out)  # at the target's threshold and K when steered
-        print(f"diversity ({report['judge']} judge, K={report['k']}): "
-              f"D = {report['score']:.3f} ± {report['half_width']:.3f} → {out / 'diversity.json'}")
-    if "achieved" in summary:
-        a, t = summary["achieved"], summary["target"]
-        if "reference" in summary:
-            ref = summary["reference"]
-            print(f"reference D = {ref['score']:.3f} [{ref['ci_low']:.3f}, {ref['ci_high']:.3f}]; achieved "
-                  f"{a['relative']:.3f} × reference, MMD² {a['shift']:.4f} (bound {t.get('max_shift')})")
-        print(f"target {t['score']:g} ± {t['tolerance']}: achieved {a['score']:.3f} "
-              f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}] in {summary['rounds']['pilot']} pilot + "
-              f"{summary['rounds']['main']} main rounds; calibration cost "
-              f"{summary['cost']['calibration_ratio']:.1%} of corpus tokens")
-    from generator.export.card import write_card
-    with terminal.long_step("writing the dataset card"):
-        card = write_card(out)
-    print(f"dataset card → {card}")
+    print(run_lines(result))
     return 0
 
 
+def run_lines(result) -> str:
+    """What `generator run` prints of a finished run (a generator.results.RunResult)."""
+    e, out = result.endings, result.out
+    lines = [f"wrote {result.num_docs} documents ({result.completion_tokens} tokens, "
+             f"{result.tokens_per_s} tok/s, "
+             f"{result.num_failed} failed; endings: {e.eos} at EOS, {e.trimmed} trimmed, {e.cut} cut) "
+             f"to {out / 'data'}"]
+    if result.diversity is not None:
+        d = result.diversity
+        lines.append(f"diversity ({d.judge} judge, K={d.k}): D = {d.score:.3f} ± {d.half_width:.3f} "
+                     f"→ {out / 'diversity.json'}")
+    t = result.target
+    if t is not None:
+        if t.reference_score is not None:
+            low, high = t.reference_ci
+            lines.append(f"reference D = {t.reference_score:.3f} [{low:.3f}, {high:.3f}]; "
+                         f"achieved {t.relative:.3f} × reference, MMD² {t.shift:.4f} (bound {t.max_shift})")
+        lines.append(f"target {t.score:g} ± {t.tolerance}: achieved {t.achieved:.3f} "
+                     f"[{t.ci_low:.3f}, {t.ci_high:.3f}] "
+                     f"in {t.pilot_rounds} pilot + {t.main_rounds} main rounds; calibration cost "
+                     f"{t.calibration_ratio:.1%} of corpus tokens")
+    if result.card is not None:
+        lines.append(f"dataset card → {result.card}")
+    return "\n".join(lines)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    import numpy as np
+    import dataclasses
 
-    from generator.export.formats import check_out, export_mix, format_weights
-    from generator.export.mixes import check_mix_options, load_source, load_tokenizer, parse_source, plan_mix
+    import generator
+    from generator.export.formats import format_weights
 
-    default_name = Path(args.run_dir).resolve().name.replace(" ", "_")
-    specs = [parse_source(args.run_dir, default_name=default_name), *(parse_source(m) for m in args.mix)]
-    check_out(args.out, inputs=[s.path for s in specs])
-    check_mix_options(args.max_repetition, args.total_tokens, args.seed)
-    for spec in specs:
-        if not Path(spec.path).exists():
-            raise UserError(f"source {spec.name!r}: {spec.path}: no such file or folder",
-                            fix="check the path of the run or corpus")
-    from generator.run.verify import is_run_folder, require_intact
-    for spec in specs:
-        if is_run_folder(Path(spec.path)):
-            require_intact(Path(spec.path), "export")
-    if args.tokenizer is not None and not Path(args.tokenizer).exists():
-        raise UserError(f"--tokenizer {args.tokenizer}: no such file or folder",
-                        fix="pass a local tokenizer folder or its tokenizer.json")
-    tokenizer = load_tokenizer(args.tokenizer)
-    corpora = [load_source(s, tokenizer, text_field=args.text_field) for s in specs]
-    mix = plan_mix(specs, corpora, tokenizer, rng=np.random.default_rng(args.seed), seed=args.seed,
-                   max_repetition=args.max_repetition, total_tokens=args.total_tokens)
-    recipe = export_mix(mix, args.out, args.to)
-    print(format_weights(recipe))
-    print(f"wrote a {args.to} export of {recipe['total_tokens']['achieved']} tokens to {args.out}")
+    result = generator.export(args.run_dir, args.out, to=args.to, mix=args.mix, tokenizer=args.tokenizer,
+                              max_repetition=args.max_repetition, total_tokens=args.total_tokens,
+                              seed=args.seed, text_field=args.text_field)
+    print(format_weights({"sources": [dataclasses.asdict(s) for s in result.sources]}))
+    print(f"wrote a {args.to} export of {result.total_tokens} tokens to {args.out}")
     return 0
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from generator.export.card import write_card
-    from generator.run.verify import require_intact
-    require_intact(args.run_dir, "card")
-    print(f"wrote {write_card(args.run_dir)}")
+    import generator
+    print(f"wrote {generator.write_card(args.run_dir)}")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from generator.run.verify import intact_line, verify_run
-    problems = verify_run(args.run_dir)
-    for problem in problems:
+    import generator
+    result = generator.verify(args.run_dir)
+    for problem in result.problems:
         print(problem.line)
-    if problems:
-        say(f"error: {args.run_dir}: {len(problems)} problem(s); each line above gives its repair")
+    if not result.ok:
+        say(f"error: {args.run_dir}: {len(result.problems)} problem(s); each line above gives its repair")
         return 2
-    print(intact_line(args.run_dir))
+    print(result.line)
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from generator.errors import UserError
 from generator.judges.embedding import DEFAULT_THRESHOLD
+from generator.judges.intervals import MIN_PRECISION
 from generator.judges.protocol import INVALID_POLICIES, MAX_FAILURE_SHARE
 
 
@@ -98,8 +99,8 @@ def judge_settings(args: argparse.Namespace):
     settings = read_settings(base, over, f"{where}: judge")
     bad = next(non_finite(settings), None)
     if bad is not None:
-        raise UserError(f"{where}: judge.{bad[0]} must be a finite number, got {bad[1]}", fix=f"set judge.{bad[0]} "
-                        "to a number (not nan or inf), or leave it out for the default")
+        raise UserError(f"{where}: judge.{bad[0]} must be a finite number, got {bad[1]}",
+                        fix=f"set judge.{bad[0]} to a number (not nan or inf), or leave it out for the default")
     return settings
 
 
@@ -114,8 +115,9 @@ def check_judge_args(args: argparse.Namespace) -> None:
 
     if not 1 <= args.num_batches <= 10**6:
         fail(f"--num-batches {args.num_batches}: must be in [1, 1000000]", "e.g. --num-batches 200")
-    if getattr(args, "precision", None) is not None and not args.precision > 0:
-        fail(f"--precision {args.precision}: must be positive", "e.g. --precision 0.05")
+    if getattr(args, "precision", None) is not None and not args.precision >= MIN_PRECISION:
+        fail(f"--precision {args.precision}: must be at least {MIN_PRECISION:g} (a half-width of D)",
+             "e.g. --precision 0.05")
     if getattr(args, "max_calls", None) is not None and args.max_calls < 1:
         fail(f"--max-calls {args.max_calls}: must be positive", "e.g. --max-calls 4000")
     share = getattr(args, "max_failure_share", None)
@@ -149,28 +151,21 @@ def check_output_files(args: argparse.Namespace, inputs: list) -> None:
             check_out_file(path, flag, inputs=inputs)
 
 
-def check_corpus_sizes(args: argparse.Namespace, corpora: list) -> None:
-    """Every corpus holds K documents for a batch, checked before any is scored."""
-    for path, (texts, _) in zip(args.data if isinstance(args.data, list) else [args.data], corpora):
-        if len(texts) < args.k:
-            raise UserError(f"corpus {path}: {len(texts)} documents, fewer than K={args.k} per batch",
-                            fix=f"pass --k {len(texts)} or less, or score a larger corpus" if len(texts) >= 2 else
-                            "score a corpus of 2 or more documents (K is at least 2)")
-
-
-def open_cli_judge(args: argparse.Namespace, kind: str, *, budget=None, audit=None):
-    from generator.judges import open_judge
-    return open_judge(kind, threshold=getattr(args, "threshold", 0.0), settings=args.settings,
-                      criteria_path=args.criteria, regenerate_criteria=getattr(args, "regenerate_criteria", False),
-                      seed=args.seed, budget=budget, audit=audit, cache_path=getattr(args, "judge_cache", None))
+def ruler_of(args: argparse.Namespace):
+    """The ruler the checked `score`/`calibrate` options describe."""
+    from generator.results import Ruler
+    return Ruler(judge=getattr(args, "judge", "llm"), k=args.k, threshold=getattr(args, "threshold", 0.0),
+                 seed=args.seed, num_batches=args.num_batches, precision=getattr(args, "precision", None),
+                 max_calls=getattr(args, "max_calls", None),
+                 max_failure_share=getattr(args, "max_failure_share", None), settings=args.settings,
+                 criteria=args.criteria, regenerate_criteria=getattr(args, "regenerate_criteria", False))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    import generator
     from generator.files import write_json
-    from generator.judges.audit import AuditLog, recompute
-    from generator.judges.calls import CallBudget
+    from generator.judges.audit import recompute
     from generator.measure.report import format_recomputed
-    from generator.readers import load_corpus
 
     if args.recompute:
         check_output_files(args, [args.recompute])
@@ -182,50 +177,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_judge_args(args)
     if args.plot is not None and len(args.data) < 2:
         raise UserError("--plot compares several corpora", fix="pass two or more corpora, or drop --plot")
-    from generator.run.verify import is_run_folder, require_intact
-    for path in [*args.data, *([args.reference] if args.reference else [])]:
-        if is_run_folder(Path(path)):
-            require_intact(Path(path), "score")  # a damaged run folder is refused before any is read
-    corpora = [load_corpus(path, args.text_field) for path in args.data]
-    reference = load_corpus(args.reference, args.text_field)[0] if args.reference else None
-    check_corpus_sizes(args, corpora)
     audit_path = args.audit or (args.json.with_suffix(".audit.jsonl") if args.json else None)
-    audit = AuditLog(audit_path) if audit_path else None
-    budget = CallBudget(args.max_calls)
-    judge = None
-    try:
-        judge = open_cli_judge(args, args.judge, budget=budget, audit=audit)
-        if args.judge == "llm":  # one ruler: criteria from all corpora together, unless --criteria exists
-            judge.prepare([t for texts, _ in corpora for t in texts])
-        results = [score_one(args, judge, texts, metadata, reference, budget, audit) for texts, metadata in corpora]
-        if getattr(judge, "fit", None) is not None:
-            context = judge_context(judge)
-            results = [{**r, "judge_context": context} for r in results]
-            print(f"llm judge {judge.backend.model} on {args.settings.backend}: K={args.k}, context "
-                  f"{context['max_model_len']} tokens (model's own {context['model_context']}), documents cut at "
-                  f"{context['max_doc_tokens']} tokens")
-    finally:
-        if hasattr(judge, "close"):
-            judge.close()
-        if audit is not None:
-            audit.close()
+    reports = generator.compare(args.data, ruler=ruler_of(args), reference=args.reference,
+                                proxies=not args.no_proxies, text_field=args.text_field, audit=audit_path,
+                                judge_cache=args.judge_cache)
+    results = [r.to_dict() for r in reports]
+    context = results[0].get("judge_context")
+    if context:
+        print(f"llm judge {args.settings.model} on {args.settings.backend}: K={args.k}, context "
+              f"{context['max_model_len']} tokens (model's own {context['model_context']}), documents cut at "
+              f"{context['max_doc_tokens']} tokens")
     write_score_outputs(args, results, audit_path)
     return 0
-
-
-def judge_context(judge) -> dict:
-    """The LLM judge's context plan as the report records it."""
-    plan = judge.fit[1]
-    return {"max_model_len": plan.max_model_len, "model_context": plan.model_context,
-            "max_doc_tokens": judge.max_doc_tokens, "planned_doc_tokens": plan.max_doc_tokens,
-            "prompt_tokens_without_documents": plan.prompt_tokens, "answer_tokens": plan.answer_tokens}
-
-
-def score_one(args: argparse.Namespace, judge, texts, metadata, reference, budget, audit) -> dict:
-    from generator.measure.report import score_texts
-    return score_texts(texts, metadata, judge=judge, k=args.k, seed=args.seed, precision=args.precision,
-                       num_batches=args.num_batches, reference_texts=reference, proxies=not args.no_proxies,
-                       budget=budget, audit=audit, max_failure_share=args.max_failure_share)
 
 
 def write_score_outputs(args: argparse.Namespace, results: list[dict], audit_path) -> None:
@@ -248,22 +211,13 @@ def write_score_outputs(args: argparse.Namespace, results: list[dict], audit_pat
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    import generator
     from generator.files import write_json
-    from generator.judges.calibrate import calibrate_threshold, format_calibration
-    from generator.readers import load_corpus
+    from generator.judges.calibrate import format_calibration
 
     check_judge_args(args)
-    texts, _ = load_corpus(args.data, args.text_field)
-    check_corpus_sizes(args, [(texts, None)])
-    judge = open_cli_judge(args, "llm")
-    try:
-        judge.prepare(texts)
-        calibration = calibrate_threshold(texts, judge, k=args.k, num_batches=args.num_batches,
-                                          rng=np.random.default_rng(args.seed), metric=args.metric)
-    finally:
-        judge.close()
+    calibration = generator.calibrate(args.data, ruler=ruler_of(args), metric=args.metric,
+                                      text_field=args.text_field)
     print(format_calibration(calibration))
     if args.json:
         write_json(args.json, calibration.to_dict())

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -116,15 +117,39 @@ def manifest_entry_problem(entry: Any) -> str:
             return f"{key}: expected a {'non-negative integer' if kind is int else 'string'}, got {value!r}"
     if "sha256" in entry and not isinstance(entry["sha256"], str):
         return f"sha256: expected a string, got {entry['sha256']!r}"
-    if entry["first_index"] > entry["last_index"] or entry["rows"] > entry["last_index"] - entry["first_index"] + 1:
+    span = entry["last_index"] - entry["first_index"] + 1
+    if span < 1 or entry["rows"] > span:
         return f"rows {entry['rows']} do not fit indices {entry['first_index']}..{entry['last_index']}"
     return ""
+
+
+MAX_RUN_FILE_BYTES = 256 << 20  # a run's JSON and YAML files are far smaller; a bigger one is not ours
+
+
+def read_run_text(path: Path, max_bytes: int = MAX_RUN_FILE_BYTES) -> str:
+    """The text of a run-folder file. OSError when it is not a regular file (a named pipe would block
+    the read, /dev/zero would never end) or holds more than `max_bytes`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a named pipe opens at once instead of waiting
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"not a regular file ({file_kind(info.st_mode)})")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(f"larger than {max_bytes >> 20} MiB")
+    return data.decode("utf-8")
+
+
+def file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe", stat.S_ISCHR: "a device",
+             stat.S_ISBLK: "a device", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a file")
 
 
 def read_json(path: Path) -> Any:
     """A JSON file of a run folder; a missing, unreadable or malformed file raises UserError."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_run_text(path))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
         raise UserError(f"{path}: cannot be read as JSON ({reason})", fix=verify_fix(path.parent)) from None

@@ -8,6 +8,7 @@ into the scored folder, an output that would replace an input file)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -22,7 +23,7 @@ def check_out_dir(path: str | Path, role: str, *, inputs: Iterable[str | Path] =
     if path.exists():
         if not path.is_dir():
             raise UserError(f"{role} {path}: is a file, not a folder", fix=f"choose a folder for {role}")
-        if not os.access(path, os.W_OK | os.X_OK):
+        if not os.access(path, os.W_OK | os.X_OK) or not _can_create_in(path):
             raise UserError(f"{role} {path}: folder is not writable",
                             fix=f"choose a {role} folder you can write to, or change its permissions")
     else:
@@ -55,10 +56,21 @@ def _check_creatable(path: Path, role: str) -> None:
         if not parent.is_dir():
             raise UserError(f"{role} {path}: {parent} is a file, so nothing can be created under it",
                             fix=f"choose a {role} outside {parent}")
-        if not os.access(parent, os.W_OK | os.X_OK):
+        if not os.access(parent, os.W_OK | os.X_OK) or not _can_create_in(parent):
             raise UserError(f"{role} {path}: cannot be created, {parent} is not writable",
                             fix=f"choose a {role} in a folder you can write to")
         return
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether an entry can be made in `folder`: a probe folder is created and removed again
+    (permissions alone do not tell: /proc, a read-only mount, a full quota)."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".generator-probe-", dir=folder)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
 
 
 def _check_outside(path: Path, role: str, inputs: Iterable[str | Path]) -> None:

@@ -111,7 +111,8 @@ def read_reference(spec, *, seed: int, k: int, where: str) -> list[str]:
     need = 2 * k
     if len(texts) < need:
         raise UserError(f"{where}: {spec.path} has {len(texts)} non-empty documents, too few to measure D at "
-                        f"K = {k} (at least 2K = {need})", fix="point at a larger corpus or lower the target's k")
+                        f"K = {k} (at least 2K = {need})",
+                        fix="point at a larger corpus, or lower K: target.k (scoring.k without a target)")
     if spec.num_docs and spec.num_docs < len(texts):
         if spec.num_docs < need:
             raise UserError(f"{where}: num_docs {spec.num_docs} is too few to measure D at K = {k}",

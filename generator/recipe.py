@@ -19,6 +19,7 @@ from generator.errors import UserError
 from generator.judges.config import JudgeSettings
 from generator.readers import read_reference
 from generator.sampling.grid import Cell, Grid, load_document_axis, load_grid, template_variables, with_axis
+from generator.sampling.sandbox import time_budget
 from generator.sampling.templates import Template, check_template_against, load_template
 from generator.recipe_checks import check_num_topics, check_recipe_values
 from generator.schema import build_record, merge_overrides, parse_overrides  # noqa: F401 (parse_overrides: re-exported)
@@ -220,10 +221,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
         check_template_against(t, grid.variables(), f"{recipe.path}: grid")
     topic_axis = grid.axes.get("topic")
     check_num_topics(templates, len(topic_axis.values) if topic_axis else 0, f"{recipe.path}: grid")
-    for cell in probe_cells(grid, max(t.num_topics for t in templates)):
-        variables = template_variables(grid, cell)
-        for t in templates:
-            t.prompts(variables, recipe.sampling.max_tokens)  # a template that fails at run time fails here
+    cells = [template_variables(grid, c) for c in probe_cells(grid, max(t.num_topics for t in templates))]
+    for t in templates:
+        with time_budget(PROBE_BUDGET_S):
+            for variables in cells:
+                # a template that fails at run time fails here
+                t.prompts(variables, recipe.sampling.max_tokens)
     reference = ()
     if recipe.reference is not None:
         k = recipe.target.k if recipe.target else recipe.scoring.k
@@ -234,6 +237,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
 
 
 PROBE_CELLS = 1000  # most cells every template renders when the recipe loads
+PROBE_BUDGET_S = 2.0  # wall time those renders may take, per template (a usual render takes well under 1 ms)
 
 
 def probe_cells(grid: Grid, num_topics: int) -> list[Cell]:

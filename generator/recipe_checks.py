@@ -17,7 +17,6 @@ from generator.judges.config import check_settings
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
 MAX_SEED = 2**63 - 1  # seeds are hashed into per-request seeds and passed to numpy as 64-bit values
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")  # what vLLM's `dtype` accepts
-MAX_TOPICS_PER_DOC = 50  # a multi-topic template draws its further topics by rejection: keep that short
 
 # (key, lowest, highest, fix): integer settings and their possible range.
 COUNTS = (
@@ -201,13 +200,13 @@ def _check_target(r, where: str, pilot_docs: int) -> None:
 
 
 def check_num_topics(templates, topic_values: int, where: str) -> None:
-    """Each multi-topic template asks for at most the topics the grid's topic axis holds."""
+    """Each multi-topic template asks for at most the topics the grid's topic axis holds (the
+    template header itself caps num_topics, see sampling.templates)."""
     for t in templates:
-        if t.num_topics > 1 and t.num_topics > min(topic_values, MAX_TOPICS_PER_DOC):
+        if t.num_topics > 1 and t.num_topics > topic_values:
             have = (f"the grid's topic axis has {topic_values} topics" if topic_values
                     else "the grid has no topic axis")
-            most = min(topic_values, MAX_TOPICS_PER_DOC)
-            raise UserError(f"{t.path}: num_topics {t.num_topics} is more than a document can get: {have} "
-                            f"(at most {MAX_TOPICS_PER_DOC} per document)",
-                            fix=f"set num_topics: {most} or less in the template's header" if most >= 2 else
+            raise UserError(f"{t.path}: num_topics {t.num_topics} is more than a document can get: {have}",
+                            fix=f"set num_topics: {topic_values} or less in the template's header"
+                            if topic_values >= 2 else
                             f"add a topic: axis to the grid ({where}) or use a single-topic template")

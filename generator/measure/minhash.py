@@ -29,7 +29,7 @@ class MinHashIndex:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
         from datasketch import MinHash, MinHashLSH
         self.threshold, self.num_perm, self.seed, self.hashfunc, self.verify = threshold, num_perm, seed, hashfunc, verify
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+        self._lsh = MinHashLSH(num_perm=num_perm, params=band_layout(threshold, num_perm, tuple(weights)))
         self._template = MinHash(num_perm=num_perm, seed=seed)  # permutations drawn once, then shared
         self._sketches: dict[Hashable, object] = {}
 

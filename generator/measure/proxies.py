@@ -167,13 +167,14 @@ def _unit_rows(embeddings: np.ndarray, what: str, dtype=np.float64) -> np.ndarra
 def vendi_score(embeddings: np.ndarray, q: float = 1.0) -> float:
     """Vendi score (Friedman & Dieng 2023) with the cosine kernel: exp of the order-q Renyi
     entropy of the eigenvalues p of K/n, K = X X^T on L2-normalised rows X. The non-zero
-    eigenvalues of K/n equal those of the d x d matrix X^T X / n, which is what is computed
-    (O(n d^2), no n x n matrix). q=1: -sum p log p; q=inf: -log max p; else
+    eigenvalues of K/n equal those of the d x d matrix X^T X / n, so the smaller of the two
+    matrices is decomposed (O(n d min(n, d)); no n x n matrix for large n). q=1: -sum p log p; q=inf: -log max p; else
     log(sum p^q) / (1 - q). In [1, min(n, d)]; the effective number of distinct items."""
     if not q >= 0:
         raise ValueError(f"vendi_score: q must be >= 0 (or inf), got {q}")
     x = _unit_rows(embeddings, "vendi_score")
-    p = np.clip(np.linalg.eigvalsh(x.T @ x / x.shape[0]), 0.0, None)
+    gram = x @ x.T if x.shape[0] < x.shape[1] else x.T @ x
+    p = np.clip(np.linalg.eigvalsh(gram / x.shape[0]), 0.0, None)
     p = p / p.sum()
     p = p[p > 1e-12]  # numerical zeros would count as items for q < 1
     if q == 1:

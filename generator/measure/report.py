@@ -53,9 +53,11 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
     result = report.to_dict()
     if isinstance(scorer, EmbeddingJudge):
         result["judge_kind"], result["threshold"] = "embed", scorer.threshold
-    else:
+    elif hasattr(scorer, "criteria"):
         result["judge_kind"], result["criteria"] = "llm", json.loads(scorer.criteria.to_json())
         result["calls_total"] = budget.spent  # criteria written in this run included
+    else:
+        result["judge_kind"] = "custom"  # a caller's own judge (any object with cluster(batches))
     grid = {c: metadata[c] for c in (*GRID_COLUMNS, "model") if metadata and c in metadata and len(set(metadata[c]) - {""}) > 1}
     if grid:
         result["attribution"] = attribute_cells(report, grid)

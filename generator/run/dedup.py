@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,23 @@ def find_flushes(folder: Path) -> list[Path]:
     """The complete flush files in a folder, in name order. A file still being written has a
     hidden temporary name and is not listed."""
     return sorted(p for p in folder.glob("*" + FLUSH_SUFFIX) if not p.name.startswith("."))
+
+
+def flush_problem(path: Path) -> str:
+    """What keeps `Deduper.load` from reading the flush file `path` ("" when nothing): not a
+    regular file, not a complete .npz (every member is read and checked against its CRC), or
+    without the arrays a flush writes."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "not a regular file"
+        with zipfile.ZipFile(path) as archive:
+            bad, names = archive.testzip(), set(archive.namelist())
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
+        return f"not a readable .npz ({type(exc).__name__})"
+    if bad is not None:
+        return f"not a readable .npz ({bad} fails its checksum)"
+    missing = sorted({"settings.npy", "ids.npy", "keys.npy"} - names)
+    return f"not a duplicate index (no {missing[0]})" if missing else ""
 
 
 class KeyTable:

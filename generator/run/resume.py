@@ -21,13 +21,13 @@ from pathlib import Path
 import yaml
 
 from generator.errors import UserError
-from generator.files import (atomic_write_text, read_documents, read_manifest, shard_entry, shard_path, shard_paths,
-                             write_manifest, write_yaml)
+from generator.files import (atomic_write_text, read_documents, read_manifest, read_run_text, shard_entry,
+                             shard_path, shard_paths, write_manifest, write_yaml)
 from generator.outputs import check_out_dir
 from generator.recipe import Plan, recipe_dict, recipe_inputs
-from generator.run.dedup import index_path
+from generator.run.dedup import find_flushes, flush_problem, index_path
 from generator.run.state import Counters, RunState, load_state, pilot_dir, save_state
-from generator.run.verify import check_shard
+from generator.run.verify import DIVERSITY, SUMMARY, check_report, check_shard
 
 log = logging.getLogger(__name__)
 OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json",
@@ -43,11 +43,13 @@ def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
     if not holds_anything(out):
         if resume:
             what = "no such folder" if not out.exists() else "the folder holds no run"
-            raise UserError(f"{out}: cannot resume, {what}", fix="run without --resume to start it, or check --out")
+            raise UserError(f"{out}: cannot resume, {what}",
+                            fix="run without --resume to start it, or check --out")
         return "new"
     same = same_recipe(out, plan)
     if resume and same:
-        resume_state(out, plan)  # refuses a damaged folder before anything starts
+        state, _ = resume_state(out, plan)  # refuses a damaged folder before anything starts
+        check_resumed_files(out, plan, state)
         return "resume"
     if resume:
         raise UserError(f"{out}: cannot resume, it is not a run of this recipe (hash differs or missing)",
@@ -87,7 +89,7 @@ def same_recipe(out: Path, plan: Plan) -> bool:
 def recorded_hash(out: Path) -> str | None:
     """The recipe hash in OUT/recipe.resolved.yaml (None when the file is gone or unreadable)."""
     try:
-        previous = yaml.safe_load((out / "recipe.resolved.yaml").read_text(encoding="utf-8"))
+        previous = yaml.safe_load(read_run_text(out / "recipe.resolved.yaml"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return None
     return previous.get("recipe_hash") if isinstance(previous, dict) else None
@@ -134,6 +136,43 @@ def resume_state(out: Path, plan: Plan) -> tuple[RunState, list[dict] | None]:
             raise UserError(f"{out}: cannot resume: {problem.path}: {problem.what}",
                             fix=problem.repair)
     return state, rebuilt
+
+
+def check_resumed_files(out: Path, plan: Plan, state: RunState) -> None:
+    """Refuse (UserError) what a resume would meet only after its engine started: a run file or
+    shard name that is not a regular file (a folder is never removed, a named pipe would block the
+    appends), an unreadable duplicate index it loads, a damaged report."""
+    names = [n for n in (*OUR_FILES, "README.md") if "." in n]  # the files; the others are folders
+    for path in [*(out / n for n in names), *shard_paths(out), *find_flushes(out / "dedup")]:
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise UserError(f"{path}: cannot resume, not a regular file where the run keeps one",
+                            fix=f"remove it (`rm -r {path}`; the run never writes anything but a file "
+                                f"there), then resume; `generator verify {out}` checks the rest")
+    d = plan.recipe.dedup
+    for index in loaded_indexes(out, state) if d.exact or d.near else []:
+        wrong = flush_problem(index)
+        if wrong:
+            raise UserError(f"{index}: cannot resume, the duplicate index is {wrong}",
+                            fix=f"delete {out}/dedup/*.dedup.npz and {out}/pilot/round-*/dedup/*.dedup.npz; "
+                                "the resume rebuilds the index from the documents")
+    reports = check_report(out, "summary.json", SUMMARY) + check_report(out, "diversity.json", DIVERSITY)
+    for problem in reports:
+        raise UserError(f"{out}: cannot resume: {problem.path}: {problem.what}", fix=problem.repair)
+
+
+def loaded_indexes(out: Path, state: RunState) -> list[Path]:
+    """The duplicate-index files the resumed run loads: those of the shards and pilot rounds
+    `reconcile` keeps (an accepted pilot round's extra shards go back to it with theirs)."""
+    s, shards = state.steering, shard_paths(out)
+    kept = shards if s.phase == "pilot" and state.counters.aside_docs else shards[:state.counters.num_shards]
+    names = {p.name.split(".")[0] for p in kept}
+    files = [f for f in find_flushes(out / "dedup")
+             if not f.name.startswith("shard-") or f.name.split(".")[0] in names]
+    for folder in sorted((out / "pilot").glob("round-*")):
+        number = int(folder.name.split("-")[1]) if folder.name.split("-")[1].isdigit() else -1
+        if not (number > s.round or number == s.round and not state.counters.aside_docs):  # as reconcile keeps them
+            files += find_flushes(folder / "dedup")
+    return files
 
 
 def rebuild_state(out: Path, plan: Plan) -> tuple[RunState, list[dict]]:

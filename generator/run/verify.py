@@ -17,13 +17,14 @@ from typing import Any, Literal
 import yaml
 
 from generator.errors import UserError
-from generator.files import file_sha256, read_json, read_manifest, shard_paths
+from generator.files import file_sha256, read_json, read_manifest, read_run_text, shard_paths
 from generator.run.state import load_state, saved_record
 
 RUN_FILES = ("recipe.resolved.yaml", "manifest.json", "state.json")
 RESUME = "`generator run RECIPE --out {out} --resume` with the run's recipe"
-REGENERATE = ("restore it from a copy of the run; without one, delete it, every later shard, manifest.json and "
-              "state.json, then " + RESUME + " rebuilds the state and generates them again (a run without a target)")
+REGENERATE = ("restore it from a copy of the run; without one, delete it, every later shard, manifest.json "
+              "and state.json, then " + RESUME + " rebuilds the state and generates them again "
+              "(a run without a target)")
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def require_intact(out: Path, command: str) -> None:
     damaged = [p for p in verify_run(out) if p.scope == "corpus"]
     if damaged:
         more = f" and {len(damaged) - 1} more problem(s)" if len(damaged) > 1 else ""
-        raise UserError(f"{out}: {command} refuses a damaged run folder: {damaged[0].path}: {damaged[0].what}{more}",
-                        fix=f"{damaged[0].repair}; `generator verify {out}` lists every problem")
+        first = damaged[0]
+        raise UserError(f"{out}: {command} refuses a damaged run folder: {first.path}: {first.what}{more}",
+                        fix=f"{first.repair}; `generator verify {out}` lists every problem")
 
 
 def check_recipe(out: Path) -> tuple[str | None, tuple[Problem, ...]]:
@@ -77,12 +79,14 @@ def check_recipe(out: Path) -> tuple[str | None, tuple[Problem, ...]]:
     if not path.exists():
         return None, (Problem(path.name, "missing", repair),)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_run_text(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        return None, (Problem(path.name, f"cannot be read ({type(exc).__name__})", repair),)
+        reason = str(exc).splitlines()[0][:120] if isinstance(exc, OSError) else type(exc).__name__
+        return None, (Problem(path.name, f"cannot be read ({reason})", repair),)
     if not isinstance(data, dict) or not isinstance(data.get("recipe_hash"), str):
         return None, (Problem(path.name, "not a recipe with a recipe_hash", repair),)
-    return data["recipe_hash"], ()
+    wrong = value_problem(data, RECIPE, "")
+    return data["recipe_hash"], (Problem(path.name, wrong, repair),) if wrong else ()
 
 
 def check_manifest(out: Path) -> tuple[list[dict] | None, tuple[Problem, ...]]:
@@ -136,7 +140,8 @@ def check_shard(out: Path, entry: dict, recipe_hash: str | None) -> tuple[Proble
     if path.stat().st_size != entry["bytes"]:
         return (Problem(where, f"{path.stat().st_size} bytes, manifest.json records {entry['bytes']}", repair),)
     if "sha256" in entry and file_sha256(path) != entry["sha256"]:
-        return (Problem(where, "sha256 differs from manifest.json's: the file changed after it was written", repair),)
+        return (Problem(where, "sha256 differs from manifest.json's: the file changed after it was written",
+                        repair),)
     try:
         table = pq.read_table(path, columns=["sample_index", "recipe_hash"])
     except (OSError, pa.ArrowException) as exc:
@@ -184,8 +189,8 @@ def check_state(out: Path, entries: list[dict]) -> tuple[Problem, ...]:
                         "resume"),)
     rows = sum(e["rows"] for e in entries[:c.num_shards])
     if state.steering.phase != "pilot" and rows != c.num_docs:  # pilot rounds keep their documents elsewhere
-        return (Problem(path.name, f"counts {c.num_docs} documents, its {c.num_shards} shards hold {rows}", rebuild,
-                        "resume"),)
+        return (Problem(path.name, f"counts {c.num_docs} documents, its {c.num_shards} shards hold {rows}",
+                        rebuild, "resume"),)
     if c.num_shards and entries[c.num_shards - 1]["last_index"] >= c.next_index:
         return (Problem(path.name, f"next sample index {c.next_index} is not past the last committed one", rebuild,
                         "resume"),)
@@ -207,8 +212,11 @@ ACHIEVED = {"score!": NUMBER, "ci_low": OPTIONAL_NUMBER, "ci_high": OPTIONAL_NUM
             "shift_se": OPTIONAL_NUMBER}
 REFERENCE = {"score!": NUMBER, "ci_low!": NUMBER, "ci_high!": NUMBER, "num_docs!": NUMBER}
 SUMMARY = {"num_docs": NUMBER, "num_failed": NUMBER, "tokens_per_s": OPTIONAL_NUMBER, "recipe_hash": TEXT,
-           "target": TARGET, "achieved": ACHIEVED, "reference": REFERENCE, "rounds": {"pilot": NUMBER, "main": NUMBER},
+           "target": TARGET, "achieved": ACHIEVED, "reference": REFERENCE,
+           "rounds": {"pilot": NUMBER, "main": NUMBER},
            "cost": {}, "fidelity": "fidelity", "endings": {}, "duplicates": {}}
+RECIPE = {"name": TEXT, "model": TEXT, "templates": [{"path!": TEXT, "weight": NUMBER}], "grid": "grid",
+          "sampling": {}, "engine": {}, "size": {}}
 DIVERSITY = {"score!": NUMBER, "ci_low": OPTIONAL_NUMBER, "ci_high": OPTIONAL_NUMBER, "k": OPTIONAL_NUMBER,
              "num_scored": OPTIONAL_NUMBER, "cluster_ratio": OPTIONAL_NUMBER, "judge": TEXT, "proxies": {},
              "shift": {}, "fidelity": "fidelity"}
@@ -244,12 +252,22 @@ def value_problem(value: Any, kind: Any, where: str) -> str:
             if wrong:
                 return wrong
         return ""
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            return f"{at}expected a list, got {type(value).__name__}"
+        return next((w for i, v in enumerate(value) if (w := value_problem(v, kind[0], f"{where}[{i}]"))), "")
+    if kind == "grid":  # axis -> grid file, or a seed-document axis with its file under `path`
+        files = {k: v.get("path") if isinstance(v, dict) else v for k, v in value.items()} \
+            if isinstance(value, dict) else None
+        if files is None or not all(isinstance(f, str) for f in files.values()):
+            return f"{at}expected axis: file pairs, got {str(value)[:80]}"
+        return ""
     if kind == "fidelity":
         return fidelity_problem(value, where)
     if kind == OPTIONAL_NUMBER and value is None:
         return ""
-    if kind in (NUMBER, OPTIONAL_NUMBER) and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                                   and (math.isfinite(value) or where.endswith(("ci_low", "ci_high")))):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind in (NUMBER, OPTIONAL_NUMBER) and not (number and (math.isfinite(value) or where.endswith(("ci_low", "ci_high")))):
         return f"{at}expected a {kind}, got {value!r}"[:200]
     if kind == TEXT and not isinstance(value, str):
         return f"{at}expected a string, got {type(value).__name__}"

@@ -11,9 +11,13 @@ one line naming the template file and line):
 - size arguments (widths, counts) of filters and text methods of at most `MAX_SIZE_ARG`;
 - `MAX_RENDER_S` seconds, checked at every loop step, call, filter and output chunk (no signals,
   so it holds in any thread, e.g. inside Ray actors).
+
+Renders inside `time_budget(seconds)` also share that much wall time (the load-time check of a
+recipe renders each template over many cells).
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import re
@@ -46,19 +50,54 @@ class TemplateLimit(Exception):
     """A render went past one of the sandbox's limits."""
 
 
+class _TimeBudget:
+    """Wall time shared by a series of renders (see `time_budget`)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.start = seconds, time.monotonic()
+        self.deadline, self.done, self.done_at = self.start + seconds, 0, self.start
+
+    def finish(self) -> None:
+        """One render of the series finished."""
+        self.done, self.done_at = self.done + 1, time.monotonic()
+
+    def spent(self) -> TemplateLimit:
+        per = f"{(self.done_at - self.start) / self.done:.2g}" if self.done else f"more than {self.seconds:g}"
+        return TemplateLimit(f"renders too slowly for a corpus ({per} s per render: {self.done} render(s) and "
+                             f"the next used up the {self.seconds:g} s that checking it at load may take)")
+
+
+_SHARED: contextvars.ContextVar[_TimeBudget | None] = contextvars.ContextVar("shared_budget", default=None)
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Every render inside shares `seconds` of wall time (each still within MAX_RENDER_S): a
+    render past it raises TemplateLimit saying how slowly the template renders."""
+    token = _SHARED.set(_TimeBudget(seconds))
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 class _Budget:
     """What one render has spent: loop steps, against a deadline."""
 
     def __init__(self) -> None:
         self.deadline = time.monotonic() + MAX_RENDER_S
+        self.shared = _SHARED.get()
         self.steps = 0
 
     def spend(self, steps: int = 0) -> None:
         self.steps += steps
         if self.steps > MAX_LOOP_STEPS:
             raise TemplateLimit(f"more than {MAX_LOOP_STEPS} loop steps")
-        if time.monotonic() > self.deadline:
+        now = time.monotonic()
+        if now > self.deadline:
             raise TemplateLimit(f"took longer than {MAX_RENDER_S:g} s")
+        if self.shared is not None and now > self.shared.deadline:
+            raise self.shared.spent()
 
 
 _BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("template_budget", default=None)
@@ -190,6 +229,9 @@ def _concat(chunks: Iterable[str]) -> str:
                     chunks.throw(exc)  # raised where the template stands, so the error names its line
                 raise
             out.append(chunk)
+        budget = _BUDGET.get()
+        if token is not None and budget.shared is not None:
+            budget.shared.finish()
         return "".join(out)
     finally:
         if token is not None:

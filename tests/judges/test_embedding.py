@@ -39,6 +39,25 @@ def test_identical_and_zero_vectors_are_handled():
     assert clusters_at(tree, 1.0) == ((0, 1, 2, 3),)
 
 
+def test_the_cut_is_scipys_fcluster_partition():
+    """The threshold cut gives fcluster's partition, ties at a merge height included."""
+    from scipy.cluster.hierarchy import fcluster
+
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        k = int(rng.integers(2, 16))
+        vectors = rng.normal(size=(k, 6))
+        if trial % 3 == 0:  # repeated rows: merges at height 0 and equal heights
+            vectors = vectors[rng.integers(0, max(1, k // 3), size=k)]
+        tree = batch_linkage(vectors)
+        for threshold in (*rng.uniform(0, 2, size=4), *tree[:, 2][:3]):
+            labels = fcluster(tree, t=threshold, criterion="distance")
+            expected: dict[int, list[int]] = {}
+            for position, label in enumerate(labels):
+                expected.setdefault(int(label), []).append(position)
+            assert clusters_at(tree, threshold) == tuple(tuple(m) for m in expected.values())
+
+
 def test_each_distinct_text_is_embedded_once():
     embed = CountingEmbed()
     judge = EmbeddingJudge(embed=embed)

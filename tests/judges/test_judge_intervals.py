@@ -84,3 +84,11 @@ def test_score_corpus_reports_the_bootstrap_t_interval_of_the_main_sample():
     low, high = bootstrap_t_interval(main, np.random.default_rng(0))
     assert report.num_scored == main.size >= 150
     assert report.ci_low == pytest.approx(low, abs=0.05) and report.ci_high == pytest.approx(high, abs=0.05)
+
+
+def test_planned_batches_caps_a_precision_out_of_reach():
+    """RC5: a precision of 1e-300 overflowed squaring the planned count (OverflowError)."""
+    from generator.judges.intervals import MAX_PLANNED_BATCHES
+    pilot = np.array([1.0, 4.9, 2.5, 10.0, 0.1])
+    assert planned_batches(pilot, 1e-300, k=K) == MAX_PLANNED_BATCHES
+    assert planned_batches(pilot, 1e300, k=K) == 150

@@ -173,7 +173,7 @@ def test_stops_at_num_batches_without_precision_or_budget():
 
 
 def test_a_non_positive_precision_is_an_error():
-    with pytest.raises(ScoreError, match="precision 0 must be positive"):
+    with pytest.raises(ScoreError, match="precision 0 must be at least 1e-06"):
         score_corpus(TEXTS, FakeJudge(lambda i, b: 3), rng=np.random.default_rng(0), precision=0)
 
 

@@ -66,6 +66,26 @@ def test_dedup_index_is_rebuilt_on_resume(small_recipe, tmp_path):
     assert deduper.check("new", kept["text"]).startswith("exact duplicate of")
 
 
+def test_flush_problem_names_what_keeps_an_index_file_from_loading(tmp_path):
+    """RF1: an empty or damaged index file is found before a resume starts its engine
+    (Deduper.load raised EOFError only after it did)."""
+    from generator.run.dedup import flush_problem
+    deduper, path = Deduper(exact=True, near=True), tmp_path / "shard-00000.dedup.npz"
+    deduper.check("a", "some text to index")
+    deduper.flush(path)
+    assert flush_problem(path) == ""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "flipped.dedup.npz").write_bytes(bytes(data))
+    assert "fails its checksum" in flush_problem(tmp_path / "flipped.dedup.npz")
+    (tmp_path / "empty.dedup.npz").write_bytes(b"")
+    assert flush_problem(tmp_path / "empty.dedup.npz") == "not a readable .npz (BadZipFile)"
+    np.savez(tmp_path / "other.npz", ids=np.array([b"a"]))
+    assert flush_problem(tmp_path / "other.npz") == "not a duplicate index (no keys.npy)"
+    os.mkfifo(tmp_path / "pipe.dedup.npz")
+    assert flush_problem(tmp_path / "pipe.dedup.npz") == "not a regular file"
+
+
 def make_corpus(seed: int, num_docs: int = 40, num_variants: int = 80) -> list[tuple[str, str]]:
     """Random texts, then variants of earlier ones: restyled copies (exact duplicates after
     normalising) and copies with 1 to 40 words replaced (from near duplicates, through the

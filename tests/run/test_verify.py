@@ -3,6 +3,7 @@ folder is one problem line with its repair; the commands refuse a damaged folder
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,20 @@ def folder_in_place(name):
     return damage
 
 
+def fifo_in_place(name):
+    def damage(out: Path):
+        (out / name).unlink()
+        os.mkfifo(out / name)
+    return damage
+
+
+def link_to_dev_zero(name):
+    def damage(out: Path):
+        (out / name).unlink()
+        (out / name).symlink_to("/dev/zero")
+    return damage
+
+
 def flip_a_byte(out: Path):
     path = out / "data" / "shard-00001.parquet"
     data = bytearray(path.read_bytes())
@@ -109,8 +124,24 @@ DAMAGES = {  # name -> (damage, text of the problem line, scope)
     "recipe empty": (write("recipe.resolved.yaml", ""), "recipe.resolved.yaml: not a recipe with a recipe_hash",
                      "corpus"),
     "recipe is a folder": (folder_in_place("recipe.resolved.yaml"), "recipe.resolved.yaml: cannot be read", "corpus"),
+    "recipe templates a number": (write("recipe.resolved.yaml", "recipe_hash: x\ntemplates: 3\n"),
+                                  "recipe.resolved.yaml: templates: expected a list, got int", "corpus"),
+    "recipe template without path": (write("recipe.resolved.yaml", "recipe_hash: x\ntemplates: [{weight: 1}]\n"),
+                                     "templates[0]: missing 'path'", "corpus"),
+    "recipe grid a list": (write("recipe.resolved.yaml", "recipe_hash: x\ngrid: [a, b]\n"),
+                           "grid: expected axis: file pairs", "corpus"),
     "recipe of another run": (write("recipe.resolved.yaml", "recipe_hash: 0123abcd\n"),
                               "rows of recipe", "corpus"),
+    # RF2: a named pipe blocked every reader, /dev/zero made them read until memory ran out
+    "summary a named pipe": (fifo_in_place("summary.json"), "summary.json: cannot be read as JSON "
+                             "(OSError: not a regular file (a named pipe))", "corpus"),
+    "recipe a named pipe": (fifo_in_place("recipe.resolved.yaml"), "recipe.resolved.yaml: cannot be read "
+                            "(not a regular file (a named pipe))", "corpus"),
+    "manifest a link to /dev/zero": (link_to_dev_zero("manifest.json"),
+                                     "manifest.json: cannot be read as JSON (OSError: not a regular file "
+                                     "(a device))", "corpus"),
+    "state a link to /dev/zero": (link_to_dev_zero("state.json"), "state.json: cannot be read as JSON",
+                                  "resume"),
 }
 
 
@@ -172,3 +203,19 @@ def test_a_missing_state_does_not_block_reading_the_corpus(run_dir):
     from generator.run.verify import require_intact
     (run_dir / "state.json").unlink()
     require_intact(run_dir, "card")  # no UserError
+
+
+def test_run_files_are_read_only_when_regular_and_bounded(tmp_path):
+    """RF2: a run file is read through read_run_text: a named pipe, a device or a file larger
+    than the bound is refused at once instead of blocking or filling memory."""
+    from generator.files import read_run_text
+    (tmp_path / "ok.json").write_text("{}")
+    assert read_run_text(tmp_path / "ok.json") == "{}"
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match=r"not a regular file \(a named pipe\)"):
+        read_run_text(tmp_path / "pipe")
+    with pytest.raises(OSError, match=r"not a regular file \(a device\)"):
+        read_run_text(Path("/dev/zero"))
+    (tmp_path / "big.json").write_bytes(b" " * (2 << 20))
+    with pytest.raises(OSError, match="larger than 1 MiB"):
+        read_run_text(tmp_path / "big.json", max_bytes=1 << 20)

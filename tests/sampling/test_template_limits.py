@@ -81,6 +81,31 @@ def test_a_render_stops_after_its_time_limit_in_any_thread(monkeypatch):
         assert str(exc).startswith("t.j2:2: " + "the template went past the sandbox's limits: took longer than 2 s")
 
 
+class StoppedClock:
+    """time.monotonic that moves only when the test moves it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_renders_in_a_time_budget_share_it(monkeypatch):
+    """IN5: loading a recipe rendered a template just under the per-render limit once per probe
+    cell (minutes); the probe's renders now share one budget and the refusal gives the pace."""
+    clock = StoppedClock()
+    monkeypatch.setattr(sandbox, "time", clock)
+    with sandbox.time_budget(2.0):
+        for _ in range(2):
+            assert render_source("{{ topic }}", VARS) == "entropy"
+            clock.now += 1.5  # each render "took" 1.5 s, under the 2 s a render may take
+        with pytest.raises(UserError, match=LIMIT + r"renders too slowly for a corpus \(0.75 s per render: 2 "
+                                                    r"render\(s\) and the next used up the 2 s that checking"):
+            render_source("{{ topic }}", VARS, where="t.j2")
+    assert render_source("{{ topic }}", VARS) == "entropy"  # outside the budget: the render's own limit only
+
+
 def test_each_render_has_its_own_budget():
     body = "{% for i in range(1000) %}{% for j in range(600) %}{% endfor %}{% endfor %}done"
     assert render_source(body, VARS) == "done"  # 601,000 steps

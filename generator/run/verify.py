@@ -277,7 +277,7 @@ def value_problem(value: Any, kind: Any, where: str) -> str:
 def fidelity_problem(value: Any, where: str) -> str:
     from generator.measure.fidelity import FidelityReport
 
-    if isinstance(value, dict) and not value:
+    if value is None or isinstance(value, dict) and not value:  # None: the corpus had no grid topic to check
         return ""
     try:
         saved_record(FidelityReport, value, where)

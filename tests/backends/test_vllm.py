@@ -99,7 +99,8 @@ def test_the_paper_multitopic_recipe_writes_one_document_from_three_real_answers
     from generator.sampling.requests import PROMPT_BREAK
 
     plan = load_recipe(root / "recipes" / "paper" / "multitopic_style_persona.yaml",
-                       ["size.num_docs=4", "sampling.max_tokens=150", "max_failure_rate=1.0"])
+                       ["size.num_docs=4", "sampling.max_tokens=150", "max_failure_rate=1.0",
+                        "scoring.enabled=false"])
     summary = controller.run(plan, tmp_path / "run", ray_engine)
     rows = read_documents(tmp_path / "run").to_pylist()
     assert len(rows) == summary["num_docs"] == 4

@@ -28,6 +28,7 @@ from generator.files import read_documents, read_manifest  # noqa: E402
 from generator.recipe import load_recipe  # noqa: E402
 from generator.run import controller, loop, rounds  # noqa: E402
 from generator.run.dedup import Deduper  # noqa: E402
+from generator.run.verify import verify_run  # noqa: E402
 
 
 class Killed(BaseException):
@@ -166,16 +167,18 @@ RUNS = {"plain": plain_run, "steered": steered_run}
 
 
 def fingerprint(out: Path) -> dict:
-    """What must come out the same: the documents, the failure and duplicate rows, the shards."""
+    """What must come out the same: the documents, the failure and duplicate rows, the steering
+    state and rounds, and a folder that verifies clean. Where shards split is left out: a shard
+    closes when a measurement running beside generation ends, which depends on timing."""
     table = read_documents(out, columns=["id", "sample_index", "text"]).to_pydict()
 
     def lines(name):
         path = out / name
         return sorted(path.read_text().splitlines()) if path.is_file() else []
-    manifest = [{k: e[k] for k in ("name", "rows", "first_index", "last_index", "sha256")} for e in read_manifest(out)]
+    manifest = read_manifest(out)
     state = json.loads((out / "state.json").read_text())
     return {"docs": table, "failures": lines("failures.jsonl"), "duplicates": lines("duplicates.jsonl"),
-            "manifest": manifest, "steering": {k: v for k, v in state["steering"].items()},
+            "rows": sum(e["rows"] for e in manifest), "problems": verify_run(out), "steering": {k: v for k, v in state["steering"].items()},
             "controller": [json.loads(line)["round"] for line in lines("controller.jsonl")]}
 
 

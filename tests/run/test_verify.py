@@ -164,6 +164,13 @@ def test_an_intact_run_verifies_clean_with_its_checksums(run_dir, capsys):
     assert capsys.readouterr().out.strip().endswith("intact: 4 shards, 20 documents, 4 checksums verified")
 
 
+def test_a_summary_without_fidelity_verifies_clean(run_dir):
+    """A corpus with no grid topic to check (or a run steered on another judge) records
+    `fidelity: null`; that is an intact run, not a damaged one."""
+    edit_json("summary.json", lambda d: d.update(fidelity=None))(run_dir)
+    assert verify_run(run_dir) == ()
+
+
 def test_a_run_written_before_checksums_still_verifies(run_dir, capsys):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for entry in manifest["shards"]:

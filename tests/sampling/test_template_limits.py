@@ -43,7 +43,8 @@ LIMIT = r"the template went past the sandbox's limits: "
      r"an argument makes a value of 2097152 characters"),
     ("{% for i in range(30) %}{{ 'x' * 100000 }}{% endfor %}", r"writes more than 2000000 characters"),
 ])
-def test_hostile_templates_stop_with_one_line_naming_the_line(body, match):
+def test_hostile_templates_stop_with_one_line_naming_the_line(body, match, monkeypatch):
+    monkeypatch.setattr(sandbox, "time", StoppedClock())  # the size and step limits, whatever the load
     with pytest.raises(UserError, match=LIMIT + match) as info:
         render_source("\n" + body, VARS, where="t.j2")
     message = str(info.value)
@@ -106,7 +107,8 @@ def test_renders_in_a_time_budget_share_it(monkeypatch):
     assert render_source("{{ topic }}", VARS) == "entropy"  # outside the budget: the render's own limit only
 
 
-def test_each_render_has_its_own_budget():
+def test_each_render_has_its_own_budget(monkeypatch):
+    monkeypatch.setattr(sandbox, "time", StoppedClock())  # the step budget, whatever the load
     body = "{% for i in range(1000) %}{% for j in range(600) %}{% endfor %}{% endfor %}done"
     assert render_source(body, VARS) == "done"  # 601,000 steps
     assert render_source(body, VARS) == "done"  # the same again: budgets do not add up

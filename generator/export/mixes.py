@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from generator.errors import UserError
 from generator.records import GRID_COLUMNS
@@ -241,10 +240,10 @@ def load_source(spec: SourceSpec, tokenizer: Tokenizer, *, text_field: str = "te
 
 def run_provenance(run: Path, meta: Mapping[str, list]) -> dict:
     """Where a generated run came from: recipe, hashes, models, and its diversity report."""
-    from generator.files import read_json, read_run_text  # a damaged file raises UserError
+    from generator.files import read_json, read_run_yaml  # a damaged file raises UserError
 
     recipe_file = run / "recipe.resolved.yaml"
-    recipe = yaml.safe_load(read_run_text(recipe_file)) if recipe_file.is_file() else {}
+    recipe = read_run_yaml(recipe_file) if recipe_file.is_file() else {}
     out: dict[str, Any] = {"run": run.resolve().name, "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
                            "recipe_hashes": sorted(set(meta.get("recipe_hash", []))),
                            "models": sorted(set(meta.get("model", [])))}

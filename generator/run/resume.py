@@ -18,10 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-import yaml
-
 from generator.errors import UserError
-from generator.files import (atomic_write_text, read_documents, read_manifest, read_run_text, shard_entry,
+from generator.files import (atomic_write_text, read_documents, read_manifest, read_run_yaml, shard_entry,
                              shard_path, shard_paths, write_manifest, write_yaml)
 from generator.outputs import check_out_dir
 from generator.recipe import Plan, recipe_dict, recipe_inputs
@@ -89,8 +87,8 @@ def same_recipe(out: Path, plan: Plan) -> bool:
 def recorded_hash(out: Path) -> str | None:
     """The recipe hash in OUT/recipe.resolved.yaml (None when the file is gone or unreadable)."""
     try:
-        previous = yaml.safe_load(read_run_text(out / "recipe.resolved.yaml"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        previous = read_run_yaml(out / "recipe.resolved.yaml")
+    except UserError:
         return None
     return previous.get("recipe_hash") if isinstance(previous, dict) else None
 

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from generator.errors import UserError
-from generator.files import file_sha256, read_json, read_manifest, read_run_text, shard_paths
+from generator.files import file_sha256, read_json, read_manifest, read_run_yaml, shard_paths
 from generator.run.state import load_state, saved_record
 
 RUN_FILES = ("recipe.resolved.yaml", "manifest.json", "state.json")
@@ -79,10 +77,9 @@ def check_recipe(out: Path) -> tuple[str | None, tuple[Problem, ...]]:
     if not path.exists():
         return None, (Problem(path.name, "missing", repair),)
     try:
-        data = yaml.safe_load(read_run_text(path))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0][:120] if isinstance(exc, OSError) else type(exc).__name__
-        return None, (Problem(path.name, f"cannot be read ({reason})", repair),)
+        data = read_run_yaml(path)
+    except UserError as exc:
+        return None, (Problem(path.name, exc.what.removeprefix(f"{path}: "), repair),)
     if not isinstance(data, dict) or not isinstance(data.get("recipe_hash"), str):
         return None, (Problem(path.name, "not a recipe with a recipe_hash", repair),)
     wrong = value_problem(data, RECIPE, "")

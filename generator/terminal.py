@@ -140,8 +140,9 @@ class RunProgress:
             desc = f"pilot round {p.round}" if p.stage == "pilot" else "generating"
             self.bar = progress(total=p.total, unit="doc", desc=desc)
         self.bar.n = p.done
-        ahead = f", {p.waiting} finished ahead of order" if p.waiting else ""  # committed once earlier samples return
-        self.bar.set_postfix_str(f"{p.tokens_per_s:.0f} tok/s, {p.in_flight} in flight{ahead}, {p.num_failed} failed")
+        ahead = f", {p.waiting} finished ahead of order" if p.waiting else ""  # committed later, in order
+        self.bar.set_postfix_str(f"{p.tokens_per_s:.0f} tok/s, {p.in_flight} in flight{ahead}, "
+                                 f"{p.num_failed} failed")
         self.bar.refresh()
 
     def close(self) -> None:

@@ -151,7 +151,7 @@ def reweight_for_shift(ctx: Context, state: RunState, shift: Shift, share_left: 
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     """Generate one pilot round at the current c, score it, and decide what comes next."""
     this_round, c = state.steering.round, state.steering.concentration
-    if not state.steering.round_docs:  # a round resumed after its documents keeps the epoch they were drawn in
+    if not state.steering.round_docs:  # a round resumed after its documents keeps their epoch
         state = ctx.pipe.set_epoch(state, state.counters.next_index, state.steering.weights)
     state = ctx.pipe.advance(state, pilot_size(ctx.plan.recipe))
     ctx.pipe.drain()  # a pilot round ends at its last document; later samples are drawn again

@@ -99,7 +99,8 @@ def prepare_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> RunSt
     if action == "resume":
         state, rebuilt = resume_state(out, plan)
         if recorded_hash(out) != plan.recipe_hash:  # gone or damaged: the shards proved the recipe
-            write_yaml(out / "recipe.resolved.yaml", {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
+            write_yaml(out / "recipe.resolved.yaml",
+                       {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
         if rebuilt is not None:
             adopt_rebuilt(out, state, rebuilt)
         return reconcile(out, state)
@@ -181,8 +182,9 @@ def rebuild_state(out: Path, plan: Plan) -> tuple[RunState, list[dict]]:
     if not (manifest or paths or pilots):
         return RunState(), []
     if plan.recipe.target is not None:
-        raise UserError(f"{out / 'state.json'}: missing, and a run with a target keeps its steering history only "
-                        "there", fix="put state.json back from a copy of the run, or start again in a new --out")
+        raise UserError(f"{out / 'state.json'}: missing, and a run with a target keeps its steering "
+                        "history only there",
+                        fix="put state.json back from a copy of the run, or start again in a new --out")
     listed = {e["name"]: e for e in manifest}
     entries = []
     for number, path in enumerate(paths):

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 from generator.errors import UserError
-from generator.results import (DiversityReport, ExportResult, Progress, Prompt, Ruler, RunResult, SourceWeight,
-                               VerifyResult, progress_of, run_result)
+from generator.results import (DiversityReport, ExportResult, Progress, Prompt, Ruler, RunResult,
+                               SourceWeight, VerifyResult, progress_of, run_result)
 
 if TYPE_CHECKING:
     from generator.recipe import Plan
@@ -173,7 +173,8 @@ def resolved_ruler(ruler: Ruler) -> Ruler:
     settings = ruler.settings or JudgeSettings()
     k = ruler.k or settings.k
     share = MAX_FAILURE_SHARE if ruler.max_failure_share is None else ruler.max_failure_share
-    return dataclasses.replace(ruler, k=k, settings=dataclasses.replace(settings, k=k), max_failure_share=share)
+    return dataclasses.replace(ruler, k=k, settings=dataclasses.replace(settings, k=k),
+                               max_failure_share=share)
 
 
 def open_ruler_judge(ruler: Ruler, kind: str | None = None, *, budget=None, audit=None, cache_path=None):
@@ -193,7 +194,8 @@ def check_corpora(corpora: Sequence[Corpus]) -> None:
             require_intact(path, "score")
 
 
-def read_corpora(corpora: Sequence[Corpus], text_field: str) -> tuple[list[str], list[tuple[list[str], dict]]]:
+def read_corpora(corpora: Sequence[Corpus],
+                 text_field: str) -> tuple[list[str], list[tuple[list[str], dict]]]:
     """(names, [(texts, metadata)]) of corpus paths or in-memory texts."""
     from generator.readers import load_corpus
     names = [str(c) if isinstance(c, (str, Path)) else "<texts>" for c in corpora]
@@ -254,8 +256,8 @@ def export(run_dir: str | Path, out: str | Path, *, to: str, mix: Sequence[str] 
     import numpy as np
 
     from generator.export.formats import check_out, export_mix
-    from generator.export.mixes import (DEFAULT_MAX_REPETITION, check_mix_options, load_source, load_tokenizer,
-                                        parse_source, plan_mix)
+    from generator.export.mixes import (DEFAULT_MAX_REPETITION, check_mix_options, load_source,
+                                        load_tokenizer, parse_source, plan_mix)
     from generator.run.verify import is_run_folder, require_intact
 
     out, max_repetition = Path(out), DEFAULT_MAX_REPETITION if max_repetition is None else max_repetition

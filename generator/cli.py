@@ -120,8 +120,8 @@ class RunDisplay:
         self.close()
         r = self.plan.recipe
         if p.stage == "start":
-            say(f"recipe {r.name} ({self.plan.recipe_hash}) · model {r.model} · backend {r.engine.backend} · "
-                f"{r.size.num_docs} documents → {self.out}")
+            say(f"recipe {r.name} ({self.plan.recipe_hash}) · model {r.model} · "
+                f"backend {r.engine.backend} · {r.size.num_docs} documents → {self.out}")
             return
         desc = {"prepare": f"preparing {r.model} (once)", "engine": f"starting {r.engine.backend} engine",
                 "score": f"scoring ({r.scoring.judge} judge)", "card": "writing the dataset card"}[p.stage]

@@ -94,13 +94,15 @@ def judge_settings(args: argparse.Namespace):
     if args.judge_endpoint:
         flags.update(endpoint=args.judge_endpoint, backend="openai")
     if not isinstance(pairs.get("judge", {}), dict):
-        raise UserError(f"--set judge={pairs['judge']!r}: judge is a section", fix="set its keys: --set judge.KEY=VALUE")
+        raise UserError(f"--set judge={pairs['judge']!r}: judge is a section",
+                        fix="set its keys: --set judge.KEY=VALUE")
     over = {**pairs.get("judge", {}), **{key: v for key, v in flags.items() if v is not None}}
     settings = read_settings(base, over, f"{where}: judge")
     bad = next(non_finite(settings), None)
     if bad is not None:
         raise UserError(f"{where}: judge.{bad[0]} must be a finite number, got {bad[1]}",
-                        fix=f"set judge.{bad[0]} to a number (not nan or inf), or leave it out for the default")
+                        fix=f"set judge.{bad[0]} to a number (not nan or inf), "
+                            "or leave it out for the default")
     return settings
 
 

@@ -69,7 +69,8 @@ def write_shard(path: Path, docs: list[Document]) -> dict:
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
     return {"name": path.name, "rows": len(docs), "bytes": path.stat().st_size,
-            "first_index": docs[0].sample_index, "last_index": docs[-1].sample_index, "sha256": file_sha256(path)}
+            "first_index": docs[0].sample_index, "last_index": docs[-1].sample_index,
+            "sha256": file_sha256(path)}
 
 
 def shard_entry(path: Path) -> dict:
@@ -153,6 +154,16 @@ def read_json(path: Path) -> Any:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
         raise UserError(f"{path}: cannot be read as JSON ({reason})", fix=verify_fix(path.parent)) from None
+
+
+def read_run_yaml(path: Path) -> Any:
+    """A YAML file of a run folder (the resolved recipe); a missing, unreadable or malformed file
+    raises UserError."""
+    try:
+        return yaml.safe_load(read_run_text(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:120] if isinstance(exc, OSError) else type(exc).__name__
+        raise UserError(f"{path}: cannot be read ({reason})", fix=verify_fix(path.parent)) from None
 
 
 def verify_fix(out: Path) -> str:

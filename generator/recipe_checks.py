@@ -130,7 +130,8 @@ def _check_generation(r, where: str) -> None:
         need(t.weight > 0, f"templates[{i}].weight", "must be positive", "use a number > 0")
         need(t.weight <= 1e9, f"templates[{i}].weight", f"must be at most 1e9, got {t.weight:g}",
              "give the weights as shares, e.g. 0.7 and 0.3")
-    need(bool(r.model.strip()), "model", "is empty", "use embedded:smollm2-135m, a Hugging Face id or a local path")
+    need(bool(r.model.strip()), "model", "is empty",
+         "use embedded:smollm2-135m, a Hugging Face id or a local path")
     if r.model.startswith("embedded:"):
         need(r.model in EMBEDDED_MODELS, "model", f"{r.model!r} is not a known embedded model",
              f"use one of {sorted(EMBEDDED_MODELS)}, a Hugging Face id or a local path")

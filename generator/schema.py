@@ -67,13 +67,15 @@ def coerce_value(tp, value: Any, where: str):
 
 
 def _type_fix(tp, value: Any) -> str:
-    """How to give a `tp`; YAML reads 1e3 (no point, no exponent sign) as text, so say how it reads a number."""
+    """How to give a `tp`; YAML reads 1e3 (no point, no exponent sign) as text, so say how it
+    reads a number."""
     try:
         number = float(value) if tp is float and isinstance(value, str) else None
     except ValueError:
         number = None
     if number is not None and math.isfinite(number):
-        return f"write {number:.1e} (YAML reads a number with a point and a signed exponent; {value} is text to it)"
+        return (f"write {number:.1e} (YAML reads a number with a point and a signed exponent; "
+                f"{value} is text to it)")
     return f"give {'an' if tp is int else 'a'} {tp.__name__}"
 
 
@@ -135,7 +137,8 @@ def merge_overrides(base: dict, over: dict, prefix: str = "") -> dict:
         elif isinstance(v, dict) and old is not None:
             inner = next(iter(v), "")
             raise UserError(f"--set {here}.{inner}: {here} is {_kind(old)} in the recipe, "
-                            "not a section with keys", fix=f"set the whole value instead, e.g. --set '{here}=VALUE'")
+                            "not a section with keys",
+                            fix=f"set the whole value instead, e.g. --set '{here}=VALUE'")
         else:
             merged[k] = v
     return merged

@@ -21,7 +21,8 @@ import yaml
 
 from generator.errors import UserError
 from generator.records import GRID_COLUMNS, SCHEMA
-from generator.files import atomic_write_text, read_documents, read_json, read_rows, read_run_text, verify_fix
+from generator.files import (atomic_write_text, read_documents, read_json, read_rows, read_run_yaml,
+                             verify_fix)
 from generator.figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -103,13 +104,10 @@ def _read_yaml(path: Path) -> dict | None:
     """The run's resolved recipe (None when absent); a damaged one raises UserError."""
     if not path.exists():
         return None
-    try:
-        data = yaml.safe_load(read_run_text(path))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0][:120] if isinstance(exc, OSError) else type(exc).__name__
-        raise UserError(f"{path}: cannot be read ({reason})", fix=verify_fix(path.parent)) from None
+    data = read_run_yaml(path)
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a recipe mapping, got {type(data).__name__}", fix=verify_fix(path.parent))
+        raise UserError(f"{path}: expected a recipe mapping, got {type(data).__name__}",
+                        fix=verify_fix(path.parent))
     return data
 
 

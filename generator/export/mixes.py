@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from generator.errors import UserError
 from generator.records import GRID_COLUMNS
@@ -241,11 +240,12 @@ def load_source(spec: SourceSpec, tokenizer: Tokenizer, *, text_field: str = "te
 
 def run_provenance(run: Path, meta: Mapping[str, list]) -> dict:
     """Where a generated run came from: recipe, hashes, models, and its diversity report."""
-    from generator.files import read_json, read_run_text  # a damaged file raises UserError
+    from generator.files import read_json, read_run_yaml  # a damaged file raises UserError
 
     recipe_file = run / "recipe.resolved.yaml"
-    recipe = yaml.safe_load(read_run_text(recipe_file)) if recipe_file.is_file() else {}
-    out: dict[str, Any] = {"run": run.resolve().name, "recipe": recipe.get("name") if isinstance(recipe, dict) else None,
+    recipe = read_run_yaml(recipe_file) if recipe_file.is_file() else {}
+    name = recipe.get("name") if isinstance(recipe, dict) else None
+    out: dict[str, Any] = {"run": run.resolve().name, "recipe": name,
                            "recipe_hashes": sorted(set(meta.get("recipe_hash", []))),
                            "models": sorted(set(meta.get("model", [])))}
     d = read_json(run / "diversity.json") if (run / "diversity.json").is_file() else None
@@ -299,9 +299,10 @@ def plan_mix(specs: Sequence[SourceSpec], corpora: Sequence[Corpus], tokenizer: 
     for spec, corpus, w in zip(specs, corpora, weights):
         target = int(round(w * total))
         if target == 0:
-            raise UserError(f"source {spec.name!r} gets no tokens: its weight is {w:.3g} of the {total}-token mix",
-                            fix=f"raise the weight of {spec.name!r} (to a share of at least {1 / max(total, 1):.3g}), "
-                                "or drop it from the mix")
+            raise UserError(f"source {spec.name!r} gets no tokens: its weight is {w:.3g} "
+                            f"of the {total}-token mix",
+                            fix=f"raise the weight of {spec.name!r} (to a share of at least "
+                                f"{1 / max(total, 1):.3g}), or drop it from the mix")
         needed = target / corpus.available_tokens
         if needed > max_repetition + 1e-9:
             raise UserError(

@@ -1,7 +1,8 @@
 """datatrove pipeline steps: generate a recipe's documents, and score the diversity of a corpus.
 
     pipeline=[GenerateDocuments("recipes/quickstart.yaml"), JsonlWriter("out/")]
-    pipeline=[JsonlReader("corpus/"), DiversityStats("stats/diversity"), LambdaFilter(...), ParquetWriter(...)]
+    pipeline=[JsonlReader("corpus/"), DiversityStats("stats/diversity"), LambdaFilter(...),
+              ParquetWriter(...)]
     then [DiversityMerger("stats/diversity")] in a second executor (depends=the first) for one merged report
 
 Each datatrove task does its share: `GenerateDocuments` generates the contiguous block of sample
@@ -66,8 +67,9 @@ class GenerateDocuments(PipelineStep):
             yield from data
         plan = load_recipe(self.recipe, self.overrides)
         if plan.recipe.target is not None:
-            raise UserError(f"{self.recipe}: GenerateDocuments does not steer to a target (each task sees only "
-                            "its share)", fix="drop target: from the recipe, or generate with generator.run")
+            raise UserError(f"{self.recipe}: GenerateDocuments does not steer to a target "
+                            "(each task sees only its share)",
+                            fix="drop target: from the recipe, or generate with generator.run")
         share = task_share(plan.recipe.size.num_docs, rank, world_size)
         engine = self.backend if self.backend is not None else open_engine(plan, lambda progress: None)
         backend = with_parts(engine, plan.templates, plan.recipe.keep_truncated)
@@ -161,11 +163,12 @@ def merge_diversity(folder: DataFolderLike, *, ruler: Ruler = Ruler(), judge=Non
                         fix="run DiversityStats with this output_folder first")
     rate = min(len(texts) / seen for seen, texts in tasks if seen)  # the smallest share any task kept
     rng = np.random.default_rng(seed)
-    texts = [t for seen, sample in tasks
-             for t in (sample[i] for i in np.sort(rng.choice(len(sample), round(rate * seen), replace=False)))]
+    texts = [sample[i] for seen, sample in tasks
+             for i in np.sort(rng.choice(len(sample), round(rate * seen), replace=False))]
     report = score_sample(texts, ruler, judge, proxies)
     with folder.open("diversity.json", "wt") as f:
-        json.dump({**report.to_dict(), "num_docs_seen": sum(seen for seen, _ in tasks), "tasks": len(tasks)}, f)
+        num_seen = sum(seen for seen, _ in tasks)
+        json.dump({**report.to_dict(), "num_docs_seen": num_seen, "tasks": len(tasks)}, f)
     return report
 
 

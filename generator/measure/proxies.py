@@ -168,8 +168,9 @@ def vendi_score(embeddings: np.ndarray, q: float = 1.0) -> float:
     """Vendi score (Friedman & Dieng 2023) with the cosine kernel: exp of the order-q Renyi
     entropy of the eigenvalues p of K/n, K = X X^T on L2-normalised rows X. The non-zero
     eigenvalues of K/n equal those of the d x d matrix X^T X / n, so the smaller of the two
-    matrices is decomposed (O(n d min(n, d)); no n x n matrix for large n). q=1: -sum p log p; q=inf: -log max p; else
-    log(sum p^q) / (1 - q). In [1, min(n, d)]; the effective number of distinct items."""
+    matrices is decomposed (O(n d min(n, d)); no n x n matrix for large n). q=1: -sum p log p;
+    q=inf: -log max p; else log(sum p^q) / (1 - q). In [1, min(n, d)]; the effective number of
+    distinct items."""
     if not q >= 0:
         raise ValueError(f"vendi_score: q must be >= 0 (or inf), got {q}")
     x = _unit_rows(embeddings, "vendi_score")

@@ -116,7 +116,11 @@ def away_from_far(ctx: Context, state: RunState, shift: Shift) -> dict:
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     """Generate one pilot round at the current c, score it, and apply what `decide` says next."""
     this_round, c = state.steering.round, state.steering.concentration
+<<<<<<< HEAD
     if not state.counters.aside_docs:  # a round resumed after its documents keeps their epoch
+=======
+    if not state.steering.round_docs:  # a round resumed after its documents keeps their epoch
+>>>>>>> main
         state = ctx.pipe.set_epoch(state, state.counters.next_index, state.steering.weights)
     state = ctx.pipe.advance(state, pilot_size(ctx.plan.recipe), into=pilot_dir(ctx.out, this_round))
     ctx.pipe.drain()  # a pilot round ends at its last document; later samples are drawn again

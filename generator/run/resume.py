@@ -18,10 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-import yaml
-
 from generator.errors import UserError
-from generator.files import (atomic_write_text, read_documents, read_manifest, read_run_text, shard_entry,
+from generator.files import (atomic_write_text, read_documents, read_manifest, read_run_yaml, shard_entry,
                              shard_path, shard_paths, write_manifest, write_yaml)
 from generator.outputs import check_out_dir
 from generator.recipe import Plan, recipe_dict, recipe_inputs
@@ -89,8 +87,8 @@ def same_recipe(out: Path, plan: Plan) -> bool:
 def recorded_hash(out: Path) -> str | None:
     """The recipe hash in OUT/recipe.resolved.yaml (None when the file is gone or unreadable)."""
     try:
-        previous = yaml.safe_load(read_run_text(out / "recipe.resolved.yaml"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        previous = read_run_yaml(out / "recipe.resolved.yaml")
+    except UserError:
         return None
     return previous.get("recipe_hash") if isinstance(previous, dict) else None
 
@@ -101,7 +99,8 @@ def prepare_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> RunSt
     if action == "resume":
         state, rebuilt = resume_state(out, plan)
         if recorded_hash(out) != plan.recipe_hash:  # gone or damaged: the shards proved the recipe
-            write_yaml(out / "recipe.resolved.yaml", {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
+            write_yaml(out / "recipe.resolved.yaml",
+                       {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
         if rebuilt is not None:
             adopt_rebuilt(out, state, rebuilt)
         return reconcile(out, state)
@@ -183,8 +182,9 @@ def rebuild_state(out: Path, plan: Plan) -> tuple[RunState, list[dict]]:
     if not (manifest or paths or pilots):
         return RunState(), []
     if plan.recipe.target is not None:
-        raise UserError(f"{out / 'state.json'}: missing, and a run with a target keeps its steering history only "
-                        "there", fix="put state.json back from a copy of the run, or start again in a new --out")
+        raise UserError(f"{out / 'state.json'}: missing, and a run with a target keeps its steering "
+                        "history only there",
+                        fix="put state.json back from a copy of the run, or start again in a new --out")
     listed = {e["name"]: e for e in manifest}
     entries = []
     for number, path in enumerate(paths):

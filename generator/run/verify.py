@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from generator.errors import UserError
-from generator.files import file_sha256, read_json, read_manifest, read_run_text, shard_paths
+from generator.files import file_sha256, read_json, read_manifest, read_run_yaml, shard_paths
 from generator.run.state import load_state, saved_record
 
 RUN_FILES = ("recipe.resolved.yaml", "manifest.json", "state.json")
@@ -34,7 +32,7 @@ class Problem:
     path: str
     what: str
     repair: str
-    scope: Literal["corpus", "resume"] = "corpus"  # "resume": the documents are intact, only resuming is blocked
+    scope: Literal["corpus", "resume"] = "corpus"  # "resume": documents intact, only resuming blocked
 
     @property
     def line(self) -> str:
@@ -79,10 +77,9 @@ def check_recipe(out: Path) -> tuple[str | None, tuple[Problem, ...]]:
     if not path.exists():
         return None, (Problem(path.name, "missing", repair),)
     try:
-        data = yaml.safe_load(read_run_text(path))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0][:120] if isinstance(exc, OSError) else type(exc).__name__
-        return None, (Problem(path.name, f"cannot be read ({reason})", repair),)
+        data = read_run_yaml(path)
+    except UserError as exc:
+        return None, (Problem(path.name, exc.what.removeprefix(f"{path}: "), repair),)
     if not isinstance(data, dict) or not isinstance(data.get("recipe_hash"), str):
         return None, (Problem(path.name, "not a recipe with a recipe_hash", repair),)
     wrong = value_problem(data, RECIPE, "")
@@ -91,7 +88,8 @@ def check_recipe(out: Path) -> tuple[str | None, tuple[Problem, ...]]:
 
 def check_manifest(out: Path) -> tuple[list[dict] | None, tuple[Problem, ...]]:
     """The manifest's shard entries (None when it is damaged), and its problems."""
-    repair = f"delete manifest.json and state.json, then {RESUME.format(out=out)} rebuilds both from the shards"
+    repair = (f"delete manifest.json and state.json, then {RESUME.format(out=out)} rebuilds both "
+              "from the shards")
     path = out / "manifest.json"
     if not path.exists():  # the documents stay readable without it (readers count rows from the shards)
         if shard_paths(out):
@@ -117,13 +115,15 @@ def check_shards(out: Path, entries: list[dict], recipe_hash: str | None) -> tup
         found = check_shard(out, entry, recipe_hash)
         problems += found
         if not found and entry["first_index"] <= last:
-            problems.append(Problem(f"data/{entry['name']}", f"sample indices start at {entry['first_index']}, "
+            problems.append(Problem(f"data/{entry['name']}",
+                                    f"sample indices start at {entry['first_index']}, "
                                     f"not after the previous shard's {last}", REGENERATE.format(out=out)))
         last = entry["last_index"]
     listed = {e["name"] for e in entries}
     for path in shard_paths(out):
         if path.name not in listed:
-            problems.append(Problem(f"data/{path.name}", "not in manifest.json: written after the last commit",
+            problems.append(Problem(f"data/{path.name}",
+                                    "not in manifest.json: written after the last commit",
                                     f"{RESUME.format(out=out)} removes it and generates its samples again"))
     return tuple(problems)
 
@@ -138,7 +138,8 @@ def check_shard(out: Path, entry: dict, recipe_hash: str | None) -> tuple[Proble
     if not path.is_file():
         return (Problem(where, "listed in manifest.json but missing", repair),)
     if path.stat().st_size != entry["bytes"]:
-        return (Problem(where, f"{path.stat().st_size} bytes, manifest.json records {entry['bytes']}", repair),)
+        return (Problem(where, f"{path.stat().st_size} bytes, manifest.json records {entry['bytes']}",
+                        repair),)
     if "sha256" in entry and file_sha256(path) != entry["sha256"]:
         return (Problem(where, "sha256 differs from manifest.json's: the file changed after it was written",
                         repair),)
@@ -150,8 +151,9 @@ def check_shard(out: Path, entry: dict, recipe_hash: str | None) -> tuple[Proble
     if len(index) != entry["rows"]:
         return (Problem(where, f"{len(index)} rows, manifest.json records {entry['rows']}", repair),)
     if len(index) and (index[0].as_py(), index[-1].as_py()) != (entry["first_index"], entry["last_index"]):
-        return (Problem(where, f"sample indices {index[0].as_py()}..{index[-1].as_py()}, manifest.json records "
-                               f"{entry['first_index']}..{entry['last_index']}", repair),)
+        return (Problem(where, f"sample indices {index[0].as_py()}..{index[-1].as_py()}, "
+                               f"manifest.json records {entry['first_index']}..{entry['last_index']}",
+                        repair),)
     if len(index) > 1 and not pc.all(pc.greater(index[1:], index[:-1])).as_py():
         return (Problem(where, "sample indices are not increasing", repair),)
     hashes = set(pc.unique(table.column("recipe_hash")).to_pylist())
@@ -185,15 +187,15 @@ def check_state(out: Path, entries: list[dict]) -> tuple[Problem, ...]:
         return (Problem(path.name, exc.what.removeprefix(f"{path}: "), rebuild, "resume"),)
     c = state.counters
     if c.num_shards > len(entries):
-        return (Problem(path.name, f"counts {c.num_shards} shards, manifest.json lists {len(entries)}", rebuild,
-                        "resume"),)
+        return (Problem(path.name, f"counts {c.num_shards} shards, manifest.json lists {len(entries)}",
+                        rebuild, "resume"),)
     rows = sum(e["rows"] for e in entries[:c.num_shards])
     if state.steering.phase != "pilot" and rows != c.num_docs:  # pilot rounds keep their documents elsewhere
         return (Problem(path.name, f"counts {c.num_docs} documents, its {c.num_shards} shards hold {rows}",
                         rebuild, "resume"),)
     if c.num_shards and entries[c.num_shards - 1]["last_index"] >= c.next_index:
-        return (Problem(path.name, f"next sample index {c.next_index} is not past the last committed one", rebuild,
-                        "resume"),)
+        return (Problem(path.name, f"next sample index {c.next_index} is not past the last committed one",
+                        rebuild, "resume"),)
     return tuple(Problem(f"data/{e['name']}", "written after the last saved state",
                          f"{RESUME.format(out=out)} removes it and generates its samples again")
                  for e in entries[c.num_shards:])
@@ -207,8 +209,9 @@ def check_state(out: Path, entries: list[dict]) -> tuple[Problem, ...]:
 NUMBER, OPTIONAL_NUMBER, TEXT = "number", "number or null", "string"
 TARGET = {"score!": NUMBER, "tolerance": OPTIONAL_NUMBER, "k": OPTIONAL_NUMBER, "relative": OPTIONAL_NUMBER,
           "max_shift": OPTIONAL_NUMBER}
-ACHIEVED = {"score!": NUMBER, "ci_low": OPTIONAL_NUMBER, "ci_high": OPTIONAL_NUMBER, "draw_sd": OPTIONAL_NUMBER,
-            "relative": NUMBER, "relative_ci_low": NUMBER, "relative_ci_high": NUMBER, "shift": NUMBER,
+ACHIEVED = {"score!": NUMBER, "ci_low": OPTIONAL_NUMBER, "ci_high": OPTIONAL_NUMBER,
+            "draw_sd": OPTIONAL_NUMBER, "relative": NUMBER, "relative_ci_low": NUMBER,
+            "relative_ci_high": NUMBER, "shift": NUMBER,
             "shift_se": OPTIONAL_NUMBER}
 REFERENCE = {"score!": NUMBER, "ci_low!": NUMBER, "ci_high!": NUMBER, "num_docs!": NUMBER}
 SUMMARY = {"num_docs": NUMBER, "num_failed": NUMBER, "tokens_per_s": OPTIONAL_NUMBER, "recipe_hash": TEXT,
@@ -267,7 +270,8 @@ def value_problem(value: Any, kind: Any, where: str) -> str:
     if kind == OPTIONAL_NUMBER and value is None:
         return ""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind in (NUMBER, OPTIONAL_NUMBER) and not (number and (math.isfinite(value) or where.endswith(("ci_low", "ci_high")))):
+    interval_end = where.endswith(("ci_low", "ci_high"))  # interval ends may be infinite
+    if kind in (NUMBER, OPTIONAL_NUMBER) and not (number and (math.isfinite(value) or interval_end)):
         return f"{at}expected a {kind}, got {value!r}"[:200]
     if kind == TEXT and not isinstance(value, str):
         return f"{at}expected a string, got {type(value).__name__}"

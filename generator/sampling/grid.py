@@ -155,16 +155,20 @@ def _entries(raw: object, where: str, key: str, example: str) -> list:
     return raw
 
 
+def _refuse_unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> None:
+    unknown = set(mapping) - set(allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {sorted(map(str, unknown))}",
+                        fix=f"valid keys are {', '.join(allowed)}")
+
+
 def _parse_entry(entry, where: str, domain: str = "") -> AxisValue:
     if not isinstance(entry, (dict, list)):
         entry = {"value": entry}  # a text, or a number or null that `_text` refuses with its fix
     if not isinstance(entry, dict) or "value" not in entry:
         raise UserError(f"{where}: each entry must be a text or a mapping with 'value', got {_show(entry)}",
                         fix="write `- value: ...` (optionally weight:, description:), or quote the text")
-    unknown = set(entry) - {"value", "weight", "description"}
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {sorted(map(str, unknown))}",
-                        fix="valid keys are value, weight, description")
+    _refuse_unknown_keys(entry, ("value", "weight", "description"), where)
     value = _text(entry["value"], where, "value")
     if not value:
         raise UserError(f"{where}: empty value", fix="remove the entry or give it text")
@@ -184,10 +188,7 @@ def _domain_values(data: dict, where: str) -> list[tuple[str, AxisValue]]:
         if not isinstance(dom, dict) or "name" not in dom or "topics" not in dom:
             raise UserError(f"{where}: domains[{i}] needs 'name' and 'topics'",
                             fix="write `- name: Physics` with a `topics:` list")
-        unknown = set(dom) - {"name", "weight", "topics"}
-        if unknown:
-            raise UserError(f"{where}: domains[{i}]: unknown key(s) {sorted(map(str, unknown))}",
-                            fix="valid keys are name, weight, topics")
+        _refuse_unknown_keys(dom, ("name", "weight", "topics"), f"{where}: domains[{i}]")
         name = _text(dom["name"], f"{where}: domains[{i}]", "name")
         if not name or name.casefold() in names:
             raise UserError(f"{where}: domains[{i}]: {'duplicate' if name else 'empty'} domain name {name!r}",
@@ -218,10 +219,7 @@ def load_axis(path: Path, name: str | None = None) -> Axis:
     if not isinstance(axis_name, str):
         raise UserError(f"{where}: axis name must be text, got {_show(axis_name)}",
                         fix="e.g. `axis: persona`")
-    unknown = set(data) - {"axis", "description", "values", "domains"}
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {sorted(map(str, unknown))}",
-                        fix="valid keys are axis, description, values, domains")
+    _refuse_unknown_keys(data, ("axis", "description", "values", "domains"), where)
     if "domains" in data and "values" in data:
         raise UserError(f"{where}: both 'values' and 'domains'", fix="keep one: domains for topics grouped "
                         "by domain, values for a flat list")

@@ -63,8 +63,9 @@ class _TimeBudget:
 
     def spent(self) -> TemplateLimit:
         per = f"{(self.done_at - self.start) / self.done:.2g}" if self.done else f"more than {self.seconds:g}"
-        return TemplateLimit(f"renders too slowly for a corpus ({per} s per render: {self.done} render(s) and "
-                             f"the next used up the {self.seconds:g} s that checking it at load may take)")
+        return TemplateLimit(f"renders too slowly for a corpus ({per} s per render: "
+                             f"{self.done} render(s) and the next used up the {self.seconds:g} s "
+                             "that checking it at load may take)")
 
 
 _SHARED: contextvars.ContextVar[_TimeBudget | None] = contextvars.ContextVar("shared_budget", default=None)

@@ -90,7 +90,7 @@ NOTES = {
     "Target.judge": "`embed` measures every round; `llm` calibrates the embedding judge to the LLM "
                     "judge of the `judge:` section and confirms the finished corpus with it",
     "Target.k": "K of the target's D",
-    "Target.max_pilot_rounds": "most pilot rounds before the main phase",
+    "Target.max_pilot_rounds": "most pilot rounds (sweeps of several concentrations) before the main phase",
     "Target.max_growth_rounds": "most rounds that ask the generator for new topics",
     "Target.growth_topics_per_domain": "new topics asked for per domain in a growth round",
     "Reference.text_field": "column holding the text",

@@ -83,7 +83,7 @@ class Target:
     num_batches: int = 3000  # most K-batches judged per measurement
     precision: float = 0.0  # stop judging once the 95% half-width of D is this small; 0 = tolerance / 3
     pilot_docs: int = 0  # documents per pilot round; 0 = derived from size.num_docs
-    max_pilot_rounds: int = 8
+    max_pilot_rounds: int = 2  # pilot rounds, each a sweep of several c at once (the first and one refining)
     num_rounds: int = 4  # main-phase rounds after the pilot
     reweight_rate: float = 1.0  # per-cell reweighting strength (0 disables it)
     grow_grid: bool = True  # propose new topics when the grid cannot reach the target

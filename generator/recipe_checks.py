@@ -34,7 +34,7 @@ COUNTS = (
     ("reference.num_docs", 0, 10**7, "use e.g. 500, or 0 for all"),
     ("target.num_batches", 20, 10**6, "use 3000"),
     ("target.pilot_docs", 0, 10**9, "use 0 to derive it from size.num_docs"),
-    ("target.max_pilot_rounds", 1, 1000, "use the default 8"),
+    ("target.max_pilot_rounds", 1, 1000, "use the default 2"),
     ("target.num_rounds", 1, 1000, "use the default 4"),
     ("target.max_growth_rounds", 0, 100, "use the default 2, or 0 to never grow the grid"),
     ("target.growth_topics_per_domain", 1, 1000, "use the default 8"),

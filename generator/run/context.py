@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.recipe import Plan
+from generator.recipe import Plan, pilot_size
 from generator.records import Backend
 from generator.run.loop import Pipeline
-from generator.run.policy import Goal
+from generator.run.policy import CALIBRATION_SHARE, Goal
 from generator.run.reference import ReferenceStats, Shift, measure_shift, read_shift_inputs
 
 STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 606, "calibrate": 707,
@@ -47,16 +47,25 @@ class Context:
     def rng(self, name: str, *more: int) -> np.random.Generator:
         return stream(self.plan.recipe.seed, name, *more)
 
-    def goal(self) -> Goal:
-        t = self.target
-        return Goal(score=t.score, tolerance=t.tolerance, k=t.k, num_docs=self.plan.recipe.size.num_docs,
+    def goal(self, state=None) -> Goal:
+        """What the policy steers to; with `state`, what the calibration has discarded so far (the
+        sweep just measured counted but one point, which may go into the corpus)."""
+        t, num_docs, n = self.target, self.plan.recipe.size.num_docs, pilot_size(self.plan.recipe)
+        discarded = 0
+        if state is not None:
+            discarded = state.steering.discarded_pilot_docs + max(0, state.counters.aside_docs - n)
+        return Goal(score=t.score, tolerance=t.tolerance, k=t.k, num_docs=num_docs,
                     max_pilot_rounds=t.max_pilot_rounds, max_shift=t.max_shift if self.reference else None,
                     can_grow=t.grow_grid and "topic" in self.plan.grid.axes,  # growth adds topics
-                    max_growth_rounds=t.max_growth_rounds, judge=self.judge.name)
+                    max_growth_rounds=t.max_growth_rounds, judge=self.judge.name, pilot_docs=n,
+                    max_discarded=int(CALIBRATION_SHARE * num_docs), discarded=discarded)
 
-    def shift_of(self, root: Path, round_no: int, below: int | None = None) -> Shift | None:
-        """The documents under `root` (samples below `below`) against the reference (None without one)."""
+    def shift_of(self, root: Path, round_no: int, below: int | None = None, rows=None) -> Shift | None:
+        """The documents under `root` (samples below `below`; only the rows `rows` of them in index
+        order, when given) against the reference (None without one)."""
         if self.reference is None:
             return None
         texts, columns = read_shift_inputs(root, below)
+        if rows is not None:
+            texts, columns = [texts[i] for i in rows], {k: [v[i] for i in rows] for k, v in columns.items()}
         return measure_shift(texts, columns, self.reference, self.embed, self.rng("shift", round_no))

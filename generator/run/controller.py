@@ -24,10 +24,10 @@ from generator.run import calibration, drift, growth, knobs, shift_bound
 from generator.run.context import Context, stream
 from generator.run.finish import finish
 from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
-from generator.run.policy import Decision, decide
+from generator.run.policy import FIRST_SWEEP, Decision, decide
 from generator.run.reference import Shift, open_reference, resolve_target
 from generator.run.resume import prepare_output
-from generator.run.rounds import (accept_pilot, add_judge_cost, draw_sd, log_round, measure, next_pilot_round,
+from generator.run.rounds import (accept_point, add_judge_cost, draw_sd, log_round, measure, next_pilot_round,
                                   read_corpus, round_fidelity, warn_corpus_draw)
 from generator.run.state import Round, RunState, pilot_dir, save_state, with_phase
 
@@ -80,7 +80,7 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
         ctx = with_calibration(ctx, record)
     if state.steering.phase == "fill":
         lookahead = knobs.lookahead(plan.recipe, pipe.backend.capacity)
-        state = steer_to(ctx, state, concentration=1.0, phase="pilot", lookahead=lookahead)
+        state = steer_to(ctx, state, concentration=1.0, phase="pilot", lookahead=lookahead, sweep=FIRST_SWEEP)
     while state.steering.phase == "pilot" and not state.stopped:
         ctx, state = pilot_round(ctx, state)
     while (state.steering.phase == "main" and state.counters.num_docs < plan.recipe.size.num_docs
@@ -114,39 +114,50 @@ def away_from_far(ctx: Context, state: RunState, shift: Shift) -> dict:
 
 
 def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
-    """Generate one pilot round at the current c, score it, and apply what `decide` says next."""
-    this_round, c = state.steering.round, state.steering.concentration
-<<<<<<< HEAD
-    if not state.counters.aside_docs:  # a round resumed after its documents keeps their epoch
-=======
-    if not state.steering.round_docs:  # a round resumed after its documents keeps their epoch
->>>>>>> main
-        state = ctx.pipe.set_epoch(state, state.counters.next_index, state.steering.weights)
-    state = ctx.pipe.advance(state, pilot_size(ctx.plan.recipe), into=pilot_dir(ctx.out, this_round))
-    ctx.pipe.drain()  # a pilot round ends at its last document; later samples are drawn again
+    """Generate one pilot round, a sweep: `pilot_size` samples at each of its concentrations, in
+    consecutive epochs sent out together so every engine serves all of them at once; score each
+    point, and apply what `decide` says next."""
+    this_round, s, n = state.steering.round, state.steering, pilot_size(ctx.plan.recipe)
+    if not state.counters.aside_docs:  # a round resumed after its documents keeps its epochs
+        start = state.counters.next_index
+        for j, c in enumerate(s.sweep):
+            weights = knobs.sampling_weights(ctx.orders, c, s.shift_factors, s.drift_factors, s.attribution_factors)
+            state = ctx.pipe.set_epoch(state, start + j * n, weights)
+        state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, sweep_start=start))
+    start, end = state.steering.sweep_start, state.steering.sweep_start + n * len(s.sweep)
+    state = ctx.pipe.advance(state, n * len(s.sweep), hold_at=end, into=pilot_dir(ctx.out, this_round))
+    ctx.pipe.drain()  # a pilot round ends at its last sample; later samples are drawn again
     if state.stopped:
         return ctx, state
-    texts, _ = read_corpus(pilot_dir(ctx.out, this_round))
+    texts, metadata, index = read_corpus(pilot_dir(ctx.out, this_round), with_index=True)
     if ctx.llm is not None and ctx.calibration is None:  # the first pilot calibrates the embedding judge
         record = calibration.calibrate_judge(ctx.out, texts, ctx.llm, ctx.target, ctx.rng("calibrate"),
                                              ctx.embed, ctx.plan.recipe.size.num_docs)
         ctx = with_calibration(ctx, record)
-    report, _ = measure(texts, ctx.judge, ctx.target, ctx.rng("pilot", this_round))
-    shift = ctx.shift_of(pilot_dir(ctx.out, this_round), this_round)
-    state = add_judge_cost(state, report)
-    free = not report.prompt_tokens + report.completion_tokens  # the draw sd only where judging is free
-    sd = draw_sd(texts, ctx.judge, ctx.target, ctx.rng("draw", this_round)) if free else 0.0
-    state = with_round(state, measured_round(c, "pilot", report, shift, draw_sd=sd))
-    warn_corpus_draw(state.steering.rounds("pilot"), len(texts), ctx.plan.recipe.size.num_docs,
-                     ctx.target.tolerance)
-    decision = decide(state.steering.history, ctx.goal())
-    ctx, state, action = apply_after_pilot(ctx, state, decision, shift)
+    measured = []
+    for j, c in enumerate(s.sweep):
+        rows = [i for i, x in enumerate(index) if start + j * n <= x < start + (j + 1) * n]
+        point = [texts[i] for i in rows]
+        report, _ = measure(point, ctx.judge, ctx.target, ctx.rng("pilot", this_round, j))
+        shift = ctx.shift_of(pilot_dir(ctx.out, this_round), this_round * 100 + j, rows=rows)
+        state = add_judge_cost(state, report)
+        free = not report.prompt_tokens + report.completion_tokens  # the draw sd only where judging is free
+        sd = draw_sd(point, ctx.judge, ctx.target, ctx.rng("draw", this_round, j)) if free else 0.0
+        state = with_round(state, measured_round(c, "pilot", report, shift, draw_sd=sd, sweep=this_round))
+        measured.append((c, report, shift, sd))
+    warn_corpus_draw(state.steering.rounds("pilot"), n, ctx.plan.recipe.size.num_docs, ctx.target.tolerance)
+    decision = decide(state.steering.history, ctx.goal(state))
+    ctx, state, action = apply_after_pilot(ctx, state, decision, measured)
     if ctx.llm is not None and state.steering.phase == "main" and "offset_at_target" not in ctx.calibration:
+        report = min(measured, key=lambda m: abs(m[0] - state.steering.concentration))[1]
         record = calibration.measure_offset(ctx.out, texts, ctx.llm, ctx.judge, report, ctx.llm_target,
                                             rng=ctx.rng("calibrate", this_round))
         ctx = with_calibration(ctx, record)
-    log_round(ctx.out, this_round, state, report, ctx.target, action, phase="pilot", concentration=c,
-              extra={"draw_sd": sd, **shift_bound.shift_fields(shift, ctx.target, ctx.reference)})
+    for j, (c, report, shift, sd) in enumerate(measured):
+        done = j == len(measured) - 1
+        log_round(ctx.out, this_round, state, report, ctx.target, action if done else "measured", phase="pilot",
+                  concentration=c, extra={"draw_sd": sd, "point": j,
+                                          **shift_bound.shift_fields(shift, ctx.target, ctx.reference)})
     save_state(ctx.out, state)
     return ctx, state
 
@@ -162,26 +173,31 @@ def with_round(state: RunState, measured: Round) -> RunState:
     return dataclasses.replace(state, steering=dataclasses.replace(s, history=(*s.history, measured)))
 
 
-def apply_after_pilot(ctx: Context, state: RunState, d: Decision,
-                      shift: Shift | None) -> tuple[Context, RunState, str]:
-    """Apply a pilot's decision: move its documents into the corpus (accept, or a settle at it) or
-    discard them, set c (and the shift factors), grow the grid, or stop."""
-    if d.away_from_far:
-        state = steer_to(ctx, state, shift_factors=away_from_far(ctx, state, shift))
+def apply_after_pilot(ctx: Context, state: RunState, d: Decision, measured) -> tuple[Context, RunState, str]:
+    """Apply a sweep's decision: move the kept point's documents into the corpus (accept, or a
+    settle at it) and discard the rest, set c (and the shift factors), sweep again, grow the
+    grid, or stop."""
+    if d.away_from_far:  # away from the values far in the sweep's point farthest from the reference
+        far = max((m for m in measured if m[2] is not None), key=lambda m: m[2].mmd2)
+        state = steer_to(ctx, state, shift_factors=away_from_far(ctx, state, far[2]))
     if d.binding:
         state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, binding=d.binding))
     if d.action == "stop":
         return ctx, dataclasses.replace(with_phase(state, "done"), stopped=d.reason), "stop"
     if d.action == "grow":
-        return grow_grid(ctx, state)
-    if d.action == "accept" or d.action == "settle" and d.keep_last:
-        return ctx, with_phase(accept_pilot(ctx.out, state), "main"), d.reason
+        return grow_grid(ctx, state, d.points)
+    if d.keep is not None:
+        j = next(j for j, m in enumerate(measured) if m[0] == d.keep)
+        n, start = pilot_size(ctx.plan.recipe), state.steering.sweep_start
+        state = accept_point(ctx.out, state, start + j * n, start + (j + 1) * n)
+    else:
+        state = next_pilot_round(state)
     phase = "pilot" if d.action == "pilot" else "main"
-    return ctx, steer_to(ctx, next_pilot_round(state), concentration=d.concentration, phase=phase), d.reason
+    return ctx, steer_to(ctx, state, concentration=d.concentration, phase=phase, sweep=d.points), d.reason
 
 
-def grow_grid(ctx: Context, state: RunState) -> tuple[Context, RunState, str]:
-    """The whole grid is not diverse enough: ask the generator for new topics, start again at c = 1."""
+def grow_grid(ctx: Context, state: RunState, sweep: tuple[float, ...]) -> tuple[Context, RunState, str]:
+    """The whole grid is not diverse enough: ask the generator for new topics, sweep again from c = 1."""
     plan, s = ctx.plan, state.steering
     added = growth.grow_topics(plan, ctx.backend, ctx.out, rng=ctx.rng("growth", s.round))
     merged = growth.merge_added(s.added_topics, added)
@@ -189,8 +205,10 @@ def grow_grid(ctx: Context, state: RunState) -> tuple[Context, RunState, str]:
     plan = growth.with_added_topics(plan, merged)
     ctx.pipe.use_plan(plan)
     ctx = dataclasses.replace(ctx, plan=plan, orders=knobs.axis_orders(plan.grid, plan.recipe.seed))
-    history = (*s.history[:-1], dataclasses.replace(s.history[-1], kind="grow"))
-    state = steer_to(ctx, next_pilot_round(state), added_topics=merged, history=history, concentration=1.0)
+    history = tuple(dataclasses.replace(h, kind="grow") if h.kind == "pilot" and h.sweep == s.round else h
+                    for h in s.history)  # the sweep measured the grid before it grew
+    state = steer_to(ctx, next_pilot_round(state), added_topics=merged, history=history, concentration=1.0,
+                     sweep=sweep)
     return ctx, state, f"grid growth: +{sum(len(v) for v in added.values())} topics"
 
 
@@ -213,7 +231,7 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     state = add_judge_cost(state, report)
     state, drift_action = drift.respond(state, fidelity, ctx.target.min_fidelity, ctx.plan.grid)  # or stop
     state = with_round(state, measured_round(round_c, "main", report, shift, docs=docs))
-    decision = decide(state.steering.history, ctx.goal())
+    decision = decide(state.steering.history, ctx.goal(state))
     if not state.stopped:
         state = apply_after_main(ctx, state, decision, attribution, shift)
     if docs < num_docs and state.steering.weights != s.weights:
@@ -232,6 +250,8 @@ def apply_after_main(ctx: Context, state: RunState, d: Decision, attribution,
                      shift: Shift | None) -> RunState:
     """Apply a main round's decision: its c, the attribution factors of a correction (replacing the
     last ones), and shift factors away from far values; the weights follow from them (`steer_to`)."""
+    if d.action == "stop":
+        return dataclasses.replace(with_phase(state, "done"), stopped=d.reason)
     changes: dict = {"concentration": d.concentration}
     if d.reweight and ctx.target.reweight_rate > 0 and attribution:
         active = knobs.sampling_weights(ctx.orders, d.concentration)

@@ -28,7 +28,9 @@ def finish(ctx: Context, state: RunState) -> tuple[RunState, dict]:
     if ctx.calibration is not None:
         extra["target"].update(score=ctx.llm_target.score, judge=ctx.llm.name, embedding_score=t.score)
         extra["calibration"] = {k: v for k, v in ctx.calibration.items() if k != "curve"}
-    extra["rounds"] = {"pilot": len(s.history) - len(s.rounds("main")), "main": len(s.rounds("main"))}
+    pilots = [h for h in s.history if h.kind != "main"]  # sweep points, those before a growth included
+    extra["rounds"] = {"pilot": len({h.sweep for h in pilots}), "pilot_points": len(pilots),
+                       "main": len(s.rounds("main"))}
     extra["cost"] = cost(state, extra)
     extra["final_concentration"] = s.concentration
     write_yaml(ctx.out / "weights.yaml", weights_file(s.weights))

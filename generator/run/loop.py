@@ -209,8 +209,9 @@ class Pipeline:
         append_jsonl(self.out / "failures.jsonl", self.failures)
         append_jsonl(self.out / "duplicates.jsonl", self.duplicates)
         shards = c.num_shards
-        if self.docs and self.into is not None:
-            last = write_aside_shard(self.into, self.docs)
+        if self.docs and self.into is not None:  # one shard per epoch: a sweep's points apart
+            for epoch in sorted({d.epoch for d in self.docs}):
+                last = write_aside_shard(self.into, [d for d in self.docs if d.epoch == epoch])
         elif self.docs:
             manifest = read_manifest(self.out)
             for start in range(0, len(self.docs), self.shard_rows):

@@ -1,8 +1,10 @@
 """What the controller does next: one pure function of the measured rounds and the goal (no I/O).
 
 `decide(history, goal)` reads the round just measured (the last of `history`) and returns a
-`Decision`. After a pilot: accept it, pilot again at a fitted c, go on at a fitted c, grow the
-grid, settle at the best pilot under the shift bound, or stop with a reason. After a main round:
+`Decision`. A pilot round is a sweep: several concentrations measured at once. After a sweep:
+accept its point closest to the target, sweep again around the fitted crossing (at most once
+more by default, and only within the calibration budget), go on at the fitted c, grow the grid,
+settle at the best point under the shift bound, or stop with a reason. After a main round:
 keep the weights, or correct c (and reweight cells by attribution), and, over the shift bound,
 move c and weight away from the reference's far side. `controller.py` applies a decision.
 """
@@ -26,11 +28,14 @@ class Goal:
     tolerance: float
     k: int
     num_docs: int  # documents of the finished corpus
-    max_pilot_rounds: int
+    max_pilot_rounds: int  # pilot rounds (sweeps)
     max_shift: float | None = None  # None without a reference corpus
     can_grow: bool = False  # the grid has a topic axis and target.grow_grid is on
     max_growth_rounds: int = 0
     judge: str = "judge"  # the judge's name, for a stop message
+    pilot_docs: int = 100  # samples per sweep point
+    max_discarded: int = 0  # pilot documents the calibration may discard in all (a refining sweep must fit)
+    discarded: int = 0  # pilot documents discarded so far, and those of the sweep just measured but one point
 
     @property
     def floor(self) -> float:
@@ -42,16 +47,18 @@ class Goal:
 class Decision:
     """What comes next. `concentration`: the c to generate at; `reweight`: the direction of the
     attribution reweighting (+1 raise diversity, -1 lower it, 0 none); `away_from_far`: move
-    weight away from values whose documents lie far from the reference; `keep_last`: a settle
-    keeps the last pilot's documents in the corpus; `binding`: the constraint that binds."""
+    weight away from values whose documents lie far from the reference; `keep`: the point of
+    the last sweep (its c) whose documents go into the corpus (accept, or a settle at it);
+    `binding`: the constraint that binds; `points`: the concentrations of the next sweep."""
 
     action: Action
     concentration: float
     reason: str
     reweight: int = 0
     away_from_far: bool = False
-    keep_last: bool = False
+    keep: float | None = None
     binding: str = ""
+    points: tuple[float, ...] = ()
 
 
 def decide(history: Sequence[Round], goal: Goal) -> Decision:
@@ -69,58 +76,88 @@ def shift_note(r: Round, goal: Goal) -> str:
     return f"MMD² {r.shift:.4f} ± {r.shift_se:.4f} over max_shift {goal.max_shift}"
 
 
+CALIBRATION_SHARE = 0.05  # pilot documents a run may discard, as a share of the corpus (refining sweeps)
+FIRST_SWEEP = (1.0, 0.45, 0.2)  # the first pilot round's concentrations; the judge's floor stands in at c = 0
+MIN_C = 0.02  # no pilot point below this c (at c = 0 the judge's floor is known without generating)
+REFINE_POINTS = 3  # points of the refining sweep around the fitted crossing
+
+
+def sweep_points(fit, goal: Goal) -> tuple[float, ...]:
+    """The refining sweep: the fitted c and one point each side, as far as the fit's interval
+    reaches in c (at least 0.05), inside [MIN_C, 1]."""
+    half = max(0.05, (fit.high - fit.low) / 2 / max(fit.slope, knobs.MIN_SLOPE))
+    points = {round(min(max(fit.concentration + k * half, MIN_C), 1.0), 4) for k in (-1, 0, 1)}
+    return tuple(sorted(points, reverse=True))[:REFINE_POINTS]
+
+
 def decide_pilot(history: Sequence[Round], goal: Goal) -> Decision:
-    """Accept the pilot; pilot again or go on where a fit of D(c) through every pilot meets the
-    target; grow the grid; settle; stop. A pilot over the shift bound is never accepted."""
+    """After a sweep (the last pilot round's points): accept its point closest to the target
+    when within tolerance; sweep again around where a fit of D(c) through every point meets
+    the target, or go on at that c; grow the grid; settle at the best point under the shift
+    bound; or stop. A point over the shift bound is never accepted."""
     decision = _pilot_step(history, goal)
-    last = history[-1]
-    if over_bound(last, goal) and decision.action != "stop":
-        reason = f"{decision.reason}; {shift_note(last, goal)}: weight moved away from far values"
+    last = [h for h in history if h.kind == "pilot" and h.sweep == history[-1].sweep]
+    far = [h for h in last if over_bound(h, goal)]
+    if far and decision.action != "stop" and not (decision.action == "accept" and len(far) < len(last)):
+        worst = max(far, key=lambda h: h.shift)
+        reason = f"{decision.reason}; {shift_note(worst, goal)}: weight moved away from far values"
         return dataclasses.replace(decision, reason=reason, away_from_far=True)
     return decision
 
 
 def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
     pilots = [h for h in history if h.kind == "pilot"]
-    last = history[-1]
-    c, score = last.concentration, last.score
+    sweep = [h for h in pilots if h.sweep == history[-1].sweep]
     points = [(h.concentration, h.score, h.spread) for h in pilots]
-    # D at c on the line through every pilot: with its neighbours, not the lucky draw alone
-    level, _ = knobs.level_at(points, c, goal.score, floor=goal.floor)
-    allowed = min(goal.tolerance, max(goal.tolerance / 2, last.half_width))
-    close = max(abs(score - goal.score), abs(level - goal.score)) <= allowed
-    spent = len(points) >= goal.max_pilot_rounds
-    if over_bound(last, goal):
-        if close and not spent:
-            return Decision("pilot", c, "D within tolerance but over max_shift; pilot again")
-        close = False
+    # D at each c on the line through every point: with its neighbours, not the lucky draw alone
+    close = []
+    for h in sweep:
+        level, _ = knobs.level_at(points, h.concentration, goal.score, floor=goal.floor)
+        allowed = min(goal.tolerance, max(goal.tolerance / 2, h.half_width))
+        miss = max(abs(h.score - goal.score), abs(level - goal.score))
+        if miss <= allowed and not over_bound(h, goal):
+            close.append((miss, h))
     if close:
-        return Decision("accept", c, f"accept c={c:.3f}")
+        best = min(close, key=lambda m: m[0])[1]
+        return Decision("accept", best.concentration, f"accept c={best.concentration:.3f} (D={best.score:.2f})",
+                        keep=best.concentration)
+    sweeps = len({h.sweep for h in pilots})
+    spent = sweeps >= goal.max_pilot_rounds
     if spent and goal.max_shift is not None:
-        return settle(pilots, goal, "pilot budget spent")
-    fit = knobs.fit_concentration(points, goal.score, floor=goal.floor, start=c)
+        return settle(pilots, sweep, goal, "pilot budget spent")
+    nearest = min(sweep, key=lambda h: abs(h.score - goal.score))
+    fit = knobs.fit_concentration(points, goal.score, floor=goal.floor, start=nearest.concentration)
     if fit is not None and goal.max_shift is not None:
         bounded = shift_bound.limit_fit(fit, pilots, goal.max_shift)
         if bounded != fit and any(abs(bounded.concentration - p[0]) < knobs.MIN_BRACKET for p in points):
-            return settle(pilots, goal, f"next c={fit.concentration:.3f} is past max_shift's limit "
-                                        f"c={bounded.concentration:.3f}, already measured", limited=True)
+            return settle(pilots, sweep, goal, f"next c={fit.concentration:.3f} is past max_shift's limit "
+                                               f"c={bounded.concentration:.3f}, already measured", limited=True)
         fit = bounded
-    grown = sum(h.kind == "grow" for h in history)
-    if fit is None and score < goal.score and goal.can_grow and grown < goal.max_growth_rounds:
-        return Decision("grow", 1.0, "grid growth")
+    grown = len({h.sweep for h in history if h.kind == "grow"})
+    if fit is None and nearest.score < goal.score and goal.can_grow and grown < goal.max_growth_rounds:
+        return Decision("grow", 1.0, "grid growth", points=FIRST_SWEEP)
     if fit is None:
-        return stop_out_of_reach(pilots, score, goal)
+        return stop_out_of_reach(pilots, nearest.score, goal)
     fitted = f"fitted D={fit.score:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
     within = fit.within(goal.score, goal.tolerance)
-    if spent or within or abs(fit.concentration - c) < knobs.MIN_BRACKET:
-        why = "pilot budget spent" if spent else "fit within tolerance" if within else "converged"
+    refine = sweep_points(fit, goal)
+    if fit.concentration < min(c for c, _, _ in points) and not any(c <= 0.0 for c, _, _ in points):
+        # only the judge's floor says the target is reachable down there: measure c = 0 as well
+        refine = (max(fit.concentration, MIN_C), 0.0)
+    affordable = goal.pilot_docs * (len(refine) - 1) <= goal.max_discarded - goal.discarded
+    if spent or within or not affordable:
+        why = ("pilot budget spent" if spent else "fit within tolerance" if within
+               else "a second sweep would exceed the calibration budget")
         return Decision("go_on", fit.concentration, f"{why}: {fitted}; continue at c={fit.concentration:.3f}")
-    return Decision("pilot", fit.concentration, f"pilot again at c={fit.concentration:.3f} ({fitted})")
+    listed = ", ".join(f"{c:.3f}" for c in refine)
+    return Decision("pilot", fit.concentration, f"sweep again at c = {listed} ({fitted})", points=refine)
 
 
-def settle(pilots: Sequence[Round], goal: Goal, why: str, limited: bool = False) -> Decision:
+def settle(pilots: Sequence[Round], sweep: Sequence[Round], goal: Goal, why: str,
+           limited: bool = False) -> Decision:
     """Leave the pilots without one that met the target and the bound: continue at the best
-    pilot under the bound (its documents kept when it is the last), or stop when none is under it."""
+    pilot under the bound (its documents kept when it is a point of the last sweep), or stop
+    when none is under it."""
     best, binding = shift_bound.settle_pilots(pilots, goal.score, goal.tolerance, goal.max_shift, limited)
     if best is None:
         binding, message = shift_bound.stop_message(pilots, goal)
@@ -129,7 +166,8 @@ def settle(pilots: Sequence[Round], goal: Goal, why: str, limited: bool = False)
     under = " under max_shift" if goal.max_shift else ""
     binds = f"; {binding} binds" if binding and goal.max_shift else ""
     reason = f"{why}; continue at the closest{under}, c={b.concentration:.3f} (D={b.score:.2f}){binds}"
-    return Decision("settle", b.concentration, reason, keep_last=best == len(pilots) - 1, binding=binding)
+    kept = b.concentration if any(h is b for h in sweep) else None
+    return Decision("settle", b.concentration, reason, keep=kept, binding=binding)
 
 
 def stop_out_of_reach(pilots: Sequence[Round], score: float, goal: Goal) -> Decision:
@@ -155,6 +193,9 @@ def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
         moved = shift_bound.clamp_concentration(moved, pilots, goal.max_shift)
         decision = Decision("correct", moved, f"correct c {c:.3f} → {moved:.3f}, reweight cells",
                             reweight=1 if last.score < goal.score else -1)
+    if c == 0.0 and decision.concentration == 0.0 and last.score > goal.score + goal.tolerance:
+        return Decision("stop", 0.0, f"target {goal.score} is below what this grid reaches with judge "
+                                     f"{goal.judge}: D = {last.score:.2f} at c = 0 (one value per axis)")
     if over_bound(last, goal):
         moved = shift_bound.retreat(decision.concentration, pilots, goal.max_shift,
                                     _Shift(last.shift, last.shift_se), left)

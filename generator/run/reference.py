@@ -119,10 +119,12 @@ def grid_columns(grid_values: Sequence[str], templates: Sequence[str]) -> dict[s
 
 
 def read_shift_inputs(root: Path, below: int | None = None) -> tuple[list[str], dict[str, list[str]]]:
-    """Texts under `root` (of samples below index `below`) and their grid columns (see `grid_columns`)."""
+    """Texts under `root` (of samples below index `below`) and their grid columns (see `grid_columns`),
+    in sample-index order."""
     from generator.files import read_documents
 
-    table = read_documents(root, columns=["text", "template", "grid_values"], below=below)
+    table = read_documents(root, columns=["text", "template", "grid_values", "sample_index"], below=below)
+    table = table.sort_by("sample_index")
     return table.column("text").to_pylist(), grid_columns(table.column("grid_values").to_pylist(),
                                                           table.column("template").to_pylist())
 

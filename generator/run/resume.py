@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 
 from generator.errors import UserError
-from generator.files import (atomic_write_text, read_documents, read_manifest, read_run_yaml, shard_entry,
-                             shard_path, shard_paths, write_manifest, write_yaml)
+from generator.files import (atomic_write_text, next_shard_path, read_documents, read_manifest, read_run_yaml,
+                             shard_entry, shard_path, shard_paths, write_manifest, write_yaml)
 from generator.outputs import check_out_dir
 from generator.recipe import Plan, recipe_dict, recipe_inputs
 from generator.run.dedup import find_flushes, flush_problem, index_path
@@ -252,7 +252,7 @@ def reconcile(out: Path, state: RunState) -> RunState:
     extra = shard_paths(out)[state.counters.num_shards:]
     for number, shard in enumerate(extra):
         if s.phase == "pilot" and state.counters.aside_docs:
-            move_shard(shard, shard_path(pilot_dir(out, s.round), number))
+            move_shard(shard, next_shard_path(pilot_dir(out, s.round)))  # a sweep point: found by its indices
             continue
         log.warning("removing %s, written after the last saved state", shard)
         shard.unlink()

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
 
 from generator.files import (MEASURE_ROWS, read_documents, read_manifest, read_sample, shard_entry, shard_path,
                              shard_paths, write_manifest)
@@ -23,13 +26,17 @@ from generator.run.state import RunState, pilot_dir
 
 
 def read_corpus(root: Path, below: int | None = None, *, rng: np.random.Generator | None = None,
-                max_rows: int = MEASURE_ROWS) -> tuple[list[str], dict[str, list[str]]]:
+                max_rows: int = MEASURE_ROWS, with_index: bool = False):
     """Texts and grid columns of the documents under `root` (of samples below index `below`),
-    in index order. With `rng`, at most `max_rows` of them, drawn uniformly (`read_sample`)."""
-    columns = ["text", *GRID_COLUMNS]
+    in index order; with `with_index` also their sample indices. With `rng`, at most
+    `max_rows` of them, drawn uniformly (`read_sample`)."""
+    columns = ["text", *GRID_COLUMNS, *(["sample_index"] if with_index else [])]
     table = (read_documents(root, columns=columns, below=below) if rng is None
              else read_sample(root, max_rows, rng, columns=columns, below=below))
-    return table.column("text").to_pylist(), {c: table.column(c).to_pylist() for c in GRID_COLUMNS}
+    if with_index:  # a pilot round's shards are in index order within a point, not across a resume
+        table = table.sort_by("sample_index")
+    found = table.column("text").to_pylist(), {c: table.column(c).to_pylist() for c in GRID_COLUMNS}
+    return (*found, table.column("sample_index").to_pylist()) if with_index else found
 
 
 def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
@@ -105,35 +112,41 @@ def add_judge_cost(state: RunState, report) -> RunState:
         judge_tokens=s.judge_tokens + report.prompt_tokens + report.completion_tokens))
 
 
-def accept_pilot(out: Path, state: RunState) -> RunState:
-    """Move the current pilot round's shards into the corpus (they were drawn from the
-    accepted distribution); earlier pilot rounds stay under pilot/ as calibration cost."""
+def accept_point(out: Path, state: RunState, start: int, end: int) -> RunState:
+    """Move the current pilot round's shards of samples in [start, end) (one sweep point, drawn
+    from the accepted distribution) into the corpus; the rest of the round stays under pilot/
+    as calibration cost."""
     c, s = state.counters, state.steering
-    moved, manifest = 0, read_manifest(out)
+    moved, kept_tokens, manifest = 0, 0, read_manifest(out)
     for shard in shard_paths(pilot_dir(out, s.round)):
+        entry = shard_entry(shard)
+        if not start <= entry["first_index"] < end:
+            continue
+        tokens = pq.read_table(shard, columns=["num_tokens", "num_prompt_tokens"])
+        kept_tokens += sum(pa.compute.sum(tokens.column(n)).as_py() or 0 for n in tokens.column_names)
         target = shard_path(out, c.num_shards + moved)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(shard, target)
         if index_path(shard).is_file():  # the shard's stored duplicate-index rows travel with it
             index_path(target).parent.mkdir(parents=True, exist_ok=True)
             os.replace(index_path(shard), index_path(target))
-        manifest.append(shard_entry(target))
+        manifest.append({**entry, "name": target.name})
         moved += 1
     write_manifest(out, manifest)
-    counters = dataclasses.replace(c, num_docs=c.num_docs + c.aside_docs, num_shards=c.num_shards + moved,
-                                   aside_docs=0, aside_tokens=0)
-    steering = dataclasses.replace(s, round=s.round + 1, pilot_docs=s.pilot_docs + c.aside_docs,
-                                   pilot_tokens=s.pilot_tokens + c.aside_tokens)
-    return dataclasses.replace(state, counters=counters, steering=steering)
+    kept = sum(e["rows"] for e in manifest[len(manifest) - moved:])
+    counters = dataclasses.replace(c, num_docs=c.num_docs + kept, num_shards=c.num_shards + moved)
+    state = dataclasses.replace(state, counters=counters)
+    return next_pilot_round(state, kept=kept, kept_tokens=kept_tokens)
 
 
-def next_pilot_round(state: RunState) -> RunState:
-    """The current pilot round is discarded (kept on disk for inspection); start the next."""
+def next_pilot_round(state: RunState, *, kept: int = 0, kept_tokens: int = 0) -> RunState:
+    """The current pilot round is discarded (kept on disk for inspection) but for `kept`
+    documents (`kept_tokens` tokens) moved into the corpus; start the next."""
     c, s = state.counters, state.steering
     steering = dataclasses.replace(
         s, round=s.round + 1, pilot_docs=s.pilot_docs + c.aside_docs, pilot_tokens=s.pilot_tokens + c.aside_tokens,
-        discarded_pilot_docs=s.discarded_pilot_docs + c.aside_docs,
-        discarded_pilot_tokens=s.discarded_pilot_tokens + c.aside_tokens)
+        discarded_pilot_docs=s.discarded_pilot_docs + c.aside_docs - kept,
+        discarded_pilot_tokens=s.discarded_pilot_tokens + c.aside_tokens - kept_tokens, sweep=(), sweep_start=0)
     return dataclasses.replace(state, counters=dataclasses.replace(c, aside_docs=0, aside_tokens=0), steering=steering)
 
 

@@ -57,6 +57,7 @@ class Round:
     shift_se: float = 0.0  # standard error of `shift` (0: not recorded)
     draw_sd: float = 0.0  # sd of D between rounds of this size drawn at the same c (0: not measured)
     docs: int = 0  # a main round: the corpus documents it measured
+    sweep: int = 0  # a pilot: the round (sweep) that measured it beside its other points
 
     @property
     def spread(self) -> float:
@@ -96,6 +97,8 @@ class Steering:
     epochs: tuple[Epoch, ...] = ()  # every weight change, by the sample index it applies from
     lookahead: int = 0  # samples generated under the old weights while a main round is measured (fixed at start)
     measure_at: int = 0  # a main round ended at this sample index and awaits its measurement (0: none)
+    sweep: tuple[float, ...] = ()  # the concentrations the pilot round in progress measures, one epoch each
+    sweep_start: int = 0  # the sample index that pilot round starts at (its points follow each other)
 
     def rounds(self, kind: str) -> list[Round]:
         return [h for h in self.history if h.kind == kind]

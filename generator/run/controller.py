@@ -83,10 +83,24 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
         state = steer_to(ctx, state, concentration=1.0, phase="pilot", lookahead=lookahead, sweep=FIRST_SWEEP)
     while state.steering.phase == "pilot" and not state.stopped:
         ctx, state = pilot_round(ctx, state)
-    while (state.steering.phase == "main" and state.counters.num_docs < plan.recipe.size.num_docs
-           and not state.stopped):
+    num_docs = plan.recipe.size.num_docs
+    while state.steering.phase == "main" and not state.stopped and (
+            state.steering.measure_at or next_round_end(ctx, state) < num_docs):
         state = main_round(ctx, state)
+    if state.steering.phase == "main" and not state.stopped:  # the rest under the last weights
+        state = ctx.pipe.advance(state, num_docs)
     return finish(ctx, state)
+
+
+def next_round_end(ctx: Context, state: RunState) -> int:
+    """The document count the next main round is measured at. Fixed when the round before it
+    was measured (or at the start of the main phase), never by how far generation got while it
+    was measured, so the rounds of a resumed run are those of an uninterrupted one. The
+    finished corpus is measured by `finish`, not by a round of its own."""
+    s, have = state.steering, state.counters.num_docs
+    if s.round_end_docs and s.round_end_docs >= have:
+        return s.round_end_docs
+    return knobs.round_end(have, ctx.plan.recipe.size.num_docs, ctx.target.num_rounds - len(s.rounds("main")))
 
 
 def with_calibration(ctx: Context, record: dict) -> Context:
@@ -235,7 +249,7 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     if not state.stopped:
         state = apply_after_main(ctx, state, decision, attribution, shift)
     if docs < num_docs and state.steering.weights != s.weights:
-        state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights)
+        state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights, this_round + 1)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round=this_round + 1,
                                                                     measure_at=0))
     kept = {"fidelity": fidelity.topic_share, "fidelity_action": drift_action} if fidelity is not None else {}
@@ -267,8 +281,7 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     num_docs, c, s = ctx.plan.recipe.size.num_docs, state.counters, state.steering
     if not s.epochs or s.epochs[-1].weights != s.weights:  # the first main round, or c set after the pilots
         state = ctx.pipe.set_epoch(state, c.next_index, s.weights)
-    end = s.round_end_docs if s.round_end_docs >= c.num_docs and s.round_end_docs else \
-        knobs.round_end(c.num_docs, num_docs, ctx.target.num_rounds - len(s.rounds("main")))
+    end = next_round_end(ctx, state)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
     submit = min(num_docs, end + s.lookahead)  # no more than the lookahead past the round's end
     state = ctx.pipe.advance(state, end, submit_docs=submit)

@@ -312,8 +312,10 @@ LOOKAHEAD_CAPACITIES = 2  # samples generated beside a main round's measurement,
 
 def lookahead(recipe, capacity: int) -> int:
     """Samples drawn under a main round's weights while it is measured: enough to keep the
-    engines busy (two capacities), at most half a round so corrections still take effect."""
-    return max(1, min(LOOKAHEAD_CAPACITIES * capacity, -(-recipe.size.num_docs // recipe.target.num_rounds) // 2))
+    engines busy while the round's slowest samples finish and the judge runs (two capacities).
+    A correction takes effect that far past the round's end; on a corpus only a few capacities
+    long, later corrections fall past its end and the sweep's c decides the corpus."""
+    return max(1, LOOKAHEAD_CAPACITIES * capacity)
 
 
 def round_end(have: int, num_docs: int, rounds_left: int) -> int:

@@ -162,6 +162,7 @@ class Pipeline:
         while (self.mark in self.done and self.have(state) + counts["docs"] < until_docs
                and len(self.docs) < full):
             sample, epoch_no, result = self.done.pop(self.mark)
+            round_no = s.epochs[epoch_no].round if epoch_no < len(s.epochs) else s.round
             self.mark += 1
             counts["attempted"] += 1
             counts["prompt"] += result.num_prompt_tokens
@@ -169,11 +170,11 @@ class Pipeline:
             outcome = finish_result(result, self.plan.recipe.keep_truncated)
             if isinstance(outcome, str):
                 counts["failed"] += 1
-                self.failures.append({"id": sample.request.id, "sample_index": sample.index, "round": s.round,
+                self.failures.append({"id": sample.request.id, "sample_index": sample.index, "round": round_no,
                                       "template": sample.template, "reason": outcome,
                                       "finish_reason": result.finish_reason, "prompt": sample.request.prompt})
                 continue
-            doc = to_document(sample, result, plan=self.plan, backend=self.backend.name, round=s.round,
+            doc = to_document(sample, result, plan=self.plan, backend=self.backend.name, round=round_no,
                               epoch=epoch_no, text=outcome[0], finish_reason=outcome[1])
             reason = self.deduper.check(doc.id, doc.text) if self.deduper is not None else None
             if reason is not None:
@@ -236,11 +237,13 @@ class Pipeline:
         self.next_submit = self.mark
         self.busy_since = None
 
-    def set_epoch(self, state: RunState, start: int, weights: dict) -> RunState:
-        """New weights from sample `start` on: samples at or past it that went out under older
-        weights are discarded and drawn again."""
+    def set_epoch(self, state: RunState, start: int, weights: dict, round: int | None = None) -> RunState:
+        """New weights from sample `start` on, their samples counted to controller round `round`
+        (default: the current one): samples at or past it that went out under older weights are
+        discarded and drawn again."""
         s = state.steering
-        epochs = tuple(e for e in s.epochs if e.start < start) + (Epoch(start, weights),)
+        number = s.round if round is None else round
+        epochs = tuple(e for e in s.epochs if e.start < start) + (Epoch(start, weights, number),)
         self.pending = {k: v for k, v in self.pending.items() if v[0].index < start}
         self.done = {i: v for i, v in self.done.items() if i < start}
         if self.next_submit is not None and self.next_submit > start:

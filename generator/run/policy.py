@@ -132,13 +132,19 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
         if bounded != fit and any(abs(bounded.concentration - p[0]) < knobs.MIN_BRACKET for p in points):
             return settle(pilots, sweep, goal, f"next c={fit.concentration:.3f} is past max_shift's limit "
                                                f"c={bounded.concentration:.3f}, already measured", limited=True)
+        limited = bounded != fit
         fit = bounded
+    else:
+        limited = False
     grown = len({h.sweep for h in history if h.kind == "grow"})
     if fit is None and nearest.score < goal.score and goal.can_grow and grown < goal.max_growth_rounds:
         return Decision("grow", 1.0, "grid growth", points=FIRST_SWEEP)
     if fit is None:
         return stop_out_of_reach(pilots, nearest.score, goal)
     fitted = f"fitted D={fit.score:.2f} [{fit.low:.2f}, {fit.high:.2f}]"
+    binds = dict(binding="max_shift") if limited else {}  # the bound's limit on c, not the target, decided
+    if limited:
+        fitted += f"; max_shift binds (c at most {fit.concentration:.3f})"
     within = fit.within(goal.score, goal.tolerance)
     refine = sweep_points(fit, goal)
     if fit.concentration < min(c for c, _, _ in points) and not any(c <= 0.0 for c, _, _ in points):
@@ -148,9 +154,10 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
     if spent or within or not affordable:
         why = ("pilot budget spent" if spent else "fit within tolerance" if within
                else "a second sweep would exceed the calibration budget")
-        return Decision("go_on", fit.concentration, f"{why}: {fitted}; continue at c={fit.concentration:.3f}")
+        return Decision("go_on", fit.concentration, f"{why}: {fitted}; continue at c={fit.concentration:.3f}",
+                        **binds)
     listed = ", ".join(f"{c:.3f}" for c in refine)
-    return Decision("pilot", fit.concentration, f"sweep again at c = {listed} ({fitted})", points=refine)
+    return Decision("pilot", fit.concentration, f"sweep again at c = {listed} ({fitted})", points=refine, **binds)
 
 
 def settle(pilots: Sequence[Round], sweep: Sequence[Round], goal: Goal, why: str,

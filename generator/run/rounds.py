@@ -91,10 +91,11 @@ def corpus_draw_sd(pilots, pilot_docs: int, num_docs: int) -> float:
 
 
 def warn_corpus_draw(pilots, pilot_docs: int, num_docs: int, tolerance: float) -> str | None:
-    """Once, at the first pilot with a draw sd: warn (and return the warning) when the finished
+    """Once, at the first sweep with a draw sd: warn (and return the warning) when the finished
     corpus's own draw noise spans more than the tolerance at 95%; such a target is met or
     missed by which documents are drawn, whatever the controller does."""
-    if sum(p.draw_sd > 0 for p in pilots) != 1 or pilots[-1].draw_sd <= 0:
+    measured = {p.sweep for p in pilots if p.draw_sd > 0}
+    if not pilots or measured != {pilots[-1].sweep}:
         return None
     corpus_sd = corpus_draw_sd(pilots, pilot_docs, num_docs)
     if Z95 * corpus_sd <= tolerance:

@@ -71,6 +71,7 @@ class Epoch:
 
     start: int
     weights: dict
+    round: int = 0  # the controller round its samples belong to (the documents' `round` column)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,10 @@ def test_the_warning_names_the_settings_when_the_corpus_draw_spans_the_tolerance
     assert warning and "±0.29" in warning and "target.tolerance or size.num_docs" in caplog.text
     assert warn_corpus_draw(pilots, 100, 400, 0.35) is None  # 1.96 × 0.15 = 0.29 fits in ±0.35
     assert warn_corpus_draw(pilots, 100, 10_000, 0.15) is None  # a larger corpus averages the draw out
-    assert warn_corpus_draw([*pilots, Round(0.4, 2.5, "pilot", draw_sd=0.3)], 100, 400, 0.15) is None  # once only
+    later = Round(0.4, 2.5, "pilot", draw_sd=0.3, sweep=1)
+    assert warn_corpus_draw([*pilots, later], 100, 400, 0.15) is None  # once only: at the first sweep
+    beside = Round(0.4, 2.5, "pilot", draw_sd=0.3)
+    assert warn_corpus_draw([*pilots, beside], 100, 400, 0.15)  # the first sweep's points together
     assert corpus_draw_sd([Round(0.5, 3.0, "pilot")], 100, 400) == 0.0  # not measured
 
 

@@ -38,11 +38,13 @@ class Progress:
 
 def progress_of(state, flow, *, num_docs: int, pilot_docs: int) -> Progress:
     """The Progress record of the run loop's state (run.state.RunState) and engine flow
-    (run.loop.Flow: requests in flight, results back, tokens/s of every result back)."""
+    (run.loop.Flow: requests in flight, results back, tokens/s of every result back);
+    `pilot_docs`: samples per point of a pilot sweep."""
     c, s = state.counters, state.steering
     pilot = s.phase == "pilot"
     return Progress(stage="pilot" if pilot else "generate", round=s.round if pilot else 0,
-                    done=c.aside_docs if pilot else c.num_docs, total=pilot_docs if pilot else num_docs,
+                    done=c.aside_docs if pilot else c.num_docs,
+                    total=pilot_docs * max(1, len(s.sweep)) if pilot else num_docs,  # a sweep: every point
                     tokens_per_s=flow.tokens_per_s, in_flight=flow.in_flight, waiting=flow.waiting,
                     num_failed=c.num_failed,
                     pilot_points=tuple((h.concentration, h.score) for h in s.rounds("pilot")))

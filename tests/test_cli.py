@@ -66,8 +66,8 @@ def test_run_progress_follows_pilot_rounds_and_the_corpus(small_recipe, tmp_path
         pass
     finally:
         bars.close()
-    first = [n for desc, n, total in seen if desc == "pilot round 0" and total == 20]
-    assert first[0] == 0 and first[-1] == 20 and first == sorted(first) and 10 in first  # 10 answers per poll
+    first = [n for desc, n, total in seen if desc == "pilot round 0" and total == 80]  # 4 points of 20
+    assert first[0] == 0 and first[-1] == 80 and first == sorted(first) and 10 in first  # 10 answers per poll
     assert any(desc == "generating" and total == 60 for desc, _, total in seen)
 
 

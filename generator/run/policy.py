@@ -77,7 +77,7 @@ def shift_note(r: Round, goal: Goal) -> str:
 
 
 CALIBRATION_SHARE = 0.05  # pilot documents a run may discard, as a share of the corpus (refining sweeps)
-FIRST_SWEEP = (1.0, 0.45, 0.2)  # the first pilot round's concentrations; the judge's floor stands in at c = 0
+FIRST_SWEEP = (1.0, 0.65, 0.4, 0.2)  # the first pilot round's concentrations; the judge's floor stands in at c = 0
 MIN_C = 0.02  # no pilot point below this c (at c = 0 the judge's floor is known without generating)
 REFINE_POINTS = 3  # points of the refining sweep around the fitted crossing
 

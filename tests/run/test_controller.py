@@ -273,4 +273,5 @@ def test_main_rounds_are_measured_while_the_engine_keeps_working(tmp_path, root)
         assert starts[epoch] <= index < (starts[epoch + 1] if epoch + 1 < len(starts) else float("inf"))
     rows = [json.loads(l) for l in (out / "controller.jsonl").read_text().splitlines()]
     main_rows = [r for r in rows if r["phase"] == "main"]
-    assert all(r["docs"] <= 600 for r in main_rows) and main_rows[-1]["docs"] == 600
+    assert all(r["docs"] < 600 for r in main_rows)  # rounds steer; the finished corpus is measured at the end
+    assert summary["achieved"]["num_batches"] > 0

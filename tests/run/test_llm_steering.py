@@ -56,7 +56,7 @@ def test_calibrated_steering_confirms_the_target_and_reports_judge_tokens(tmp_pa
     cost = summary["cost"]
     assert cost["judge_tokens"] == calibration["tokens"] + confirmation["tokens"]
     assert cost["judge_ratio"] == pytest.approx(cost["judge_tokens"] / cost["corpus_tokens"])
-    assert cost["pilot_docs"] == 100 * summary["rounds"]["pilot"]
+    assert cost["pilot_docs"] == 100 * summary["rounds"]["pilot_points"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "controller.jsonl").read_text().splitlines()]
     assert rows[-1]["target"] == summary["target"]["embedding_score"]  # after the offset where the pilots ended
     assert rows[-1]["judge_tokens"] == calibration["tokens"]  # the embedding judge spends none

@@ -105,7 +105,7 @@ def test_a_lost_resolved_recipe_is_written_again_when_the_shards_prove_the_recip
 
 def test_a_steered_run_without_its_state_is_refused(tmp_path):
     recipe = echo_recipe(tmp_path, "steered", 11, "{num_docs: 120, shard_rows: 30}",
-                         "{score: 3.0, tolerance: 0.3, k: 5, pilot_docs: 50, num_rounds: 2, num_batches: 40}")
+                         "{score: 3.0, tolerance: 0.3, k: 5, pilot_docs: 20, num_rounds: 2, num_batches: 40}")
     plan, out = load_recipe(recipe), tmp_path / "run"
     judge = KeyJudge(lambda t: t.splitlines()[0])
     with pytest.raises(Crash):  # killed during the first pilot rounds

@@ -23,14 +23,14 @@ def test_steered_grid_lands_within_tolerance(tmp_path, monkeypatch, capsys):
     first_line = KeyJudge(lambda text: text.splitlines()[0])  # the echoed prompt: style and topic
     result = load_example("steered_grid").main(
         ["--out", str(tmp_path / "run"), "--target", "4", "--no-card",
-         "--set", "size.num_docs=150", "--set", "target.pilot_docs=50", "--set", "target.num_rounds=1",
+         "--set", "size.num_docs=400", "--set", "target.pilot_docs=50", "--set", "target.num_rounds=3",
          "--set", "target.tolerance=1", "--set", "scoring.enabled=false",
          "--set", "dedup.exact=false", "--set", "dedup.near=false"],  # echoed prompts repeat words
         backend=EchoBackend(), judge=first_line)
-    assert result.ok and result.num_docs == 150 and result.target.score == 4
+    assert result.ok and result.num_docs == 400 and result.target.score == 4
     assert abs(result.target.achieved - 4) <= 1 == result.target.tolerance and result.target.within_tolerance
     shown = capsys.readouterr().out
-    assert shown.startswith("start (150 documents)\npilot round 0") and "within tolerance" in shown
+    assert shown.startswith("start (400 documents)\npilot round 0") and "within tolerance" in shown
 
 
 def test_score_corpora_ranks_the_bundled_corpora_on_one_ruler(capsys):

@@ -150,7 +150,7 @@ def plan_of(kind: str, tmp: Path):
         else:
             PLANS[kind] = load_recipe(echo_recipe(
                 tmp, "steered", 11, "{num_docs: 120, shard_rows: 30}",
-                "{score: 1.6, tolerance: 0.3, k: 5, pilot_docs: 20, num_rounds: 2, num_batches: 40}"))
+                "{score: 1.1, tolerance: 0.3, k: 5, pilot_docs: 20, num_rounds: 2, num_batches: 40}"))
     return PLANS[kind]
 
 
@@ -224,7 +224,7 @@ STEPS = {  # run -> (step, how it writes, occurrences to kill at: the first, one
               ("duplicates", "append", (1, 3)), ("summary", "atomic", (1,))],
     # the steps only a steered run makes, and those around accepting a pilot round
     "steered": [("pilot shard", "atomic", (2,)), ("pilot dedup index", "atomic", (1,)), ("state", "atomic", (6,)),
-                ("pilot accept move", "move", (1, 2)), ("manifest", "atomic", (1,)), ("controller line", "append", (3, 4)),
+                ("pilot accept move", "move", (1, 2)), ("manifest", "atomic", (1,)), ("controller line", "append", (4, 5)),
                 ("weights", "atomic", (1,))],
 }
 CASES = [(kind, Fault(step, point, nth)) for kind, steps in STEPS.items() for step, how, nths in steps

@@ -145,5 +145,6 @@ def test_calibrated_steering_end_to_end_against_the_scripted_judge_server(tmp_pa
     assert calibration["agreement"] > 0.5 and calibration["num_failed"] == 0
     # 40 paired batches measure the LLM judge's D to about ±0.25: its interval meets the tolerance band
     assert abs(confirmation["score"] - 2.5) <= 0.3 + confirmation["half_width"], confirmation
-    assert asked == calibration["calls"] + confirmation["calls"]  # every LLM call is in the two records
+    # every request the server saw is in the two records (a batch judged twice is answered by the cache)
+    assert calibration["calls"] <= asked <= calibration["calls"] + confirmation["calls"]
     assert summary["cost"]["judge_tokens"] == calibration["tokens"] + confirmation["tokens"] > 0

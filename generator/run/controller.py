@@ -23,6 +23,7 @@ from generator.records import Backend
 from generator.run import calibration, drift, growth, knobs, shift_bound
 from generator.run.context import Context, stream
 from generator.run.finish import finish
+from generator.run.journal import remove_journal
 from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
 from generator.run.policy import FIRST_SWEEP, Decision, decide
 from generator.run.reference import Shift, open_reference, resolve_target
@@ -51,6 +52,8 @@ def run(plan: Plan, out: Path, backend: Backend, *, resume: bool = False, force:
     else:
         state, extra = steer(plan, out, pipe, state, judge=judge, embed=embed)
     pipe.drain()  # requests drawn past the last document are not needed
+    if not state.stopped:  # every journaled result below the end is committed; those past it are not needed
+        remove_journal(out)
     summary = write_summary(out, plan, state, time.perf_counter() - started, backend, extra)
     if state.stopped:
         raise RunStopped(state.stopped)

@@ -22,6 +22,7 @@ from generator.records import Backend, Document, Result
 from generator.recipe import Plan
 from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
+from generator.run.journal import append_results, read_journal, rewrite_journal
 from generator.run.parts import with_parts
 from generator.run.state import Counters, Epoch, RunState, save_state, weights_at
 from generator.sampling.requests import Sample, plan_samples
@@ -64,6 +65,7 @@ class Pipeline:
         self.last_flush = time.monotonic()
         self.busy_since: float | None = None
         self.received_tokens = 0  # completion tokens of every result back, for the progress rate
+        self.journaled = read_journal(out)  # request id -> result finished ahead of order before a restart
         self.started: float | None = None  # when the first request went out
 
     def use_plan(self, plan: Plan) -> None:
@@ -91,8 +93,9 @@ class Pipeline:
         while not state.stopped and (self.have(state) < until_docs if beside is None else not beside()):
             self._submit(state, want)
             got = self.backend.poll(0.2)
-            self._receive(got, state)
+            received = self._receive(got, state)
             state = self._commit(state, until_docs)
+            append_results(self.out, [(i, self.done[i][2]) for i in received if i in self.done])  # ahead of order
             reason = check_failure_rate(self.plan, state.counters)
             if reason:
                 state = dataclasses.replace(state, stopped=reason)
@@ -136,22 +139,32 @@ class Pipeline:
                 return
             samples = plan_samples(self.plan, self.next_submit, end - self.next_submit,
                                    weights_at(state.steering, self.next_submit))
+            fresh = []
             for sample in samples:
+                result = self.journaled.pop(sample.request.id, None)
+                if result is not None:  # finished before a restart: not generated again
+                    self.done[sample.index] = (sample, epoch_no, result)
+                    continue
                 self.pending[sample.request.id] = (sample, epoch_no)
+                fresh.append(sample.request)
             if self.busy_since is None:
                 self.busy_since = time.monotonic()
             if self.started is None:
                 self.started = self.busy_since
-            self.backend.submit([x.request for x in samples])
-            room -= len(samples)
+            self.backend.submit(fresh)
+            room -= len(fresh)
             self.next_submit = end
 
-    def _receive(self, results: list[Result], state: RunState) -> None:
+    def _receive(self, results: list[Result], state: RunState) -> list[int]:
+        """File returned results under their sample index; the indices filed."""
+        filed = []
         for result in results:
             self.received_tokens += result.num_tokens
             entry = self.pending.pop(result.id, None)
             if entry is not None:  # None: a request of a discarded epoch
                 self.done[entry[0].index] = (entry[0], entry[1], result)
+                filed.append(entry[0].index)
+        return filed
 
     def _commit(self, state: RunState, until_docs: int) -> RunState:
         """Commit returned samples in index order, up to `until_docs` documents."""
@@ -226,6 +239,7 @@ class Pipeline:
         self.last_flush = time.monotonic()
         state = dataclasses.replace(state, counters=dataclasses.replace(c, num_shards=shards, batches=c.batches + 1))
         save_state(self.out, state)
+        rewrite_journal(self.out, [(i, v[2]) for i, v in sorted(self.done.items())])  # committed ones leave it
         return state
 
     def drain(self) -> None:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json",
              "recipe.resolved.yaml", "state.json", "summary.json", "failures.jsonl", "diversity.json",
              "controller.jsonl", "weights.yaml", "grid.added.yaml", "reference.json", "reference.npy",
-             "calibration.json", "confirmation.json", "judge-cache.sqlite")
+             "calibration.json", "confirmation.json", "judge-cache.sqlite", "journal.jsonl")
 
 
 def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:

@@ -43,7 +43,8 @@ PROMPT_TOKENS = 1500  # a clustering prompt without documents (criteria included
 # multi-document clusters to verify, cost more than the calibration's at c = 1.
 
 
-def llm_batch_count(target, corpus_tokens: float, spent_tokens: float, per_batch: float, uses_left: int) -> int:
+def llm_batch_count(target, corpus_tokens: float, spent_tokens: float, per_batch: float,
+                    uses_left: int) -> int:
     """Batches the LLM judge may judge now: `target.llm_batches`, fewer when `target.llm_share`
     of the corpus's (estimated) tokens, less what is spent, shared over the uses left, buys
     fewer; never below MIN_LLM_BATCHES (the share is then exceeded, and the run says so)."""
@@ -52,7 +53,8 @@ def llm_batch_count(target, corpus_tokens: float, spent_tokens: float, per_batch
     room = target.llm_share * corpus_tokens - spent_tokens
     n = int(room // max(per_batch * uses_left, 1.0))
     if n < MIN_LLM_BATCHES:
-        log.warning("llm_share %.1f%% of about %.0f corpus tokens buys %d LLM batches now (%.0f tokens each); "
+        log.warning("llm_share %.1f%% of about %.0f corpus tokens buys %d LLM batches now "
+                    "(%.0f tokens each); "
                     "judging %d, over the share", 100 * target.llm_share, corpus_tokens, max(n, 0), per_batch,
                     MIN_LLM_BATCHES)
     return max(MIN_LLM_BATCHES, min(target.llm_batches, n))
@@ -98,7 +100,8 @@ def calibrate_judge(out: Path, texts: Sequence[str], llm_judge, target, rng: np.
               + criteria_cost.get("prompt_tokens", 0) + criteria_cost.get("completion_tokens", 0)}
     write_json(out / CALIBRATION_FILE, record)
     log.info("calibrated the embedding judge to %s: threshold %.2f (ARI %.3f), offset %+.3f, %d tokens",
-             calibration.llm_judge, calibration.threshold, calibration.agreement, record["offset"], record["tokens"])
+             calibration.llm_judge, calibration.threshold, calibration.agreement, record["offset"],
+             record["tokens"])
     return record
 
 
@@ -113,7 +116,8 @@ def measure_offset(out: Path, texts: Sequence[str], llm_judge, embed_judge, embe
         return record
     c = paired(texts, llm_judge, embed_judge, embed_report, llm_target, rng, record, uses_left=2)
     record.update(offset_at_c1=record["offset"], offset=c.mean_difference, offset_batches=c.num_batches,
-                  offset_at_target=dataclasses.asdict(c), tokens=record["tokens"] + c.prompt_tokens + c.completion_tokens,
+                  offset_at_target=dataclasses.asdict(c),
+                  tokens=record["tokens"] + c.prompt_tokens + c.completion_tokens,
                   tokens_per_batch=max(record.get("tokens_per_batch", 0.0), tokens_per_batch(c)),
                   calls=record["calls"] + c.calls)
     write_json(out / CALIBRATION_FILE, record)
@@ -127,7 +131,8 @@ def embedding_target(plan, llm_target, record: dict):
     minus the ruler offset, kept inside [1/K, K]."""
     t = plan.recipe.target
     score = float(min(max(llm_target.score - record["offset"], 1 / t.k), t.k))
-    return dataclasses.replace(plan, recipe=dataclasses.replace(plan.recipe, target=dataclasses.replace(t, score=score)))
+    return dataclasses.replace(
+        plan, recipe=dataclasses.replace(plan.recipe, target=dataclasses.replace(t, score=score)))
 
 
 def confirm_corpus(out: Path, texts: Sequence[str], llm_judge, embed_judge, embed_report, llm_target, *,
@@ -139,11 +144,13 @@ def confirm_corpus(out: Path, texts: Sequence[str], llm_judge, embed_judge, embe
     if stored is not None:
         return stored
     t = llm_target
-    c = paired(texts, llm_judge, embed_judge, embed_report, t, rng, read_record(out, CALIBRATION_FILE), uses_left=1)
+    c = paired(texts, llm_judge, embed_judge, embed_report, t, rng, read_record(out, CALIBRATION_FILE),
+               uses_left=1)
     record = {**dataclasses.asdict(c), "target": t.score, "tolerance": t.tolerance,
               "tokens": c.prompt_tokens + c.completion_tokens,
               "within_tolerance": abs(c.score - t.score) <= t.tolerance,
-              "interval_within_tolerance": t.score - t.tolerance <= c.ci_low and c.ci_high <= t.score + t.tolerance}
+              "interval_within_tolerance": (t.score - t.tolerance <= c.ci_low
+                                            and c.ci_high <= t.score + t.tolerance)}
     write_json(out / CONFIRMATION_FILE, record)
     if not record["within_tolerance"]:
         log.warning("the LLM judge does not confirm the target: D = %.3f [%.3f, %.3f] against %.3f ± %.3f "
@@ -152,12 +159,15 @@ def confirm_corpus(out: Path, texts: Sequence[str], llm_judge, embed_judge, embe
     return record
 
 
-def paired(texts, llm_judge, embed_judge, embed_report, t, rng, calibration_record: dict | None, *, uses_left: int):
+def paired(texts, llm_judge, embed_judge, embed_report, t, rng, calibration_record: dict | None, *,
+           uses_left: int):
     """`confirm_score` on at most the batches the LLM share leaves for this use."""
     from generator.judges.calibrate import confirm_score
 
     r = calibration_record or {}
-    most = llm_batch_count(t, r.get("corpus_tokens_estimate", 0.0), r.get("tokens", 0),
-                           r.get("tokens_per_batch", 0.0), uses_left) if "tokens_per_batch" in r else t.llm_batches
-    return confirm_score(texts, llm_judge, embed_judge, embed_report.score, embed_report.half_width, k=t.k, rng=rng,
-                         precision=t.precision or t.tolerance / 3, max_batches=most, min_batches=min(20, most))
+    most = (llm_batch_count(t, r.get("corpus_tokens_estimate", 0.0), r.get("tokens", 0),
+                            r.get("tokens_per_batch", 0.0), uses_left)
+            if "tokens_per_batch" in r else t.llm_batches)
+    return confirm_score(texts, llm_judge, embed_judge, embed_report.score, embed_report.half_width, k=t.k,
+                         rng=rng, precision=t.precision or t.tolerance / 3, max_batches=most,
+                         min_batches=min(20, most))

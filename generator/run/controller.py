@@ -138,7 +138,8 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     if not state.counters.aside_docs:  # a round resumed after its documents keeps its epochs
         start = state.counters.next_index
         for j, c in enumerate(s.sweep):
-            weights = knobs.sampling_weights(ctx.orders, c, s.shift_factors, s.drift_factors, s.attribution_factors)
+            weights = knobs.sampling_weights(ctx.orders, c, s.shift_factors, s.drift_factors,
+                                             s.attribution_factors)
             state = ctx.pipe.set_epoch(state, start + j * n, weights)
         state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, sweep_start=start))
     start, end = state.steering.sweep_start, state.steering.sweep_start + n * len(s.sweep)
@@ -172,9 +173,10 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
         ctx = with_calibration(ctx, record)
     for j, (c, report, shift, sd) in enumerate(measured):
         done = j == len(measured) - 1
-        log_round(ctx.out, this_round, state, report, ctx.target, action if done else "measured", phase="pilot",
-                  concentration=c, extra={"draw_sd": sd, "point": j,
-                                          **shift_bound.shift_fields(shift, ctx.target, ctx.reference)})
+        log_round(ctx.out, this_round, state, report, ctx.target, action if done else "measured",
+                  phase="pilot", concentration=c,
+                  extra={"draw_sd": sd, "point": j,
+                         **shift_bound.shift_fields(shift, ctx.target, ctx.reference)})
     save_state(ctx.out, state)
     return ctx, state
 

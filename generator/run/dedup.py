@@ -127,7 +127,8 @@ class KeyTable:
     def compact(self) -> None:
         """Move the recent keys into the sorted levels."""
         n = len(self._recent)
-        self._push(np.fromiter(self._recent.keys(), np.uint64, n), np.fromiter(self._recent.values(), np.int32, n))
+        self._push(np.fromiter(self._recent.keys(), np.uint64, n),
+                   np.fromiter(self._recent.values(), np.int32, n))
         self._recent = {}
 
     def _push(self, keys: np.ndarray, rows: np.ndarray) -> None:

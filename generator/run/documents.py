@@ -33,7 +33,8 @@ def trim_to_sentence(text: str) -> str:
         head = text[:m.start() + 1]
         word = head.split()[-1].lower() if head.split() else ""
         line_start = head.rfind("\n") + 1
-        is_list_marker = re.fullmatch(r"\(?(\d+|[a-z])[.)]", word) and not text[line_start:m.start() + 1 - len(word)].strip()
+        is_list_marker = (re.fullmatch(r"\(?(\d+|[a-z])[.)]", word)
+                          and not text[line_start:m.start() + 1 - len(word)].strip())
         if word in _ABBREVIATIONS or is_list_marker:
             continue
         return text[:m.end()]
@@ -61,7 +62,8 @@ def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, rou
                 text: str | None = None, finish_reason: str | None = None) -> Document:
     req = sample.request
     return Document(
-        id=req.id, text=result.text.strip() if text is None else text, prompt=req.prompt, system=req.system or "",
+        id=req.id, text=result.text.strip() if text is None else text, prompt=req.prompt,
+        system=req.system or "",
         template=sample.template,
         **{axis: sample.values.get(axis, "") for axis in STANDARD_AXES},
         grid_values=json.dumps(dict(sample.values), sort_keys=True, ensure_ascii=False),

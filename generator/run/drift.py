@@ -39,7 +39,8 @@ def drift_factors(report: FidelityReport, min_fidelity: float, grid: Grid | None
     best, spread = None, 0.0
     for column in AXIS_OF:
         groups = [g for g in report.by(column) if g.num_docs >= min_docs]
-        if any(g.topic_share >= min_fidelity for g in groups) and any(g.topic_share < min_fidelity for g in groups):
+        if (any(g.topic_share >= min_fidelity for g in groups)
+                and any(g.topic_share < min_fidelity for g in groups)):
             n = sum(g.num_docs for g in groups)
             mean = sum(g.num_docs * g.topic_share for g in groups) / n
             between = sum(g.num_docs * (g.topic_share - mean) ** 2 for g in groups) / n

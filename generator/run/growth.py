@@ -104,4 +104,5 @@ def with_added_topics(plan: Plan, added: Mapping[str, Sequence[str]]) -> Plan:
 
 def write_added(out: Path, added: Mapping[str, Sequence[str]]) -> None:
     write_yaml(out / "grid.added.yaml", {"axis": "topic", "description": "topics added by grid growth",
-                                         "domains": [{"name": d, "topics": list(t)} for d, t in added.items()]})
+                                         "domains": [{"name": d, "topics": list(t)}
+                                                     for d, t in added.items()]})

@@ -141,7 +141,8 @@ class Fit:
     def within(self, target: float, tolerance: float) -> bool:
         """Pilots bracket the target closely and the fit's 95% interval at its c lies inside
         target ± tolerance."""
-        return self.bracket <= MAX_BRACKET and target - tolerance <= self.low and self.high <= target + tolerance
+        return (self.bracket <= MAX_BRACKET and target - tolerance <= self.low
+                and self.high <= target + tolerance)
 
 
 def fit_concentration(points: Sequence[tuple[float, float, float]], target: float, *,
@@ -198,7 +199,8 @@ def _local_line(x: np.ndarray, y: np.ndarray, sd: np.ndarray, at: float) -> tupl
     slope = float((w * (u - mean_u) * y).sum()) / spread if spread > 1e-12 else DEFAULT_SLOPE
     slope = max(slope, MIN_SLOPE)
     level = float((w * (y - slope * u)).sum() / w.sum())
-    var = 1.0 / w.sum() + (mean_u ** 2 / spread if spread > 1e-12 else 0.0)  # the slope's uncertainty carried to `at`
+    # the slope's uncertainty carried to `at`
+    var = 1.0 / w.sum() + (mean_u ** 2 / spread if spread > 1e-12 else 0.0)
     if len(x) > 2:
         var *= max(1.0, float((w * (y - level - slope * u) ** 2).sum()) / (len(x) - 2))
     return level, slope, math.sqrt(var)
@@ -236,7 +238,8 @@ def weights_summary(weights: Mapping[str, Mapping[str, float]]) -> dict[str, dic
 
 # ---- the shift bound -------------------------------------------------------------------------
 
-def value_witness(columns: Mapping[str, Sequence[str]], witness: Sequence[float]) -> dict[str, dict[str, tuple[float, int]]]:
+def value_witness(columns: Mapping[str, Sequence[str]],
+                  witness: Sequence[float]) -> dict[str, dict[str, tuple[float, int]]]:
     """Per axis and value: (mean MMD witness of its documents, number of documents). Empty
     values are skipped. The mean witness of a value is the slope of MMD² in its share."""
     w = np.asarray(witness, dtype=float)
@@ -260,7 +263,8 @@ def shift_factors(weights: Mapping[str, Mapping[str, float]], witness_by_value: 
     reference lose weight, close ones gain it; an axis whose values all look alike is left alone."""
     out: Weights = {}
     for axis, values in weights.items():
-        stats = {v: s for v, s in witness_by_value.get(axis, {}).items() if s[1] >= min_docs and values.get(v, 0) > 0}
+        stats = {v: s for v, s in witness_by_value.get(axis, {}).items()
+                 if s[1] >= min_docs and values.get(v, 0) > 0}
         if len(stats) < 2:
             continue
         g = np.array([s[0] for s in stats.values()])
@@ -273,7 +277,8 @@ def shift_factors(weights: Mapping[str, Mapping[str, float]], witness_by_value: 
     return out
 
 
-def apply_factors(weights: Mapping[str, Mapping[str, float]], factors: Mapping[str, Mapping[str, float]]) -> Weights:
+def apply_factors(weights: Mapping[str, Mapping[str, float]],
+                  factors: Mapping[str, Mapping[str, float]]) -> Weights:
     """Weights times per-value factors (values without a factor keep their weight); an axis with
     factors but no weights (e.g. "template") is kept as its factors."""
     out = {axis: {v: w * factors.get(axis, {}).get(v, 1.0) for v, w in values.items()}
@@ -287,7 +292,8 @@ def merge_factors(old: Mapping[str, Mapping[str, float]], new: Mapping[str, Mapp
     out = {axis: dict(values) for axis, values in old.items()}
     for axis, values in new.items():
         for v, f in values.items():
-            out.setdefault(axis, {})[v] = float(min(max(out.get(axis, {}).get(v, 1.0) * f, bounds[0]), bounds[1]))
+            out.setdefault(axis, {})[v] = float(min(max(out.get(axis, {}).get(v, 1.0) * f, bounds[0]),
+                                                    bounds[1]))
     return out
 
 

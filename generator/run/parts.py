@@ -36,7 +36,8 @@ def join_results(request: Request, results: Sequence[Result], policy: str) -> Re
     texts, cut = [], False
     for j, r in enumerate(results):
         if not r.ok:
-            return Result(id=request.id, text="", finish_reason="error", error=f"part {j + 1}: {r.error}", **tokens)
+            return Result(id=request.id, text="", finish_reason="error", error=f"part {j + 1}: {r.error}",
+                          **tokens)
         text = r.text.strip()
         if r.finish_reason == "length":
             cut = True
@@ -44,10 +45,11 @@ def join_results(request: Request, results: Sequence[Result], policy: str) -> Re
                 text = trim_to_sentence(text)
                 if not text:
                     return Result(id=request.id, text="", finish_reason="error", **tokens,
-                                  error=f"part {j + 1} truncated at max_tokens ({r.num_tokens} tokens) with no "
-                                        "complete sentence to keep")
+                                  error=f"part {j + 1} truncated at max_tokens ({r.num_tokens} tokens) "
+                                        "with no complete sentence to keep")
         if not text:
-            return Result(id=request.id, text="", finish_reason="error", error=f"part {j + 1}: empty answer", **tokens)
+            return Result(id=request.id, text="", finish_reason="error", error=f"part {j + 1}: empty answer",
+                          **tokens)
         texts.append(text)
     finish = "stop" if not cut else "trimmed" if policy == "trim" else "length"
     return Result(id=request.id, text=PART_BREAK.join(texts), finish_reason=finish, **tokens)

@@ -77,7 +77,8 @@ def shift_note(r: Round, goal: Goal) -> str:
 
 
 CALIBRATION_SHARE = 0.05  # pilot documents a run may discard, as a share of the corpus (refining sweeps)
-FIRST_SWEEP = (1.0, 0.65, 0.4, 0.2)  # the first pilot round's concentrations; the judge's floor stands in at c = 0
+# the first pilot round's concentrations; the judge's floor stands in at c = 0
+FIRST_SWEEP = (1.0, 0.65, 0.4, 0.2)
 MIN_C = 0.02  # no pilot point below this c (at c = 0 the judge's floor is known without generating)
 REFINE_POINTS = 3  # points of the refining sweep around the fitted crossing
 
@@ -119,7 +120,8 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
             close.append((miss, h))
     if close:
         best = min(close, key=lambda m: m[0])[1]
-        return Decision("accept", best.concentration, f"accept c={best.concentration:.3f} (D={best.score:.2f})",
+        return Decision("accept", best.concentration,
+                        f"accept c={best.concentration:.3f} (D={best.score:.2f})",
                         keep=best.concentration)
     sweeps = len({h.sweep for h in pilots})
     spent = sweeps >= goal.max_pilot_rounds
@@ -131,7 +133,8 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
         bounded = shift_bound.limit_fit(fit, pilots, goal.max_shift)
         if bounded != fit and any(abs(bounded.concentration - p[0]) < knobs.MIN_BRACKET for p in points):
             return settle(pilots, sweep, goal, f"next c={fit.concentration:.3f} is past max_shift's limit "
-                                               f"c={bounded.concentration:.3f}, already measured", limited=True)
+                                               f"c={bounded.concentration:.3f}, already measured",
+                          limited=True)
         limited = bounded != fit
         fit = bounded
     else:
@@ -157,7 +160,8 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
         return Decision("go_on", fit.concentration, f"{why}: {fitted}; continue at c={fit.concentration:.3f}",
                         **binds)
     listed = ", ".join(f"{c:.3f}" for c in refine)
-    return Decision("pilot", fit.concentration, f"sweep again at c = {listed} ({fitted})", points=refine, **binds)
+    return Decision("pilot", fit.concentration, f"sweep again at c = {listed} ({fitted})", points=refine,
+                    **binds)
 
 
 def settle(pilots: Sequence[Round], sweep: Sequence[Round], goal: Goal, why: str,

@@ -52,7 +52,8 @@ class Shift:
     se: float = 0.0
 
 
-def open_reference(out: Path, plan, judge, embed: Callable, rng: np.random.Generator) -> tuple[ReferenceStats, dict]:
+def open_reference(out: Path, plan, judge, embed: Callable,
+                   rng: np.random.Generator) -> tuple[ReferenceStats, dict]:
     """The reference's statistics: read from OUT/reference.json/.npy when they were measured for
     this recipe, else measured now and written there. Returns them and the judge cost spent."""
     info_path, vectors_path = out / "reference.json", out / "reference.npy"
@@ -137,7 +138,8 @@ def resolve_target(plan, reference: ReferenceStats):
     score = t.relative * reference.score
     if not 1 / t.k <= score <= t.k:
         from generator.errors import UserError
-        raise UserError(f"{plan.recipe.path}: target.relative {t.relative} × reference D {reference.score:.3f} = "
-                        f"{score:.3f} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
+        raise UserError(f"{plan.recipe.path}: target.relative {t.relative} × reference D "
+                        f"{reference.score:.3f} = {score:.3f} is outside [1/K, K] = [{1 / t.k:.2f}, {t.k}]",
                         fix="pick a relative target the judge can produce at this k")
-    return dataclasses.replace(plan, recipe=dataclasses.replace(plan.recipe, target=dataclasses.replace(t, score=score)))
+    return dataclasses.replace(
+        plan, recipe=dataclasses.replace(plan.recipe, target=dataclasses.replace(t, score=score)))

@@ -169,7 +169,8 @@ def loaded_indexes(out: Path, state: RunState) -> list[Path]:
              if not f.name.startswith("shard-") or f.name.split(".")[0] in names]
     for folder in sorted((out / "pilot").glob("round-*")):
         number = int(folder.name.split("-")[1]) if folder.name.split("-")[1].isdigit() else -1
-        if not (number > s.round or number == s.round and not state.counters.aside_docs):  # as reconcile keeps them
+        # as reconcile keeps them
+        if not (number > s.round or number == s.round and not state.counters.aside_docs):
             files += find_flushes(folder / "dedup")
     return files
 

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
-from generator.files import (MEASURE_ROWS, read_documents, read_manifest, read_sample, shard_entry, shard_path,
-                             shard_paths, write_manifest)
+from generator.files import (MEASURE_ROWS, read_documents, read_manifest, read_sample, shard_entry,
+                             shard_path, shard_paths, write_manifest)
 from generator.records import GRID_COLUMNS
 from generator.run.dedup import index_path
 
@@ -46,9 +46,9 @@ def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
                           precision=target.precision or target.tolerance / 3,
                           min_batches=min(50, target.num_batches), chunk_size=100)
     if report.half_width > target.tolerance / 2:
-        log.warning("D = %.3f ± %.3f after %d batches: the interval is wider than half the tolerance %.3g, so "
-                    "rounds are steered on noise; raise target.num_batches (now %d)", report.score,
-                    report.half_width, report.num_scored, target.tolerance, target.num_batches)
+        log.warning("D = %.3f ± %.3f after %d batches: the interval is wider than half the tolerance "
+                    "%.3g, so rounds are steered on noise; raise target.num_batches (now %d)",
+                    report.score, report.half_width, report.num_scored, target.tolerance, target.num_batches)
     attribution = None
     if metadata:
         usable = {c: v for c, v in metadata.items() if len(set(v) - {""}) > 1}
@@ -100,8 +100,9 @@ def warn_corpus_draw(pilots, pilot_docs: int, num_docs: int, tolerance: float) -
     corpus_sd = corpus_draw_sd(pilots, pilot_docs, num_docs)
     if Z95 * corpus_sd <= tolerance:
         return None
-    warning = (f"a {num_docs}-document corpus's D moves by about ±{Z95 * corpus_sd:.2f} (95%) between draws at "
-               f"the same settings, more than the tolerance ±{tolerance:g}: raise target.tolerance or size.num_docs")
+    warning = (f"a {num_docs}-document corpus's D moves by about ±{Z95 * corpus_sd:.2f} (95%) "
+               f"between draws at the same settings, more than the tolerance ±{tolerance:g}: "
+               "raise target.tolerance or size.num_docs")
     log.warning(warning)
     return warning
 
@@ -145,10 +146,13 @@ def next_pilot_round(state: RunState, *, kept: int = 0, kept_tokens: int = 0) ->
     documents (`kept_tokens` tokens) moved into the corpus; start the next."""
     c, s = state.counters, state.steering
     steering = dataclasses.replace(
-        s, round=s.round + 1, pilot_docs=s.pilot_docs + c.aside_docs, pilot_tokens=s.pilot_tokens + c.aside_tokens,
+        s, round=s.round + 1, pilot_docs=s.pilot_docs + c.aside_docs,
+        pilot_tokens=s.pilot_tokens + c.aside_tokens,
         discarded_pilot_docs=s.discarded_pilot_docs + c.aside_docs - kept,
-        discarded_pilot_tokens=s.discarded_pilot_tokens + c.aside_tokens - kept_tokens, sweep=(), sweep_start=0)
-    return dataclasses.replace(state, counters=dataclasses.replace(c, aside_docs=0, aside_tokens=0), steering=steering)
+        discarded_pilot_tokens=s.discarded_pilot_tokens + c.aside_tokens - kept_tokens,
+        sweep=(), sweep_start=0)
+    return dataclasses.replace(state, counters=dataclasses.replace(c, aside_docs=0, aside_tokens=0),
+                               steering=steering)
 
 
 def log_round(out: Path, round_no: int, state: RunState, report, target, action: str, *, phase: str,

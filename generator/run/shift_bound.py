@@ -37,7 +37,8 @@ def above(shift: float | None, se: float, max_shift: float | None) -> bool:
 def reaches(points: Sequence[Round], target: float, tolerance: float) -> bool:
     """A point within tolerance of the target, or points on both sides of it."""
     scores = [p.score for p in points]
-    return bool(scores) and (any(abs(d - target) <= tolerance for d in scores) or min(scores) < target < max(scores))
+    return bool(scores) and (any(abs(d - target) <= tolerance for d in scores)
+                             or min(scores) < target < max(scores))
 
 
 def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
@@ -55,7 +56,8 @@ def settle_pilots(pilots: Sequence[Round], target: float, tolerance: float,
     everyone = range(len(pilots))
     if max_shift is None:
         return closest(everyone), ""
-    under = [i for i in everyone if pilots[i].shift is not None and not above(pilots[i].shift, pilots[i].shift_se, max_shift)]
+    under = [i for i in everyone
+             if pilots[i].shift is not None and not above(pilots[i].shift, pilots[i].shift_se, max_shift)]
     if not under:
         return None, "max_shift"
     best = closest(under)
@@ -83,7 +85,8 @@ def allowed_concentrations(pilots: Sequence[Round], max_shift: float | None) -> 
     if abs(slope) < 1e-12:
         return 0.0, 1.0
     if slope > 0:  # mirror, so that the shift grows towards small c
-        lo, hi = allowed_concentrations([Round(1.0 - c, 0.0, "pilot", s) for c, s in points], max_shift)  # margins added
+        # margins added
+        lo, hi = allowed_concentrations([Round(1.0 - c, 0.0, "pilot", s) for c, s in points], max_shift)
         return 1.0 - hi, 1.0 - lo
     under = [(c, s) for c, s in points if s <= max_shift]
     if not under:
@@ -147,7 +150,8 @@ def stop_message(pilots: Sequence[Round], target) -> tuple[str, str]:
     was reachable."""
     pilots = [p for p in pilots if p.shift is not None]
     b = min(pilots, key=lambda p: p.shift)
-    why = ("the target alone is reachable, but not under the bound" if reaches(pilots, target.score, target.tolerance)
+    why = ("the target alone is reachable, but not under the bound"
+           if reaches(pilots, target.score, target.tolerance)
            else "no pilot is under the bound, and none reached or bracketed the target either")
     return "max_shift", (f"target D={target.score:.3f} and max_shift={target.max_shift} cannot both hold: "
                          f"max_shift binds ({why}); best trade-off c={b.concentration:.3f}, D={b.score:.3f}, "
@@ -167,5 +171,5 @@ def shift_fields(shift, target, reference) -> dict:
     """The controller.jsonl fields of the shift bound (none without a reference)."""
     if shift is None:
         return {}
-    return {"shift": shift.mmd2, "shift_se": shift.se, "max_shift": target.max_shift, "reference_score": reference.score,
-            "relative_target": target.relative}
+    return {"shift": shift.mmd2, "shift_se": shift.se, "max_shift": target.max_shift,
+            "reference_score": reference.score, "relative_target": target.relative}

@@ -96,7 +96,8 @@ class Steering:
     attribution_factors: dict = field(default_factory=dict)  # axis -> value -> factor of the last correction
     binding: str = ""  # the constraint that stopped the run when target and max_shift could not both hold
     epochs: tuple[Epoch, ...] = ()  # every weight change, by the sample index it applies from
-    lookahead: int = 0  # samples generated under the old weights while a main round is measured (fixed at start)
+    # samples generated under the old weights while a main round is measured (fixed at start)
+    lookahead: int = 0
     measure_at: int = 0  # a main round ended at this sample index and awaits its measurement (0: none)
     sweep: tuple[float, ...] = ()  # the concentrations the pilot round in progress measures, one epoch each
     sweep_start: int = 0  # the sample index that pilot round starts at (its points follow each other)
@@ -141,8 +142,10 @@ def load_state(path: Path) -> RunState:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping, got {type(data).__name__}", fix=STATE_FIX)
     if data.get("layout") != LAYOUT:
-        raise UserError(f"{path}: written by an older layout of generator ({data.get('layout', 'batch loop')})",
-                        fix="start a new run in a new --out, or finish this one with the version that began it")
+        raise UserError(f"{path}: written by an older layout of generator "
+                        f"({data.get('layout', 'batch loop')})",
+                        fix="start a new run in a new --out, or finish this one with the version that "
+                            "began it")
     try:
         return saved_record(RunState, data, "")
     except ValueError as exc:

@@ -66,7 +66,8 @@ def test_a_killed_run_reuses_the_results_it_had_finished_ahead_of_order(tmp_path
     again = Straggler()
     controller.run(plan, out, again, resume=True)
     assert corpus(out) == whole
-    assert again.seen == 150 - state["num_docs"] - len(ahead)  # the journaled results were not generated again
+    # the journaled results were not generated again
+    assert again.seen == 150 - state["num_docs"] - len(ahead)
     assert not journal_path(out).exists()
 
 

@@ -5,7 +5,8 @@ from generator.run.policy import Goal, decide
 from generator.run.state import Round
 
 GOAL = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, max_discarded=500)
-BOUND = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, max_shift=0.05, max_discarded=500)
+BOUND = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, max_shift=0.05,
+             max_discarded=500)
 GROWS = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, can_grow=True,
              max_growth_rounds=2, max_discarded=500)
 POOR = Goal(score=3.0, tolerance=0.2, k=5, num_docs=1_000, max_pilot_rounds=2, max_discarded=50)
@@ -38,12 +39,14 @@ CASES = [
      < max(d.points) and d.keep is None),
     ("a second sweep would exceed the calibration budget: go on at the fit", MISSED, POOR, "go_on",
      lambda d: 0.2 < d.concentration < 0.45 and "calibration budget" in d.reason and not d.points),
-    ("the whole grid below the target: grow, then sweep from c = 1", sweep((1.0, 2.0), (0.45, 1.5), (0.2, 1.1)),
-     GROWS, "grow", lambda d: d.points[0] == 1.0),
+    ("the whole grid below the target: grow, then sweep from c = 1",
+     sweep((1.0, 2.0), (0.45, 1.5), (0.2, 1.1)), GROWS, "grow", lambda d: d.points[0] == 1.0),
     ("growth spent: stop with the reach",
      [*[Round(c, 1.9, "grow", sweep=k) for k in (0, 1) for c in (1.0, 0.45)],
-      *sweep((1.0, 2.0), (0.45, 1.5), n=2)], GROWS, "stop", lambda d: "above what this grid reaches" in d.reason),
-    ("no growth: stop", sweep((1.0, 2.0), (0.45, 1.5)), GOAL, "stop", lambda d: "best reachable score 2.00" in d.reason),
+      *sweep((1.0, 2.0), (0.45, 1.5), n=2)], GROWS, "stop",
+     lambda d: "above what this grid reaches" in d.reason),
+    ("no growth: stop", sweep((1.0, 2.0), (0.45, 1.5)), GOAL, "stop",
+     lambda d: "best reachable score 2.00" in d.reason),
     ("the budget spent: go on at the fit", [*MISSED, *sweep((0.35, 3.4), (0.3, 3.3), (0.25, 2.6), n=1)],
      GOAL, "go_on", lambda d: 0.25 < d.concentration < 0.35 and "pilot budget spent" in d.reason),
     ("the budget spent under a bound: settle at the best point under it, kept when in the last sweep",
@@ -57,15 +60,20 @@ CASES = [
      sweep((1.0, 4.5, 0.09), (0.45, 3.0, 0.01), (0.2, 2.4, 0.01)), BOUND, "accept",
      lambda d: d.keep == 0.45 and not d.away_from_far),
     ("no point under the bound when the budget is spent: stop, max_shift binds",
-     [*sweep(*[(c, 4.0, 0.09) for c in (1.0, 0.45, 0.2)]), *sweep(*[(c, 4.0, 0.09) for c in (0.1, 0.05)], n=1)],
+     [*sweep(*[(c, 4.0, 0.09) for c in (1.0, 0.45, 0.2)]),
+      *sweep(*[(c, 4.0, 0.09) for c in (0.1, 0.05)], n=1)],
      BOUND, "stop", lambda d: d.binding == "max_shift"),
-    ("a main round within half the tolerance keeps the weights", [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 3.05, 300)], GOAL, "keep",
+    ("a main round within half the tolerance keeps the weights",
+     [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 3.05, 300)], GOAL, "keep",
      lambda d: d.concentration == 0.6 and not d.reweight),
-    ("a main round below: c up, redundant cells down", [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 2.7, 300)],
+    ("a main round below: c up, redundant cells down",
+     [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 2.7, 300)],
      GOAL, "correct", lambda d: d.concentration > 0.6 and d.reweight == 1),
-    ("a main round above: c down, redundant cells up", [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 3.3, 300)],
+    ("a main round above: c down, redundant cells up",
+     [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 3.3, 300)],
      GOAL, "correct", lambda d: d.concentration < 0.6 and d.reweight == -1),
-    ("the last main round changes nothing", [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 2.0, 10_000)], GOAL, "keep",
+    ("the last main round changes nothing",
+     [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 2.0, 10_000)], GOAL, "keep",
      lambda d: d.concentration == 0.6),
     ("a main round over the bound retreats c and moves weight away", [
         pilot(1.0, 4.0, 0.02), pilot(0.6, 3.05, 0.04), main(0.6, 3.0, 500, shift=0.07)], BOUND, "correct",

@@ -181,7 +181,7 @@ def collect(actors, owed: list[int]) -> int:
     while takes:
         done, _ = ray.wait(list(takes), num_returns=1)
         slot = takes.pop(done[0])
-        results = ray.get(done[0])
+        results, _ = ray.get(done[0])
         left[slot] -= len(results)
         tokens += sum(r.num_tokens for r in results)
         if left[slot] > 0:

@@ -78,12 +78,13 @@ class SimEngine:
             self._waiting.extend(requests)
             self._cond.notify_all()
 
-    def take(self, wait_s: float) -> list[Result]:
-        """The results finished since the last call, waiting up to `wait_s` for the first."""
+    def take(self, wait_s: float) -> tuple[list[Result], int]:
+        """The results finished since the last call (waiting up to `wait_s` for the first), and
+        the tokens the engine's steps have emitted so far, running requests included."""
         with self._cond:
             self._cond.wait_for(lambda: self._outbox, timeout=wait_s)
             out, self._outbox = self._outbox, []
-        return out
+            return out, self.tokens
 
     def pid(self) -> int:
         return os.getpid()

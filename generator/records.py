@@ -61,6 +61,11 @@ class Backend(Protocol):
     usefully hold in flight (e.g. the engines' `max_num_seqs` summed, with some headroom);
     `in_flight` is how many it holds now. `generate` runs a list to completion and returns
     one result per request, in request order (see `generate_all`).
+
+    Optional: `generated_tokens`, the completion tokens the engines have produced so far,
+    requests finished or still running (a progress rate); a backend that cannot see inside a
+    running request counts the tokens of the results it has finished. Readers fall back on the
+    results they received when a backend lacks it.
     """
 
     name: str

@@ -38,7 +38,7 @@ class Progress:
 
 def progress_of(state, flow, *, num_docs: int, pilot_docs: int) -> Progress:
     """The Progress record of the run loop's state (run.state.RunState) and engine flow
-    (run.loop.Flow: requests in flight, results back, tokens/s of every result back);
+    (run.loop.Flow: requests in flight, results back, tokens/s the engines generate);
     `pilot_docs`: samples per point of a pilot sweep."""
     c, s = state.counters, state.steering
     pilot = s.phase == "pilot"

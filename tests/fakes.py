@@ -75,6 +75,25 @@ class FakeBackend:
         pass
 
 
+class TricklingBackend(FakeBackend):
+    """An engine slow to finish: each poll, every request in flight generates `step_tokens`
+    tokens (counted in `generated_tokens`, as a streaming engine counts them); no result comes
+    back before poll number `first_result_poll`, then FakeBackend's answers do."""
+
+    step_tokens = 5
+    first_result_poll = 4
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.polls = 0
+        self.generated_tokens = 0
+
+    def poll(self, timeout_s: float) -> list[Result]:
+        self.polls += 1
+        self.generated_tokens += self.step_tokens * len(self.queue)
+        return super().poll(timeout_s) if self.polls >= self.first_result_poll else []
+
+
 NOVEL = ["volcanic eruptions", "medieval banking", "jazz improvisation", "sourdough baking",
          "satellite orbits", "coral reef ecology", "contract negotiation", "bird migration",
          "quantum tunnelling", "origami folding", "tax policy", "glacier retreat", "chess openings",

@@ -49,6 +49,7 @@ class OpenAIBackend:
         self._done: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._finished_tokens = 0  # written on the loop thread only
         self._tasks: set[asyncio.Task] = set()  # touched only on the loop thread
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -86,6 +87,11 @@ class OpenAIBackend:
         with self._lock:
             return self._in_flight
 
+    @property
+    def generated_tokens(self) -> int:
+        """Completion tokens of the requests finished so far (an endpoint shows no running count)."""
+        return self._finished_tokens
+
     def submit(self, requests: Sequence[Request]) -> None:
         if self._closed:
             raise RuntimeError("openai backend: submit() after close()")
@@ -120,6 +126,7 @@ class OpenAIBackend:
         except Exception as exc:  # a bug or an unforeseen client error: still one recorded row
             log.exception("openai backend: request %s failed unexpectedly", r.id)
             result = failed_result(r, f"{type(exc).__name__}: {exc}")
+        self._finished_tokens += result.num_tokens
         self._done.put(result)
 
     async def _attempts(self, r: Request) -> Result:

@@ -2,8 +2,10 @@
 
 `submit` tokenizes the chat and queues the request; a stepping thread owns the engine: it adds
 queued requests and calls `step()` while any are unfinished, so new requests join the running
-batch as earlier ones finish (continuous batching, no barrier between calls). Finished
-requests wait in an outbox that `poll` drains.
+batch as earlier ones finish (continuous batching, no barrier between calls). Each step hands
+back the tokens and text every running request produced in it (vLLM's DELTA outputs): they are
+counted at once (`generated_tokens`) and joined into the result when the request finishes.
+Finished requests wait in an outbox that `poll` drains.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 import os
 import queue
 import threading
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from generator.backends.models import resolve_model
@@ -20,6 +23,15 @@ from generator.records import Request, Result, chat_messages, failed_result, gen
 
 log = logging.getLogger(__name__)
 IN_FLIGHT_FACTOR = 1.1  # requests kept submitted per engine, as a multiple of max_num_seqs
+
+
+@dataclass
+class Running:
+    """A request inside the engine and what it has produced so far."""
+
+    request: Request
+    pieces: list[str] = field(default_factory=list)  # text of each step, in order
+    num_tokens: int = 0
 
 
 def has_gpu() -> bool:
@@ -81,6 +93,7 @@ class VllmBackend:
         self._inbox: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
         self._in_flight = 0
+        self._generated = 0  # written by the stepping thread only
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._ready = threading.Event()
@@ -119,6 +132,11 @@ class VllmBackend:
     def in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def generated_tokens(self) -> int:
+        """Completion tokens this engine has generated so far, running requests included."""
+        return self._generated
+
     def submit(self, requests: Sequence[Request]) -> None:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -135,7 +153,7 @@ class VllmBackend:
                           if r.json_schema else None)
             params = SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
                                     seed=r.seed, structured_outputs=structured,
-                                    output_kind=RequestOutputKind.FINAL_ONLY)
+                                    output_kind=RequestOutputKind.DELTA)
             self._inbox.put((r, ids, params))
 
     def poll(self, timeout_s: float) -> list[Result]:
@@ -152,7 +170,7 @@ class VllmBackend:
         return list(ids["input_ids"] if hasattr(ids, "input_ids") else ids)
 
     def _step_forever(self) -> None:
-        live: dict[str, Request] = {}  # engine request id -> request
+        live: dict[str, Running] = {}  # engine request id -> request and its output so far
         serial = 0
         while not self._closed.is_set():
             try:
@@ -164,7 +182,7 @@ class VllmBackend:
                 serial += 1
                 try:
                     self.engine.add_request(str(serial), {"prompt_token_ids": ids}, params)
-                    live[str(serial)] = request
+                    live[str(serial)] = Running(request)
                 except Exception as exc:  # a request the engine refuses fails alone
                     self._outbox.put(failed_result(request, f"engine refused the request: {exc}"))
                 try:
@@ -174,25 +192,31 @@ class VllmBackend:
             if live:
                 self._step(live)
 
-    def _step(self, live: dict[str, Request]) -> None:
+    def _step(self, live: dict[str, Running]) -> None:
         try:
             outputs = self.engine.step()
         except Exception as exc:  # the engine failed: every request it held fails, the engine stays up
             log.exception("vLLM engine step failed")
             self.engine.abort_request(list(live))
-            for request in live.values():
-                self._outbox.put(failed_result(request, f"engine error: {exc}"))
+            for running in live.values():
+                self._outbox.put(failed_result(running.request, f"engine error: {exc}"))
             live.clear()
             return
         for out in outputs:
-            if not out.finished or out.request_id not in live:
+            running = live.get(out.request_id)
+            if running is None:
                 continue
-            request = live.pop(out.request_id)
-            completion = out.outputs[0]
-            self._outbox.put(Result(id=request.id, text=completion.text,
-                                    finish_reason=completion.finish_reason or "stop",
+            piece = out.outputs[0]  # what this step added: the finished output carries only its last piece
+            running.pieces.append(piece.text)
+            running.num_tokens += len(piece.token_ids)
+            self._generated += len(piece.token_ids)
+            if not out.finished:
+                continue
+            del live[out.request_id]
+            self._outbox.put(Result(id=running.request.id, text="".join(running.pieces),
+                                    finish_reason=piece.finish_reason or "stop",
                                     num_prompt_tokens=len(out.prompt_token_ids or []),
-                                    num_tokens=len(completion.token_ids)))
+                                    num_tokens=running.num_tokens))
 
     def close(self) -> None:
         self._closed.set()

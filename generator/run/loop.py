@@ -35,7 +35,9 @@ class Flow:
 
     in_flight: int  # requests out
     waiting: int  # results back, waiting for an earlier sample to commit in order
-    tokens_per_s: float  # completion tokens of every result back (ahead of order too) per second generating
+    # completion tokens the engines generated since the run's first request (running requests included,
+    # where the backend counts them: `generated_tokens`; else those of every result back) per second
+    tokens_per_s: float
 
 
 OnProgress = Callable[[RunState, Flow], None]
@@ -66,6 +68,7 @@ class Pipeline:
         self.busy_since: float | None = None
         self.received_tokens = 0  # completion tokens of every result back, for the progress rate
         self.journaled = read_journal(out)  # request id -> result finished ahead of order before a restart
+        self.tokens_before = 0  # the backend's token count when the first request went out
         self.started: float | None = None  # when the first request went out
 
     def use_plan(self, plan: Plan) -> None:
@@ -266,8 +269,12 @@ class Pipeline:
 
     def _progress(self, state: RunState) -> None:
         if self.on_progress is not None:
+            generated = getattr(self.backend, "generated_tokens", None)
+            tokens = self.received_tokens if generated is None else generated
+            if self.started is None:  # what the backend generated before this run is not its rate
+                self.tokens_before = tokens
             elapsed = time.monotonic() - self.started if self.started is not None else 0.0
-            rate = self.received_tokens / elapsed if elapsed > 0 else 0.0
+            rate = (tokens - self.tokens_before) / elapsed if elapsed > 0 else 0.0
             self.on_progress(state, Flow(self.backend.in_flight, len(self.done), rate))
 
 

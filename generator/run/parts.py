@@ -63,6 +63,7 @@ class PartsBackend:
         self.name, self.model = inner.name, inner.model
         self._waiting: dict[str, tuple[Request, dict[int, Result]]] = {}  # request id -> parts back
         self._in_flight = 0
+        self._part_tokens = 0  # tokens of the parts returned, for an inner backend that does not count
 
     @property
     def capacity(self) -> int:
@@ -72,6 +73,12 @@ class PartsBackend:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def generated_tokens(self) -> int:
+        """The inner backend's count of generated tokens (every part's, running ones included),
+        or the tokens of the parts it has returned."""
+        return getattr(self.inner, "generated_tokens", self._part_tokens)
 
     def submit(self, requests: Sequence[Request]) -> None:
         out = []
@@ -85,6 +92,7 @@ class PartsBackend:
     def poll(self, timeout_s: float) -> list[Result]:
         done = []
         for result in self.inner.poll(timeout_s):
+            self._part_tokens += result.num_tokens
             parent, _, part = result.id.rpartition("/")
             if parent not in self._waiting:
                 done.append(result)

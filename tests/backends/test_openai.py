@@ -265,6 +265,7 @@ def test_submit_and_poll_return_each_submitted_result_once(serve):
     while b.in_flight:
         got += b.poll(5.0)
     assert sorted(r.id for r in got) == sorted([*ids, "bad"]) and b.in_flight == 0
+    assert b.generated_tokens == 2 * len(ids)  # the completion tokens of each answer; none for the error
     [bad] = [r for r in got if r.id == "bad"]
     assert not bad.ok and "400" in bad.error and bad.finish_reason == "error"
     assert [r.id for r in b.generate(requests_for(ids))] == ids

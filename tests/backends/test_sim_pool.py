@@ -57,11 +57,12 @@ def drain(backend, results: list) -> None:
 
 
 def test_pool_returns_one_result_per_request(pool):
-    requests, restarts = make_requests(200), pool.restarts
+    requests, restarts, tokens = make_requests(200), pool.restarts, pool.generated_tokens
     assert pool.capacity == REPLICAS * 9  # ceil(1.1 × 8) per engine
     pool.submit(requests)
     results: list = []
     drain(pool, results)
+    assert pool.generated_tokens - tokens == sum(r.num_tokens for r in results)
     assert Counter(r.id for r in results) == Counter(r.id for r in requests)
     by_id = {r.id: r for r in results}
     for request in requests:

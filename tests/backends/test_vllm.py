@@ -112,6 +112,45 @@ def test_the_paper_multitopic_recipe_writes_one_document_from_three_real_answers
         assert row["text"].count(PART_BREAK) >= 2 and row["finish_reason"] in ("stop", "trimmed")
 
 
+def test_streamed_steps_join_to_vllms_own_final_text_and_count_while_running(monkeypatch):
+    """The in-process engine takes each step's new tokens (vLLM's DELTA outputs): joined, they
+    give the text, token count and ending of vLLM's own `generate` (FINAL_ONLY) for the same
+    seeds, and `generated_tokens` counts them before the requests finish."""
+    from vllm import SamplingParams
+    from generator.backends.vllm import VllmBackend
+    from generator.records import chat_messages
+
+    prompts = ["Describe a harbour at dawn.", "List three uses of copper.", "Why do leaves fall?"]
+    requests = [Request(id=f"d{i}", prompt=p, max_tokens=12 + 8 * i, temperature=1.0, seed=70 + i)
+                for i, p in enumerate(prompts)]
+    backend = VllmBackend("embedded:smollm2-135m", max_model_len=512, max_num_seqs=4)
+    try:
+        before_steps, step = [], backend.engine.step
+
+        def counted_step():
+            before_steps.append(backend.generated_tokens)
+            return step()
+
+        monkeypatch.setattr(backend.engine, "step", counted_step)
+        results = backend.generate(requests)
+        monkeypatch.undo()
+        # The backend is idle: its stepping thread waits on its inbox, so this thread may use the engine.
+        params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                                 seed=r.seed) for r in requests]
+        finals = backend.llm.generate([{"prompt_token_ids": backend._prompt_ids(chat_messages(r))}
+                                       for r in requests], params, use_tqdm=False)
+    finally:
+        backend.close()
+    total = sum(r.num_tokens for r in results)
+    assert backend.generated_tokens == total > 0
+    assert before_steps == sorted(before_steps) and any(0 < n < total for n in before_steps)
+    for result, final in zip(results, finals):
+        assert result.ok and result.text and result.text == final.outputs[0].text
+        assert result.num_tokens == len(final.outputs[0].token_ids)
+        assert result.finish_reason == final.outputs[0].finish_reason
+        assert result.num_prompt_tokens == len(final.prompt_token_ids)
+
+
 def test_an_engine_that_cannot_start_raises_in_the_caller():
     """The engine is built inside its stepping thread; a failure there is raised by the
     constructor, not lost in the thread."""

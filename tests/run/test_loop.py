@@ -5,7 +5,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from fakes import Crash, FakeBackend
+from fakes import Crash, FakeBackend, TricklingBackend
 from generator.records import failed_result
 from generator.run import controller
 from generator.errors import UserError
@@ -45,6 +45,17 @@ def test_provenance_lists_only_the_axes_a_template_used(small_recipe, tmp_path):
         else:
             assert row["persona"] != "" and row["style"] != "" and row["audience"] == ""
         assert row["topic"] and row["domain"]
+
+
+def test_progress_rate_counts_tokens_of_requests_still_running(small_recipe, tmp_path):
+    """Regression: the rate counted finished results only, so a fresh run on a slow engine showed
+    0 tok/s for minutes while the engine generated."""
+    seen = []
+    controller.run(load_recipe(small_recipe), tmp_path / "run", TricklingBackend(),
+                   on_progress=lambda state, flow: seen.append((state.counters.num_attempted, flow)))
+    nothing_back = [flow for attempted, flow in seen if flow.in_flight and not attempted and not flow.waiting]
+    assert len(nothing_back) >= TricklingBackend.first_result_poll - 1
+    assert all(flow.tokens_per_s > 0 for flow in nothing_back)
 
 
 def test_same_seed_same_prompts_and_ids(small_recipe, tmp_path):

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import write_recipe
-from fakes import FakeBackend
+from fakes import FakeBackend, TricklingBackend
 from generator.errors import UserError
 from generator.readers import load_corpus
 from generator.recipe import load_recipe
@@ -101,6 +101,16 @@ def test_parts_backend_passes_plain_requests_and_counts_documents_in_flight():
     got = {r.id: r for r in backend.poll(0)}
     assert set(got) == {"d", "plain"} and backend.in_flight == 0
     assert got["d"].text.count(PART_BREAK) == 1
+
+
+def test_parts_backend_reports_the_inner_token_count_or_the_tokens_of_parts_back():
+    trickling = PartsBackend(TricklingBackend(), width=2, policy="trim")
+    trickling.submit([REQUEST])
+    assert trickling.poll(0) == [] and trickling.generated_tokens == 2 * TricklingBackend.step_tokens
+    counting = PartsBackend(FakeBackend(), width=2, policy="trim")
+    counting.submit([REQUEST])
+    [result] = counting.poll(0)
+    assert counting.generated_tokens == result.num_tokens > 0
 
 
 @pytest.mark.parametrize("header, match", [

@@ -116,11 +116,17 @@ def with_calibration(ctx: Context, record: dict) -> Context:
 
 def steer_to(ctx: Context, state: RunState, **changes) -> RunState:
     """The steering state with `changes` (c, factors, phase, ...) and the sampling weights derived
-    from its c and its shift, drift and attribution factors: the one place they are derived."""
+    from its c and its shift, drift and attribution factors (`weights_at`, the one place they are
+    derived)."""
     s = dataclasses.replace(state.steering, **changes)
-    weights = knobs.sampling_weights(ctx.orders, s.concentration, s.shift_factors, s.drift_factors,
-                                     s.attribution_factors)
+    weights = weights_at(ctx, s, s.concentration)
     return dataclasses.replace(state, steering=dataclasses.replace(s, weights=weights))
+
+
+def weights_at(ctx: Context, s, c: float) -> dict:
+    """The sampling weights at concentration `c` under the steering state's shift, drift and
+    attribution factors (a sweep's points differ from the operating c in c alone)."""
+    return knobs.sampling_weights(ctx.orders, c, s.shift_factors, s.drift_factors, s.attribution_factors)
 
 
 def away_from_far(ctx: Context, state: RunState, shift: Shift) -> dict:
@@ -138,9 +144,7 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     if not state.counters.aside_docs:  # a round resumed after its documents keeps its epochs
         start = state.counters.next_index
         for j, c in enumerate(s.sweep):
-            weights = knobs.sampling_weights(ctx.orders, c, s.shift_factors, s.drift_factors,
-                                             s.attribution_factors)
-            state = ctx.pipe.set_epoch(state, start + j * n, weights)
+            state = ctx.pipe.set_epoch(state, start + j * n, weights_at(ctx, s, c))
         state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, sweep_start=start))
     start, end = state.steering.sweep_start, state.steering.sweep_start + n * len(s.sweep)
     state = ctx.pipe.advance(state, n * len(s.sweep), hold_at=end, into=pilot_dir(ctx.out, this_round))

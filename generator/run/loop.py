@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from generator.files import (append_jsonl, next_shard_path, read_documents, read_manifest, shard_path, shard_paths,
-                             write_json, write_manifest, write_shard)
+from generator.files import (append_jsonl, next_shard_path, read_documents, read_manifest, shard_path,
+                             shard_paths, write_json, write_manifest, write_shard)
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
 from generator.run.dedup import Deduper, find_flushes, index_path
@@ -50,7 +50,8 @@ class Pipeline:
     """Streams one run's samples through a backend (lives for the whole run, across rounds)."""
 
     def __init__(self, plan: Plan, out: Path, backend: Backend, deduper: Deduper | None = None,
-                 on_progress: OnProgress | None = None, *, shard_rows: int = 20_000, flush_s: float = FLUSH_S):
+                 on_progress: OnProgress | None = None, *, shard_rows: int = 20_000,
+                 flush_s: float = FLUSH_S):
         self.plan, self.out, self.deduper = plan, out, deduper
         self.backend = with_parts(backend, plan.templates, plan.recipe.keep_truncated)
         self.on_progress = on_progress
@@ -98,12 +99,13 @@ class Pipeline:
             got = self.backend.poll(0.2)
             received = self._receive(got, state)
             state = self._commit(state, until_docs)
-            append_results(self.out, [(i, self.done[i][2]) for i in received if i in self.done])  # ahead of order
+            ahead = [(i, self.done[i][2]) for i in received if i in self.done]  # finished ahead of order
+            append_results(self.out, ahead)
             reason = check_failure_rate(self.plan, state.counters)
             if reason:
                 state = dataclasses.replace(state, stopped=reason)
-            if self.docs and (len(self.docs) >= self.shard_rows or time.monotonic() - self.last_flush >= self.flush_s) \
-                    and self.into is None:
+            due = len(self.docs) >= self.shard_rows or time.monotonic() - self.last_flush >= self.flush_s
+            if self.docs and due and self.into is None:
                 state = self.flush(state)
             self._progress(state)
             if beside is None and not self.backend.in_flight and not self.done and self._blocked(state, want):
@@ -173,7 +175,8 @@ class Pipeline:
         """Commit returned samples in index order, up to `until_docs` documents."""
         c, s = state.counters, state.steering
         aside = self.into is not None
-        counts = dict(docs=0, attempted=0, failed=0, truncated=0, trimmed=0, exact=0, near=0, prompt=0, completion=0)
+        counts = dict(docs=0, attempted=0, failed=0, truncated=0, trimmed=0, exact=0, near=0, prompt=0,
+                      completion=0)
         full = self.shard_rows if not aside else float("inf")  # a corpus shard closes at exactly shard_rows
         while (self.mark in self.done and self.have(state) + counts["docs"] < until_docs
                and len(self.docs) < full):
@@ -186,7 +189,8 @@ class Pipeline:
             outcome = finish_result(result, self.plan.recipe.keep_truncated)
             if isinstance(outcome, str):
                 counts["failed"] += 1
-                self.failures.append({"id": sample.request.id, "sample_index": sample.index, "round": round_no,
+                self.failures.append({"id": sample.request.id, "sample_index": sample.index,
+                                      "round": round_no,
                                       "template": sample.template, "reason": outcome,
                                       "finish_reason": result.finish_reason, "prompt": sample.request.prompt})
                 continue
@@ -210,9 +214,12 @@ class Pipeline:
         counters = dataclasses.replace(
             c, next_index=self.mark, num_docs=c.num_docs + (0 if aside else counts["docs"]),
             num_attempted=c.num_attempted + counts["attempted"], num_failed=c.num_failed + counts["failed"],
-            num_truncated=c.num_truncated + counts["truncated"], num_trimmed=c.num_trimmed + counts["trimmed"],
-            duplicates_exact=c.duplicates_exact + counts["exact"], duplicates_near=c.duplicates_near + counts["near"],
-            prompt_tokens=c.prompt_tokens + counts["prompt"], completion_tokens=c.completion_tokens + counts["completion"],
+            num_truncated=c.num_truncated + counts["truncated"],
+            num_trimmed=c.num_trimmed + counts["trimmed"],
+            duplicates_exact=c.duplicates_exact + counts["exact"],
+            duplicates_near=c.duplicates_near + counts["near"],
+            prompt_tokens=c.prompt_tokens + counts["prompt"],
+            completion_tokens=c.completion_tokens + counts["completion"],
             generate_s=c.generate_s + busy)
         if aside:
             tokens = counts["prompt"] + counts["completion"]
@@ -240,9 +247,11 @@ class Pipeline:
             self.deduper.flush(index_path(last))  # the index rows of these documents, stored beside them
         self.docs, self.failures, self.duplicates = [], [], []
         self.last_flush = time.monotonic()
-        state = dataclasses.replace(state, counters=dataclasses.replace(c, num_shards=shards, batches=c.batches + 1))
+        counters = dataclasses.replace(c, num_shards=shards, batches=c.batches + 1)
+        state = dataclasses.replace(state, counters=counters)
         save_state(self.out, state)
-        rewrite_journal(self.out, [(i, v[2]) for i, v in sorted(self.done.items())])  # committed ones leave it
+        waiting = [(i, v[2]) for i, v in sorted(self.done.items())]  # the committed ones leave the journal
+        rewrite_journal(self.out, waiting)
         return state
 
     def drain(self) -> None:
@@ -300,7 +309,8 @@ def open_deduper(plan: Plan, out: Path) -> Deduper | None:
     d = plan.recipe.dedup
     if not (d.exact or d.near):
         return None
-    settings = dict(exact=d.exact, near=d.near, threshold=d.threshold, num_perm=d.num_perm, seed=plan.recipe.seed)
+    settings = dict(exact=d.exact, near=d.near, threshold=d.threshold, num_perm=d.num_perm,
+                    seed=plan.recipe.seed)
     roots = [out, *sorted((out / "pilot").glob("round-*"))]
     stored = [path for root in roots for path in find_flushes(root / "dedup")]
     if stored or not any(shard_paths(root) for root in roots):

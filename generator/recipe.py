@@ -82,7 +82,7 @@ class Target:
     threshold: float = 0.0  # embed judge cosine-distance cut; 0 = the judge's default
     num_batches: int = 3000  # most K-batches judged per measurement
     precision: float = 0.0  # stop judging once the 95% half-width of D is this small; 0 = tolerance / 3
-    pilot_docs: int = 0  # documents per pilot round; 0 = derived from size.num_docs
+    pilot_docs: int = 0  # samples per point of a pilot sweep; 0 = derived from size.num_docs
     max_pilot_rounds: int = 2  # pilot rounds, each a sweep of several c at once (the first and one refining)
     num_rounds: int = 4  # main-phase rounds after the pilot
     reweight_rate: float = 1.0  # per-cell reweighting strength (0 disables it)
@@ -96,11 +96,12 @@ class Target:
 
 
 def pilot_size(recipe: "Recipe") -> int:
-    """Documents per pilot round: 2% of the corpus, at least 10 K-batches' worth, at most 400."""
+    """Samples per point of a pilot sweep: 1% of the corpus, at least 5 K-batches' worth, at most
+    400 (a sweep has four points, so its documents not kept stay near 3% of a large corpus)."""
     t = recipe.target
     if t is None:
         return 0
-    return t.pilot_docs or int(min(max(0.02 * recipe.size.num_docs, 10 * t.k), 400))
+    return t.pilot_docs or int(min(max(0.01 * recipe.size.num_docs, 5 * t.k), 400))
 
 
 @dataclass(frozen=True)

@@ -119,9 +119,10 @@ def test_calibration_cost_is_reported(tmp_path, root):
 
 @pytest.mark.parametrize("overrides, pilot_docs", [
     ([], 100),  # the recipe's pilot_docs
-    (["target.pilot_docs=0"], 100),  # derived: 2% of 600 is below 10 batches of K = 10, so 100
-    (["target.pilot_docs=0", "target.k=5"], 50),
-    (["target.pilot_docs=0", "size.num_docs=50000"], 400),  # 2% capped at 400
+    (["target.pilot_docs=0"], 50),  # derived: 1% of 600 is below 5 batches of K = 10, so 50
+    (["target.pilot_docs=0", "target.k=5"], 25),
+    (["target.pilot_docs=0", "size.num_docs=20000"], 200),  # 1%
+    (["target.pilot_docs=0", "size.num_docs=50000"], 400),  # 1% capped at 400
 ])
 def test_valid_targets_load_with_their_derived_pilot_size(tmp_path, root, overrides, pilot_docs):
     from generator.recipe import pilot_size

@@ -30,7 +30,9 @@ def plot_trajectory(log_path: Path, png: Path) -> Path | None:
         if pts:
             xs = [i for i, _ in pts]
             ys = [r["score"] for _, r in pts]
-            err = [[r["score"] - r["ci_low"] for _, r in pts], [r["ci_high"] - r["score"] for _, r in pts]]
+            # an interval at the judge's ceiling can sit a rounding error above its score: never below 0
+            err = [[max(0.0, r["score"] - r["ci_low"]) for _, r in pts],
+                   [max(0.0, r["ci_high"] - r["score"]) for _, r in pts]]
             ax.errorbar(xs, ys, yerr=err, fmt="o-" if phase == "main" else "s", color=colour, capsize=3,
                         label=f"{phase} rounds (whole corpus so far)" if phase == "main" else "pilot rounds")
     for i, r in enumerate(rows):

@@ -230,3 +230,14 @@ def test_card_shows_fidelity_per_template_style_and_domain_with_a_plot(tmp_path)
 def test_card_without_fidelity_has_no_fidelity_section(tmp_path):
     _, body = split_card(write_card(make_run(tmp_path / "run"), embed=fake_embed).read_text())
     assert "On-topic fidelity" not in body and not (tmp_path / "run" / "plots" / "fidelity.png").exists()
+
+
+def test_the_trajectory_plot_takes_an_interval_a_rounding_error_above_its_score(tmp_path):
+    """Regression: a pilot at the judge's ceiling (every batch D = 10) had ci_low 1e-15 above its
+    score, and matplotlib refused the negative error bar, so the run crashed at its end."""
+    row = {"round": 0, "phase": "pilot", "docs": 0, "concentration": 1.0, "score": 9.997970085470087,
+           "ci_low": 9.997970085470088, "ci_high": 10.001019853872455, "target": 8.0, "tolerance": 0.3,
+           "action": "measured"}
+    (tmp_path / "controller.jsonl").write_text(json.dumps(row) + "\n")
+    png = plot_trajectory(tmp_path / "controller.jsonl", tmp_path / "trajectory.png")
+    assert png is not None and png.stat().st_size > 1000

@@ -80,6 +80,7 @@ CALIBRATION_SHARE = 0.05  # pilot documents a run may discard, as a share of the
 # the first pilot round's concentrations; the judge's floor stands in at c = 0
 FIRST_SWEEP = (1.0, 0.65, 0.4, 0.2)
 MIN_C = 0.02  # no pilot point below this c (at c = 0 the judge's floor is known without generating)
+MAX_STEP = 0.2  # the most a main round moves c
 REFINE_POINTS = 3  # points of the refining sweep around the fitted crossing
 
 
@@ -191,16 +192,20 @@ def stop_out_of_reach(pilots: Sequence[Round], score: float, goal: Goal) -> Deci
 
 def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
     """After a main round (measured on the corpus's first `docs` documents): keep, or move c
-    against the error along the pilots' slope (clamped under the shift bound) and reweight
-    cells; over the bound, also retreat c towards smaller shift. The last round changes nothing."""
+    along the pilots' slope to where the rest of the corpus brings the whole to the target
+    (at most MAX_STEP, clamped under the shift bound) and reweight cells; over the bound, also retreat c towards smaller shift. The last round changes nothing."""
     last, pilots = history[-1], [h for h in history if h.kind == "pilot"]
     c, left = last.concentration, 1 - last.docs / goal.num_docs
     if left <= 0:
         return Decision("keep", c, "keep")
     decision = Decision("keep", c, "keep")
     if abs(last.score - goal.score) > goal.tolerance / 2:
-        measured = [(h.concentration, h.score) for h in pilots]  # pure, not mixtures
-        moved = knobs.correct_concentration(measured, c, last.score, goal.score)
+        # the rest of the corpus aims past the target by as much as the corpus so far missed it,
+        # weighted by their sizes, so the whole lands on it (not only the documents still to come)
+        aim = goal.score + (goal.score - last.score) * last.docs / (goal.num_docs - last.docs)
+        aim = min(max(aim, goal.floor), 2 * goal.score)
+        moved = along_pilots(pilots, c, last.score, aim, goal)
+        moved = min(max(moved, c - MAX_STEP), c + MAX_STEP)
         moved = shift_bound.clamp_concentration(moved, pilots, goal.max_shift)
         decision = Decision("correct", moved, f"correct c {c:.3f} → {moved:.3f}, reweight cells",
                             reweight=1 if last.score < goal.score else -1)
@@ -214,6 +219,19 @@ def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
                   f"c → {moved:.3f}, weight moved away from far values")
         decision = Decision("correct", moved, reason, reweight=decision.reweight, away_from_far=True)
     return decision
+
+
+def along_pilots(pilots: Sequence[Round], c: float, score: float, aim: float, goal: Goal) -> float:
+    """The c where the pilots' fitted D(c), shifted by how far the corpus scored from it at `c`,
+    reaches `aim`; without a fit, a step along the pilots' slope."""
+    points = [(h.concentration, h.score, h.spread) for h in pilots]
+    if points:
+        level, _ = knobs.level_at(points, c, goal.score, floor=goal.floor)
+        fit = knobs.fit_concentration(points, aim - (score - level), floor=goal.floor, start=c)
+        if fit is not None:
+            return fit.concentration
+    measured = [(h.concentration, h.score) for h in pilots]
+    return knobs.correct_concentration(measured, c, score, aim, gain=1.0)
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,9 @@ class Engine:
 @dataclass(frozen=True)
 class Target:
     """The diversity to steer to: D on the cluster-agent scale at batch size `k`, measured by
-    `judge`. The controller pilots small rounds until a pilot scores within tolerance, then
-    generates the rest in `num_rounds` rounds, correcting after each."""
+    `judge`. The controller measures a sweep of concentrations at once (and at most one refining
+    sweep), keeps the point that lands, then generates the rest in `num_rounds` rounds, correcting
+    after each."""
 
     score: float | None = None  # absolute D; give exactly one of score and relative
     relative: float | None = None  # D as a multiple of the reference corpus' D (needs `reference:`)

@@ -36,7 +36,11 @@ def _read_columns(path: Path) -> dict[str, list]:
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return _read_saved_dataset(path)
-        files = sorted(path.rglob("*.parquet"))
+        if (path / "manifest.json").is_file():  # a run folder: its corpus, not the pilot sweeps beside it
+            from generator.files import shard_paths
+            files = shard_paths(path)
+        else:
+            files = sorted(path.rglob("*.parquet"))
         if not files:
             raise UserError(f"{path}: folder holds no .parquet files and no saved dataset",
                              fix="point at a Parquet file or folder, a JSONL file, or a save_to_disk folder")

@@ -175,3 +175,20 @@ def test_export_writes_a_trainer_format_and_says_what_it_mixed(finished, tmp_pat
     assert source.name == "run" and source.kind == "run" and source.num_docs == 20
     assert source.tokens == exported.total_tokens and source.achieved_weight == pytest.approx(1.0)
     assert (tmp_path / "export" / "recipe.yaml").is_file()
+
+
+def test_score_of_a_steered_run_folder_reads_its_corpus_not_the_pilot_sweeps(tmp_path):
+    """Regression: scoring a run folder read every Parquet file under it, the discarded sweep points
+    in pilot/ included (2,195 documents for a 2,000-document corpus, D 1.77 instead of 1.60)."""
+    from conftest import echo_recipe
+    from fakes import EchoBackend, KeyJudge
+    from generator.run import controller
+
+    recipe = echo_recipe(tmp_path, "steered", 11, "{num_docs: 120, shard_rows: 30}",
+                         "{score: 3.0, tolerance: 0.3, k: 5, pilot_docs: 20, num_rounds: 2, num_batches: 40}")
+    judge = KeyJudge(lambda t: t.splitlines()[0])
+    summary = controller.run(generator.load_recipe(recipe), tmp_path / "run", EchoBackend(), judge=judge)
+    assert list((tmp_path / "run" / "pilot").rglob("*.parquet"))  # sweep points lie beside the corpus
+    report = generator.score(tmp_path / "run", ruler=generator.Ruler(k=5, num_batches=20), judge=judge,
+                             proxies=False)
+    assert report.num_docs == summary["num_docs"] == 120

@@ -36,7 +36,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 RECIPE = """
 name: cluster-sim
 model: sim/8b-instruct
-seed: 20261121
+seed: @SEED@
 roots: [@ROOT@]
 grid:
   topic: @ROOT@/topics/topics.yaml
@@ -53,7 +53,18 @@ engine: {backend: ray, max_model_len: 4096}
 scoring: {enabled: false}
 keep_truncated: keep
 """
-TARGET = "target: {score: @SCORE@, tolerance: 0.3, num_rounds: 4}\n"
+TARGET = "target: {score: @SCORE@, tolerance: @TOLERANCE@, num_rounds: 4}\n"
+SEED, TOLERANCE = 20261121, 0.3
+
+
+def recipe_text(docs: int, max_tokens: int, *, seed: int = SEED, target: float | None = None,
+                tolerance: float = TOLERANCE) -> str:
+    """The simulated cluster's recipe (bench/bench_seeds.py steers the same one over many seeds)."""
+    body = RECIPE + (TARGET if target is not None else "")
+    for key, value in {"@ROOT@": ROOT, "@DOCS@": docs, "@MAX_TOKENS@": max_tokens, "@SEED@": seed,
+                       "@SCORE@": target, "@TOLERANCE@": tolerance}.items():
+        body = body.replace(key, str(value))
+    return body
 
 
 def main() -> None:
@@ -105,10 +116,7 @@ def main() -> None:
 
 def write_plan(tmp: Path, args, target: float | None):
     from generator.recipe import load_recipe
-    body = RECIPE.replace("@ROOT@", str(ROOT)).replace("@DOCS@", str(args.docs))
-    body = body.replace("@MAX_TOKENS@", str(args.max_tokens))
-    if target is not None:
-        body += TARGET.replace("@SCORE@", str(target))
+    body = recipe_text(args.docs, args.max_tokens, target=target)
     path = tmp / ("steer.yaml" if target is not None else "plain.yaml")
     path.write_text(body)
     return load_recipe(path)

@@ -29,30 +29,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench_cluster import recipe_text  # noqa: E402
 from bench_driver import InstantEngine  # noqa: E402
 from generator.judges.protocol import BatchClustering, score_corpus  # noqa: E402
 
-RECIPE = """
-name: seeds-sim
-model: sim/8b-instruct
-seed: @SEED@
-roots: [@ROOT@]
-grid:
-  topic: @ROOT@/topics/topics.yaml
-  persona: @ROOT@/topics/personas.yaml
-  style: @ROOT@/topics/styles.yaml
-  audience: @ROOT@/topics/audiences.yaml
-templates:
-  - {path: @ROOT@/prompts/topic_style_persona.j2, weight: 3}
-  - path: @ROOT@/prompts/multitopic_style_persona.j2
-  - {path: @ROOT@/prompts/textbook.j2, weight: 2}
-size: {num_docs: @DOCS@, shard_rows: 20000}
-sampling: {temperature: 0.9, top_p: 0.95, max_tokens: 1024}
-engine: {backend: ray, max_model_len: 4096}
-scoring: {enabled: false}
-keep_truncated: keep
-target: {score: @SCORE@, tolerance: @TOLERANCE@, num_rounds: 4}
-"""
 CAPACITY = 9000  # about eight simulated engines' in-flight requests
 
 
@@ -88,10 +68,7 @@ class FirstLineJudge:
 
 def load_plan(work: Path, seed: int, args):
     from generator.recipe import load_recipe
-    body = RECIPE
-    for key, value in {"@ROOT@": ROOT, "@SEED@": seed, "@DOCS@": args.docs, "@SCORE@": args.target,
-                       "@TOLERANCE@": args.tolerance}.items():
-        body = body.replace(key, str(value))
+    body = recipe_text(args.docs, 1024, seed=seed, target=args.target, tolerance=args.tolerance)
     path = work / f"recipe-{seed}.yaml"
     path.write_text(body)
     return load_recipe(path)

@@ -193,7 +193,8 @@ def stop_out_of_reach(pilots: Sequence[Round], score: float, goal: Goal) -> Deci
 def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
     """After a main round (measured on the corpus's first `docs` documents): keep, or move c
     along the pilots' slope to where the rest of the corpus brings the whole to the target
-    (at most MAX_STEP, clamped under the shift bound) and reweight cells; over the bound, also retreat c towards smaller shift. The last round changes nothing."""
+    (at most MAX_STEP, clamped under the shift bound) and reweight cells; over the bound, also
+    retreat c towards smaller shift. The last round changes nothing."""
     last, pilots = history[-1], [h for h in history if h.kind == "pilot"]
     c, left = last.concentration, 1 - last.docs / goal.num_docs
     if left <= 0:

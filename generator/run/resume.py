@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from generator.files import (atomic_write_text, next_shard_path, read_documents,
 from generator.outputs import check_out_dir
 from generator.recipe import Plan, recipe_dict, recipe_inputs
 from generator.run.dedup import find_flushes, flush_problem, index_path
+from generator.run.rounds import move_shard
 from generator.run.state import Counters, RunState, load_state, pilot_dir, save_state
 from generator.run.verify import DIVERSITY, SUMMARY, check_report, check_shard
 
@@ -273,15 +273,6 @@ def reconcile(out: Path, state: RunState) -> RunState:
         if number > s.round or number == s.round and not state.counters.aside_docs:
             shutil.rmtree(folder)
     return state
-
-
-def move_shard(shard: Path, target: Path) -> None:
-    """Move a shard and its stored duplicate-index rows."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(shard, target)
-    if index_path(shard).is_file():
-        index_path(target).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(index_path(shard), index_path(target))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -127,11 +127,7 @@ def accept_point(out: Path, state: RunState, start: int, end: int) -> RunState:
         tokens = pq.read_table(shard, columns=["num_tokens", "num_prompt_tokens"])
         kept_tokens += sum(pa.compute.sum(tokens.column(n)).as_py() or 0 for n in tokens.column_names)
         target = shard_path(out, c.num_shards + moved)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(shard, target)
-        if index_path(shard).is_file():  # the shard's stored duplicate-index rows travel with it
-            index_path(target).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(index_path(shard), index_path(target))
+        move_shard(shard, target)
         manifest.append({**entry, "name": target.name})
         moved += 1
     write_manifest(out, manifest)
@@ -139,6 +135,15 @@ def accept_point(out: Path, state: RunState, start: int, end: int) -> RunState:
     counters = dataclasses.replace(c, num_docs=c.num_docs + kept, num_shards=c.num_shards + moved)
     state = dataclasses.replace(state, counters=counters)
     return next_pilot_round(state, kept=kept, kept_tokens=kept_tokens)
+
+
+def move_shard(shard: Path, target: Path) -> None:
+    """Move a shard and its stored duplicate-index rows (into the corpus, or back to its pilot round)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(shard, target)
+    if index_path(shard).is_file():
+        index_path(target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(index_path(shard), index_path(target))
 
 
 def next_pilot_round(state: RunState, *, kept: int = 0, kept_tokens: int = 0) -> RunState:

@@ -119,7 +119,7 @@ def kills(injector: Injector):
         appended("controller line", out / "controller.jsonl", json.dumps({"round": round_no, "phase": "pilot"}),
                  lambda: real_log(out, round_no, state, *args, **kwargs))
 
-    class Moves:  # accept_pilot's moves of pilot shards into data/
+    class Moves:  # accept_point's moves of pilot shards into data/ (rounds.move_shard)
         def replace(self, src, dst):
             point = injector.at("pilot accept move")
             if point == "before":

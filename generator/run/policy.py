@@ -100,7 +100,7 @@ def decide_pilot(history: Sequence[Round], goal: Goal) -> Decision:
     decision = _pilot_step(history, goal)
     last = [h for h in history if h.kind == "pilot" and h.sweep == history[-1].sweep]
     far = [h for h in last if over_bound(h, goal)]
-    if far and decision.action != "stop" and not (decision.action == "accept" and len(far) < len(last)):
+    if far and decision.action not in ("stop", "accept"):  # an accepted point is never over the bound
         worst = max(far, key=lambda h: h.shift)
         reason = f"{decision.reason}; {shift_note(worst, goal)}: weight moved away from far values"
         return dataclasses.replace(decision, reason=reason, away_from_far=True)

@@ -60,12 +60,19 @@ class Context:
                     max_growth_rounds=t.max_growth_rounds, judge=self.judge.name, pilot_docs=n,
                     max_discarded=int(CALIBRATION_SHARE * num_docs), discarded=discarded)
 
-    def shift_of(self, root: Path, round_no: int, below: int | None = None, rows=None) -> Shift | None:
-        """The documents under `root` (samples below `below`; only the rows `rows` of them in index
-        order, when given) against the reference (None without one)."""
+    def shift_of(self, root: Path, round_no: int, below: int | None = None) -> Shift | None:
+        """The documents under `root` (samples below `below`) against the reference (None without one)."""
         if self.reference is None:
             return None
         texts, columns = read_shift_inputs(root, below)
-        if rows is not None:
-            texts, columns = [texts[i] for i in rows], {k: [v[i] for i in rows] for k, v in columns.items()}
         return measure_shift(texts, columns, self.reference, self.embed, self.rng("shift", round_no))
+
+    def point_shifts(self, root: Path, round_no: int, point_rows) -> list[Shift | None]:
+        """Each sweep point's documents (its rows of `root`, in index order) against the reference,
+        the folder read once (Nones without a reference)."""
+        if self.reference is None:
+            return [None] * len(point_rows)
+        texts, columns = read_shift_inputs(root)
+        return [measure_shift([texts[i] for i in rows], {k: [v[i] for i in rows] for k, v in columns.items()},
+                              self.reference, self.embed, self.rng("shift", round_no * 100 + j))
+                for j, rows in enumerate(point_rows)]

@@ -156,12 +156,13 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
         record = calibration.calibrate_judge(ctx.out, texts, ctx.llm, ctx.target, ctx.rng("calibrate"),
                                              ctx.embed, ctx.plan.recipe.size.num_docs)
         ctx = with_calibration(ctx, record)
+    point_rows = [[i for i, x in enumerate(index) if start + j * n <= x < start + (j + 1) * n]
+                  for j in range(len(s.sweep))]
+    shifts = ctx.point_shifts(pilot_dir(ctx.out, this_round), this_round, point_rows)
     measured = []
-    for j, c in enumerate(s.sweep):
-        rows = [i for i, x in enumerate(index) if start + j * n <= x < start + (j + 1) * n]
+    for j, (c, rows, shift) in enumerate(zip(s.sweep, point_rows, shifts)):
         point = [texts[i] for i in rows]
         report, _ = measure(point, ctx.judge, ctx.target, ctx.rng("pilot", this_round, j))
-        shift = ctx.shift_of(pilot_dir(ctx.out, this_round), this_round * 100 + j, rows=rows)
         state = add_judge_cost(state, report)
         free = not report.prompt_tokens + report.completion_tokens  # the draw sd only where judging is free
         sd = draw_sd(point, ctx.judge, ctx.target, ctx.rng("draw", this_round, j)) if free else 0.0

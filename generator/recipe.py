@@ -17,6 +17,9 @@ from typing import Literal
 
 from generator.errors import UserError
 from generator.judges.config import JudgeSettings
+from generator.quality.checks import check_eval_paths
+from generator.quality.config import Quality, expand_gates, resolve_quality
+from generator.quality.evalsets import EvalSet, read_eval_set
 from generator.readers import read_reference
 from generator.sampling.grid import Cell, Grid, load_document_axis, load_grid, template_variables, with_axis
 from generator.sampling.sandbox import time_budget
@@ -162,6 +165,7 @@ class Recipe:
     target: Target | None = None
     reference: Reference | None = None
     dedup: Dedup = field(default_factory=Dedup)
+    quality: Quality | None = None  # gates every document passes before it is kept (generator/quality)
     roots: list[str] = field(default_factory=list)  # folders grids and templates may load from
     # An answer cut at max_tokens: "trim" it back to its last complete sentence (finish_reason
     # "trimmed"), "keep" it as cut, or "drop" it as a failed row. YAML true/false mean keep/drop.
@@ -179,6 +183,8 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise UserError(f"{where}: a recipe must be a mapping", fix="see recipes/quickstart.yaml")
     data.pop("recipe_hash", None)  # a run's recipe.resolved.yaml carries it; it is recomputed
     data = merge_overrides(data, parse_overrides(overrides or []))
+    if "quality" in data:
+        data["quality"] = expand_gates(data["quality"])
     if isinstance(data.get("keep_truncated"), bool):  # the older yes/no form
         data["keep_truncated"] = "keep" if data["keep_truncated"] else "drop"
     recipe = build_record(Recipe, data, f"{where}: ")
@@ -189,13 +195,16 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     templates = [TemplateSpec(str((base / t.path).resolve()), t.weight) for t in recipe.templates]
     reference = recipe.reference and dataclasses.replace(recipe.reference, path=str((base / recipe.reference.path).resolve()))
     roots = [base] + [(base / r).resolve() for r in recipe.roots]
+    quality = resolve_quality(recipe.quality, base)
+    evals = quality.decontaminate if quality else []
     for key, p in [*((f"grid.{k}", v if isinstance(v, str) else v.path) for k, v in grid.items()),
                    *((f"templates[{i}].path", t.path) for i, t in enumerate(templates)),
-                   *([("reference.path", reference.path)] if reference else [])]:
+                   *([("reference.path", reference.path)] if reference else []),
+                   *((f"quality.decontaminate[{i}]", p) for i, p in enumerate(evals))]:
         if not any(Path(p).is_relative_to(root) for root in roots):
             raise UserError(f"{where}: {key} ({p}) is outside the recipe's folders {[str(r) for r in roots]}",
                             fix="move the file under the recipe's folder or add its folder to roots:")
-    return dataclasses.replace(recipe, grid=grid, templates=templates, reference=reference,
+    return dataclasses.replace(recipe, grid=grid, templates=templates, reference=reference, quality=quality,
                                roots=[str(r) for r in roots], path=str(path.resolve()))
 
 
@@ -208,6 +217,7 @@ class Plan:
     templates: tuple[Template, ...]
     recipe_hash: str
     reference_texts: tuple[str, ...] = ()  # the sampled reference documents, when the recipe has one
+    eval_sets: tuple[EvalSet, ...] = ()  # quality.decontaminate's evaluation sets, read
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
@@ -234,8 +244,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
         k = recipe.target.k if recipe.target else recipe.scoring.k
         reference = tuple(read_reference(recipe.reference, seed=recipe.seed, k=k,
                                          where=f"{recipe.path}: reference"))
+    check_eval_paths(recipe.quality, recipe.path)
+    eval_sets = tuple(read_eval_set(Path(p), f"{recipe.path}: quality.decontaminate")
+                      for p in (recipe.quality.decontaminate if recipe.quality else []))
     return Plan(recipe=recipe, grid=grid, templates=templates, recipe_hash=hash_recipe(recipe),
-                reference_texts=reference)
+                reference_texts=reference, eval_sets=eval_sets)
 
 
 PROBE_CELLS = 1000  # most cells every template renders when the recipe loads
@@ -263,7 +276,8 @@ def recipe_inputs(recipe: Recipe) -> list[str]:
     """Every file and folder the recipe reads: grid files, seed documents, templates, reference."""
     grid = [v if isinstance(v, str) else v.path for v in recipe.grid.values()]
     reference = [recipe.reference.path] if recipe.reference else []
-    return [*grid, *(t.path for t in recipe.templates), *reference]
+    evals = recipe.quality.decontaminate if recipe.quality else []
+    return [*grid, *(t.path for t in recipe.templates), *reference, *evals]
 
 
 def recipe_dict(recipe: Recipe) -> dict:
@@ -285,6 +299,10 @@ def hash_recipe(recipe: Recipe) -> str:
         d.pop("reference")
     else:
         d["reference"]["path"] = Path(recipe.reference.path).name
+    if d["quality"] is None:
+        d.pop("quality")
+    else:
+        d["quality"]["decontaminate"] = [Path(p).name for p in recipe.quality.decontaminate]
     if d["judge"] == dataclasses.asdict(JudgeSettings()):
         d.pop("judge")
     for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0), ("llm_batches", 40),
@@ -294,7 +312,8 @@ def hash_recipe(recipe: Recipe) -> str:
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
     files = [*sorted(v for v in recipe.grid.values() if isinstance(v, str)), *(t.path for t in recipe.templates)]
     data = [v.path for v in recipe.grid.values() if isinstance(v, SeedDocs)]
-    for p in [*files, *data, *([recipe.reference.path] if recipe.reference else [])]:
+    evals = recipe.quality.decontaminate if recipe.quality else []
+    for p in [*files, *data, *([recipe.reference.path] if recipe.reference else []), *evals]:
         for f in ([Path(p)] if Path(p).is_file() else sorted(q for q in Path(p).rglob("*") if q.is_file())):
             h.update(f.read_bytes())
     return h.hexdigest()[:16]

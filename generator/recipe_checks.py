@@ -13,6 +13,7 @@ from typing import Iterator
 
 from generator.errors import UserError
 from generator.judges.config import check_settings
+from generator.quality.checks import check_quality
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m"}
 MAX_SEED = 2**63 - 1  # seeds are hashed into per-request seeds and passed to numpy as 64-bit values
@@ -91,6 +92,8 @@ def check_recipe_values(r, where: str, *, pilot_docs: int) -> None:
     _check_generation(r, where)
     check_settings(r.judge, f"{where}: judge")
     _check_scoring(r, where)
+    if r.quality is not None:
+        check_quality(r.quality, where)
     if r.target is not None:
         _check_target(r, where, pilot_docs)
 

@@ -70,6 +70,11 @@ def seed_doc_case(field: str):
     return make
 
 
+def quality_case(section: str):
+    """SMALL_RECIPE with the `quality:` section `section` (YAML flow mapping)."""
+    return recipe_case(SMALL_RECIPE + f"quality: {section}\n")
+
+
 FIRST_PERSONA = "a retired merchant-navy engineer who restores mechanical clocks"  # topics/personas.yaml
 REAL = "".join(json.dumps({"text": f"real document {i}"}) + "\n" for i in range(40))
 REAL_FEW = "".join(json.dumps({"text": f"real document {i}"}) + "\n" for i in range(8))
@@ -349,6 +354,31 @@ CASES = {
     "score batches beyond the bound": (data_case("c.jsonl", REAL, "--num-batches", "1000000000000"),
                                        r"--num-batches 1000000000000: must be in \[1, 1000000\]"),
     "export negative seed": (lambda tmp: [*export_case()(tmp), "--seed", "-3"], r"--seed -3: must be in"),
+    # quality gates: checked before any engine starts
+    "unknown quality gate": (quality_case("{perplexity: {}}"),
+                             r"quality: unknown key 'perplexity' \(fix: valid keys: min_tokens, gopher"),
+    "unknown gate parameter": (quality_case("{gopher_quality: {min_words: 3}}"),
+                               r"quality.gopher_quality: unknown key 'min_words'.*min_doc_words"),
+    "gate parameter of the wrong type": (quality_case("{c4: {min_num_sentences: many}}"),
+                                         r"quality.c4.min_num_sentences: expected int"),
+    "gate threshold out of range": (quality_case("{gopher_repetition: {dup_line_frac: 1.5}}"),
+                                    r"quality.gopher_repetition.dup_line_frac must be in \[0, 1\], got 1.5"),
+    "gate n-gram that is no length": (quality_case("{gopher_repetition: {dup_n_grams: {x: 0.1}}}"),
+                                      r"quality.gopher_repetition.dup_n_grams.x is not an n-gram length"),
+    "gate bounds crossed": (quality_case("{gopher_quality: {min_doc_words: 9, max_doc_words: 8}}"),
+                            r"min_doc_words \(9\) is above"),
+    "max_rejection_rate above 1": (quality_case("{min_tokens: 5, max_rejection_rate: 2}"),
+                                   r"quality.max_rejection_rate must be in \[0, 1\], got 2"),
+    "quality without a gate": (quality_case("{max_rejection_rate: 0.2}"),
+                               r"quality names no gate \(fix: add one of min_tokens"),
+    "missing evaluation set": (quality_case("{decontaminate: [evals/mmlu.jsonl]}"),
+                               r"quality.decontaminate\[0\] \(.*mmlu.jsonl\): no such file"),
+    "evaluation set without text": (reference_case("", "quality: {decontaminate: [real.jsonl]}\n"),
+                                    r"real.jsonl: the evaluation set holds no text"),
+    "evaluation set not JSON": (reference_case("{oops\n", "quality: {decontaminate: [real.jsonl]}\n"),
+                                r"real.jsonl: cannot read the evaluation set \(JSONDecodeError"),
+    "decontamination n-gram too short": (quality_case("{min_tokens: 5, decontaminate_n: 1}"),
+                                         r"quality.decontaminate_n must be in \[3, 100\], got 1"),
 }
 
 

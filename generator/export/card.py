@@ -24,6 +24,7 @@ from generator.records import GRID_COLUMNS, SCHEMA
 from generator.files import (atomic_write_text, read_documents, read_json, read_rows, read_run_yaml,
                              verify_fix)
 from generator.figures import pyplot, save_figure
+from generator.quality.report import quality_section
 
 log = logging.getLogger(__name__)
 TextsAt = Callable[[np.ndarray], list[str]]  # sorted row numbers of a corpus -> their texts
@@ -274,6 +275,7 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
         pretty_name=front_matter(recipe, 0)["pretty_name"], recipe=recipe_rows, model=model,
         counts=count_section(summary, table), coverage=grid_coverage(recipe, table, run),
         diversity=diversity_section(diversity), steering=steering_section(summary), plots=plots,
+        quality=quality_section(summary),
         fidelity=fidelity_section(summary.get("fidelity") or (diversity or {}).get("fidelity")),
         columns=[(c, COLUMNS.get(c, "")) for c in SCHEMA.names], data_dir="data").rstrip() + "\n"
 

@@ -18,6 +18,8 @@ from typing import Callable
 
 from generator.files import (append_jsonl, next_shard_path, read_documents, read_manifest, shard_path,
                              shard_paths, write_json, write_manifest, write_shard)
+from generator.quality.gates import add_rejections, build_gates, rejected_row, rejection_stop
+from generator.quality.report import rejection_summary
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
 from generator.run.dedup import Deduper, find_flushes, index_path
@@ -64,6 +66,8 @@ class Pipeline:
         self.docs: list[Document] = []
         self.failures: list[dict] = []
         self.duplicates: list[dict] = []
+        self.gates = build_gates(plan.recipe.quality, plan.eval_sets)  # None without a quality: section
+        self.rejected: list[dict] = []
         self.mark = 0  # the low-water mark: samples below it are committed (in memory or on disk)
         self.last_flush = time.monotonic()
         self.busy_since: float | None = None
@@ -122,7 +126,7 @@ class Pipeline:
     def _share(self, state: RunState) -> float:
         """The share of samples that became documents so far (1 until 20 were committed)."""
         c = state.counters
-        made = c.num_attempted - c.num_failed - c.num_duplicates
+        made = c.num_attempted - c.num_failed - c.num_duplicates - c.num_rejected
         return max(0.05, made / c.num_attempted) if c.num_attempted >= 20 else 1.0
 
     def _expected(self, state: RunState) -> float:
@@ -178,6 +182,7 @@ class Pipeline:
         counts = dict(docs=0, attempted=0, failed=0, truncated=0, trimmed=0, exact=0, near=0, prompt=0,
                       completion=0)
         full = self.shard_rows if not aside else float("inf")  # a corpus shard closes at exactly shard_rows
+        rejected = []  # the gate of each document rejected in this commit
         while (self.mark in self.done and self.have(state) + counts["docs"] < until_docs
                and len(self.docs) < full):
             sample, epoch_no, result = self.done.pop(self.mark)
@@ -196,6 +201,11 @@ class Pipeline:
                 continue
             doc = to_document(sample, result, plan=self.plan, backend=self.backend.name, round=round_no,
                               epoch=epoch_no, text=outcome[0], finish_reason=outcome[1])
+            rejection = self.gates.check(doc.text) if self.gates is not None else None
+            if rejection is not None:  # before the deduper: a rejected document never enters its index
+                rejected.append(rejection.gate)
+                self.rejected.append(rejected_row(doc, rejection))
+                continue
             reason = self.deduper.check(doc.id, doc.text) if self.deduper is not None else None
             if reason is not None:
                 counts["exact" if reason.startswith("exact") else "near"] += 1
@@ -217,7 +227,7 @@ class Pipeline:
             num_truncated=c.num_truncated + counts["truncated"],
             num_trimmed=c.num_trimmed + counts["trimmed"],
             duplicates_exact=c.duplicates_exact + counts["exact"],
-            duplicates_near=c.duplicates_near + counts["near"],
+            duplicates_near=c.duplicates_near + counts["near"], rejected=add_rejections(c.rejected, rejected),
             prompt_tokens=c.prompt_tokens + counts["prompt"],
             completion_tokens=c.completion_tokens + counts["completion"],
             generate_s=c.generate_s + busy)
@@ -232,6 +242,7 @@ class Pipeline:
         c = state.counters
         append_jsonl(self.out / "failures.jsonl", self.failures)
         append_jsonl(self.out / "duplicates.jsonl", self.duplicates)
+        append_jsonl(self.out / "rejected.jsonl", self.rejected)
         shards = c.num_shards
         if self.docs and self.into is not None:  # one shard per epoch: a sweep's points apart
             for epoch in sorted({d.epoch for d in self.docs}):
@@ -245,7 +256,7 @@ class Pipeline:
             write_manifest(self.out, manifest)
         if self.docs and self.deduper is not None:
             self.deduper.flush(index_path(last))  # the index rows of these documents, stored beside them
-        self.docs, self.failures, self.duplicates = [], [], []
+        self.docs, self.failures, self.duplicates, self.rejected = [], [], [], []
         self.last_flush = time.monotonic()
         counters = dataclasses.replace(c, num_shards=shards, batches=c.batches + 1)
         state = dataclasses.replace(state, counters=counters)
@@ -335,7 +346,7 @@ def check_failure_rate(plan: Plan, c: Counters) -> str:
         return (f"duplicate rate {dup_rate:.1%} ({c.num_duplicates}/{c.num_attempted} rows) is above "
                 f"dedup.max_duplicate_rate {plan.recipe.dedup.max_duplicate_rate:.0%}: the model keeps "
                 "repeating itself; see duplicates.jsonl (raise temperature or widen the grid)")
-    return ""
+    return rejection_stop(plan.recipe.quality, c.rejected, c.num_attempted)
 
 
 def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend: Backend,
@@ -349,6 +360,7 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
         "num_truncated": c.num_truncated, "num_trimmed": c.num_trimmed,  # generated, pilot rounds included
         "endings": corpus_endings(out),
         "duplicates": {"exact": c.duplicates_exact, "near": c.duplicates_near},
+        **({"rejected": rejection_summary(out, c.rejected)} if plan.recipe.quality is not None else {}),
         "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "commits": c.batches,
         "num_shards": c.num_shards, "generate_s": round(c.generate_s, 3), "wall_s": round(wall_s, 3),
         "tokens_per_s": round(c.completion_tokens / c.generate_s, 2) if c.generate_s else 0.0,

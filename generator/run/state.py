@@ -39,10 +39,15 @@ class Counters:
     num_shards: int = 0  # shards in data/ that this state accounts for
     aside_docs: int = 0  # documents written to a folder aside (a pilot round), not the corpus
     aside_tokens: int = 0  # prompt + completion tokens of those documents
+    rejected: dict = field(default_factory=dict)  # quality gate -> documents it rejected (rejected.jsonl)
 
     @property
     def num_duplicates(self) -> int:
         return self.duplicates_exact + self.duplicates_near
+
+    @property
+    def num_rejected(self) -> int:
+        return sum(self.rejected.values())
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,123 @@
+"""The recipe's `quality:` section: the gates every finished document must pass before it is
+committed, and their checks.
+
+    quality:
+      gopher_repetition: {}            # datatrove's filter with its own defaults
+      gopher_quality: {min_doc_words: 30}
+      min_tokens: 40
+      decontaminate: [evals/mmlu.jsonl]
+      max_rejection_rate: 0.5
+
+Each datatrove gate's keys are the keyword arguments of its datatrove filter (the same names and
+defaults); `null` for a rule turns it off where datatrove allows it. `true` for a gate means its
+defaults; `false` or `null` leaves it out (as recipe.resolved.yaml writes a gate not in force).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator.errors import UserError
+
+GATE_KEYS = ("gopher_quality", "gopher_repetition", "fineweb_quality", "c4")
+
+
+@dataclass(frozen=True)
+class GopherQuality:
+    """datatrove's GopherQualityFilter (Gopher, Rae et al. 2021, appendix A)."""
+
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: int | None = 3
+    max_avg_word_length: int | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    max_non_alpha_words_ratio: float | None = 0.8  # datatrove's name: the least share of words with a letter
+    min_stop_words: int | None = 2
+    stop_words: list[str] | None = None  # None: datatrove's eight English stop words
+
+
+@dataclass(frozen=True)
+class GopherRepetition:
+    """datatrove's GopherRepetitionFilter; the n-gram maps are n -> largest character share."""
+
+    dup_line_frac: float | None = 0.3
+    dup_para_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    dup_para_char_frac: float | None = 0.2
+    top_n_grams: dict[str, float] | None = field(default_factory=lambda: {"2": 0.2, "3": 0.18, "4": 0.16})
+    dup_n_grams: dict[str, float] | None = field(default_factory=lambda: {
+        "5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
+
+
+@dataclass(frozen=True)
+class FineWebQuality:
+    """datatrove's FineWebQualityFilter."""
+
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+
+
+@dataclass(frozen=True)
+class C4:
+    """datatrove's C4QualityFilter, as a gate: a document fails when the filter drops it (too few
+    sentences in lines it keeps, a curly bracket, lorem ipsum); lines it would remove stay."""
+
+    split_paragraph: bool = True
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int = 5  # -1 turns a rule off, as in datatrove
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Gates applied to every finished document, in this order; the first that fails names the
+    rejection. Rejected documents go to rejected.jsonl and are replaced by new samples."""
+
+    min_tokens: int = 0  # fewest tokens by datatrove's English word tokenizer (words and punctuation)
+    gopher_quality: GopherQuality | None = None
+    gopher_repetition: GopherRepetition | None = None
+    fineweb_quality: FineWebQuality | None = None
+    c4: C4 | None = None
+    decontaminate: list[str] = field(default_factory=list)  # evaluation sets: .jsonl, .parquet or .txt
+    decontaminate_n: int = 13  # words in a shared n-gram that makes a document contaminated
+    max_rejection_rate: float = 0.5  # stop when this share of attempted rows were rejected
+
+    def gates(self) -> list[str]:
+        """The names of the gates in force, in the order they run."""
+        names = ["min_tokens"] if self.min_tokens else []
+        names += [k for k in GATE_KEYS if getattr(self, k) is not None]
+        return names + (["decontaminate"] if self.decontaminate else [])
+
+
+def expand_gates(section):
+    """The `quality:` mapping with `gate: true` read as the gate's defaults and `gate: false` as
+    no gate."""
+    if not isinstance(section, dict):
+        return section
+    out = dict(section)
+    for key in GATE_KEYS:
+        if key in out and out[key] is True:
+            out[key] = {}
+        elif key in out and out[key] is False:
+            del out[key]
+    return out
+
+
+def resolve_quality(q: Quality | None, base: Path) -> Quality | None:
+    """`q` with its evaluation-set paths resolved against the recipe's folder `base`."""
+    if q is None or not q.decontaminate:
+        return q
+    return dataclasses.replace(q, decontaminate=[str((base / p).resolve()) for p in q.decontaminate])

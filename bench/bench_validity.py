@@ -20,6 +20,15 @@ For D (embedding judge, K = 10, 200 batches unless --num-batches) and every prox
 with the true diversity level (the number of subjects; minus the copy share), signed so that
 +1 means "moves with diversity" (proxies where lower is more diverse are negated), and the
 spread between draws (largest std / mean over the levels).
+
+A third factor, forms: 380 documents from all five subjects, each article laid out in one of n
+forms (n = 1..6 of: article, bullet list, numbered steps, Q/A pairs, dialogue, table; which n are
+drawn per draw). The sentences are the articles' own, so the subjects stay; only the form grows.
+D is the default two-view judge's; D_subject and D_form its views alone (D_subject is the
+subject-only ruler's D on the same batches).
+
+    python bench/bench_validity.py --families runs/f200/topic runs/f200/topic_style ...  # family table
+    python bench/bench_validity.py --cost 10000   # the form view's share of the judge's time
 """
 from __future__ import annotations
 
@@ -27,7 +36,9 @@ import argparse
 import importlib.util
 import json
 import logging
+import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +46,11 @@ import numpy as np
 LOWER_IS_MORE_DIVERSE = {"compression_ratio", "self_repetition", "near_dup_rate"}
 DCSCORE_TAUS = (1.0, 0.2, 0.1, 0.05, 0.02)
 VENDI_ORDERS = (0.5, 2.0)  # besides the default q = 1
-NUM_DOCS = {"subjects": 380, "copies": 600}  # the smallest subject has 386 articles
-LEVELS = {"subjects": (1, 2, 3, 4, 5), "copies": (0.0, 0.2, 0.4, 0.6, 0.8)}
+NUM_DOCS = {"subjects": 380, "copies": 600, "forms": 380}  # the smallest subject has 386 articles
+LEVELS = {"subjects": (1, 2, 3, 4, 5), "copies": (0.0, 0.2, 0.4, 0.6, 0.8), "forms": (1, 2, 3, 4, 5, 6)}
+FORMS = ("article", "bullets", "steps", "qa", "dialogue", "table")
 MAX_CHARS = 1500
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def load_bbc() -> dict[str, list[str]]:
@@ -59,6 +72,11 @@ def near_copy(text: str, vocabulary: list[str], rng: np.random.Generator) -> str
 def build_corpus(by_subject: dict[str, list[str]], factor: str, level, vocabulary: list[str],
                  rng: np.random.Generator, subsets: str = "random") -> list[str]:
     subjects = list(by_subject)
+    if factor == "forms":
+        forms = [FORMS[i] for i in sorted(rng.choice(len(FORMS), size=level, replace=False))]
+        per_subject = NUM_DOCS[factor] // len(subjects)
+        return [lay_out(by_subject[s][i], forms[int(rng.integers(len(forms)))]) for s in subjects
+                for i in rng.choice(len(by_subject[s]), size=per_subject, replace=False)]
     if factor == "subjects":
         subjects = (subjects[:level] if subsets == "first"
                     else [subjects[i] for i in sorted(rng.choice(len(subjects), size=level, replace=False))])
@@ -86,10 +104,37 @@ def measure(docs: list[str], embed, seed: int, num_batches: int = 200) -> dict[s
         values[f"dcscore_tau{tau:g}"] = dcscore(vectors, tau=tau)
     for q in VENDI_ORDERS:
         values[f"vendi_q{q:g}"] = vendi_score(vectors, q=q)
-    report = score_corpus(docs, EmbeddingJudge(embed=embed), k=10, rng=np.random.default_rng(seed),
-                          num_batches=num_batches, min_batches=min(30, num_batches))
-    values["D_embedding_judge"] = report.score
+    values.update(judge_scores(docs, EmbeddingJudge(embed=embed), seed, num_batches))
     return values
+
+
+def judge_scores(docs: list[str], judge, seed: int, num_batches: int) -> dict[str, float]:
+    """D of the two-view judge, and D_subject and D_form, its views alone on the same batches."""
+    from generator.judges.embedding import view_reports
+    from generator.judges.protocol import score_corpus
+
+    report = score_corpus(docs, judge, k=10, rng=np.random.default_rng(seed), num_batches=num_batches,
+                          min_batches=min(30, num_batches))
+    views = view_reports(report, docs, judge, np.random.default_rng([seed, 1]))
+    return {"D_embedding_judge": report.score, **{f"D_{view}": part.score for view, part in views.items()}}
+
+
+def lay_out(article: str, form: str) -> str:
+    """One BBC article (title line, then paragraphs) laid out in `form`, its sentences unchanged."""
+    title, _, body = article.partition("\n")
+    sentences = [s for s in SENTENCE.split(" ".join(body.split())) if s]
+    if form == "article":
+        return article
+    if form == "bullets":
+        return f"## {title}\n\n" + "\n".join(f"- {s}" for s in sentences)
+    if form == "steps":
+        return f"{title}\n\n" + "\n".join(f"{i + 1}. {s}" for i, s in enumerate(sentences))
+    if form == "qa":
+        return "\n".join(f"Q: {s.rstrip('.!')}?" if i % 2 == 0 else f"A: {s}"
+                         for i, s in enumerate([title + ".", *sentences]))
+    if form == "dialogue":
+        return "\n".join(f"{'Anna' if i % 2 == 0 else 'Ben'}: {s}" for i, s in enumerate(sentences))
+    return f"| {title} |\n|---|\n" + "\n".join(f"| {s} |" for s in sentences)  # table
 
 
 def spearman(levels, values) -> float:
@@ -104,7 +149,9 @@ def summarise(rows: list[dict]) -> dict:
     out: dict = {}
     for factor in LEVELS:
         part = [r for r in rows if r["factor"] == factor]
-        truth = [r["level"] if factor == "subjects" else -r["level"] for r in part]
+        if not part:
+            continue
+        truth = [-r["level"] if factor == "copies" else r["level"] for r in part]
         for metric in part[0]["values"]:
             values = np.array([r["values"][metric] for r in part])
             sign = -1.0 if metric in LOWER_IS_MORE_DIVERSE else 1.0
@@ -122,12 +169,44 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=6, help="corpora drawn per level")
     parser.add_argument("--subjects", choices=("random", "first"), default="random",
                         help="which subjects a level of n subjects draws from")
+    parser.add_argument("--factors", nargs="+", choices=tuple(LEVELS), default=list(LEVELS))
+    parser.add_argument("--judge-only", action="store_true", help="D and its views only, no proxies")
+    parser.add_argument("--families", type=Path, nargs="+", default=None, metavar="RUN",
+                        help="instead: D, D_subject and D_form with intervals of these run folders")
+    parser.add_argument("--cost", type=int, default=0, metavar="N",
+                        help="instead: the judge's time per document with and without the form view on N articles")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.families:
+        return score_families(args.families, args.num_batches)
+    by_subject = load_bbc()
+    if args.cost:
+        return measure_cost(by_subject, args.cost)
+    vocabulary = sorted({w for docs in by_subject.values() for d in docs for w in d.split()})
+    embed = cached_embedder()
+    centroids = np.stack([embed(docs).mean(axis=0) for docs in by_subject.values()])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    print("cosine similarity of the subject centroids:", ", ".join(list(by_subject)))
+    print(np.round(centroids @ centroids.T, 3))
+    rows = []
+    for factor in args.factors:
+        for level in LEVELS[factor]:
+            for draw in range(args.draws):
+                rng = np.random.default_rng([draw, int(level * 100), len(factor)])
+                docs = build_corpus(by_subject, factor, level, vocabulary, rng, args.subjects)
+                values = (judge_scores(docs, judge_for(embed), draw, args.num_batches) if args.judge_only
+                          else measure(docs, embed, seed=draw, num_batches=args.num_batches))
+                rows.append({"factor": factor, "level": level, "draw": draw, "values": values})
+                print(f"{factor} {level} draw {draw}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()
+                                                                     if k.startswith("D_")), flush=True)
+    print_summary(rows, args.factors)
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "summary": summarise(rows)}, indent=1))
+
+
+def cached_embedder():
     from generator.measure.embeddings import embed_texts
 
-    by_subject = load_bbc()
-    vocabulary = sorted({w for docs in by_subject.values() for d in docs for w in d.split()})
     cache: dict[str, np.ndarray] = {}
 
     def embed(texts):
@@ -135,34 +214,77 @@ def main() -> None:
         if new:
             cache.update(zip(new, embed_texts(new)))
         return np.stack([cache[t] for t in texts])
+    return embed
 
-    centroids = np.stack([embed(docs).mean(axis=0) for docs in by_subject.values()])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    print("cosine similarity of the subject centroids:", ", ".join(list(by_subject)))
-    print(np.round(centroids @ centroids.T, 3))
-    rows = []
-    for factor, levels in LEVELS.items():
-        for level in levels:
-            for draw in range(args.draws):
-                rng = np.random.default_rng([draw, int(level * 100), len(factor)])
-                docs = build_corpus(by_subject, factor, level, vocabulary, rng, args.subjects)
-                rows.append({"factor": factor, "level": level, "draw": draw,
-                             "values": measure(docs, embed, seed=draw, num_batches=args.num_batches)})
-                print(f"{factor} {level} draw {draw}: D {rows[-1]['values']['D_embedding_judge']:.3f}", flush=True)
+
+def judge_for(embed, **options):
+    from generator.judges.embedding import EmbeddingJudge
+
+    return EmbeddingJudge(embed=embed, **options)
+
+
+def print_summary(rows: list[dict], factors: list[str]) -> None:
     summary = summarise(rows)
-    print(f"\n| metric | rho subjects | spread | rho copies | spread |\n|---|---|---|---|---|")
+    print("\n| metric | " + " | ".join(f"rho {f} | spread" for f in factors) + " |")
+    print("|---|" + "---|---|" * len(factors))
     for metric, parts in summary.items():
-        s, c = parts["subjects"], parts["copies"]
-        print(f"| {metric} | {s['rho']:+.2f} | {s['max_spread']:.1%} | {c['rho']:+.2f} | {c['max_spread']:.1%} |")
+        print(f"| {metric} | " + " | ".join(f"{parts[f]['rho']:+.2f} | {parts[f]['max_spread']:.1%}"
+                                           for f in factors) + " |")
     print("\nmean value per level")
     for metric in summary:
-        cells = []
-        for factor, levels in LEVELS.items():
-            for level in levels:
-                cells.append(np.mean([r["values"][metric] for r in rows if r["factor"] == factor and r["level"] == level]))
+        cells = [np.mean([r["values"][metric] for r in rows if r["factor"] == factor and r["level"] == level])
+                 for factor in factors for level in LEVELS[factor]]
         print(f"| {metric} | " + " | ".join(f"{v:.4g}" for v in cells) + " |")
-    if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+
+
+def score_families(runs: list[Path], num_batches: int) -> None:
+    """D under the two-view ruler and its views, and under the subject-only ruler, per run folder."""
+    from generator.judges import open_judge
+    from generator.measure.report import score_texts
+    from generator.readers import load_corpus
+
+    print("| corpus | docs | D (subject and form) | D_subject | D_form | D, subject-only ruler |\n|---|---|---|---|---|---|")
+    for run in runs:
+        texts, metadata = load_corpus(run / "data")
+        both = score_texts(texts, metadata, judge=open_judge("embed"), k=10, seed=0, num_batches=num_batches,
+                           proxies=False)
+        old = score_texts(texts, judge=open_judge("embed-subject"), k=10, seed=0, num_batches=num_batches,
+                          proxies=False)
+        cell = lambda r: f"{r['score']:.2f} ± {r['half_width']:.2f}"  # noqa: E731
+        print(f"| {run.name} | {len(texts)} | {cell(both)} | {cell(both['views']['subject'])} | "
+              f"{cell(both['views']['form'])} | {cell(old)} |", flush=True)
+
+
+def measure_cost(by_subject: dict[str, list[str]], num_docs: int, num_batches: int = 1000) -> None:
+    """Seconds per document of the judge's work on `num_docs` distinct articles (each embedded,
+    its form measured once) and `num_batches` K-batches clustered, with and without the form view."""
+    from generator.judges.embedding import DEFAULT_FORM_THRESHOLD
+    from generator.measure.embeddings import embed_texts, load_embedder
+
+    articles = [d for docs in by_subject.values() for d in docs]
+    docs = [f"{articles[i % len(articles)]}\n\n({i})" for i in range(num_docs)]  # distinct texts
+    load_embedder()
+    vectors = embed_texts(docs[:64])  # warm up
+    start = time.perf_counter()
+    vectors = embed_texts(docs)
+    embed_s = time.perf_counter() - start
+    lookup = dict(zip(docs, vectors))
+    rows = np.random.default_rng(0).choice(num_docs, size=(num_batches, 10))
+    batches = [[docs[i] for i in row] for row in rows]
+    timings = {}
+    for name, form_threshold in (("subject only", None), ("subject and form", DEFAULT_FORM_THRESHOLD)):
+        judge = judge_for(lambda texts: np.stack([lookup[t] for t in texts]), form_threshold=form_threshold)
+        start = time.perf_counter()
+        if form_threshold is not None:
+            judge.forms(docs)
+        judge.embed(docs)
+        judge.cluster(batches)
+        timings[name] = time.perf_counter() - start
+    total = {name: embed_s + extra for name, extra in timings.items()}
+    for name, seconds in total.items():
+        print(f"{name}: {seconds:.1f} s for {num_docs} documents ({1e3 * seconds / num_docs:.2f} ms per document; "
+              f"beyond embedding {timings[name]:.1f} s)")
+    print(f"form view adds {total['subject and form'] / total['subject only'] - 1:.1%} (embedding {embed_s:.1f} s)")
 
 
 if __name__ == "__main__":

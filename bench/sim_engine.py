@@ -67,6 +67,7 @@ class SimEngine:
         self._outbox: list[Result] = []
         self._serial = 0
         self.steps, self.sim_s, self.tokens = 0, 0.0, 0
+        self._beside = None  # done to results before they are returned (`set_beside`)
         self._thread = threading.Thread(target=self._step_forever, name="sim-step", daemon=True)
         self._thread.start()
 
@@ -78,13 +79,21 @@ class SimEngine:
             self._waiting.extend(requests)
             self._cond.notify_all()
 
-    def take(self, wait_s: float) -> tuple[list[Result], int]:
-        """The results finished since the last call (waiting up to `wait_s` for the first), and
-        the tokens the engine's steps have emitted so far, running requests included."""
+    def set_beside(self, beside) -> None:
+        """What to do to results here before returning them (generator.run.beside), as EngineActor."""
+        self._beside = beside
+
+    def take(self, wait_s: float, gather_s: float = 0.0) -> tuple[list[Result], int]:
+        """The results finished since the last call (waiting up to `wait_s` for the first, then
+        `gather_s` more for others), and the tokens the engine's steps have emitted so far,
+        running requests included."""
         with self._cond:
-            self._cond.wait_for(lambda: self._outbox, timeout=wait_s)
-            out, self._outbox = self._outbox, []
-            return out, self.tokens
+            if self._cond.wait_for(lambda: self._outbox, timeout=wait_s) and gather_s > 0:
+                deadline = time.monotonic() + gather_s  # others finishing meanwhile join this answer
+                while (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(timeout=left)
+            out, self._outbox, tokens = self._outbox, [], self.tokens
+        return (self._beside(out) if self._beside else out), tokens
 
     def pid(self) -> int:
         return os.getpid()

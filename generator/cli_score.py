@@ -42,13 +42,15 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     add_judge_arguments(parser, many=True)
     parser.add_argument("--plot", type=Path, default=None, metavar="PNG",
                         help="with several corpora: a bar chart of D with 95%% intervals")
-    parser.add_argument("--judge", choices=("embed", "llm"), default="embed", help="clustering judge (default embed)")
+    parser.add_argument("--judge", choices=("embed", "embed-subject", "llm"), default="embed",
+                        help="clustering judge: embed (subject and form views, default), embed-subject (the "
+                             "subject view alone, the ruler of reports before the form view) or llm")
     parser.add_argument("--precision", type=float, default=None, metavar="P",
                         help="stop once the 95%% half-width of D is at most P")
     parser.add_argument("--max-calls", type=int, default=None, metavar="N", help="judge call budget")
     parser.add_argument("--num-batches", type=int, default=200, metavar="N", help="most batches to judge (default 200)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"embedding judge cosine-distance threshold (default {DEFAULT_THRESHOLD})")
+                        help=f"embedding judge's subject cut, a cosine distance (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--regenerate-criteria", action="store_true",
                         help="write new criteria even if --criteria exists")
     parser.add_argument("--reference", type=Path, default=None, metavar="PATH",

@@ -42,6 +42,9 @@ class Result:
     num_prompt_tokens: int = 0
     num_tokens: int = 0
     error: str | None = None
+    # the duplicate-index keys (little-endian uint64) of the document this result becomes,
+    # computed beside the engine (generator.run.beside); None: the driver computes them
+    dedup_keys: bytes | None = None
 
     @property
     def ok(self) -> bool:

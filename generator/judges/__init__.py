@@ -17,18 +17,20 @@ from generator.errors import UserError
 def open_judge(kind: str, *, threshold: float = 0.0, settings=None, criteria_path: Path | None = None,
                regenerate_criteria: bool = False, seed: int = 0, backend=None, budget=None, audit=None,
                cache_path: Path | None = None):
-    """`embed`: the embedding judge at `threshold` (0: its default). `llm`: the cluster-agent
+    """`embed`: the embedding judge, subject and form views, subject cut `threshold` (0: its
+    default); `embed-subject`: its subject view alone (the ruler before the form view). `llm`: the cluster-agent
     under `settings` (config.JudgeSettings), on `backend` when given, else on the engine the
     settings name, opened with the context `config.plan_context` derives (answers cached in
     `cache_path` when given); its criteria are read from `criteria_path` when it exists (unless
     `regenerate_criteria`; refused if written by another judge model or for another K), else
     written from the first texts it sees and saved there. Every LLM call counts against
     `budget` (calls.CallBudget) and is recorded in `audit`."""
-    if kind == "embed":
-        from generator.judges.embedding import DEFAULT_THRESHOLD, EmbeddingJudge
-        return EmbeddingJudge(threshold or DEFAULT_THRESHOLD)
+    if kind in ("embed", "embed-subject"):
+        from generator.judges.embedding import DEFAULT_FORM_THRESHOLD, DEFAULT_THRESHOLD, EmbeddingJudge
+        return EmbeddingJudge(threshold or DEFAULT_THRESHOLD,
+                              form_threshold=DEFAULT_FORM_THRESHOLD if kind == "embed" else None)
     if kind != "llm":
-        raise UserError(f"unknown judge {kind!r}", fix="use embed or llm")
+        raise UserError(f"unknown judge {kind!r}", fix="use embed, embed-subject or llm")
     from generator.judges.config import JudgeSettings
     settings = settings or JudgeSettings()
     fit = None

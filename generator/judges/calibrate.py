@@ -1,11 +1,12 @@
-"""Fit the embedding judge's distance threshold to an LLM judge's clusterings.
+"""Fit the embedding judge's cuts to an LLM judge's clusterings.
 
-Both judges see the same random K-batches. The LLM judge's partitions are the reference;
-the embedding judge's average-linkage tree of each batch is cut at every threshold of a grid,
-and the threshold whose partitions agree best with the reference (mean adjusted Rand index
-over batches by default, or pairwise same-cluster agreement) is chosen. The whole agreement
-curve is returned, with the embedding judge's score D at each threshold beside the LLM
-judge's D, so one can see both how well and at what scale the two rulers match.
+Both judges see the same random K-batches. The LLM judge's partitions are the reference. With
+both views (the default judge), every pair of a subject cut and a form cut on a grid clusters
+each batch as the judge would, and the pair whose partitions agree best with the reference
+(mean adjusted Rand index over batches by default, or pairwise same-cluster agreement) is
+chosen; subject-only, the subject tree is cut at every threshold of the grid. The agreement
+curve is returned (with both views: the best form cut at each subject cut), with the embedding
+judge's score D beside the LLM judge's D, so one can see how well and at what scale they match.
 
 `separating_threshold` is the pair rule behind `embed_judge.DEFAULT_THRESHOLD`: the distance
 cut that best separates pairs with the same label from pairs with different labels.
@@ -18,10 +19,13 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from generator.judges.protocol import BatchClustering, Judge, ScoreError, batch_score, check_batch_inputs, sample_batches
-from generator.judges.embedding import EmbeddingJudge, clusters_at
+from generator.judges.embedding import (DEFAULT_FORM_THRESHOLD, EmbeddingJudge, average_linkage, clusters_at,
+                                        combined_distances)
 
 THRESHOLD_GRID = tuple(round(0.30 + 0.02 * i, 2) for i in range(36))  # 0.30 .. 1.00
+FORM_GRID = tuple(round(0.04 + 0.02 * i, 2) for i in range(24))  # 0.04 .. 0.50
 Metric = Literal["adjusted_rand", "pair_agreement"]
+METRICS = ("adjusted_rand", "pair_agreement")
 
 
 def labels_of(clusters: Sequence[Sequence[int]], k: int) -> np.ndarray:
@@ -57,24 +61,61 @@ def fit_threshold(reference: Sequence[Sequence[Sequence[int]]], trees: Sequence[
                   metric: Metric = "adjusted_rand") -> tuple[float, list[dict]]:
     """The threshold whose cuts of `trees` agree best with the `reference` partitions (the
     middle one when several tie), and the curve: one row per threshold."""
-    agree = {"adjusted_rand": adjusted_rand_index, "pair_agreement": pair_agreement}
-    if metric not in agree:
-        raise ScoreError(f"unknown agreement metric {metric!r}", fix=f"use one of {sorted(agree)}")
-    curve = []
+    check_metric(metric)
+    curve = [{"threshold": float(t), **agreement_row(reference, [clusters_at(tree, t) for tree in trees], k)}
+             for t in thresholds]
+    return best_row(curve, metric)["threshold"], curve
+
+
+def fit_cuts(reference: Sequence[Sequence[Sequence[int]]], distances: Sequence[dict[str, np.ndarray]], k: int, *,
+             thresholds: Sequence[float] = THRESHOLD_GRID, form_thresholds: Sequence[float] = FORM_GRID,
+             metric: Metric = "adjusted_rand") -> tuple[float, float, list[dict]]:
+    """The (subject, form) cuts whose two-view clusterings of the batches (`distances`: each
+    batch's condensed "subject" and "form" distances) agree best with the `reference`
+    partitions, the middle one when several tie; and the curve: at each subject cut, the best
+    form cut and its agreement."""
+    check_metric(metric)
+    curve, everything = [], []
     for t in thresholds:
-        cuts = [clusters_at(tree, t) for tree in trees]
-        curve.append({"threshold": float(t),
-                      **{name: float(np.mean([f(ref, cut, k) for ref, cut in zip(reference, cuts)]))
-                         for name, f in agree.items()},
-                      "embed_score": float(np.mean([batch_score(c) for c in cuts]))})
-    values = np.array([row[metric] for row in curve])
+        rows = []
+        for f in form_thresholds:
+            cuts = [clusters_at(average_linkage(combined_distances(d["subject"], d["form"], t, f)), 1.0)
+                    for d in distances]
+            rows.append({"threshold": float(t), "form_threshold": float(f), **agreement_row(reference, cuts, k)})
+        curve.append(best_row(rows, metric))
+        everything.extend(rows)
+    values = np.array([row[metric] for row in everything])
+    tied = [row for row, value in zip(everything, values) if value >= values.max() - 1e-12]
+    middle = sorted({row["threshold"] for row in tied})[len({row["threshold"] for row in tied}) // 2]
+    best = best_row([row for row in tied if row["threshold"] == middle], metric)  # the middle of each cut's ties
+    curve = [best if row["threshold"] == best["threshold"] else row for row in curve]
+    return best["threshold"], best["form_threshold"], curve
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ScoreError(f"unknown agreement metric {metric!r}", fix=f"use one of {list(METRICS)}")
+
+
+def agreement_row(reference: Sequence[Sequence[Sequence[int]]], cuts: Sequence[Sequence[Sequence[int]]],
+                  k: int) -> dict:
+    """Mean agreement of `cuts` with `reference` under both metrics, and the cuts' D."""
+    agree = {"adjusted_rand": adjusted_rand_index, "pair_agreement": pair_agreement}
+    return {**{name: float(np.mean([f(ref, cut, k) for ref, cut in zip(reference, cuts)]))
+               for name, f in agree.items()},
+            "embed_score": float(np.mean([batch_score(c) for c in cuts]))}
+
+
+def best_row(rows: Sequence[dict], metric: str) -> dict:
+    """The row with the highest `metric`; the middle one of those tied at the top."""
+    values = np.array([row[metric] for row in rows])
     ties = np.flatnonzero(values >= values.max() - 1e-12)
-    return curve[int(ties[len(ties) // 2])]["threshold"], curve
+    return rows[int(ties[len(ties) // 2])]
 
 
 @dataclass(frozen=True)
 class Calibration:
-    threshold: float
+    threshold: float  # the subject cut
     metric: str
     agreement: float  # the metric at the chosen threshold
     llm_judge: str
@@ -87,6 +128,7 @@ class Calibration:
     calls: int = 0  # LLM judge calls, prompt and completion tokens spent on the scored batches
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    form_threshold: float | None = None  # the form cut (None: fitted subject-only)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -97,9 +139,14 @@ class Calibration:
 def calibrate_threshold(texts: Sequence[str], llm_judge: Judge, *, k: int = 10, num_batches: int = 50,
                         rng: np.random.Generator, thresholds: Sequence[float] = THRESHOLD_GRID,
                         metric: Metric = "adjusted_rand",
-                        embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> Calibration:
+                        embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+                        views: Literal["both", "subject"] = "both",
+                        form_thresholds: Sequence[float] = FORM_GRID) -> Calibration:
     """Run `llm_judge` and the embedding judge on the same `num_batches` random K-batches and
-    fit the embedding threshold to the LLM judge's partitions."""
+    fit the embedding judge's cuts to the LLM judge's partitions: the subject and form cuts of
+    the default two-view judge (`views="both"`), or the subject-only ruler's threshold."""
+    if views not in ("both", "subject"):
+        raise ScoreError(f"unknown views {views!r}", fix="use both or subject")
     check_batch_inputs(len(texts), k, 1, num_batches)
     rows = sample_batches(len(texts), k, num_batches, rng)
     batches = [[texts[i] for i in row] for row in rows]
@@ -108,11 +155,21 @@ def calibrate_threshold(texts: Sequence[str], llm_judge: Judge, *, k: int = 10, 
     if not kept:
         raise ScoreError(f"judge {llm_judge.name} failed on all {num_batches} calibration batches",
                          fix="check the judge model or endpoint")
-    trees = EmbeddingJudge(embed=embed).linkages([batches[i] for i in kept])
     partitions = [reference[i].clusters for i in kept]
-    threshold, curve = fit_threshold(partitions, trees, k, thresholds=thresholds, metric=metric)
+    judged = [batches[i] for i in kept]
+    form_threshold = None
+    if views == "subject":
+        trees = EmbeddingJudge(embed=embed, form_threshold=None).linkages(judged)
+        threshold, curve = fit_threshold(partitions, trees, k, thresholds=thresholds, metric=metric)
+    else:
+        judge = EmbeddingJudge(embed=embed, form_threshold=DEFAULT_FORM_THRESHOLD)
+        judge.embed([t for batch in judged for t in batch])
+        threshold, form_threshold, curve = fit_cuts(partitions, [judge.distances(b) for b in judged], k,
+                                                    thresholds=thresholds, form_thresholds=form_thresholds,
+                                                    metric=metric)
     chosen = next(row for row in curve if row["threshold"] == threshold)
-    return Calibration(threshold=threshold, metric=metric, agreement=chosen[metric], llm_judge=llm_judge.name,
+    return Calibration(threshold=threshold, form_threshold=form_threshold, metric=metric, agreement=chosen[metric],
+                       llm_judge=llm_judge.name,
                        llm_score=float(np.mean([batch_score(p) for p in partitions])),
                        embed_score=chosen["embed_score"], k=k, num_batches=len(kept),
                        num_failed=num_batches - len(kept), curve=tuple(curve), calls=sum(r.calls for r in reference),
@@ -209,9 +266,13 @@ def separating_threshold(vectors: np.ndarray, labels: Sequence[str], *,
 
 def format_calibration(calibration: Calibration) -> str:
     """The chosen threshold and the agreement curve, as plain text."""
-    lines = [f"threshold {calibration.threshold:g} ({calibration.metric} {calibration.agreement:.3f}) · "
+    form = calibration.form_threshold
+    cuts = f"threshold {calibration.threshold:g}" + (f", form threshold {form:g}" if form is not None else "")
+    lines = [f"{cuts} ({calibration.metric} {calibration.agreement:.3f}) · "
              f"LLM D {calibration.llm_score:.3f} vs embedding D {calibration.embed_score:.3f} · "
              f"{calibration.num_batches} batches, {calibration.num_failed} failed"]
-    lines += [f"  t={row['threshold']:.2f}  ARI {row['adjusted_rand']:.3f}  pairs {row['pair_agreement']:.3f}  "
-              f"embed D {row['embed_score']:.3f}" for row in calibration.curve]
+    lines += [f"  t={row['threshold']:.2f}" + (f"  form t={row['form_threshold']:.2f}" if "form_threshold" in row
+                                               else "")
+              + f"  ARI {row['adjusted_rand']:.3f}  pairs {row['pair_agreement']:.3f}  embed D {row['embed_score']:.3f}"
+              for row in calibration.curve]
     return "\n".join(lines)

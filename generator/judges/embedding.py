@@ -1,46 +1,56 @@
-"""The embedding judge: the cluster-agent protocol with sentence embeddings instead of an LLM.
+"""The embedding judge: the cluster-agent protocol with a subject view and a form view instead of an LLM.
 
-Each K-batch is clustered by average-linkage agglomerative clustering of its all-MiniLM-L6-v2
-embeddings, cut at a cosine-distance threshold (scipy `linkage(method="average")` on the
-condensed cosine-distance matrix, which equals `metric="cosine"` for these unit vectors and
-stays defined for an all-zero row; then cut at the threshold as `fcluster(criterion="distance")`
-would). The score is the
-same D = mean C_i² / K as the LLM judge's, so reports and the controller work everywhere, but
-the two judges' scores are on different rulers: compare a corpus only with scores from the
-same judge, K and threshold. Clustering one batch counts as one judge call, so `max_calls`
-bounds either judge.
+Subject view: all-MiniLM-L6-v2 embeddings, cosine distance. Form view: hand-computed form
+features (`generator.measure.form`: structure, person, register, sentence lengths), root-mean-
+square distance. Each K-batch is clustered by average linkage on the distance
+max(d_subject / threshold, d_form / form_threshold), cut at 1: two documents share a cluster
+only when they are alike in subject and in form. With `form_threshold=None` the judge is the
+subject-only ruler (average linkage of the embeddings' cosine distances cut at `threshold`), the
+default before the form view, whose reports keep their judge name. The score is the same
+D = mean C_i² / K as the LLM judge's, but rulers differ: compare a corpus only with scores from
+the same judge name and K. Clustering one batch counts as one judge call.
 
-DEFAULT_THRESHOLD was fitted once on generated documents; the measurements behind it are in
-BENCHMARKS.md ("Embedding judge threshold"). Refit it to a capable LLM judge with
-`generator calibrate`.
+`view_reports` scores each view alone on the batches a report judged (D_subject, D_form).
+The cuts' measurements are in BENCHMARKS.md ("Embedding judge threshold", "A form view");
+refit them to a capable LLM judge with `generator calibrate`.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Sequence
 
 import numpy as np
 
-from generator.judges.protocol import REPAIR_KINDS, BatchClustering, ScoreError
+from generator.judges.protocol import REPAIR_KINDS, BatchClustering, ScoreError, summarize_scores, batch_score
 
 DEFAULT_THRESHOLD = 0.83
+DEFAULT_FORM_THRESHOLD = 0.12
 MODEL_NAME = "all-MiniLM-L6-v2"
+VIEWS = ("subject", "form")
 
 
 class EmbeddingJudge:
     """Implements `diversity.Judge`. `embed` maps texts to one row each (default:
-    `generator.measure.embeddings.embed_texts`); every distinct text is embedded once per judge."""
+    `generator.measure.embeddings.embed_texts`); every distinct text is embedded (and its form
+    measured) once per judge. `form_threshold=None`: the subject-only ruler."""
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *,
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, form_threshold: float | None = DEFAULT_FORM_THRESHOLD,
                  embed: Callable[[Sequence[str]], np.ndarray] | None = None, batch_size: int = 64):
         if not 0 < threshold <= 2:
             raise ScoreError(f"embedding threshold {threshold} is outside (0, 2]",
                              fix=f"use a cosine distance such as the default {DEFAULT_THRESHOLD}")
+        if form_threshold is not None and not 0 < form_threshold <= 1:
+            raise ScoreError(f"form threshold {form_threshold} is outside (0, 1]",
+                             fix=f"use a form distance such as the default {DEFAULT_FORM_THRESHOLD}")
         self.threshold = threshold
-        self.name = f"embed:{MODEL_NAME}@{threshold:g}"
+        self.form_threshold = form_threshold
+        self.name = f"embed:{MODEL_NAME}@{threshold:g}" + (
+            f"+form@{form_threshold:g}" if form_threshold is not None else "")
         self._embed = embed
         self._batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
+        self._forms: dict[str, np.ndarray] = {}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text, embedding only the texts not seen before."""
@@ -50,14 +60,72 @@ class EmbeddingJudge:
             self._cache.update(zip(new, np.asarray(vectors, dtype=np.float32)))
         return np.stack([self._cache[t] for t in texts]) if len(texts) else np.zeros((0, 0), np.float32)
 
+    def forms(self, texts: Sequence[str]) -> np.ndarray:
+        """One row of form features per text (`measure.form.form_features`), each text measured once."""
+        from generator.measure.form import form_features
+
+        new = [t for t in dict.fromkeys(texts) if t not in self._forms]
+        if new:
+            self._forms.update(zip(new, form_features(new)))
+        return np.stack([self._forms[t] for t in texts]) if len(texts) else np.zeros((0, 0), np.float32)
+
+    def distances(self, batch: Sequence[str]) -> dict[str, np.ndarray]:
+        """Condensed distances of one batch per view ("subject", and "form" unless subject-only)."""
+        from generator.measure.form import form_distances
+
+        out = {"subject": cosine_distances(self.embed(batch))}
+        if self.form_threshold is not None:
+            out["form"] = form_distances(self.forms(batch))
+        return out
+
     def linkages(self, batches: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """The average-linkage tree of each batch (embedding all distinct documents once)."""
+        """The average-linkage tree of each batch on the judge's distance (cut it at 1 for two
+        views, at `threshold` for the subject-only ruler), embedding all distinct documents once."""
         self.embed([t for batch in batches for t in batch])
-        return [batch_linkage(self.embed(batch)) for batch in batches]
+        return [average_linkage(self._combined(self.distances(batch))) for batch in batches]
 
     def cluster(self, batches: Sequence[Sequence[str]]) -> list[BatchClustering]:
-        return [BatchClustering(clusters=clusters_at(z, self.threshold), repairs=dict.fromkeys(REPAIR_KINDS, 0),
-                                calls=1) for z in self.linkages(batches)]
+        cut = self.threshold if self.form_threshold is None else 1.0
+        return [BatchClustering(clusters=clusters_at(z, cut), repairs=dict.fromkeys(REPAIR_KINDS, 0), calls=1)
+                for z in self.linkages(batches)]
+
+    def view_clusterings(self, batches: Sequence[Sequence[str]]) -> dict[str, list[tuple]]:
+        """Each view alone at its own cut: view -> one partition per batch."""
+        cuts = {"subject": self.threshold, "form": self.form_threshold}
+        out: dict[str, list[tuple]] = {view: [] for view in VIEWS if cuts[view] is not None}
+        for batch in batches:
+            for view, distance in self.distances(batch).items():
+                out[view].append(clusters_at(average_linkage(distance), cuts[view]))
+        return out
+
+    def _combined(self, views: dict[str, np.ndarray]) -> np.ndarray:
+        if self.form_threshold is None:
+            return views["subject"]
+        return combined_distances(views["subject"], views["form"], self.threshold, self.form_threshold)
+
+
+def combined_distances(subject: np.ndarray, form: np.ndarray, threshold: float,
+                       form_threshold: float) -> np.ndarray:
+    """max(d_subject / threshold, d_form / form_threshold): at most 1 exactly when alike in both."""
+    return np.maximum(subject / threshold, form / form_threshold)
+
+
+def view_reports(report, texts: Sequence[str], judge: EmbeddingJudge, rng: np.random.Generator) -> dict:
+    """view -> a DiversityReport of that view alone on the main-sample batches `report` scored:
+    the same documents, each view's own cut, its own D and interval."""
+    start = report.num_pilot
+    docs = report.batch_docs[start:]
+    views = judge.view_clusterings([[texts[i] for i in row] for row in docs])
+    out = {}
+    for view, partitions in views.items():
+        batches = tuple(BatchClustering(clusters=p, repairs=dict.fromkeys(REPAIR_KINDS, 0), calls=0)
+                        for p in partitions)
+        scores = np.array([batch_score(p) for p in partitions], dtype=np.float64)
+        out[view] = dataclasses.replace(
+            report, judge=f"{report.judge}:{view}", **summarize_scores(scores, 0, report.k, rng),
+            cluster_ratio=float(np.mean([len(p) / report.k for p in partitions])), num_scored=len(partitions),
+            batch_docs=tuple(docs), batches=batches, num_pilot=0, calls=0)
+    return out
 
 
 def _default_embed(texts: Sequence[str], batch_size: int) -> np.ndarray:
@@ -82,9 +150,14 @@ def _upper_triangle(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def batch_linkage(vectors: np.ndarray) -> np.ndarray:
+    """The average-linkage tree of `vectors` on cosine distance (the subject view alone)."""
+    return average_linkage(cosine_distances(vectors))
+
+
+def average_linkage(distances: np.ndarray) -> np.ndarray:
     from scipy.cluster.hierarchy import linkage
 
-    return linkage(cosine_distances(vectors), method="average")
+    return linkage(distances, method="average")
 
 
 def clusters_at(tree: np.ndarray, threshold: float) -> tuple[tuple[int, ...], ...]:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_PROXY_DOCS = 2000  # proxies and the shift test run on a random sample of this many documents
 SAMPLE_STREAM = 717  # the random stream that picks the rows `score_run` scores in a large run
+VIEW_STREAM = 718  # the random stream of the views' intervals (D's own stream stays as it was)
 
 
 def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None = None, *, judge: Judge,
@@ -51,14 +52,18 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
                           num_batches=num_batches, min_batches=min(30, num_batches),
                           max_failure_share=max_failure_share, audit=audit)
     result = report.to_dict()
+    grid = {c: metadata[c] for c in (*GRID_COLUMNS, "model")
+            if metadata and c in metadata and len(set(metadata[c]) - {""}) > 1}
     if isinstance(scorer, EmbeddingJudge):
         result["judge_kind"], result["threshold"] = "embed", scorer.threshold
+        if scorer.form_threshold is not None:
+            result["form_threshold"] = scorer.form_threshold
+            result["views"] = score_views(report, texts, scorer, np.random.default_rng([seed, VIEW_STREAM]), grid)
     elif hasattr(scorer, "criteria"):
         result["judge_kind"], result["criteria"] = "llm", json.loads(scorer.criteria.to_json())
         result["calls_total"] = budget.spent  # criteria written in this run included
     else:
         result["judge_kind"] = "custom"  # a caller's own judge (any object with cluster(batches))
-    grid = {c: metadata[c] for c in (*GRID_COLUMNS, "model") if metadata and c in metadata and len(set(metadata[c]) - {""}) > 1}
     if grid:
         result["attribution"] = attribute_cells(report, grid)
     if metadata and any(metadata.get("topic") or []):
@@ -76,6 +81,22 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
 
             result["shift"] = shift_report(vectors, embed(_sample(reference_texts, rng)), rng=rng)
     return result
+
+
+def score_views(report, texts: Sequence[str], judge: EmbeddingJudge, rng: np.random.Generator, grid: dict) -> dict:
+    """D_subject and D_form: each view of the two-view judge alone on the batches D was
+    scored on, with its interval, and with grid columns its own attribution (does a style or a
+    persona keep documents apart in subject, in form, or in both?)."""
+    from generator.judges.embedding import view_reports
+
+    keys = ("judge", "score", "std_error", "ci_low", "ci_high", "half_width", "cluster_ratio", "num_scored")
+    out = {}
+    for view, part in view_reports(report, texts, judge, rng).items():
+        full = part.to_dict(include_batches=False)
+        out[view] = {key: full[key] for key in keys}
+        if grid:
+            out[view]["attribution"] = attribute_cells(part, grid)
+    return out
 
 
 def measure_corpus_fidelity(texts: Sequence[str], metadata, topics: Sequence[str] | None, judge=None) -> dict:
@@ -170,6 +191,9 @@ def format_result(result: dict, source: str) -> str:
                      + ", ".join(f"{k} {v}" for k, v in sorted(result["failures"].items()))
                      + f"; D would span [{result['score_failed_low']:.3f}, {result['score_failed_high']:.3f}] "
                        "had they scored 1/K or K")
+    lines[3:3] = [f"D {view:<12} {part['score']:.3f}   95% CI [{part['ci_low']:.3f}, {part['ci_high']:.3f}]"
+                  if part["ci_low"] is not None else f"D {view:<12} {part['score']:.3f}"
+                  for view, part in result.get("views", {}).items()]  # each view alone, on D's batches
     if any(result["repairs"].values()):
         lines.append("repairs        " + ", ".join(f"{k} {v}" for k, v in result["repairs"].items()))
     if any(result.get("fixes", {}).values()):

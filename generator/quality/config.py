@@ -27,27 +27,29 @@ GATE_KEYS = ("gopher_quality", "gopher_repetition", "fineweb_quality", "c4")
 class GopherQuality:
     """datatrove's GopherQualityFilter (Gopher, Rae et al. 2021, appendix A)."""
 
-    min_doc_words: int | None = 50
-    max_doc_words: int | None = 100_000
-    min_avg_word_length: int | None = 3
-    max_avg_word_length: int | None = 10
-    max_symbol_word_ratio: float | None = 0.1
-    max_bullet_lines_ratio: float | None = 0.9
-    max_ellipsis_lines_ratio: float | None = 0.3
+    min_doc_words: int | None = 50  # fewest words (those with a letter or digit)
+    max_doc_words: int | None = 100_000  # most words
+    min_avg_word_length: int | None = 3  # shortest mean word length, characters
+    max_avg_word_length: int | None = 10  # longest mean word length, characters
+    max_symbol_word_ratio: float | None = 0.1  # most '#' or ellipses per word
+    max_bullet_lines_ratio: float | None = 0.9  # most share of lines starting with a bullet
+    max_ellipsis_lines_ratio: float | None = 0.3  # most share of lines ending with an ellipsis
     max_non_alpha_words_ratio: float | None = 0.8  # datatrove's name: the least share of words with a letter
-    min_stop_words: int | None = 2
-    stop_words: list[str] | None = None  # None: datatrove's eight English stop words
+    min_stop_words: int | None = 2  # fewest distinct stop words the text uses
+    stop_words: list[str] | None = None  # null: datatrove's eight English stop words
 
 
 @dataclass(frozen=True)
 class GopherRepetition:
     """datatrove's GopherRepetitionFilter; the n-gram maps are n -> largest character share."""
 
-    dup_line_frac: float | None = 0.3
-    dup_para_frac: float | None = 0.3
-    dup_line_char_frac: float | None = 0.2
-    dup_para_char_frac: float | None = 0.2
+    dup_line_frac: float | None = 0.3  # most share of lines that repeat an earlier line
+    dup_para_frac: float | None = 0.3  # most share of paragraphs that repeat an earlier one
+    dup_line_char_frac: float | None = 0.2  # most share of characters in repeated lines
+    dup_para_char_frac: float | None = 0.2  # most share of characters in repeated paragraphs
+    # n -> most share of characters in the most frequent n-gram
     top_n_grams: dict[str, float] | None = field(default_factory=lambda: {"2": 0.2, "3": 0.18, "4": 0.16})
+    # n -> most share of characters inside n-grams seen before in the text
     dup_n_grams: dict[str, float] | None = field(default_factory=lambda: {
         "5": 0.15, "6": 0.14, "7": 0.13, "8": 0.12, "9": 0.11, "10": 0.10})
 
@@ -56,12 +58,12 @@ class GopherRepetition:
 class FineWebQuality:
     """datatrove's FineWebQualityFilter."""
 
-    line_punct_thr: float = 0.12
-    line_punct_exclude_zero: bool = False
-    short_line_thr: float = 0.67
-    short_line_length: int = 30
-    char_duplicates_ratio: float = 0.01
-    new_line_ratio: float = 0.3
+    line_punct_thr: float = 0.12  # least share of lines ending in terminal punctuation
+    line_punct_exclude_zero: bool = False  # true: a text with no such line passes that rule
+    short_line_thr: float = 0.67  # most share of short lines
+    short_line_length: int = 30  # characters up to which a line is short
+    char_duplicates_ratio: float = 0.01  # most share of characters in repeated lines
+    new_line_ratio: float = 0.3  # most newlines per word (a list, not prose)
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,16 @@ class C4:
     """datatrove's C4QualityFilter, as a gate: a document fails when the filter drops it (too few
     sentences in lines it keeps, a curly bracket, lorem ipsum); lines it would remove stay."""
 
-    split_paragraph: bool = True
-    remove_citations: bool = True
-    filter_no_terminal_punct: bool = True
-    min_num_sentences: int = 5  # -1 turns a rule off, as in datatrove
-    min_words_per_line: int = 3
-    max_word_length: int = 1000
-    filter_lorem_ipsum: bool = True
-    filter_javascript: bool = True
-    filter_curly_bracket: bool = True
-    filter_policy: bool = True
+    split_paragraph: bool = True  # judge lines (true) or sentences (false)
+    remove_citations: bool = True  # drop [1]-style citations before judging a line
+    filter_no_terminal_punct: bool = True  # a line without terminal punctuation does not count
+    min_num_sentences: int = 5  # fewest sentences in counted lines; -1 turns a rule off, as in datatrove
+    min_words_per_line: int = 3  # a shorter line does not count
+    max_word_length: int = 1000  # a line with a longer word does not count
+    filter_lorem_ipsum: bool = True  # reject a text with lorem ipsum
+    filter_javascript: bool = True  # a line naming javascript does not count
+    filter_curly_bracket: bool = True  # reject a text with a curly bracket (code)
+    filter_policy: bool = True  # a line about cookies or terms of use does not count
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,10 @@ class Quality:
     rejection. Rejected documents go to rejected.jsonl and are replaced by new samples."""
 
     min_tokens: int = 0  # fewest tokens by datatrove's English word tokenizer (words and punctuation)
-    gopher_quality: GopherQuality | None = None
-    gopher_repetition: GopherRepetition | None = None
-    fineweb_quality: FineWebQuality | None = None
-    c4: C4 | None = None
+    gopher_quality: GopherQuality | None = None  # datatrove's Gopher quality rules; true: defaults
+    gopher_repetition: GopherRepetition | None = None  # Gopher's repetition rules (loops)
+    fineweb_quality: FineWebQuality | None = None  # FineWeb's line rules
+    c4: C4 | None = None  # C4's document rules
     decontaminate: list[str] = field(default_factory=list)  # evaluation sets: .jsonl, .parquet or .txt
     decontaminate_n: int = 13  # words in a shared n-gram that makes a document contaminated
     max_rejection_rate: float = 0.5  # stop when this share of attempted rows were rejected

@@ -5,7 +5,7 @@ the text: the first gate that fails gives a `Rejection` (gate and reason), else 
 loop commits the documents that pass; rejected ones go to rejected.jsonl and are replaced by
 later samples, so the corpus still gets exactly the requested number. datatrove's filters are
 used as the library, with its English word tokenizer (spaCy's blank English pipeline: rules
-only, no model files, nothing downloaded).
+only, no model files, nothing downloaded), given to them as `english_words()`.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from typing import Callable, Iterable
 from generator.quality.config import Quality
 from generator.quality.evalsets import EvalSet, NgramIndex
 
-LANGUAGE = "en"
 TEXT_HEAD = 300  # characters of a rejected document kept in rejected.jsonl
+RENEW_TEXTS = 20_000  # texts the word tokenizer splits before it starts afresh (bounds its vocabulary)
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,10 @@ def build_gates(quality: Quality | None, eval_sets: Iterable[EvalSet] = ()) -> G
                                             GopherRepetitionFilter)
     from datatrove.utils.text import split_into_words
 
+    english = english_words()
+
     def words(text: str) -> list[str]:
-        return split_into_words(text, LANGUAGE)
+        return split_into_words(text, english)  # cached: the next gate splits the same text for free
 
     words("Warm up the tokenizer.")  # its first use loads spaCy
     checks: list[tuple[str, Check]] = []
@@ -70,20 +72,44 @@ def build_gates(quality: Quality | None, eval_sets: Iterable[EvalSet] = ()) -> G
         checks.append(("min_tokens", min_tokens_check(quality.min_tokens, words)))
     g, r = quality.gopher_quality, quality.gopher_repetition
     if g is not None:
-        checks.append(("gopher_quality", filter_check(GopherQualityFilter(**dataclasses.asdict(g)))))
+        checks.append(("gopher_quality", filter_check(GopherQualityFilter(**dataclasses.asdict(g),
+                                                                           language=english))))
     if r is not None:
         settings = dataclasses.asdict(r) | {"top_n_grams": ngram_rules(r.top_n_grams),
                                             "dup_n_grams": ngram_rules(r.dup_n_grams)}
-        checks.append(("gopher_repetition", filter_check(GopherRepetitionFilter(**settings))))
+        checks.append(("gopher_repetition",
+                       filter_check(GopherRepetitionFilter(**settings, language=english))))
     if quality.fineweb_quality is not None:
-        checks.append(("fineweb_quality",
-                       filter_check(FineWebQualityFilter(**dataclasses.asdict(quality.fineweb_quality)))))
+        settings = dataclasses.asdict(quality.fineweb_quality)
+        checks.append(("fineweb_quality", filter_check(FineWebQualityFilter(**settings, language=english))))
     if quality.c4 is not None:
-        checks.append(("c4", filter_check(C4QualityFilter(**dataclasses.asdict(quality.c4)))))
+        settings = dataclasses.asdict(quality.c4)
+        checks.append(("c4", filter_check(C4QualityFilter(**settings, language=english))))
     if quality.decontaminate:
-        index = NgramIndex(list(eval_sets), quality.decontaminate_n, words)
+        index = NgramIndex(list(eval_sets), quality.decontaminate_n)
         checks.append(("decontaminate", decontamination_check(index)))
     return Gates(checks)
+
+
+def english_words():
+    """datatrove's English word tokenizer (spaCy's blank English pipeline) splitting words
+    outside a spaCy memory zone, five times faster than inside one; to bound the vocabulary
+    that grows instead, it starts afresh every RENEW_TEXTS texts. The words are datatrove's."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, strip_strings
+
+    class EnglishWords(SpaCyTokenizer):
+        def __init__(self):
+            super().__init__("en")
+            self.texts = 0
+
+        def word_tokenize(self, text: str) -> list[str]:
+            self.texts += 1
+            if self.texts % RENEW_TEXTS == 0:
+                self._tokenizer = None  # a fresh pipeline (and vocabulary) on the next use
+            nlp = self.tokenizer
+            nlp.max_length = len(text) + 10
+            return strip_strings([token.text for token in nlp.tokenizer(text)])
+    return EnglishWords()
 
 
 def ngram_rules(rules: dict[str, float] | None) -> tuple[tuple[int, float], ...]:

@@ -49,6 +49,29 @@ def shingles(words: list[str], n: int = 5) -> set[bytes]:
     return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
 
 
+@dataclass(frozen=True)
+class KeySettings:
+    """How a text becomes its index keys (small and picklable, so the keys can be computed
+    beside the engines: `generator.run.beside`)."""
+    exact: bool
+    near: bool
+    num_perm: int
+    shingle_n: int
+    seed: int
+    bands: int
+    rows: int
+
+    def keys(self, text: str) -> np.ndarray:
+        """The uint64 keys of a text: exact key, then band keys, each only when switched on."""
+        norm = normalise(text)
+        exact = np.array([exact_key(norm)] if self.exact else [], dtype=np.uint64)
+        if not self.near:
+            return exact
+        signature = sketch_shingles(shingles(norm.split(), self.shingle_n),
+                                    minhash_permutations(self.num_perm, self.seed))
+        return np.concatenate([exact, band_keys(signature, self.bands, self.rows)])
+
+
 def index_path(shard: Path) -> Path:
     """Where the index rows of a shard are stored: OUT/dedup/shard-00012.dedup.npz for
     OUT/data/shard-00012.parquet (outside data/, which readers take as all Parquet)."""
@@ -172,7 +195,8 @@ class Deduper:
         if self.near and not 0 < self.threshold <= 1:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {self.threshold}")
         self.bands, self.rows = band_layout(self.threshold, self.num_perm) if self.near else (0, 0)
-        self._perms = minhash_permutations(self.num_perm, self.seed)
+        self.key_settings = KeySettings(self.exact, self.near, self.num_perm, self.shingle_n, self.seed,
+                                        self.bands, self.rows)
         self._table = KeyTable()
         self._ids = np.array([], dtype="S1")  # ids of the older rows, utf-8
         self._new_ids: list[str] = []  # ids of the newest rows, packed into _ids in blocks
@@ -198,12 +222,7 @@ class Deduper:
 
     def keys(self, text: str) -> np.ndarray:
         """The uint64 keys of a text: exact key, then band keys, each only when switched on."""
-        norm = normalise(text)
-        exact = np.array([exact_key(norm)] if self.exact else [], dtype=np.uint64)
-        if not self.near:
-            return exact
-        signature = sketch_shingles(shingles(norm.split(), self.shingle_n), self._perms)
-        return np.concatenate([exact, band_keys(signature, self.bands, self.rows)])
+        return self.key_settings.keys(text)
 
     def check(self, doc_id: str, text: str, *, count: bool = True) -> str | None:
         """None if the text is new (it is then indexed), else the reason it is a duplicate."""

@@ -18,6 +18,7 @@ from generator.files import atomic_write_text
 from generator.records import Result
 
 JOURNAL = "journal.jsonl"
+_FIELDS = [f.name for f in dataclasses.fields(Result) if f.name != "dedup_keys"]  # keys are made again
 
 
 def journal_path(out: Path) -> Path:
@@ -25,7 +26,8 @@ def journal_path(out: Path) -> Path:
 
 
 def _line(index: int, result: Result) -> str:
-    return json.dumps({"sample_index": index, **dataclasses.asdict(result)}, ensure_ascii=False) + "\n"
+    row = {"sample_index": index, **{f: getattr(result, f) for f in _FIELDS}}  # flat: no asdict
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def append_results(out: Path, rows: Iterable[tuple[int, Result]]) -> None:

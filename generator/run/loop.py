@@ -22,6 +22,7 @@ from generator.quality.gates import add_rejections, build_gates, rejected_row, r
 from generator.quality.report import rejection_summary
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
+from generator.run.beside import Beside, result_keys
 from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
 from generator.run.journal import append_results, read_journal, rewrite_journal
@@ -44,6 +45,9 @@ class Flow:
 
 OnProgress = Callable[[RunState, Flow], None]
 SUBMIT_CHUNK = 256  # samples drawn and submitted at once
+# requests go out once this share of the backend's capacity is free (or all that is still needed
+# fits): a large pool is topped up in chunks from its headroom, not one request per finished one
+REFILL_SHARE = 1 / 32
 MIN_ROWS_FOR_RATES = 64  # attempted rows before the failure and duplicate rates can stop a run
 FLUSH_S = 30.0  # a flush at least this often while documents wait (a crash redoes at most this much)
 
@@ -56,6 +60,8 @@ class Pipeline:
                  flush_s: float = FLUSH_S):
         self.plan, self.out, self.deduper = plan, out, deduper
         self.backend = with_parts(backend, plan.templates, plan.recipe.keep_truncated)
+        if deduper is not None and hasattr(self.backend, "set_beside"):  # keys made beside the engines
+            self.backend.set_beside(Beside(plan.recipe.keep_truncated, deduper.key_settings))
         self.on_progress = on_progress
         self.shard_rows, self.flush_s = shard_rows, flush_s
         self.pending: dict[str, tuple[Sample, int]] = {}  # request id -> (sample, epoch number)
@@ -135,8 +141,11 @@ class Pipeline:
 
     def _submit(self, state: RunState, want: int) -> None:
         room = self.backend.capacity - self.backend.in_flight
+        refill = max(1, int(self.backend.capacity * REFILL_SHARE))
         while room > 0 and self._expected(state) < want:
             needed = math.ceil((want - self._expected(state)) / self._share(state))
+            if room < min(refill, needed):
+                return
             end = self.next_submit + min(room, SUBMIT_CHUNK, needed)
             if self.hold_at is not None:
                 end = min(end, self.hold_at)
@@ -206,7 +215,7 @@ class Pipeline:
                 rejected.append(rejection.gate)
                 self.rejected.append(rejected_row(doc, rejection))
                 continue
-            reason = self.deduper.check(doc.id, doc.text) if self.deduper is not None else None
+            reason = self._duplicate(doc, result)
             if reason is not None:
                 counts["exact" if reason.startswith("exact") else "near"] += 1
                 self.duplicates.append({"id": doc.id, "sample_index": doc.sample_index, "round": doc.round,
@@ -236,6 +245,14 @@ class Pipeline:
             counters = dataclasses.replace(counters, aside_docs=c.aside_docs + counts["docs"],
                                            aside_tokens=c.aside_tokens + tokens)
         return dataclasses.replace(state, counters=counters)
+
+    def _duplicate(self, doc: Document, result: Result) -> str | None:
+        """Why `doc` is a duplicate (it is indexed if not), by the keys computed beside the
+        engine when they came with the result."""
+        if self.deduper is None:
+            return None
+        keys = result_keys(result)
+        return self.deduper.check(doc.id, doc.text) if keys is None else self.deduper.check_keys(doc.id, keys)
 
     def flush(self, state: RunState) -> RunState:
         """Write what is committed in memory (failures, duplicates, a shard), then the state."""

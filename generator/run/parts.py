@@ -105,6 +105,12 @@ class PartsBackend:
         self._in_flight -= len(done)
         return done
 
+    def set_beside(self, beside) -> None:
+        """Pass work beside the engines on (a joined document's keys are not among it: the
+        result `join_results` builds carries none, so the driver computes them)."""
+        if hasattr(self.inner, "set_beside"):
+            self.inner.set_beside(beside)
+
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         return generate_all(self, requests)
 

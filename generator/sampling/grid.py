@@ -305,6 +305,7 @@ def draw_cells(grid: Grid, uniforms: np.ndarray, *, weights: Mapping[str, Mappin
     for j, (name, axis) in enumerate(grid.axes.items()):
         cdf = np.cumsum(axis_probabilities(axis, weights.get(name)))
         columns[name] = np.minimum(np.searchsorted(cdf, uniforms[:, j] * cdf[-1], side="right"), len(cdf) - 1)
+    topic_cdf = _choice_cdf(grid.axes["topic"], weights.get("topic")) if "topic" in grid.axes else None
     cells = []
     for i in range(len(uniforms)):
         values: dict[str, str] = {}
@@ -316,17 +317,23 @@ def draw_cells(grid: Grid, uniforms: np.ndarray, *, weights: Mapping[str, Mappin
                 values["domain"] = v.domain
         if num_topics > 1 and "topic" in grid.axes and extra_rngs is not None:
             extra = _extra_topics(grid.axes["topic"], values["topic"], num_topics - 1, extra_rngs[i],
-                                  weights.get("topic"))
+                                  topic_cdf)
         cells.append(Cell(values=values, extra_topics=extra))
     return cells
 
 
+def _choice_cdf(axis: Axis, weights: Mapping[str, float] | None) -> np.ndarray:
+    """The cumulative probabilities `Generator.choice(n, p=...)` searches, computed once per call
+    of `draw_cells` instead of once per draw."""
+    cdf = axis_probabilities(axis, weights).cumsum()
+    return cdf / cdf[-1]
+
+
 def _extra_topics(axis: Axis, first: str, count: int, rng: np.random.Generator,
-                  weights: Mapping[str, float] | None) -> tuple[str, ...]:
-    p = axis_probabilities(axis, weights)
+                  cdf: np.ndarray) -> tuple[str, ...]:
     picked: list[str] = []
-    for _ in range(50 * count):
-        v = axis.values[rng.choice(len(axis.values), p=p)].value
+    for _ in range(50 * count):  # as rng.choice(len(axis.values), p=p), one uniform number per draw
+        v = axis.values[int(cdf.searchsorted(rng.random(), side="right"))].value
         if v != first and v not in picked:
             picked.append(v)
         if len(picked) == count:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -104,3 +105,22 @@ def test_a_local_ray_runs_engine_actors_at_the_drivers_priority(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     actor, driver = (int(x) for x in out.stdout.split("niceness")[-1].split())
     assert actor == driver
+
+
+def test_actors_attach_the_drivers_duplicate_keys(pool):
+    """Work beside the engines, in real actors: each result comes back with the keys the driver
+    would compute for the document it becomes."""
+    from generator.run.beside import Beside, result_keys
+    from generator.run.dedup import Deduper
+    from generator.run.documents import finish_result
+    deduper = Deduper(num_perm=64)
+    pool.set_beside(Beside("keep", deduper.key_settings))
+    try:
+        results: list = []
+        pool.submit(make_requests(40))
+        drain(pool, results)
+    finally:
+        pool.set_beside(None)
+    assert len(results) == 40
+    for r in results:
+        assert np.array_equal(result_keys(r), deduper.keys(finish_result(r, "keep")[0]))

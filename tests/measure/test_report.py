@@ -283,7 +283,7 @@ def test_a_steered_run_is_scored_at_the_end_on_the_target_s_ruler(tmp_path, root
     result = scoring.score_finished_run(plan, tmp_path)
     saved = json.loads((tmp_path / "diversity.json").read_text())
     assert saved["ruler"] == {"settings_from": "target", "judge": "embed", "threshold": 0.6, "k": 10}
-    assert saved["judge"].endswith("@0.6") and saved["k"] == 10 and saved["score"] == result["score"]
+    assert "L6-v2@0.6" in saved["judge"] and saved["k"] == 10 and saved["score"] == result["score"]
 
 
 def test_the_end_of_run_ruler_is_the_scoring_s_without_a_target_of_that_judge(root):

@@ -93,3 +93,10 @@ def test_an_evaluation_set_of_an_unknown_format_is_refused(tmp_path):
     path = write_recipe(tmp_path, SMALL_RECIPE + "quality: {decontaminate: [qa.csv]}\n")
     with pytest.raises(UserError, match=r"decontaminate\[0\] .*qa.csv\): unknown format '.csv' \(fix: convert"):
         load_recipe(path)
+
+
+def test_the_example_recipe_loads_with_its_gates(root):
+    plan = load_recipe(root / "recipes" / "quality.yaml")
+    q = plan.recipe.quality
+    assert q.gates() == ["min_tokens", "gopher_quality", "gopher_repetition", "fineweb_quality", "decontaminate"]
+    assert q.gopher_quality.min_doc_words == 30 and [s.name for s in plan.eval_sets] == ["reference"]

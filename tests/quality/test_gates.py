@@ -115,3 +115,17 @@ def test_rejection_stop_past_the_rate_names_the_gate_that_rejected_most(rejected
     if stop:
         assert "rejection rate 51.0% (51/100 rows)" in reason and "most by c4 (30)" in reason
     assert rejection_stop(None, rejected, attempted) == ""
+
+
+def test_the_word_tokenizer_splits_as_datatrove_s_and_starts_afresh(monkeypatch):
+    from datatrove.utils.text import split_into_words
+
+    from generator.quality import gates as gates_module
+    monkeypatch.setattr(gates_module, "RENEW_TEXTS", 3)
+    english = gates_module.english_words()
+    texts = [GOOD, LOOPING, HEADING, EVAL_ITEM, "Don't stop -- it's 3.5 km (roughly) to the U.S. border!"]
+    assert [english.word_tokenize(t) for t in texts] == [split_into_words(t, "en") for t in texts]
+    first = english.tokenizer
+    english.word_tokenize("one more text")  # the sixth: a fresh pipeline from here on
+    assert english.tokenizer is not first
+    assert english.word_tokenize(GOOD) == split_into_words(GOOD, "en")

@@ -112,6 +112,7 @@ def test_the_paper_multitopic_recipe_writes_one_document_from_three_real_answers
         assert row["text"].count(PART_BREAK) >= 2 and row["finish_reason"] in ("stop", "trimmed")
 
 
+@pytest.mark.slow  # an engine of its own in this process (every run above streams through the same path)
 def test_streamed_steps_join_to_vllms_own_final_text_and_count_while_running(monkeypatch):
     """The in-process engine takes each step's new tokens (vLLM's DELTA outputs): joined, they
     give the text, token count and ending of vLLM's own `generate` (FINAL_ONLY) for the same

@@ -147,8 +147,8 @@ def decontamination_check(index: NgramIndex) -> Check:
 def rejected_row(doc, rejection: Rejection) -> dict:
     """The rejected.jsonl line of a document a gate rejected."""
     return {"id": doc.id, "sample_index": doc.sample_index, "round": doc.round, "template": doc.template,
-            "style": doc.style, "gate": rejection.gate, "rule": rejection.rule, "reason": rejection.reason,
-            "text": doc.text[:TEXT_HEAD]}
+            "style": doc.style, "grid_values": doc.grid_values, "gate": rejection.gate,
+            "rule": rejection.rule, "reason": rejection.reason, "text": doc.text[:TEXT_HEAD]}
 
 
 def add_rejections(counts: dict, gates: list[str]) -> dict:

@@ -28,7 +28,8 @@ def test_a_gate_named_with_true_takes_datatrove_s_defaults(tmp_path, section, ga
 
 def test_set_overrides_reach_the_gates(tmp_path):
     path = write_recipe(tmp_path, SMALL_RECIPE + "quality: {min_tokens: 5}\n")
-    recipe = read_recipe(path, ["quality.gopher_repetition.dup_line_frac=0.5", "quality.max_rejection_rate=0.1"])
+    recipe = read_recipe(path, ["quality.gopher_repetition.dup_line_frac=0.5",
+                                "quality.max_rejection_rate=0.1"])
     assert recipe.quality.gopher_repetition.dup_line_frac == 0.5
     assert recipe.quality.max_rejection_rate == 0.1
     assert read_recipe(path, ["quality.c4=true"]).quality.c4 == C4()
@@ -58,8 +59,9 @@ def test_quality_is_hashed_only_when_set(tmp_path):
 
 def test_the_resolved_recipe_loads_to_the_same_quality_and_hash(tmp_path):
     import yaml
-    (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "what is the boiling point of water at sea level"}) + "\n")
-    path = write_recipe(tmp_path, SMALL_RECIPE + "quality: {gopher_repetition: true, decontaminate: [qa.jsonl]}\n")
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "what is the boiling point of water at sea"}) + "\n")
+    section = "quality: {gopher_repetition: true, decontaminate: [qa.jsonl]}\n"
+    path = write_recipe(tmp_path, SMALL_RECIPE + section)
     plan = load_recipe(path)
     resolved = tmp_path / "again" / "recipe.resolved.yaml"
     resolved.parent.mkdir()
@@ -80,10 +82,11 @@ def test_gates_without_spacy_installed_fail_at_load_naming_the_install(tmp_path,
 
     from generator.errors import UserError
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "spacy" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "spacy" else real(name, *a))
     path = write_recipe(tmp_path, SMALL_RECIPE + "quality: {min_tokens: 5}\n")
-    with pytest.raises(UserError, match=r"need datatrove and spaCy .*fix: pip install 'datatrove\[io\]>=0.10' "
-                                        r"'spacy>=3.7,<4'"):
+    with pytest.raises(UserError, match=r"need datatrove and spaCy .*fix: pip install "
+                                        r"'datatrove\[io\]>=0.10' 'spacy>=3.7,<4'"):
         load_recipe(path)
 
 
@@ -91,12 +94,14 @@ def test_an_evaluation_set_of_an_unknown_format_is_refused(tmp_path):
     from generator.errors import UserError
     (tmp_path / "qa.csv").write_text("q,a\n")
     path = write_recipe(tmp_path, SMALL_RECIPE + "quality: {decontaminate: [qa.csv]}\n")
-    with pytest.raises(UserError, match=r"decontaminate\[0\] .*qa.csv\): unknown format '.csv' \(fix: convert"):
+    with pytest.raises(UserError, match=r"decontaminate\[0\] .*qa.csv\): unknown format '.csv' "
+                                        r"\(fix: convert"):
         load_recipe(path)
 
 
 def test_the_example_recipe_loads_with_its_gates(root):
     plan = load_recipe(root / "recipes" / "quality.yaml")
     q = plan.recipe.quality
-    assert q.gates() == ["min_tokens", "gopher_quality", "gopher_repetition", "fineweb_quality", "decontaminate"]
+    assert q.gates() == ["min_tokens", "gopher_quality", "gopher_repetition", "fineweb_quality",
+                         "decontaminate"]
     assert q.gopher_quality.min_doc_words == 30 and [s.name for s in plan.eval_sets] == ["reference"]

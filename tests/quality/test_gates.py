@@ -78,7 +78,8 @@ def test_c4_judges_a_copy_and_leaves_the_text_as_generated():
 
 def test_decontamination_names_the_set_and_the_ngram_and_ignores_shorter_overlaps():
     q = Quality(decontaminate=["x"], decontaminate_n=5)
-    gates = build_gates(q, [EvalSet("arc", ("the quick brown fox jumps",)), EvalSet("gsm8k", ("two plus two",))])
+    sets = [EvalSet("arc", ("the quick brown fox jumps",)), EvalSet("gsm8k", ("two plus two",))]
+    gates = build_gates(q, sets)
     hit = gates.check("Yesterday THE quick, brown fox jumps again.")  # normalised: case and punctuation
     assert (hit.gate, hit.rule) == ("decontaminate", "arc")
     assert "5-gram with evaluation set arc: 'the quick brown fox jumps'" in hit.reason

@@ -51,8 +51,9 @@ def test_rejected_documents_are_replaced_until_exactly_n_exist(gated):
 def test_each_rejection_is_a_line_with_its_gate_and_reason_and_a_counter(gated):
     plan, out, summary = gated
     rejected = rows(out / "rejected.jsonl")
-    assert set(rejected[0]) == {"id", "sample_index", "round", "template", "style", "gate", "rule", "reason",
-                                "text"}
+    assert set(rejected[0]) == {"id", "sample_index", "round", "template", "style", "grid_values", "gate",
+                                "rule", "reason", "text"}
+    assert json.loads(rejected[0]["grid_values"])["persona"]  # the cell, for per-cell attribution
     assert {(r["gate"], r["rule"]) for r in rejected} == {("min_tokens", "too_short")}
     assert rejected[0]["reason"] == "5 tokens, fewer than min_tokens 6"
     state = json.loads((out / "state.json").read_text())["counters"]
@@ -70,8 +71,8 @@ def test_a_run_past_max_rejection_rate_stops_naming_the_gate(tmp_path):
     # every answer is 32 tokens or fewer, so every one is too short
     plan = plan_of(tmp_path, SMALL_RECIPE + "quality: {min_tokens: 100, max_rejection_rate: 0.3}\n",
                    "size.num_docs=80")
-    with pytest.raises(controller.RunStopped, match=r"rejection rate 100.0% .* above quality.max_rejection_rate "
-                                                    r"30%, most by min_tokens"):
+    with pytest.raises(controller.RunStopped, match=r"rejection rate 100.0% .* above "
+                                                    r"quality.max_rejection_rate 30%, most by min_tokens"):
         controller.run(plan, tmp_path / "run", FakeBackend())
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["num_docs"] == 0 and summary["rejected"]["total"] == summary["num_attempted"] >= 64
@@ -80,8 +81,9 @@ def test_a_run_past_max_rejection_rate_stops_naming_the_gate(tmp_path):
 
 def test_a_contaminated_document_is_rejected_naming_the_evaluation_set(tmp_path):
     (tmp_path / "evals").mkdir()
-    (tmp_path / "evals" / "tinyqa.jsonl").write_text(json.dumps({"question": "same answer again", "id": 3}) + "\n")
-    plan = plan_of(tmp_path, SMALL_RECIPE + "quality: {decontaminate: [evals/tinyqa.jsonl], decontaminate_n: 3}\n")
+    (tmp_path / "evals" / "tinyqa.jsonl").write_text(json.dumps({"question": "same answer again"}) + "\n")
+    section = "quality: {decontaminate: [evals/tinyqa.jsonl], decontaminate_n: 3}\n"
+    plan = plan_of(tmp_path, SMALL_RECIPE + section)
     summary = controller.run(plan, tmp_path / "run", SeededFaultsBackend())
     rejected = rows(tmp_path / "run" / "rejected.jsonl")
     assert summary["num_docs"] == 20 and rejected
@@ -135,8 +137,8 @@ def test_the_card_shows_the_rejection_table(gated, tmp_path):
     assert "| template | topic_style_persona |" in card
 
 
-@pytest.mark.xfail(strict=True, reason="resume.reconcile drops failure and duplicate lines past the saved mark, "
-                                       "not yet rejected.jsonl's (needs 'rejected.jsonl' in its list and OUR_FILES)")
+@pytest.mark.xfail(strict=True, reason="resume.reconcile drops failure and duplicate lines past the saved "
+                                       "mark, not yet rejected.jsonl's (needs it in its list and OUR_FILES)")
 def test_a_kill_after_rejected_lines_were_written_leaves_no_line_twice(gated, tmp_path, monkeypatch):
     from generator.run import loop
 

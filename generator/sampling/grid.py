@@ -25,6 +25,8 @@ product has 10^8 cells is sampled without ever being materialised.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -51,7 +53,7 @@ class Axis:
     source: str = ""
     documents: bool = False  # values are document ids, descriptions their texts (a seed-document axis)
 
-    @property
+    @functools.cached_property  # asked per sample and axis while rendering
     def hierarchical(self) -> bool:
         return any(v.domain for v in self.values)
 

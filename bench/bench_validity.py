@@ -255,25 +255,27 @@ def score_families(runs: list[Path], num_batches: int) -> None:
               f"{cell(both['views']['form'])} | {cell(old)} |", flush=True)
 
 
-def measure_cost(by_subject: dict[str, list[str]], num_docs: int, num_batches: int = 1000) -> None:
+def measure_cost(by_subject: dict[str, list[str]], num_docs: int, num_batches: int = 1000,
+                 embed_docs: int = 1000) -> None:
     """Seconds per document of the judge's work on `num_docs` distinct articles (each embedded,
-    its form measured once) and `num_batches` K-batches clustered, with and without the form view."""
+    its form measured once) and `num_batches` K-batches clustered, with and without the form view.
+    Embedding costs the same per document at any N: it is timed on `embed_docs` of them and
+    scaled; the form view and the clustering are timed on all `num_docs`."""
     from generator.judges.embedding import DEFAULT_FORM_THRESHOLD
-    from generator.measure.embeddings import embed_texts, load_embedder
+    from generator.measure.embeddings import embed_texts
 
     articles = [d for docs in by_subject.values() for d in docs]
     docs = [f"{articles[i % len(articles)]}\n\n({i})" for i in range(num_docs)]  # distinct texts
-    load_embedder()
-    vectors = embed_texts(docs[:64])  # warm up
+    embed_texts(docs[:64])  # load the model and warm up
     start = time.perf_counter()
-    vectors = embed_texts(docs)
-    embed_s = time.perf_counter() - start
-    lookup = dict(zip(docs, vectors))
+    sample = embed_texts(docs[:embed_docs])
+    embed_s = (time.perf_counter() - start) * num_docs / min(embed_docs, num_docs)
+    vectors = dict(zip(docs, np.resize(sample, (num_docs, sample.shape[1]))))  # rows reused past the sample
     rows = np.random.default_rng(0).choice(num_docs, size=(num_batches, 10))
     batches = [[docs[i] for i in row] for row in rows]
     timings = {}
     for name, form_threshold in (("subject only", None), ("subject and form", DEFAULT_FORM_THRESHOLD)):
-        judge = judge_for(lambda texts: np.stack([lookup[t] for t in texts]), form_threshold=form_threshold)
+        judge = judge_for(lambda texts: np.stack([vectors[t] for t in texts]), form_threshold=form_threshold)
         start = time.perf_counter()
         if form_threshold is not None:
             judge.forms(docs)
@@ -284,7 +286,8 @@ def measure_cost(by_subject: dict[str, list[str]], num_docs: int, num_batches: i
     for name, seconds in total.items():
         print(f"{name}: {seconds:.1f} s for {num_docs} documents ({1e3 * seconds / num_docs:.2f} ms per document; "
               f"beyond embedding {timings[name]:.1f} s)")
-    print(f"form view adds {total['subject and form'] / total['subject only'] - 1:.1%} (embedding {embed_s:.1f} s)")
+    print(f"form view adds {total['subject and form'] / total['subject only'] - 1:.1%} "
+          f"(embedding {embed_s:.1f} s, timed on {min(embed_docs, num_docs)} documents)")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ shards; a run with a target is refused (its steering history lives only in that 
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import logging
 import shutil
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json",
              "recipe.resolved.yaml", "state.json", "summary.json", "failures.jsonl", "diversity.json",
              "controller.jsonl", "weights.yaml", "grid.added.yaml", "reference.json", "reference.npy",
-             "calibration.json", "confirmation.json", "judge-cache.sqlite", "journal.jsonl")
+             "calibration.json", "confirmation.json", "judge-cache.sqlite", "journal.jsonl", "rejected.jsonl")
 
 
 def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
@@ -222,11 +224,14 @@ def rebuilt_counters(out: Path, entries: list[dict]) -> Counters:
     failed = [r for r in read_jsonl(out / "failures.jsonl") if r["sample_index"] < next_index]
     dups = [r for r in read_jsonl(out / "duplicates.jsonl") if r["sample_index"] < next_index]
     exact = sum(str(r.get("reason", "")).startswith("exact") for r in dups)
+    rejected = Counter(str(r.get("gate", "")) for r in read_jsonl(out / "rejected.jsonl")
+                       if r["sample_index"] < next_index)
     return Counters(next_index=next_index, num_docs=sum(e["rows"] for e in entries), num_attempted=next_index,
                     num_failed=len(failed), num_truncated=docs["finish_reason"].count("length"),
                     num_trimmed=docs["finish_reason"].count("trimmed"), duplicates_exact=exact,
                     duplicates_near=len(dups) - exact, prompt_tokens=sum(docs["num_prompt_tokens"]),
-                    completion_tokens=sum(docs["num_tokens"]), batches=len(entries), num_shards=len(entries))
+                    completion_tokens=sum(docs["num_tokens"]), batches=len(entries), num_shards=len(entries),
+                    rejected=dict(rejected))
 
 
 def adopt_rebuilt(out: Path, state: RunState, entries: list[dict]) -> None:
@@ -264,7 +269,7 @@ def reconcile(out: Path, state: RunState) -> RunState:
     manifest = read_manifest(out)
     if len(manifest) > state.counters.num_shards:
         write_manifest(out, manifest[:state.counters.num_shards])
-    for name in ("failures.jsonl", "duplicates.jsonl"):
+    for name in ("failures.jsonl", "duplicates.jsonl", "rejected.jsonl"):
         drop_lines_from(out / name, "sample_index", state.counters.next_index)
     if not state.stopped:  # a stopping round is logged, then saved with its round number
         drop_lines_from(out / "controller.jsonl", "round", s.round)

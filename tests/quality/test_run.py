@@ -137,8 +137,6 @@ def test_the_card_shows_the_rejection_table(gated, tmp_path):
     assert "| template | topic_style_persona |" in card
 
 
-@pytest.mark.xfail(strict=True, reason="resume.reconcile drops failure and duplicate lines past the saved "
-                                       "mark, not yet rejected.jsonl's (needs it in its list and OUR_FILES)")
 def test_a_kill_after_rejected_lines_were_written_leaves_no_line_twice(gated, tmp_path, monkeypatch):
     from generator.run import loop
 

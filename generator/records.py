@@ -45,6 +45,9 @@ class Result:
     # the duplicate-index keys (little-endian uint64) of the document this result becomes,
     # computed beside the engine (generator.run.beside); None: the driver computes them
     dedup_keys: bytes | None = None
+    # the quality gates' verdict on that document, made beside the engine: () passed,
+    # (gate, rule, reason) rejected; None: the driver checks it
+    verdict: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:

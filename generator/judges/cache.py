@@ -46,7 +46,7 @@ class CachedBackend:
         todo = list({key: i for i, key in reversed(list(enumerate(keys))) if key not in found}.values())
         fresh = self.backend.generate([requests[i] for i in todo]) if todo else []
         for i, result in zip(todo, fresh):
-            found[keys[i]] = {k: v for k, v in vars(result).items() if k not in ("id", "dedup_keys")}
+            found[keys[i]] = {k: v for k, v in vars(result).items() if k not in ("id", "dedup_keys", "verdict")}
             if result.ok:
                 self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)",
                                  (keys[i], json.dumps(found[keys[i]])))

@@ -18,7 +18,7 @@ from generator.files import atomic_write_text
 from generator.records import Result
 
 JOURNAL = "journal.jsonl"
-_FIELDS = [f.name for f in dataclasses.fields(Result) if f.name != "dedup_keys"]  # keys are made again
+_FIELDS = [f.name for f in dataclasses.fields(Result) if f.name not in ("dedup_keys", "verdict")]  # made again
 
 
 def journal_path(out: Path) -> Path:

@@ -22,7 +22,7 @@ from generator.quality.gates import add_rejections, build_gates, rejected_row, r
 from generator.quality.report import rejection_summary
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
-from generator.run.beside import Beside, result_keys
+from generator.run.beside import Beside, result_keys, result_verdict
 from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
 from generator.run.journal import append_results, read_journal, rewrite_journal
@@ -60,8 +60,10 @@ class Pipeline:
                  flush_s: float = FLUSH_S):
         self.plan, self.out, self.deduper = plan, out, deduper
         self.backend = with_parts(backend, plan.templates, plan.recipe.keep_truncated)
-        if deduper is not None and hasattr(self.backend, "set_beside"):  # keys made beside the engines
-            self.backend.set_beside(Beside(plan.recipe.keep_truncated, deduper.key_settings))
+        self.gates = build_gates(plan.recipe.quality, plan.eval_sets)  # None without a quality: section
+        if (deduper is not None or self.gates is not None) and hasattr(self.backend, "set_beside"):
+            self.backend.set_beside(Beside(plan.recipe.keep_truncated, deduper and deduper.key_settings,
+                                           plan.recipe.quality, plan.eval_sets))  # made beside the engines
         self.on_progress = on_progress
         self.shard_rows, self.flush_s = shard_rows, flush_s
         self.pending: dict[str, tuple[Sample, int]] = {}  # request id -> (sample, epoch number)
@@ -72,7 +74,6 @@ class Pipeline:
         self.docs: list[Document] = []
         self.failures: list[dict] = []
         self.duplicates: list[dict] = []
-        self.gates = build_gates(plan.recipe.quality, plan.eval_sets)  # None without a quality: section
         self.rejected: list[dict] = []
         self.mark = 0  # the low-water mark: samples below it are committed (in memory or on disk)
         self.last_flush = time.monotonic()
@@ -210,7 +211,7 @@ class Pipeline:
                 continue
             doc = to_document(sample, result, plan=self.plan, backend=self.backend.name, round=round_no,
                               epoch=epoch_no, text=outcome[0], finish_reason=outcome[1])
-            rejection = self.gates.check(doc.text) if self.gates is not None else None
+            rejection = self._rejection(doc, result)
             if rejection is not None:  # before the deduper: a rejected document never enters its index
                 rejected.append(rejection.gate)
                 self.rejected.append(rejected_row(doc, rejection))
@@ -245,6 +246,14 @@ class Pipeline:
             counters = dataclasses.replace(counters, aside_docs=c.aside_docs + counts["docs"],
                                            aside_tokens=c.aside_tokens + tokens)
         return dataclasses.replace(state, counters=counters)
+
+    def _rejection(self, doc: Document, result: Result):
+        """The quality gates' verdict on `doc` (None: kept), as made beside the engine when it
+        came with the result."""
+        if self.gates is None:
+            return None
+        verdict = result_verdict(result)
+        return self.gates.check(doc.text) if verdict is False else verdict
 
     def _duplicate(self, doc: Document, result: Result) -> str | None:
         """Why `doc` is a duplicate (it is indexed if not), by the keys computed beside the

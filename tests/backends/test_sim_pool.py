@@ -109,12 +109,14 @@ def test_a_local_ray_runs_engine_actors_at_the_drivers_priority(tmp_path):
 
 def test_actors_attach_the_drivers_duplicate_keys(pool):
     """Work beside the engines, in real actors: each result comes back with the keys the driver
-    would compute for the document it becomes."""
+    would compute for the document it becomes, and the quality gates' verdict on it."""
     from generator.run.beside import Beside, result_keys
     from generator.run.dedup import Deduper
     from generator.run.documents import finish_result
-    deduper = Deduper(num_perm=64)
-    pool.set_beside(Beside("keep", deduper.key_settings))
+    from generator.quality.config import Quality
+    from generator.quality.gates import build_gates
+    deduper, quality = Deduper(num_perm=64), Quality(min_tokens=40)
+    pool.set_beside(Beside("keep", deduper.key_settings, quality))
     try:
         results: list = []
         pool.submit(make_requests(40))
@@ -122,5 +124,11 @@ def test_actors_attach_the_drivers_duplicate_keys(pool):
     finally:
         pool.set_beside(None)
     assert len(results) == 40
+    gates, verdicts = build_gates(quality), set()
     for r in results:
-        assert np.array_equal(result_keys(r), deduper.keys(finish_result(r, "keep")[0]))
+        text = finish_result(r, "keep")[0]
+        assert np.array_equal(result_keys(r), deduper.keys(text))
+        rejection = gates.check(text)
+        assert r.verdict == (() if rejection is None else (rejection.gate, rejection.rule, rejection.reason))
+        verdicts.add(bool(r.verdict))
+    assert verdicts == {True, False}  # some answers too short for the gate, some long enough

@@ -9,7 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-from fakes import FakeBackend
+from conftest import SMALL_RECIPE, write_recipe
+from fakes import FakeBackend, SeededFaultsBackend
 from generator.files import read_documents
 from generator.recipe import load_recipe
 from generator.records import Result
@@ -25,7 +26,7 @@ class BesideBackend(FakeBackend):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self.beside, self.with_keys = None, 0
+        self.beside, self.with_keys, self.verdicts = None, 0, 0
 
     def set_beside(self, beside) -> None:
         self.beside = pickle.loads(pickle.dumps(beside))  # as a Ray actor receives it
@@ -34,6 +35,7 @@ class BesideBackend(FakeBackend):
         results = super().poll(timeout_s)
         results = self.beside(results) if self.beside is not None else results
         self.with_keys += sum(r.dedup_keys is not None for r in results)
+        self.verdicts += sum(r.verdict is not None for r in results)
         return results
 
 
@@ -83,3 +85,25 @@ def test_distinct_answers_are_kept_alike_with_keys_beside(small_recipe, tmp_path
     assert a.column("text").to_pylist() == b.column("text").to_pylist()
     summary = json.loads((tmp_path / "beside" / "summary.json").read_text())
     assert summary["num_docs"] == 20
+
+
+class SeededBeside(BesideBackend, SeededFaultsBackend):
+    """SeededFaultsBackend's answers (some too short for the gate), with work beside it."""
+
+
+def test_a_gated_run_with_verdicts_beside_rejects_the_same_documents(tmp_path):
+    """The quality gates' verdicts made beside the engine: the same rejections, lines and corpus
+    as a run whose driver checks every document."""
+    body = SMALL_RECIPE + "quality: {min_tokens: 6, gopher_repetition: true}\n"
+    plan = load_recipe(write_recipe(tmp_path, body), ["max_failure_rate=0.5", "size.num_docs=30"])
+    beside = SeededBeside()
+    controller.run(plan, tmp_path / "beside", beside)
+    controller.run(plan, tmp_path / "plain", SeededFaultsBackend())
+    assert beside.with_keys > 0 and beside.verdicts > 0
+    for name in ("rejected.jsonl", "failures.jsonl", "duplicates.jsonl"):
+        plain, besides = tmp_path / "plain" / name, tmp_path / "beside" / name
+        assert plain.is_file() == besides.is_file() and (not plain.is_file()
+                                                          or plain.read_text() == besides.read_text()), name
+    assert (tmp_path / "plain" / "rejected.jsonl").read_text()  # the gate did reject some
+    a, b = read_documents(tmp_path / "plain"), read_documents(tmp_path / "beside")
+    assert a.column("id").to_pylist() == b.column("id").to_pylist()

@@ -157,6 +157,10 @@ def run_lines(result) -> str:
              f"{result.tokens_per_s} tok/s, "
              f"{result.num_failed} failed; endings: {e.eos} at EOS, {e.trimmed} trimmed, {e.cut} cut) "
              f"to {out / 'data'}"]
+    if result.rejected:
+        gates = ", ".join(f"{gate} {n}" for gate, n in result.rejected)
+        lines.append(f"quality gates rejected {sum(n for _, n in result.rejected)} documents ({gates}), "
+                     f"each replaced by a new sample → {out / 'rejected.jsonl'}")
     if result.diversity is not None:
         d = result.diversity
         lines.append(f"diversity ({d.judge} judge, K={d.k}): D = {d.score:.3f} ± {d.half_width:.3f} "

@@ -159,6 +159,7 @@ class RunResult:
     diversity: DiversityReport | None = None
     target: TargetOutcome | None = None
     card: Path | None = None
+    rejected: tuple[tuple[str, int], ...] = ()  # (quality gate, documents it rejected), most first
 
     @property
     def ok(self) -> bool:
@@ -187,7 +188,9 @@ def run_result(out: Path, summary: Mapping[str, Any], *, diversity: DiversityRep
                      completion_tokens=summary.get("completion_tokens", 0),
                      tokens_per_s=summary.get("tokens_per_s", 0.0), num_failed=summary.get("num_failed", 0),
                      endings=Endings(**endings) if endings else None, stopped=summary.get("stopped"),
-                     diversity=diversity, target=target_outcome(summary), card=card)
+                     diversity=diversity, target=target_outcome(summary), card=card,
+                     rejected=tuple(sorted(summary.get("rejected", {}).get("by_gate", {}).items(),
+                                           key=lambda kv: (-kv[1], kv[0]))))
 
 
 @dataclass(frozen=True)

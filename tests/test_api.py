@@ -40,7 +40,8 @@ SIGNATURES = {
 }
 RECORDS = {
     "Progress": "stage round done total tokens_per_s in_flight waiting num_failed pilot_points",
-    "RunResult": "out num_docs completion_tokens tokens_per_s num_failed endings stopped diversity target card",
+    "RunResult": "out num_docs completion_tokens tokens_per_s num_failed endings stopped diversity target card "
+                 "rejected",
     "Endings": "eos trimmed cut",
     "TargetOutcome": "score tolerance achieved ci_low ci_high within_tolerance pilot_rounds main_rounds "
                      "calibration_ratio reference_score reference_ci relative shift max_shift",

@@ -158,3 +158,13 @@ def test_a_kill_after_rejected_lines_were_written_leaves_no_line_twice(gated, tm
     controller.run(plan, out, SeededFaultsBackend(), resume=True)
     assert read_documents(out).to_pydict() == read_documents(finished).to_pydict()
     assert rows(out / "rejected.jsonl") == rows(finished / "rejected.jsonl")
+
+
+def test_the_run_line_says_how_many_documents_each_gate_rejected(gated):
+    from generator.cli import run_lines
+    from generator.results import run_result
+    plan, out, summary = gated
+    result = run_result(out, summary)
+    n = summary["rejected"]["total"]
+    assert n and result.rejected == (("min_tokens", n),)
+    assert f"quality gates rejected {n} documents (min_tokens {n})" in run_lines(result)

@@ -20,7 +20,8 @@ from pathlib import Path
 from generator.files import count_documents
 from generator.recipe import Plan, pilot_size
 from generator.records import Backend
-from generator.run import calibration, drift, growth, knobs, shift_bound
+from generator.quality.report import read_rejected
+from generator.run import calibration, drift, growth, knobs, rejections, shift_bound
 from generator.run.context import Context, stream
 from generator.run.finish import finish
 from generator.run.journal import remove_journal
@@ -124,9 +125,10 @@ def steer_to(ctx: Context, state: RunState, **changes) -> RunState:
 
 
 def weights_at(ctx: Context, s, c: float) -> dict:
-    """The sampling weights at concentration `c` under the steering state's shift, drift and
-    attribution factors (a sweep's points differ from the operating c in c alone)."""
-    return knobs.sampling_weights(ctx.orders, c, s.shift_factors, s.drift_factors, s.attribution_factors)
+    """The sampling weights at concentration `c` under the steering state's shift, drift,
+    attribution and rejection factors (a sweep's points differ from the operating c in c alone)."""
+    return knobs.sampling_weights(ctx.orders, c, s.shift_factors, s.drift_factors, s.attribution_factors,
+                                  s.rejection_factors)
 
 
 def away_from_far(ctx: Context, state: RunState, shift: Shift) -> dict:
@@ -248,16 +250,18 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     measured_at, this_round, round_c = s.measure_at, s.round, s.concentration
     hold_at = measured_at + s.lookahead if state.counters.num_docs < num_docs else measured_at
     with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(measure_round, ctx, this_round, measured_at)
+        future = pool.submit(measure_round, ctx, this_round, measured_at, s.main_start)
         state = ctx.pipe.advance(state, s.round_end_docs, submit_docs=num_docs, beside=future.done,
                                  hold_at=hold_at)
-        report, attribution, shift, fidelity, docs = future.result()
+        report, attribution, shift, fidelity, docs, rejected = future.result()
     state = add_judge_cost(state, report)
     state, drift_action = drift.respond(state, fidelity, ctx.target.min_fidelity, ctx.plan.grid)  # or stop
     state = with_round(state, measured_round(round_c, "main", report, shift, docs=docs))
     decision = decide(state.steering.history, ctx.goal(state))
     if not state.stopped:
         state = apply_after_main(ctx, state, decision, attribution, shift)
+        if rejected or state.steering.rejection_factors:  # the last round's rejection rates replace the ones before
+            state = steer_to(ctx, state, rejection_factors=rejected)
     if docs < num_docs and state.steering.weights != s.weights:
         state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights, this_round + 1)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round=this_round + 1,
@@ -291,6 +295,8 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     num_docs, c, s = ctx.plan.recipe.size.num_docs, state.counters, state.steering
     if not s.epochs or s.epochs[-1].weights != s.weights:  # the first main round, or c set after the pilots
         state = ctx.pipe.set_epoch(state, c.next_index, s.weights)
+    if not s.main_start:
+        state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, main_start=c.next_index))
     end = next_round_end(ctx, state)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
     submit = min(num_docs, end + s.lookahead)  # no more than the lookahead past the round's end
@@ -305,11 +311,18 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     return state
 
 
-def measure_round(ctx: Context, round_no: int, below: int):
-    """Score the corpus's samples below index `below` (runs beside generation)."""
+def measure_round(ctx: Context, round_no: int, below: int, main_start: int = 0):
+    """Score the corpus's samples below index `below` (runs beside generation); the rejection
+    rates are those of the main phase's samples (from `main_start`), the corpus's own."""
     texts, metadata = read_corpus(ctx.out, below, rng=ctx.rng("main", round_no, 1))  # a sample of at most
     # MEASURE_ROWS
     report, attribution = measure(texts, ctx.judge, ctx.target, ctx.rng("main", round_no), metadata=metadata)
     shift = ctx.shift_of(ctx.out, round_no, below)
     fidelity = round_fidelity(ctx.plan, ctx.judge, texts, metadata)
-    return report, attribution, shift, fidelity, count_documents(ctx.out, below)
+    docs = count_documents(ctx.out, below)
+    rejected = {}
+    if ctx.plan.recipe.quality is not None:
+        rows = [r for r in read_rejected(ctx.out) if r.get("sample_index", 0) >= main_start]
+        counts = rejections.rejection_counts(rows, below)
+        rejected = rejections.rejection_factors(counts, metadata, docs, rate=ctx.target.reweight_rate or 1.0)
+    return report, attribution, shift, fidelity, docs, rejected

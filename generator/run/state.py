@@ -99,6 +99,8 @@ class Steering:
     shift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor from the shift bound
     drift_factors: dict = field(default_factory=dict)  # axis -> value -> weight factor away from drift
     attribution_factors: dict = field(default_factory=dict)  # axis -> value -> factor of the last correction
+    rejection_factors: dict = field(default_factory=dict)  # axis -> value -> factor away from gate rejections
+    main_start: int = 0  # the sample index the main phase started at (its rejections are the corpus's)
     binding: str = ""  # the constraint that stopped the run when target and max_shift could not both hold
     epochs: tuple[Epoch, ...] = ()  # every weight change, by the sample index it applies from
     # samples generated under the old weights while a main round is measured (fixed at start)

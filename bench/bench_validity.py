@@ -63,10 +63,13 @@ def load_bbc() -> dict[str, list[str]]:
 
 
 def near_copy(text: str, vocabulary: list[str], rng: np.random.Generator) -> str:
-    words = text.split()
+    """`text` with 5% of its words swapped for random corpus words, its line breaks kept."""
+    parts = re.split(r"(\s+)", text.strip())  # words at even positions, the whitespace between them at odd
+    words = parts[::2]
     for i in rng.choice(len(words), size=max(1, len(words) // 20), replace=False):
         words[i] = vocabulary[int(rng.integers(len(vocabulary)))]
-    return " ".join(words)
+    parts[::2] = words
+    return "".join(parts)
 
 
 def build_corpus(by_subject: dict[str, list[str]], factor: str, level, vocabulary: list[str],

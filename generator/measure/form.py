@@ -21,8 +21,9 @@ FORM_FEATURES = (
 )
 
 # Weights of the distance: the continuous register features vary from document to document of
-# one form (BENCHMARKS.md, "A form view"), so they count half.
-FORM_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 0.5, 1, 0.5, 1], dtype=np.float64)
+# one form (BENCHMARKS.md, "A form view"), so they count half, and digits, which follow the
+# subject as much as the form, a quarter.
+FORM_WEIGHTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.5, 0.5, 1, 1, 0.25, 1, 0.5, 1], dtype=np.float64)
 
 _HEADING = re.compile(r"^\s*(#{1,6}\s|\*\*[^*]{1,80}\*\*:?\s*$|[A-Z][^.!?]{0,60}:\s*$)")
 _NUMBERED = re.compile(r"^\s*(\d{1,2}[.)]\s|step\s+\d+\b)", re.I)
@@ -33,6 +34,7 @@ _CODE = re.compile(r"^(\s{4,}|\t)\S|^\s*```|\|.*\||[;{}]\s*$")
 _WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 _PARAGRAPH = re.compile(r"\n\s*\n")
+_QUOTED = re.compile(r"\"[^\"\n]{0,400}\"|\u201c[^\u201d\n]{0,400}\u201d")
 _CONTRACTION = re.compile(r"\b(\w+n't|\w+'(re|ve|ll|m|d)|(it|that|there|what|he|she|let|here|who)'s)\b")
 _PRONOUNS = {
     "first_singular": {"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"},
@@ -58,7 +60,7 @@ def _features(text: str) -> list[float]:
     lines = [line for line in text.splitlines() if line.strip()] or [""]
     share = lambda pattern: sum(bool(pattern.search(line)) for line in lines) / len(lines)  # noqa: E731
     words = _WORD.findall(text)
-    lower = [w.lower() for w in words]
+    own = [w.lower() for w in _WORD.findall(_QUOTED.sub(" ", text))]  # the writer's words, not quoted speech
     num_words = max(len(words), 1)
     rate = lambda name, count: min(count / num_words * _SCALE[name], 1.0)  # noqa: E731
     sentences = [s for s in _SENTENCE_END.split(text) if _WORD.search(s)]
@@ -68,8 +70,8 @@ def _features(text: str) -> list[float]:
     paragraphs = sum(1 for p in _PARAGRAPH.split(text) if p.strip())
     return [
         share(_HEADING), share(_NUMBERED), share(_BULLET), share(_SPEAKER), share(_QA), share(_CODE),
-        *(rate(name, sum(w in vocabulary for w in lower)) for name, vocabulary in _PRONOUNS.items()),
-        rate("contractions", len(_CONTRACTION.findall(text.lower()))),
+        *(rate(name, sum(w in vocabulary for w in own)) for name, vocabulary in _PRONOUNS.items()),
+        rate("contractions", len(_CONTRACTION.findall(" ".join(own)))),
         min(max((sum(map(len, words)) / num_words - 3.0) / 4.0, 0.0), 1.0),
         rate("long_words", sum(len(w) >= 9 for w in words)),
         ends.count("!") / len(ends),

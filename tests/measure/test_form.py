@@ -61,3 +61,11 @@ def test_distances_are_the_condensed_rms_difference():
     assert form_distances(f, np.ones(2)) == pytest.approx([np.sqrt(0.5), 1.0, np.sqrt(0.5)])
     assert form_distances(f, np.array([1.0, 0.0])) == pytest.approx([1.0, 1.0, 0.0])
     assert form_distances(f[:1], np.ones(2)).shape == (0,)
+
+
+def test_quoted_speech_is_not_the_writer_s_person():
+    quoted, own = form_features(['The minister said "I will resign and we will go" on Monday, and left.',
+                                 "I will resign, and we will go on Monday, I said, and left."])
+    for feature in ("first_singular", "first_plural"):
+        column = FORM_FEATURES.index(feature)
+        assert quoted[column] == 0.0 and own[column] > 0.5

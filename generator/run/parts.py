@@ -64,11 +64,20 @@ class PartsBackend:
         self._waiting: dict[str, tuple[Request, dict[int, Result]]] = {}  # request id -> parts back
         self._in_flight = 0
         self._part_tokens = 0  # tokens of the parts returned, for an inner backend that does not count
+        self._documents, self._requests = 0, 0  # submitted so far: documents, and the requests they became
+
+    @property
+    def parts_per_document(self) -> float:
+        """Requests per document submitted so far (`width` before the first)."""
+        return self._requests / self._documents if self._documents else float(self.width)
 
     @property
     def capacity(self) -> int:
-        """Documents in flight that fill the inner backend when each has `width` parts."""
-        return max(1, self.inner.capacity // self.width)
+        """Documents in flight that fill the inner backend: those out, plus the inner backend's free
+        room over the requests per document so far. Most recipes mix one-part templates with
+        multi-part ones, so dividing by the widest would leave the engines mostly empty."""
+        room = max(0, self.inner.capacity - self.inner.in_flight)
+        return max(1, self._in_flight + int(room / self.parts_per_document))
 
     @property
     def in_flight(self) -> int:
@@ -87,6 +96,7 @@ class PartsBackend:
                 self._waiting[r.id] = (r, {})
             out.extend(split_request(r))
         self._in_flight += len(requests)
+        self._documents, self._requests = self._documents + len(requests), self._requests + len(out)
         self.inner.submit(out)
 
     def poll(self, timeout_s: float) -> list[Result]:

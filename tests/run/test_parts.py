@@ -95,12 +95,28 @@ def test_join_results_applies_the_truncation_policy_per_part(policy, second, tex
 def test_parts_backend_passes_plain_requests_and_counts_documents_in_flight():
     inner = FakeBackend()
     backend = PartsBackend(inner, width=2, policy="trim")
-    assert backend.capacity == inner.capacity // 2
+    assert backend.capacity == inner.capacity // 2  # before any document: each may have every part
     backend.submit([REQUEST, Request(id="plain", prompt="c", max_tokens=10)])
     assert backend.in_flight == 2 and inner.in_flight == 3
     got = {r.id: r for r in backend.poll(0)}
     assert set(got) == {"d", "plain"} and backend.in_flight == 0
     assert got["d"].text.count(PART_BREAK) == 1
+
+
+def test_parts_backend_capacity_fills_the_inner_backend_at_the_mix_of_parts_so_far():
+    """One document in four with two parts: 1.25 requests a document, so the documents in flight
+    fill the inner backend's requests, not half of them."""
+    inner = FakeBackend()
+    inner.capacity, inner.answer = 100, 1
+    backend = PartsBackend(inner, width=2, policy="trim")
+    plain = [Request(id=f"p{i}", prompt="c", max_tokens=10) for i in range(3)]
+    backend.submit([REQUEST, *plain])  # 4 documents, 5 requests
+    assert backend.parts_per_document == 1.25
+    assert backend.capacity == 4 + int((100 - 5) / 1.25)
+    more = [Request(id=f"q{i}", prompt="a\n\n---\n\nb", max_tokens=10, parts=("a", "b")) if i % 4 == 0
+            else Request(id=f"q{i}", prompt="c", max_tokens=10) for i in range(backend.capacity - backend.in_flight)]
+    backend.submit(more)  # the same mix: the inner backend is full, not half empty
+    assert 0.95 * inner.capacity <= inner.in_flight <= inner.capacity
 
 
 def test_parts_backend_reports_the_inner_token_count_or_the_tokens_of_parts_back():

@@ -267,7 +267,7 @@ COSTS = {  # each stage of the run, by the (file, function) whose cumulative tim
     "dedup flush (index rows to disk)": ("dedup.py", "flush"),
     "write_shard (Parquet)": ("files.py", "write_shard"),
     "save_state": ("state.py", "save_state"),
-    "corpus_endings (summary)": ("loop.py", "corpus_endings"),
+    "corpus_endings (summary)": ("summary.py", "corpus_endings"),
     "fake engine texts and keys (not the driver)": ("bench_driver.py", "generate"),
 }
 

@@ -25,7 +25,8 @@ from generator.run import calibration, drift, growth, knobs, rejections, shift_b
 from generator.run.context import Context, stream
 from generator.run.finish import finish
 from generator.run.journal import remove_journal
-from generator.run.loop import OnProgress, Pipeline, open_deduper, write_summary
+from generator.run.loop import OnProgress, Pipeline, open_deduper
+from generator.run.summary import write_summary
 from generator.run.policy import FIRST_SWEEP, Decision, decide
 from generator.run.reference import Shift, open_reference, resolve_target
 from generator.run.resume import prepare_output
@@ -112,7 +113,8 @@ def with_calibration(ctx: Context, record: dict) -> Context:
     from generator.judges.embedding import EmbeddingJudge
     plan = calibration.embedding_target(ctx.plan, ctx.llm_target, record)
     return dataclasses.replace(ctx, plan=plan, calibration=record,
-                               judge=EmbeddingJudge(record["threshold"], embed=ctx.embed))
+                               judge=EmbeddingJudge(record["threshold"], form_threshold=record.get("form_threshold"),
+                                                    embed=ctx.embed))  # an older record: subject only
 
 
 def steer_to(ctx: Context, state: RunState, **changes) -> RunState:

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from generator.files import (append_jsonl, next_shard_path, read_documents, read_manifest, shard_path,
-                             shard_paths, write_json, write_manifest, write_shard)
+                             shard_paths, write_manifest, write_shard)
 from generator.quality.gates import add_rejections, build_gates, rejected_row, rejection_stop
-from generator.quality.report import rejection_summary
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
 from generator.run.beside import Beside, result_keys, result_verdict
@@ -373,32 +372,3 @@ def check_failure_rate(plan: Plan, c: Counters) -> str:
                 f"dedup.max_duplicate_rate {plan.recipe.dedup.max_duplicate_rate:.0%}: the model keeps "
                 "repeating itself; see duplicates.jsonl (raise temperature or widen the grid)")
     return rejection_stop(plan.recipe.quality, c.rejected, c.num_attempted)
-
-
-def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend: Backend,
-                  extra: dict | None = None) -> dict:
-    c = state.counters
-    summary = {
-        "recipe": plan.recipe.name, "recipe_hash": plan.recipe_hash, "model": plan.recipe.model,
-        "backend": backend.name, "num_docs": c.num_docs, "requested_docs": plan.recipe.size.num_docs,
-        "num_attempted": c.num_attempted, "num_failed": c.num_failed,
-        "failure_rate": c.num_failed / max(1, c.num_attempted),
-        "num_truncated": c.num_truncated, "num_trimmed": c.num_trimmed,  # generated, pilot rounds included
-        "endings": corpus_endings(out),
-        "duplicates": {"exact": c.duplicates_exact, "near": c.duplicates_near},
-        **({"rejected": rejection_summary(out, c.rejected)} if plan.recipe.quality is not None else {}),
-        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "commits": c.batches,
-        "num_shards": c.num_shards, "generate_s": round(c.generate_s, 3), "wall_s": round(wall_s, 3),
-        "tokens_per_s": round(c.completion_tokens / c.generate_s, 2) if c.generate_s else 0.0,
-        "stopped": state.stopped or None,
-        **(extra or {}),
-    }
-    write_json(out / "summary.json", summary)
-    return summary
-
-
-def corpus_endings(out: Path) -> dict[str, int]:
-    """How the corpus's documents end: at end-of-sequence, trimmed back to a complete sentence
-    after max_tokens, or cut at max_tokens."""
-    reasons = read_documents(out, columns=["finish_reason"]).column("finish_reason").to_pylist()
-    return {"eos": reasons.count("stop"), "trimmed": reasons.count("trimmed"), "cut": reasons.count("length")}

@@ -79,7 +79,7 @@ class Target:
     relative: float | None = None  # D as a multiple of the reference corpus' D (needs `reference:`)
     max_shift: float | None = None  # most MMD² of corpus vs reference embeddings (needs `reference:`)
     tolerance: float = 0.15
-    judge: Literal["embed", "llm"] = "embed"
+    judge: Literal["embed", "embed-subject", "llm"] = "embed"
     k: int = 10
     judge_model: str = ""  # moved to judge.model; kept so a recipe naming it gets an error that says so
     judge_endpoint: str = ""  # moved to judge.endpoint (with judge.backend: openai)
@@ -113,7 +113,7 @@ class Scoring:
     """How `generator run` scores its output at the end (OUT/diversity.json)."""
 
     enabled: bool = True
-    judge: Literal["embed", "llm"] = "embed"
+    judge: Literal["embed", "embed-subject", "llm"] = "embed"
     k: int = 10
     num_batches: int = 200
 

@@ -53,11 +53,12 @@ def progress_of(state, flow, *, num_docs: int, pilot_docs: int) -> Progress:
 @dataclass(frozen=True)
 class Ruler:
     """The judge settings a score is taken at; scores compare only under one ruler. `judge`:
-    "embed" (MiniLM, cut at `threshold`) or "llm" (the cluster-agent under `settings`, a
+    "embed" (MiniLM and the form view, cut at `threshold` and the form cut), "embed-subject" (MiniLM
+    alone: the ruler of scores taken before the form view) or "llm" (the cluster-agent under `settings`, a
     judges.config.JudgeSettings; `criteria` is its frozen criteria file). `k`: documents per batch
     (default: the settings' K, 10)."""
 
-    judge: Literal["embed", "llm"] = "embed"
+    judge: Literal["embed", "embed-subject", "llm"] = "embed"
     k: int | None = None
     threshold: float = 0.0  # 0: the embedding judge's default (judges.embedding.DEFAULT_THRESHOLD)
     seed: int = 0

@@ -126,3 +126,14 @@ def test_calibrate_fits_both_cuts_to_an_llm_judge_served_over_http():
     assert subject.agreement < 0.8
     with pytest.raises(ScoreError, match="unknown views"):
         calibrate_threshold(texts, judge, views="form", rng=np.random.default_rng(0), embed=group_embed)
+
+
+def test_a_recipe_names_the_subject_only_ruler_its_target_was_set_on(tmp_path):
+    """The example target recipes keep the ruler their scores were chosen on: `embed-subject`."""
+    from conftest import ROOT
+    from generator.judges import judge_for_target
+    from generator.recipe import load_recipe
+    plan = load_recipe(ROOT / "recipes" / "target-moderate.yaml")
+    assert plan.recipe.target.judge == "embed-subject" == plan.recipe.scoring.judge
+    judge = judge_for_target(plan, tmp_path)
+    assert judge.form_threshold is None and "+form" not in judge.name

@@ -282,7 +282,7 @@ def test_a_steered_run_is_scored_at_the_end_on_the_target_s_ruler(tmp_path, root
     write_parquet(tmp_path / "data" / "shard-00000.parquet", ROWS)
     result = scoring.score_finished_run(plan, tmp_path)
     saved = json.loads((tmp_path / "diversity.json").read_text())
-    assert saved["ruler"] == {"settings_from": "target", "judge": "embed", "threshold": 0.6, "k": 10}
+    assert saved["ruler"] == {"settings_from": "target", "judge": "embed-subject", "threshold": 0.6, "k": 10}
     assert "L6-v2@0.6" in saved["judge"] and saved["k"] == 10 and saved["score"] == result["score"]
 
 

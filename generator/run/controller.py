@@ -112,9 +112,9 @@ def with_calibration(ctx: Context, record: dict) -> Context:
     """Steer with the embedding judge at the calibrated threshold, to the target on its scale."""
     from generator.judges.embedding import EmbeddingJudge
     plan = calibration.embedding_target(ctx.plan, ctx.llm_target, record)
-    return dataclasses.replace(ctx, plan=plan, calibration=record,
-                               judge=EmbeddingJudge(record["threshold"], form_threshold=record.get("form_threshold"),
-                                                    embed=ctx.embed))  # an older record: subject only
+    judge = EmbeddingJudge(record["threshold"], embed=ctx.embed,
+                           form_threshold=record.get("form_threshold"))  # older records: none
+    return dataclasses.replace(ctx, plan=plan, calibration=record, judge=judge)
 
 
 def steer_to(ctx: Context, state: RunState, **changes) -> RunState:
@@ -262,7 +262,7 @@ def main_round(ctx: Context, state: RunState) -> RunState:
     decision = decide(state.steering.history, ctx.goal(state))
     if not state.stopped:
         state = apply_after_main(ctx, state, decision, attribution, shift)
-        if rejected or state.steering.rejection_factors:  # the last round's rejection rates replace the ones before
+        if rejected or state.steering.rejection_factors:  # this round's rejection rates replace the last
             state = steer_to(ctx, state, rejection_factors=rejected)
     if docs < num_docs and state.steering.weights != s.weights:
         state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights, this_round + 1)
@@ -298,7 +298,8 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     if not s.epochs or s.epochs[-1].weights != s.weights:  # the first main round, or c set after the pilots
         state = ctx.pipe.set_epoch(state, c.next_index, s.weights)
     if not s.main_start:
-        state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, main_start=c.next_index))
+        steering = dataclasses.replace(state.steering, main_start=c.next_index)
+        state = dataclasses.replace(state, steering=steering)
     end = next_round_end(ctx, state)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
     submit = min(num_docs, end + s.lookahead)  # no more than the lookahead past the round's end

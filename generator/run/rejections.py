@@ -6,7 +6,8 @@ documents of each value the gates rejected (rejected.jsonl, samples below the ro
 against how many were kept (the measured sample of the corpus, scaled to the corpus). A value
 rejected more often than its column, beyond chance (Z binomial standard deviations), gets the
 factor (its kept share / the column's) ** rate, so only what is worse than the rest of its
-column moves; a value needs `min_rows` rejected or kept documents to count. The factors of the last round replace the ones before (like attribution's):
+column moves; a value needs `min_rows` rejected or kept documents to count. The factors of the
+last round replace the ones before (like attribution's):
 a rejection rate is re-measured each round on every document so far.
 """
 from __future__ import annotations

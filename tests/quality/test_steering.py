@@ -43,8 +43,8 @@ class ShortForOnePersona(EchoBackend):
 
 
 def test_rejection_factors_lower_only_the_values_rejected_more_than_their_column():
-    rows = [{"sample_index": i, "template": "t", "grid_values": json.dumps({"persona": "bad", "topic": f"x{i % 3}"})}
-            for i in range(12)]
+    rows = [{"sample_index": i, "template": "t",
+             "grid_values": json.dumps({"persona": "bad", "topic": f"x{i % 3}"})} for i in range(12)]
     rows.append({"sample_index": 99, "template": "t", "grid_values": json.dumps({"persona": "good"})})
     counts = rejection_counts(rows, below=50)  # the row at 99 is past the round
     assert counts["persona"] == Counter({"bad": 12})

@@ -67,7 +67,8 @@ def test_a_run_with_keys_beside_makes_the_same_corpus(small_recipe, tmp_path):
     assert beside.with_keys > 0
     assert (tmp_path / "plain" / "duplicates.jsonl").read_text() == (
         tmp_path / "beside" / "duplicates.jsonl").read_text()
-    counters = [json.loads((tmp_path / run / "state.json").read_text())["counters"] for run in ("plain", "beside")]
+    counters = [json.loads((tmp_path / run / "state.json").read_text())["counters"]
+                for run in ("plain", "beside")]
     for c in counters:
         c.pop("generate_s")
     assert counters[0] == counters[1] and counters[0]["duplicates_exact"] > 0

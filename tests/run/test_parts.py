@@ -113,8 +113,9 @@ def test_parts_backend_capacity_fills_the_inner_backend_at_the_mix_of_parts_so_f
     backend.submit([REQUEST, *plain])  # 4 documents, 5 requests
     assert backend.parts_per_document == 1.25
     assert backend.capacity == 4 + int((100 - 5) / 1.25)
+    room = backend.capacity - backend.in_flight
     more = [Request(id=f"q{i}", prompt="a\n\n---\n\nb", max_tokens=10, parts=("a", "b")) if i % 4 == 0
-            else Request(id=f"q{i}", prompt="c", max_tokens=10) for i in range(backend.capacity - backend.in_flight)]
+            else Request(id=f"q{i}", prompt="c", max_tokens=10) for i in range(room)]
     backend.submit(more)  # the same mix: the inner backend is full, not half empty
     assert 0.95 * inner.capacity <= inner.in_flight <= inner.capacity
 

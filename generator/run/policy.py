@@ -36,15 +36,6 @@ class Goal:
     pilot_docs: int = 100  # samples per sweep point
     max_discarded: int = 0  # pilot documents the calibration may discard in all (a refining sweep must fit)
     discarded: int = 0  # pilot documents discarded so far, and those of the sweep just measured but one point
-    num_rounds: int = 0  # main rounds (0: none to rely on for a correction, so a sweep refines when it can)
-    lookahead: int = 0  # samples drawn past a main round's end before its correction takes effect
-
-    @property
-    def rounds_correct(self) -> bool:
-        """Main rounds can still correct the corpus after the sweeps: the first correction takes
-        effect within its first half. Then a refining sweep is not worth its barrier (every engine
-        waits for the sweep's slowest sample); on a shallower corpus the sweep's c decides it."""
-        return bool(self.num_rounds) and self.num_docs / self.num_rounds + self.lookahead <= self.num_docs / 2
 
     @property
     def floor(self) -> float:
@@ -164,10 +155,9 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
         # only the judge's floor says the target is reachable down there: measure c = 0 as well
         refine = (max(fit.concentration, MIN_C), 0.0)
     affordable = goal.pilot_docs * (len(refine) - 1) <= goal.max_discarded - goal.discarded
-    if spent or within or not affordable or goal.rounds_correct:
+    if spent or within or not affordable:
         why = ("pilot budget spent" if spent else "fit within tolerance" if within
-               else "a second sweep would exceed the calibration budget" if not affordable
-               else "main rounds correct the rest")
+               else "a second sweep would exceed the calibration budget")
         return Decision("go_on", fit.concentration, f"{why}: {fitted}; continue at c={fit.concentration:.3f}",
                         **binds)
     listed = ", ".join(f"{c:.3f}" for c in refine)

@@ -11,7 +11,6 @@ Every file is written to a temporary name and renamed, so a crash never leaves h
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -169,6 +168,22 @@ def read_run_yaml(path: Path) -> Any:
 
 def verify_fix(out: Path) -> str:
     return f"run `generator verify {out}` for each problem and its repair"
+
+
+def read_jsonl(path: Path, key: str, kind: type) -> list[dict]:
+    """The rows of a JSONL file whose field `key` is a `kind` (none when the file is missing); a
+    line cut short by a crash, or otherwise unreadable, is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get(key), kind):
+            rows.append(row)
+    return rows
 
 
 def append_jsonl(path: Path, rows: Iterable[dict]) -> None:

@@ -54,6 +54,11 @@ class Result:
         return self.finish_reason != "error"
 
 
+# Result fields made beside the engine for this run's settings: never stored with a result (the
+# journal, the judge's cache), so a result read back gets them made again
+BESIDE_FIELDS = ("dedup_keys", "verdict")
+
+
 def failed_result(request: Request, reason: str) -> Result:
     return Result(id=request.id, text="", finish_reason="error", error=reason)
 

@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from generator.records import Backend, Request, Result
+from generator.records import BESIDE_FIELDS, Backend, Request, Result
 
 
 def request_key(model: str, request: Request) -> str:
@@ -46,7 +46,7 @@ class CachedBackend:
         todo = list({key: i for i, key in reversed(list(enumerate(keys))) if key not in found}.values())
         fresh = self.backend.generate([requests[i] for i in todo]) if todo else []
         for i, result in zip(todo, fresh):
-            found[keys[i]] = {k: v for k, v in vars(result).items() if k not in ("id", "dedup_keys", "verdict")}
+            found[keys[i]] = {k: v for k, v in vars(result).items() if k != "id" and k not in BESIDE_FIELDS}
             if result.ok:
                 self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)",
                                  (keys[i], json.dumps(found[keys[i]])))

@@ -5,29 +5,17 @@ template's or style's share is its rejected rows over those rows plus its docume
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from generator.files import read_documents
+from generator.files import read_documents, read_jsonl
 
 SHARE_COLUMNS = ("template", "style")
 
 
 def read_rejected(out: Path) -> list[dict]:
     """The rows of OUT/rejected.jsonl (a line cut short by a crash is skipped)."""
-    path = out / "rejected.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("gate"), str):
-            rows.append(row)
-    return rows
+    return read_jsonl(out / "rejected.jsonl", "gate", str)
 
 
 def rejection_summary(out: Path, by_gate: dict) -> dict:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Iterable
 
 from generator.files import atomic_write_text
-from generator.records import Result
+from generator.records import BESIDE_FIELDS, Result
 
 JOURNAL = "journal.jsonl"
-_FIELDS = [f.name for f in dataclasses.fields(Result) if f.name not in ("dedup_keys", "verdict")]  # made again
+_FIELDS = [f.name for f in dataclasses.fields(Result) if f.name not in BESIDE_FIELDS]
 
 
 def journal_path(out: Path) -> Path:

@@ -12,16 +12,15 @@ shards; a run with a target is refused (its steering history lives only in that 
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import json
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from generator.errors import UserError
-from generator.files import (atomic_write_text, next_shard_path, read_documents, read_manifest, read_run_yaml,
-                             shard_entry, shard_path, shard_paths, write_manifest, write_yaml)
+from generator.files import (atomic_write_text, next_shard_path, read_documents, read_jsonl, read_manifest,
+                             read_run_yaml, shard_entry, shard_path, shard_paths, write_manifest, write_yaml)
 from generator.outputs import check_out_dir
 from generator.recipe import Plan, recipe_dict, recipe_inputs
 from generator.run.dedup import find_flushes, flush_problem, index_path
@@ -221,11 +220,12 @@ def rebuilt_counters(out: Path, entries: list[dict]) -> Counters:
     below the last document's index was attempted once; token counts are those of the documents."""
     next_index = entries[-1]["last_index"] + 1 if entries else 0
     docs = read_documents(out, columns=["finish_reason", "num_tokens", "num_prompt_tokens"]).to_pydict()
-    failed = [r for r in read_jsonl(out / "failures.jsonl") if r["sample_index"] < next_index]
-    dups = [r for r in read_jsonl(out / "duplicates.jsonl") if r["sample_index"] < next_index]
+    def committed(name: str) -> list[dict]:  # the rows of samples below the mark
+        return [r for r in read_jsonl(out / name, "sample_index", int) if r["sample_index"] < next_index]
+
+    failed, dups = committed("failures.jsonl"), committed("duplicates.jsonl")
     exact = sum(str(r.get("reason", "")).startswith("exact") for r in dups)
-    rejected = Counter(str(r.get("gate", "")) for r in read_jsonl(out / "rejected.jsonl")
-                       if r["sample_index"] < next_index)
+    rejected = Counter(str(r.get("gate", "")) for r in committed("rejected.jsonl"))
     return Counters(next_index=next_index, num_docs=sum(e["rows"] for e in entries), num_attempted=next_index,
                     num_failed=len(failed), num_truncated=docs["finish_reason"].count("length"),
                     num_trimmed=docs["finish_reason"].count("trimmed"), duplicates_exact=exact,
@@ -278,22 +278,6 @@ def reconcile(out: Path, state: RunState) -> RunState:
         if number > s.round or number == s.round and not state.counters.aside_docs:
             shutil.rmtree(folder)
     return state
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSONL file that carry an integer sample_index; a line cut short by a crash
-    (or otherwise unreadable) is skipped."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("sample_index"), int):
-            rows.append(row)
-    return rows
 
 
 def drop_lines_from(path: Path, key: str, below: int) -> None:

@@ -50,7 +50,8 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-calls", type=int, default=None, metavar="N", help="judge call budget")
     parser.add_argument("--num-batches", type=int, default=200, metavar="N", help="most batches to judge (default 200)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"embedding judge's subject cut, a cosine distance (default {DEFAULT_THRESHOLD})")
+                        help=f"embedding judge's subject cut, a cosine distance "
+                             f"(default {DEFAULT_THRESHOLD})")
     parser.add_argument("--regenerate-criteria", action="store_true",
                         help="write new criteria even if --criteria exists")
     parser.add_argument("--reference", type=Path, default=None, metavar="PATH",

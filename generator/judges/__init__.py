@@ -18,8 +18,8 @@ def open_judge(kind: str, *, threshold: float = 0.0, settings=None, criteria_pat
                regenerate_criteria: bool = False, seed: int = 0, backend=None, budget=None, audit=None,
                cache_path: Path | None = None):
     """`embed`: the embedding judge, subject and form views, subject cut `threshold` (0: its
-    default); `embed-subject`: its subject view alone (the ruler before the form view). `llm`: the cluster-agent
-    under `settings` (config.JudgeSettings), on `backend` when given, else on the engine the
+    default); `embed-subject`: its subject view alone (the ruler before the form view). `llm`: the
+    cluster-agent under `settings` (config.JudgeSettings), on `backend` when given, else on the engine the
     settings name, opened with the context `config.plan_context` derives (answers cached in
     `cache_path` when given); its criteria are read from `criteria_path` when it exists (unless
     `regenerate_criteria`; refused if written by another judge model or for another K), else

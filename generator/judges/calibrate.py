@@ -67,8 +67,8 @@ def fit_threshold(reference: Sequence[Sequence[Sequence[int]]], trees: Sequence[
     return best_row(curve, metric)["threshold"], curve
 
 
-def fit_cuts(reference: Sequence[Sequence[Sequence[int]]], distances: Sequence[dict[str, np.ndarray]], k: int, *,
-             thresholds: Sequence[float] = THRESHOLD_GRID, form_thresholds: Sequence[float] = FORM_GRID,
+def fit_cuts(reference: Sequence[Sequence[Sequence[int]]], distances: Sequence[dict[str, np.ndarray]],
+             k: int, *, thresholds: Sequence[float] = THRESHOLD_GRID, form_thresholds: Sequence[float] = FORM_GRID,
              metric: Metric = "adjusted_rand") -> tuple[float, float, list[dict]]:
     """The (subject, form) cuts whose two-view clusterings of the batches (`distances`: each
     batch's condensed "subject" and "form" distances) agree best with the `reference`
@@ -81,13 +81,15 @@ def fit_cuts(reference: Sequence[Sequence[Sequence[int]]], distances: Sequence[d
         for f in form_thresholds:
             cuts = [clusters_at(average_linkage(combined_distances(d["subject"], d["form"], t, f)), 1.0)
                     for d in distances]
-            rows.append({"threshold": float(t), "form_threshold": float(f), **agreement_row(reference, cuts, k)})
+            rows.append({"threshold": float(t), "form_threshold": float(f),
+                         **agreement_row(reference, cuts, k)})
         curve.append(best_row(rows, metric))
         everything.extend(rows)
     values = np.array([row[metric] for row in everything])
     tied = [row for row, value in zip(everything, values) if value >= values.max() - 1e-12]
     middle = sorted({row["threshold"] for row in tied})[len({row["threshold"] for row in tied}) // 2]
-    best = best_row([row for row in tied if row["threshold"] == middle], metric)  # the middle of each cut's ties
+    # the middle of each cut's ties
+    best = best_row([row for row in tied if row["threshold"] == middle], metric)
     curve = [best if row["threshold"] == best["threshold"] else row for row in curve]
     return best["threshold"], best["form_threshold"], curve
 
@@ -168,8 +170,8 @@ def calibrate_threshold(texts: Sequence[str], llm_judge: Judge, *, k: int = 10, 
                                                     thresholds=thresholds, form_thresholds=form_thresholds,
                                                     metric=metric)
     chosen = next(row for row in curve if row["threshold"] == threshold)
-    return Calibration(threshold=threshold, form_threshold=form_threshold, metric=metric, agreement=chosen[metric],
-                       llm_judge=llm_judge.name,
+    return Calibration(threshold=threshold, form_threshold=form_threshold, metric=metric,
+                       agreement=chosen[metric], llm_judge=llm_judge.name,
                        llm_score=float(np.mean([batch_score(p) for p in partitions])),
                        embed_score=chosen["embed_score"], k=k, num_batches=len(kept),
                        num_failed=num_batches - len(kept), curve=tuple(curve), calls=sum(r.calls for r in reference),
@@ -271,8 +273,8 @@ def format_calibration(calibration: Calibration) -> str:
     lines = [f"{cuts} ({calibration.metric} {calibration.agreement:.3f}) · "
              f"LLM D {calibration.llm_score:.3f} vs embedding D {calibration.embed_score:.3f} · "
              f"{calibration.num_batches} batches, {calibration.num_failed} failed"]
-    lines += [f"  t={row['threshold']:.2f}" + (f"  form t={row['form_threshold']:.2f}" if "form_threshold" in row
-                                               else "")
-              + f"  ARI {row['adjusted_rand']:.3f}  pairs {row['pair_agreement']:.3f}  embed D {row['embed_score']:.3f}"
-              for row in calibration.curve]
+    for row in calibration.curve:
+        form_cut = f"  form t={row['form_threshold']:.2f}" if "form_threshold" in row else ""
+        lines.append(f"  t={row['threshold']:.2f}{form_cut}  ARI {row['adjusted_rand']:.3f}  "
+                     f"pairs {row['pair_agreement']:.3f}  embed D {row['embed_score']:.3f}")
     return "\n".join(lines)

@@ -35,7 +35,8 @@ class EmbeddingJudge:
     `generator.measure.embeddings.embed_texts`); every distinct text is embedded (and its form
     measured) once per judge. `form_threshold=None`: the subject-only ruler."""
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *, form_threshold: float | None = DEFAULT_FORM_THRESHOLD,
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, *,
+                 form_threshold: float | None = DEFAULT_FORM_THRESHOLD,
                  embed: Callable[[Sequence[str]], np.ndarray] | None = None, batch_size: int = 64):
         if not 0 < threshold <= 2:
             raise ScoreError(f"embedding threshold {threshold} is outside (0, 2]",

@@ -39,7 +39,8 @@ _CONTRACTION = re.compile(r"\b(\w+n't|\w+'(re|ve|ll|m|d)|(it|that|there|what|he|
 _PRONOUNS = {
     "first_singular": {"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"},
     "first_plural": {"we", "us", "our", "ours", "ourselves", "we're", "we've", "we'll", "we'd"},
-    "second_person": {"you", "your", "yours", "yourself", "yourselves", "you're", "you've", "you'll", "you'd"},
+    "second_person": {"you", "your", "yours", "yourself", "yourselves", "you're", "you've", "you'll",
+                      "you'd"},
 }
 _SCALE = {"first_singular": 20.0, "first_plural": 20.0, "second_person": 20.0, "contractions": 25.0,
           "long_words": 3.0, "digits": 10.0}  # a rate of 1/scale reads as 1: rates past it are all "a lot"

@@ -58,7 +58,8 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
         result["judge_kind"], result["threshold"] = "embed", scorer.threshold
         if scorer.form_threshold is not None:
             result["form_threshold"] = scorer.form_threshold
-            result["views"] = score_views(report, texts, scorer, np.random.default_rng([seed, VIEW_STREAM]), grid)
+            view_rng = np.random.default_rng([seed, VIEW_STREAM])
+            result["views"] = score_views(report, texts, scorer, view_rng, grid)
     elif hasattr(scorer, "criteria"):
         result["judge_kind"], result["criteria"] = "llm", json.loads(scorer.criteria.to_json())
         result["calls_total"] = budget.spent  # criteria written in this run included
@@ -83,7 +84,8 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
     return result
 
 
-def score_views(report, texts: Sequence[str], judge: EmbeddingJudge, rng: np.random.Generator, grid: dict) -> dict:
+def score_views(report, texts: Sequence[str], judge: EmbeddingJudge, rng: np.random.Generator,
+                grid: dict) -> dict:
     """D_subject and D_form: each view of the two-view judge alone on the batches D was
     scored on, with its interval, and with grid columns its own attribution (does a style or a
     persona keep documents apart in subject, in form, or in both?)."""

@@ -18,10 +18,10 @@ from typing import Callable
 
 from generator.files import (append_jsonl, next_shard_path, read_documents, read_manifest, shard_path,
                              shard_paths, write_manifest, write_shard)
-from generator.quality.gates import add_rejections, build_gates, rejected_row, rejection_stop
+from generator.quality.gates import add_rejections, rejected_row, rejection_stop
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
-from generator.run.beside import Beside, result_keys, result_verdict
+from generator.run.beside import Beside, gates_of, result_keys, result_verdict
 from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
 from generator.run.journal import append_results, read_journal, rewrite_journal
@@ -59,10 +59,12 @@ class Pipeline:
                  flush_s: float = FLUSH_S):
         self.plan, self.out, self.deduper = plan, out, deduper
         self.backend = with_parts(backend, plan.templates, plan.recipe.keep_truncated)
-        self.gates = build_gates(plan.recipe.quality, plan.eval_sets)  # None without a quality: section
-        if (deduper is not None or self.gates is not None) and hasattr(self.backend, "set_beside"):
-            self.backend.set_beside(Beside(plan.recipe.keep_truncated, deduper and deduper.key_settings,
-                                           plan.recipe.quality, plan.eval_sets))  # made beside the engines
+        # work on each result: beside the engines where the backend can, else here (the gates are built
+        # on the first result that comes without a verdict, so a pool of actors never loads them here)
+        self.beside = Beside(plan.recipe.keep_truncated, deduper and deduper.key_settings,
+                             plan.recipe.quality, plan.eval_sets)
+        if (deduper is not None or plan.recipe.quality is not None) and hasattr(self.backend, "set_beside"):
+            self.backend.set_beside(self.beside)
         self.on_progress = on_progress
         self.shard_rows, self.flush_s = shard_rows, flush_s
         self.pending: dict[str, tuple[Sample, int]] = {}  # request id -> (sample, epoch number)
@@ -249,10 +251,10 @@ class Pipeline:
     def _rejection(self, doc: Document, result: Result):
         """The quality gates' verdict on `doc` (None: kept), as made beside the engine when it
         came with the result."""
-        if self.gates is None:
+        if self.plan.recipe.quality is None:
             return None
         verdict = result_verdict(result)
-        return self.gates.check(doc.text) if verdict is False else verdict
+        return gates_of(self.beside).check(doc.text) if verdict is False else verdict
 
     def _duplicate(self, doc: Document, result: Result) -> str | None:
         """Why `doc` is a duplicate (it is indexed if not), by the keys computed beside the

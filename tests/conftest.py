@@ -29,10 +29,10 @@ def write_recipe(tmp_path: Path, body: str, name: str = "recipe.yaml") -> Path:
 ECHO_TEMPLATE = "{# variables: [topic, persona] #}{{ topic }}\nas told by {{ persona }}"
 
 
-def echo_recipe(tmp_path: Path, name: str, seed: int, size: str, target: str) -> Path:
+def echo_recipe(tmp_path: Path, name: str, seed: int, size: str, target: str, extra: str = "") -> Path:
     """A steered recipe over the repository's topics x personas whose template echoes the topic on
     its first line (EchoBackend returns the prompt, so a judge can group documents by it);
-    `size` and `target` are the YAML flow mappings of those sections."""
+    `size` and `target` are the YAML flow mappings of those sections, `extra` more top-level lines."""
     (tmp_path / "echo.j2").write_text(ECHO_TEMPLATE)
     return write_recipe(tmp_path, f"""
 name: {name}
@@ -46,7 +46,7 @@ templates:
 size: {size}
 target: {target}
 scoring: {{enabled: false}}
-""", name=f"{name}.yaml")
+{extra}""", name=f"{name}.yaml")
 
 
 SMALL_RECIPE = """

@@ -5,28 +5,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from conftest import ECHO_TEMPLATE, write_recipe
+from conftest import echo_recipe
 from fakes import EchoBackend, KeyJudge
 from generator.files import read_documents
 from generator.recipe import load_recipe
 from generator.run import controller, knobs
 from generator.run.rejections import rejection_counts, rejection_factors
-
-RECIPE = """
-name: gated-steer
-seed: 11
-roots: [@ROOT@, .]
-grid:
-  topic: @ROOT@/topics/topics.yaml
-  persona: @ROOT@/topics/personas.yaml
-templates:
-  - path: echo.j2
-size: {num_docs: 900, shard_rows: 100}
-target: {score: 3.0, tolerance: 0.3, pilot_docs: 100}
-scoring: {enabled: false}
-quality: {min_tokens: 3, max_rejection_rate: 0.9}
-max_failure_rate: 0.9
-"""
 
 
 class ShortForOnePersona(EchoBackend):
@@ -55,9 +39,10 @@ def test_rejection_factors_lower_only_the_values_rejected_more_than_their_column
     assert rejection_factors(rejection_counts([], 50), kept, 100) == {}
 
 
-def test_a_persona_the_gates_reject_loses_weight_in_the_main_rounds(tmp_path, root):
-    (tmp_path / "echo.j2").write_text(ECHO_TEMPLATE)
-    plan = load_recipe(write_recipe(tmp_path, RECIPE.replace("@ROOT@", str(root))))
+def test_a_persona_the_gates_reject_loses_weight_in_the_main_rounds(tmp_path):
+    plan = load_recipe(echo_recipe(tmp_path, "gated-steer", 11, "{num_docs: 900, shard_rows: 100}",
+                                   "{score: 3.0, tolerance: 0.3, pilot_docs: 100}",
+                                   "quality: {min_tokens: 3, max_rejection_rate: 0.9}\nmax_failure_rate: 0.9\n"))
     out = tmp_path / "run"
     bad = knobs.axis_orders(plan.grid, plan.recipe.seed)["persona"][0]  # active at every concentration
     controller.run(plan, out, ShortForOnePersona(bad), judge=KeyJudge(lambda t: t.splitlines()[0]))

@@ -57,26 +57,32 @@ def run(recipe: Plan | str | Path, out: str | Path, *, backend=None, judge=None,
     `judge`: the judge steering measures with, any object with `cluster(batches)` (default: the target's).
     `resume` continues a killed run, `force` overwrites a non-empty `out`. A run that stops early
     returns a RunResult whose `stopped` says why."""
+    from generator.quality.scored import with_score_gate
+    from generator.quality.scores import open_score_gate
     from generator.recipe import pilot_size
     from generator.run import controller
 
     plan, out = _as_plan(recipe), Path(out)
     report = on_progress or (lambda progress: None)
     check_run(plan, out, resume=resume, force=force, score=score, engine=backend is None)
+    gate = open_score_gate(plan.recipe.quality, out)  # its judge opens (or fails) before the engine
     report(Progress("start", total=plan.recipe.size.num_docs))
     owned = backend is None
-    if owned:
-        backend = open_engine(plan, report)
     totals = {"num_docs": plan.recipe.size.num_docs, "pilot_docs": pilot_size(plan.recipe)}
     try:
-        summary = controller.run(plan, out, backend, resume=resume, force=force, judge=judge,
+        if owned:
+            backend = open_engine(plan, report)
+        summary = controller.run(plan, out, with_score_gate(backend, plan, gate), resume=resume, force=force,
+                                 judge=judge,
                                  on_progress=lambda state, flow: report(progress_of(state, flow, **totals)))
     except controller.RunStopped as exc:
         from generator.files import read_json
         return run_result(out, {**read_json(out / "summary.json"), "stopped": str(exc)})
     finally:
-        if owned:
+        if owned and backend is not None:
             backend.close()
+        if gate is not None:
+            gate.close()
     diversity = None
     if score and plan.recipe.scoring.enabled:
         from generator.measure.report import score_finished_run

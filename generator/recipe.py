@@ -17,7 +17,7 @@ from typing import Literal
 
 from generator.errors import UserError
 from generator.judges.config import JudgeSettings
-from generator.quality.checks import check_eval_paths
+from generator.quality.checks import check_quality_files
 from generator.quality.config import Quality, expand_gates, resolve_quality
 from generator.quality.evalsets import EvalSet, read_eval_set
 from generator.readers import read_reference
@@ -197,10 +197,12 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     roots = [base] + [(base / r).resolve() for r in recipe.roots]
     quality = resolve_quality(recipe.quality, base)
     evals = quality.decontaminate if quality else []
+    rubric = quality.llm_score.rubric if quality and quality.llm_score else ""
     for key, p in [*((f"grid.{k}", v if isinstance(v, str) else v.path) for k, v in grid.items()),
                    *((f"templates[{i}].path", t.path) for i, t in enumerate(templates)),
                    *([("reference.path", reference.path)] if reference else []),
-                   *((f"quality.decontaminate[{i}]", p) for i, p in enumerate(evals))]:
+                   *((f"quality.decontaminate[{i}]", p) for i, p in enumerate(evals)),
+                   *([("quality.llm_score.rubric", rubric)] if rubric else [])]:
         if not any(Path(p).is_relative_to(root) for root in roots):
             raise UserError(f"{where}: {key} ({p}) is outside the recipe's folders {[str(r) for r in roots]}",
                             fix="move the file under the recipe's folder or add its folder to roots:")
@@ -244,7 +246,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
         k = recipe.target.k if recipe.target else recipe.scoring.k
         reference = tuple(read_reference(recipe.reference, seed=recipe.seed, k=k,
                                          where=f"{recipe.path}: reference"))
-    check_eval_paths(recipe.quality, recipe.path)
+    check_quality_files(recipe.quality, recipe.path)
     eval_sets = tuple(read_eval_set(Path(p), f"{recipe.path}: quality.decontaminate")
                       for p in (recipe.quality.decontaminate if recipe.quality else []))
     return Plan(recipe=recipe, grid=grid, templates=templates, recipe_hash=hash_recipe(recipe),
@@ -303,6 +305,10 @@ def hash_recipe(recipe: Recipe) -> str:
         d.pop("quality")
     else:
         d["quality"]["decontaminate"] = [Path(p).name for p in recipe.quality.decontaminate]
+        if d["quality"]["llm_score"] is None:
+            d["quality"].pop("llm_score")
+        elif d["quality"]["llm_score"]["rubric"]:
+            d["quality"]["llm_score"]["rubric"] = Path(recipe.quality.llm_score.rubric).name
     if d["judge"] == dataclasses.asdict(JudgeSettings()):
         d.pop("judge")
     for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0), ("llm_batches", 40),
@@ -313,7 +319,9 @@ def hash_recipe(recipe: Recipe) -> str:
     files = [*sorted(v for v in recipe.grid.values() if isinstance(v, str)), *(t.path for t in recipe.templates)]
     data = [v.path for v in recipe.grid.values() if isinstance(v, SeedDocs)]
     evals = recipe.quality.decontaminate if recipe.quality else []
-    for p in [*files, *data, *([recipe.reference.path] if recipe.reference else []), *evals]:
+    rubric = recipe.quality.llm_score.rubric if recipe.quality and recipe.quality.llm_score else ""
+    for p in [*files, *data, *([recipe.reference.path] if recipe.reference else []), *evals,
+              *([rubric] if rubric else [])]:
         for f in ([Path(p)] if Path(p).is_file() else sorted(q for q in Path(p).rglob("*") if q.is_file())):
             h.update(f.read_bytes())
     return h.hexdigest()[:16]

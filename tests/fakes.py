@@ -303,16 +303,18 @@ class ScriptedJudgeServer:
     replaced by prose with probability `malformed_rate` (a `json` failure) or cut short with
     `finish_reason: length` with probability `cut_rate`; `injected` counts both by kind.
     Verification finds every cluster valid. Decisions are seeded per request (prompt and seed),
-    so they do not depend on thread order."""
+    so they do not depend on thread order. A quality-score request (a schema with `score`) is
+    answered with `score_of(document)`: a score 1-5, or a text sent as the raw reply."""
 
     def __init__(self, *, noise: float = 0.0, malformed_rate: float = 0.0, cut_rate: float = 0.0,
-                 seed: int = 0, model: str = "scripted-judge"):
+                 seed: int = 0, model: str = "scripted-judge", score_of=None):
         import threading
         from collections import Counter
         from http.server import ThreadingHTTPServer
 
         self.noise, self.malformed_rate, self.cut_rate, self.seed, self.model = (
             noise, malformed_rate, cut_rate, seed, model)
+        self.score_of = score_of or (lambda document: 3)
         self.injected: Counter = Counter()
         self.num_requests = 0
         self._lock = threading.Lock()
@@ -340,6 +342,11 @@ class ScriptedJudgeServer:
 
         prompt = body["messages"][-1]["content"]
         schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+        if "score" in schema.get("properties", {}):
+            document = re.search(r"<document>\n(.*?)\n</document>", prompt, flags=re.S).group(1)
+            score = self.score_of(document)
+            return (score, "stop") if isinstance(score, str) else (
+                json.dumps({"reason": f"scored {score} by the script", "score": score}), "stop")
         if "clusters" not in schema.get("properties", {}):
             return json.dumps({i: {"reason": "alike", "valid": True} for i in schema.get("required", [])}), "stop"
         key = hashlib.sha256(f"{self.seed}\x00{body.get('seed')}\x00{prompt}".encode()).digest()

@@ -379,6 +379,18 @@ CASES = {
                                 r"real.jsonl: cannot read the evaluation set \(JSONDecodeError"),
     "decontamination n-gram too short": (quality_case("{min_tokens: 5, decontaminate_n: 1}"),
                                          r"quality.decontaminate_n must be in \[3, 100\], got 1"),
+    "llm score threshold out of range": (quality_case("{llm_score: {threshold: 7, judge: {model: m}}}"),
+                                         r"quality.llm_score.threshold must be in \[1, 5\].*got 7"),
+    "llm score without a judge": (quality_case("{llm_score: {threshold: 3}}"),
+                                  r"quality.llm_score has no judge model \(fix: add judge: \{model: M\}"),
+    "llm score rubric missing": (quality_case("{llm_score: {judge: {model: m}, rubric: rubrics/edu.j2}}"),
+                                 r"quality.llm_score.rubric: .*edu.j2: no such rubric file"),
+    "llm score judge endpoint missing": (
+        quality_case("{llm_score: {judge: {model: m, backend: openai}}}"),
+        r"quality.llm_score.judge.endpoint is required for backend openai"),
+    "llm score judge unreachable": (
+        quality_case("{llm_score: {judge: {model: m, backend: openai, endpoint: 'http://127.0.0.1:9/v1'}}}"),
+        r"endpoint http://127.0.0.1:9/v1 is unreachable"),
 }
 
 

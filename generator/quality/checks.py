@@ -6,7 +6,8 @@ import importlib.util
 from pathlib import Path
 
 from generator.errors import UserError
-from generator.quality.config import GATE_KEYS, Quality
+from generator.judges.config import check_settings
+from generator.quality.config import GATE_KEYS, LlmScore, Quality
 
 # (gate, key, lowest, highest, fix): numbers a datatrove gate takes; None (off) is always allowed.
 RANGES = (
@@ -71,6 +72,38 @@ def check_quality(q: Quality, where: str) -> None:
                      f"is not an n-gram length in [1, {MAX_NGRAM}]",
                      f"write it as n: share, e.g. {key}: {{5: 0.15}}")
                 need(0 <= share <= 1, name, f"must be a share in [0, 1], got {share}", "use e.g. 0.15")
+    if q.llm_score is not None:
+        check_llm_score(q.llm_score, where)
+
+
+# (key, lowest, fix) of the LLM score gate's numbers
+SCORE_RANGES = (("max_doc_chars", 100, "use e.g. 4000"), ("answer_max_tokens", 16, "use e.g. 256"),
+                ("batch_docs", 1, "use e.g. 64"), ("max_calls", 0, "use 0 for no limit, or e.g. 10000"),
+                ("max_tokens", 0, "use 0 for no limit, or e.g. 5000000"))
+
+
+def check_llm_score(s: LlmScore, where: str) -> None:
+    """The LLM score gate's threshold, numbers and judge settings."""
+    key = f"{where}: quality.llm_score"
+    if s.judge is None or not s.judge.model:
+        raise UserError(f"{key} has no judge model",
+                        fix="add judge: {model: M} (or {model: M, backend: openai, endpoint: URL}) under "
+                            "quality.llm_score")
+    if not 1 <= s.threshold <= 5:
+        raise UserError(f"{key}.threshold must be in [1, 5] (the rubric's scores), got {s.threshold}",
+                        fix="use e.g. 3 to keep documents the judge scores 3 or more")
+    for name, low, fix in SCORE_RANGES:
+        if getattr(s, name) < low:
+            raise UserError(f"{key}.{name} must be at least {low}, got {getattr(s, name)}", fix=fix)
+    check_settings(s.judge, f"{key}.judge")
+
+
+def check_quality_files(q: Quality | None, where: str) -> None:
+    """The files the gates read: evaluation sets (`check_eval_paths`) and the LLM score's rubric."""
+    check_eval_paths(q, where)
+    if q is not None and q.llm_score is not None:
+        from generator.quality.scores import load_rubric
+        load_rubric(q.llm_score.rubric, f"{where}: quality.llm_score.rubric")
 
 
 def check_eval_paths(q: Quality | None, where: str) -> None:

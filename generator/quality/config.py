@@ -6,6 +6,7 @@ committed, and their checks.
       gopher_quality: {min_doc_words: 30}
       min_tokens: 40
       decontaminate: [evals/mmlu.jsonl]
+      llm_score: {threshold: 3, judge: {model: M, backend: openai, endpoint: URL}}
       max_rejection_rate: 0.5
 
 Each datatrove gate's keys are the keyword arguments of its datatrove filter (the same names and
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import UserError
+from generator.judges.config import JudgeSettings
 
 GATE_KEYS = ("gopher_quality", "gopher_repetition", "fineweb_quality", "c4")
 
@@ -84,6 +86,21 @@ class C4:
 
 
 @dataclass(frozen=True)
+class LlmScore:
+    """An LLM judge's 1-5 score of each document under a rubric; below `threshold` it is rejected.
+    Runs last, on the documents every other gate passed, in batches (generator/quality/scored.py)."""
+
+    judge: JudgeSettings | None = None  # the judge's model and where it runs, as in the judge: section
+    threshold: int = 3  # the least score kept (1-5)
+    rubric: str = ""  # a Jinja2 template with the variable `document`; empty: prompts/judge/quality.j2
+    max_doc_chars: int = 4000  # characters of a document the judge sees (the rest is cut)
+    answer_max_tokens: int = 256  # the judge's answer budget (a retry of a cut answer gets twice this)
+    batch_docs: int = 64  # most documents scored in one batch of concurrent calls
+    max_calls: int = 0  # judge calls this run may send (answers from the cache are free); 0: no limit
+    max_tokens: int = 0  # prompt and answer tokens this run's judge calls may spend; 0: no limit
+
+
+@dataclass(frozen=True)
 class Quality:
     """Gates applied to every finished document, in this order; the first that fails names the
     rejection. Rejected documents go to rejected.jsonl and are replaced by new samples."""
@@ -95,13 +112,15 @@ class Quality:
     c4: C4 | None = None  # C4's document rules
     decontaminate: list[str] = field(default_factory=list)  # evaluation sets: .jsonl, .parquet or .txt
     decontaminate_n: int = 13  # words in a shared n-gram that makes a document contaminated
+    llm_score: LlmScore | None = None  # an LLM judge's score of each document, with a threshold
     max_rejection_rate: float = 0.5  # stop when this share of attempted rows were rejected
 
     def gates(self) -> list[str]:
         """The names of the gates in force, in the order they run."""
         names = ["min_tokens"] if self.min_tokens else []
         names += [k for k in GATE_KEYS if getattr(self, k) is not None]
-        return names + (["decontaminate"] if self.decontaminate else [])
+        names += ["decontaminate"] if self.decontaminate else []
+        return names + (["llm_score"] if self.llm_score is not None else [])
 
 
 def expand_gates(section):
@@ -119,7 +138,11 @@ def expand_gates(section):
 
 
 def resolve_quality(q: Quality | None, base: Path) -> Quality | None:
-    """`q` with its evaluation-set paths resolved against the recipe's folder `base`."""
-    if q is None or not q.decontaminate:
+    """`q` with its evaluation-set paths and rubric resolved against the recipe's folder `base`."""
+    if q is None:
         return q
-    return dataclasses.replace(q, decontaminate=[str((base / p).resolve()) for p in q.decontaminate])
+    score = q.llm_score
+    if score is not None and score.rubric:
+        score = dataclasses.replace(score, rubric=str((base / score.rubric).resolve()))
+    return dataclasses.replace(q, decontaminate=[str((base / p).resolve()) for p in q.decontaminate],
+                               llm_score=score)

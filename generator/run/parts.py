@@ -129,6 +129,8 @@ class PartsBackend:
 
 
 def with_parts(backend: Backend, templates, policy: str) -> Backend:
-    """`backend` wrapped for the plan's templates when any of them has parts, else itself."""
+    """`backend` wrapped for the plan's templates when any of them has parts, else itself (also
+    when it joins parts already: `joins_parts`)."""
     width = max((t.num_topics for t in templates if t.parts), default=0)
-    return PartsBackend(backend, width=width, policy=policy) if width else backend
+    joined = getattr(backend, "joins_parts", False)
+    return PartsBackend(backend, width=width, policy=policy) if width and not joined else backend

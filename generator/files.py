@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from generator.errors import UserError
-from generator.records import SCHEMA, Document
+from generator.records import PROVENANCE, SCHEMA, SOURCE_SCHEMA, Document
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -63,8 +63,9 @@ ROW_GROUP_ROWS = 1000  # rows per Parquet row group: a sampled read touches only
 def write_shard(path: Path, docs: list[Document]) -> dict:
     """Write one shard (its folder is created); return its manifest entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = {name: [getattr(d, name) for d in docs] for name in SCHEMA.names}  # flat fields: no asdict
-    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    schema = SOURCE_SCHEMA if docs and docs[0].rewrite >= 0 else SCHEMA  # provenance in rewrite runs only
+    columns = {name: [getattr(d, name) for d in docs] for name in schema.names}  # flat fields: no asdict
+    table = pa.Table.from_pydict(columns, schema=schema)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
@@ -204,7 +205,8 @@ def read_documents(out: Path, columns: list[str] | None = None, below: int | Non
     if not paths:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     filters = [("sample_index", "<", below)] if below is not None else None
-    return pa.concat_tables([pq.read_table(p, columns=columns, schema=SCHEMA, filters=filters) for p in paths])
+    schema = SOURCE_SCHEMA if PROVENANCE[-1] in pq.read_schema(paths[0]).names else SCHEMA  # a rewrite run's
+    return pa.concat_tables([pq.read_table(p, columns=columns, schema=schema, filters=filters) for p in paths])
 
 
 MEASURE_ROWS = 20_000  # rows a measurement reads at most; above this it reads a uniform sample of rows

@@ -26,6 +26,8 @@ from generator.sampling.sandbox import time_budget
 from generator.sampling.templates import Template, check_template_against, load_template
 from generator.recipe_checks import check_num_topics, check_recipe_values
 from generator.schema import build_record, merge_overrides, parse_overrides  # noqa: F401 (parse_overrides: re-exported)
+from generator.sources.config import Source, check_source, is_url
+from generator.sources.units import SourcePlan
 from generator.yamlfiles import read_yaml
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class Recipe:
     # "trimmed"), "keep" it as cut, or "drop" it as a failed row. YAML true/false mean keep/drop.
     keep_truncated: Literal["trim", "keep", "drop"] = "trim"
     max_failure_rate: float = 0.2
+    source: Source | None = None  # a corpus rewritten per_source times per unit (size.num_docs follows from it)
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
 
 
@@ -187,13 +190,21 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         data["quality"] = expand_gates(data["quality"])
     if isinstance(data.get("keep_truncated"), bool):  # the older yes/no form
         data["keep_truncated"] = "keep" if data["keep_truncated"] else "drop"
+    given_docs = source_size(data)
     recipe = build_record(Recipe, data, f"{where}: ")
+    if recipe.source is not None:
+        check_source(recipe.source, recipe, where)
     check_recipe_values(recipe, where, pilot_docs=pilot_size(recipe))
+    if recipe.source is not None:
+        recipe = dataclasses.replace(recipe, size=dataclasses.replace(recipe.size, num_docs=given_docs))
     base = path.resolve().parent
     grid = {k: str((base / v).resolve()) if isinstance(v, str) else dataclasses.replace(v, path=str((base / v.path).resolve()))
             for k, v in recipe.grid.items()}
     templates = [TemplateSpec(str((base / t.path).resolve()), t.weight) for t in recipe.templates]
     reference = recipe.reference and dataclasses.replace(recipe.reference, path=str((base / recipe.reference.path).resolve()))
+    source = recipe.source
+    if source is not None and not is_url(source.path):
+        source = dataclasses.replace(source, path=str((base / source.path).resolve()))
     roots = [base] + [(base / r).resolve() for r in recipe.roots]
     quality = resolve_quality(recipe.quality, base)
     evals = quality.decontaminate if quality else []
@@ -201,13 +212,27 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     for key, p in [*((f"grid.{k}", v if isinstance(v, str) else v.path) for k, v in grid.items()),
                    *((f"templates[{i}].path", t.path) for i, t in enumerate(templates)),
                    *([("reference.path", reference.path)] if reference else []),
+                   *([("source.path", source.path)] if source and not is_url(source.path) else []),
                    *((f"quality.decontaminate[{i}]", p) for i, p in enumerate(evals)),
                    *([("quality.llm_score.rubric", rubric)] if rubric else [])]:
         if not any(Path(p).is_relative_to(root) for root in roots):
             raise UserError(f"{where}: {key} ({p}) is outside the recipe's folders {[str(r) for r in roots]}",
                             fix="move the file under the recipe's folder or add its folder to roots:")
     return dataclasses.replace(recipe, grid=grid, templates=templates, reference=reference, quality=quality,
-                               roots=[str(r) for r in roots], path=str(path.resolve()))
+                               source=source, roots=[str(r) for r in roots], path=str(path.resolve()))
+
+
+def source_size(data: dict) -> int:
+    """With `source:`, the size.num_docs the recipe gives (0: none; the source sets it), replaced in
+    `data` by a placeholder that passes the checks until `load_recipe` counts the source."""
+    if not isinstance(data.get("source"), dict):
+        return 0
+    size = data.get("size", {})
+    if not isinstance(size, dict):
+        return 0
+    data["size"] = {**size, "num_docs": 1}
+    given = size.get("num_docs", 0)
+    return given if isinstance(given, int) else 0
 
 
 @dataclass(frozen=True)
@@ -220,6 +245,7 @@ class Plan:
     recipe_hash: str
     reference_texts: tuple[str, ...] = ()  # the sampled reference documents, when the recipe has one
     eval_sets: tuple[EvalSet, ...] = ()  # quality.decontaminate's evaluation sets, read
+    source: SourcePlan | None = None  # the corpus rewritten, counted (generator/sources)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
@@ -231,11 +257,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
                                                      where=f"{recipe.path}: grid.{name}"))
     grid = Grid({name: grid.axes[name] for name in recipe.grid})  # the recipe's axis order
     templates = tuple(load_template(Path(t.path)) for t in recipe.templates)
+    source, unit = None, {}
+    if recipe.source is not None:
+        source, unit = load_source_section(recipe, templates)
+        recipe = dataclasses.replace(recipe, size=dataclasses.replace(recipe.size, num_docs=source.num_units
+                                                                      * recipe.source.per_source))
     for t in templates:
-        check_template_against(t, grid.variables(), f"{recipe.path}: grid")
+        check_template_against(t, grid.variables() | set(unit), f"{recipe.path}: grid")
     topic_axis = grid.axes.get("topic")
     check_num_topics(templates, len(topic_axis.values) if topic_axis else 0, f"{recipe.path}: grid")
-    cells = [template_variables(grid, c) for c in probe_cells(grid, max(t.num_topics for t in templates))]
+    cells = [{**template_variables(grid, c), **unit}
+             for c in probe_cells(grid, max(t.num_topics for t in templates))]
+    if source is not None:
+        from generator.sources.load import check_chunk_room
+        check_chunk_room(source, templates, cells[0], recipe, source.cursor.count, recipe.path)
     for t in templates:
         with time_budget(PROBE_BUDGET_S):
             for variables in cells:
@@ -250,7 +285,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
     eval_sets = tuple(read_eval_set(Path(p), f"{recipe.path}: quality.decontaminate")
                       for p in (recipe.quality.decontaminate if recipe.quality else []))
     return Plan(recipe=recipe, grid=grid, templates=templates, recipe_hash=hash_recipe(recipe),
-                reference_texts=reference, eval_sets=eval_sets)
+                reference_texts=reference, eval_sets=eval_sets, source=source)
+
+
+def load_source_section(recipe: Recipe, templates) -> tuple[SourcePlan, dict]:
+    """The recipe's source, counted, and the variables of its first unit (to probe templates with)."""
+    from generator.sources.load import open_recipe_source, unit_variables
+    source = open_recipe_source(recipe, recipe.path)
+    return source, unit_variables(source.units([0])[0], source.name, 0)
 
 
 PROBE_CELLS = 1000  # most cells every template renders when the recipe loads
@@ -279,7 +321,8 @@ def recipe_inputs(recipe: Recipe) -> list[str]:
     grid = [v if isinstance(v, str) else v.path for v in recipe.grid.values()]
     reference = [recipe.reference.path] if recipe.reference else []
     evals = recipe.quality.decontaminate if recipe.quality else []
-    return [*grid, *(t.path for t in recipe.templates), *reference, *evals]
+    source = [recipe.source.path] if recipe.source and not is_url(recipe.source.path) else []
+    return [*grid, *(t.path for t in recipe.templates), *reference, *evals, *source]
 
 
 def recipe_dict(recipe: Recipe) -> dict:
@@ -311,6 +354,11 @@ def hash_recipe(recipe: Recipe) -> str:
             d["quality"]["llm_score"]["rubric"] = Path(recipe.quality.llm_score.rubric).name
     if d["judge"] == dataclasses.asdict(JudgeSettings()):
         d.pop("judge")
+    if d["source"] is None:
+        d.pop("source")
+    else:  # the source by its files' names and sizes (reading a large corpus to hash it costs too much)
+        from generator.sources.read import fingerprint
+        d["source"]["path"] = fingerprint(recipe.source)
     for key, unset in (("relative", None), ("max_shift", None), ("min_fidelity", 0.0), ("llm_batches", 40),
                        ("llm_share", 0.05)):
         if d["target"] is not None and d["target"][key] == unset:

@@ -171,9 +171,14 @@ class Document:
     round: int
     epoch: int  # the weight epoch the sample was drawn under (state.json lists them)
     recipe_hash: str
+    source_id: str = ""  # a rewrite run's source document ("" in a grid run)
+    chunk: int = -1  # the chunk of it rewritten (-1 in a grid run)
+    rewrite: int = -1  # which of that chunk's per_source rewrites, 0..k-1 (-1 in a grid run)
 
 
-SCHEMA = pa.schema([
+PROVENANCE = ("source_id", "chunk", "rewrite")  # columns of a rewrite run's rows only
+SOURCE_SCHEMA = pa.schema([
     (f.name, {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}[f.type])
     for f in dataclasses.fields(Document)
 ])
+SCHEMA = pa.schema([f for f in SOURCE_SCHEMA if f.name not in PROVENANCE])  # a grid run's columns

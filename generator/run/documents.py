@@ -70,7 +70,8 @@ def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, rou
         model=plan.recipe.model, backend=backend, temperature=req.temperature, top_p=req.top_p,
         max_tokens=req.max_tokens, seed=req.seed, finish_reason=finish_reason or result.finish_reason,
         num_tokens=result.num_tokens, num_prompt_tokens=result.num_prompt_tokens,
-        sample_index=sample.index, round=round, epoch=epoch, recipe_hash=plan.recipe_hash)
+        sample_index=sample.index, round=round, epoch=epoch, recipe_hash=plan.recipe_hash,
+        source_id=sample.source_id, chunk=sample.chunk, rewrite=sample.rewrite)
 
 
 def split_results(samples: Sequence[Sample], results: Sequence[Result], *, plan: Plan,

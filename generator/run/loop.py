@@ -28,6 +28,7 @@ from generator.run.journal import append_results, read_journal, rewrite_journal
 from generator.run.parts import with_parts
 from generator.run.state import Counters, Epoch, RunState, save_state, weights_at
 from generator.sampling.requests import Sample, plan_samples
+from generator.sources.slots import Passes, open_passes, provenance
 
 
 
@@ -83,6 +84,7 @@ class Pipeline:
         self.journaled = read_journal(out)  # request id -> result finished ahead of order before a restart
         self.tokens_before = 0  # the backend's token count when the first request went out
         self.started: float | None = None  # when the first request went out
+        self.passes: Passes | None = None  # a rewrite run's index -> slot mapping (generator/sources)
 
     def use_plan(self, plan: Plan) -> None:
         """Draw later samples from `plan` (a grid that grew)."""
@@ -97,6 +99,9 @@ class Pipeline:
         `until_docs`), none at or past sample `hold_at`. Flushes at the end (a folder aside only then)."""
         if self.next_submit is None or self.mark != state.counters.next_index:
             self.mark = self.next_submit = state.counters.next_index
+        if self.plan.source is not None and self.passes is None:
+            self.passes = open_passes(self.plan.recipe.size.num_docs, self.plan.recipe.source.max_attempts,
+                                      self.out, self.mark)
         want = until_docs if submit_docs is None else submit_docs
         self.hold_at, self.into = hold_at, into
         try:
@@ -129,7 +134,10 @@ class Pipeline:
         return state.counters.aside_docs if self.into is not None else state.counters.num_docs
 
     def _blocked(self, state: RunState, want: int) -> bool:
-        return self.hold_at is not None and self.next_submit >= self.hold_at or self._expected(state) >= want
+        p = self.passes  # a rewrite run is done once its last pass is committed
+        done = p is not None and p.finished(self.mark) and self.next_submit >= p.end
+        held = self.hold_at is not None and self.next_submit >= self.hold_at
+        return done or held or self._expected(state) >= want
 
     def _share(self, state: RunState) -> float:
         """The share of samples that became documents so far (1 until 20 were committed)."""
@@ -151,14 +159,18 @@ class Pipeline:
             end = self.next_submit + min(room, SUBMIT_CHUNK, needed)
             if self.hold_at is not None:
                 end = min(end, self.hold_at)
+            if self.passes is not None:  # a rewrite run submits no further than its open pass
+                end = min(end, self.passes.submit_end(self.next_submit, self.mark))
             epoch_no = epoch_number(state.steering, self.next_submit)
             nxt = next_epoch_start(state.steering, self.next_submit)
             if nxt is not None:
                 end = min(end, nxt)
             if end <= self.next_submit:
                 return
-            samples = plan_samples(self.plan, self.next_submit, end - self.next_submit,
-                                   weights_at(state.steering, self.next_submit))
+            n = end - self.next_submit
+            weights = weights_at(state.steering, self.next_submit)
+            samples = plan_samples(self.plan, self.next_submit, n, weights,
+                                   self.passes and self.passes.slots(self.next_submit, n))
             fresh = []
             for sample in samples:
                 result = self.journaled.pop(sample.request.id, None)
@@ -206,7 +218,7 @@ class Pipeline:
             if isinstance(outcome, str):
                 counts["failed"] += 1
                 self.failures.append({"id": sample.request.id, "sample_index": sample.index,
-                                      "round": round_no,
+                                      "round": round_no, **self._miss(sample),
                                       "template": sample.template, "reason": outcome,
                                       "finish_reason": result.finish_reason, "prompt": sample.request.prompt})
                 continue
@@ -215,12 +227,13 @@ class Pipeline:
             rejection = self._rejection(doc, result)
             if rejection is not None:  # before the deduper: a rejected document never enters its index
                 rejected.append(rejection.gate)
-                self.rejected.append(rejected_row(doc, rejection))
+                self.rejected.append({**rejected_row(doc, rejection), **self._miss(sample)})
                 continue
             reason = self._duplicate(doc, result)
             if reason is not None:
                 counts["exact" if reason.startswith("exact") else "near"] += 1
                 self.duplicates.append({"id": doc.id, "sample_index": doc.sample_index, "round": doc.round,
+                                        **self._miss(sample),
                                         "template": doc.template, "reason": reason, "text": doc.text[:300]})
                 continue
             counts["docs"] += 1
@@ -247,6 +260,12 @@ class Pipeline:
             counters = dataclasses.replace(counters, aside_docs=c.aside_docs + counts["docs"],
                                            aside_tokens=c.aside_tokens + tokens)
         return dataclasses.replace(state, counters=counters)
+
+    def _miss(self, sample: Sample) -> dict:
+        """Note that `sample` made no document (a rewrite run tries its slot again); its source fields."""
+        if self.passes is not None:
+            self.passes.miss(sample.index)
+        return provenance(sample)
 
     def _rejection(self, doc: Document, result: Result):
         """The quality gates' verdict on `doc` (None: kept), as made beside the engine when it

@@ -17,6 +17,8 @@ import numpy as np
 from generator.sampling.grid import draw_cells, template_variables
 from generator.recipe import Plan
 from generator.records import Request, Weights, derive_seed
+from generator.sources.load import unit_variables
+from generator.sources.units import Unit
 
 PROMPT_BREAK = "\n\n---\n\n"  # between the prompts of a `parts: topics` sample in its `prompt` column
 
@@ -27,6 +29,9 @@ class Sample:
     template: str
     values: Mapping[str, str]  # grid values, with `topic` joined by "; " for multi-topic
     request: Request
+    source_id: str = ""  # a rewrite run's unit: its source document's id (generator/sources)
+    chunk: int = -1  # the unit's chunk of that document
+    rewrite: int = -1  # which of the unit's per_source rewrites this sample is
 
 
 def request_id(prompt: str, model: str, seed: int, temperature: float, top_p: float, max_tokens: int,
@@ -57,9 +62,11 @@ def sample_uniforms(seed: int, start: int, n: int, width: int) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros((0, width))
 
 
-def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None = None) -> list[Sample]:
+def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None = None,
+                 slots: Sequence[int] | None = None) -> list[Sample]:
     """Samples start_index..start_index+n-1 under `weights`: template and grid cell drawn from
-    each sample's own numbers, prompt rendered, request built."""
+    each sample's own numbers, prompt rendered, request built. A rewrite run's samples also rewrite
+    the unit of their slot (`slots`, one per sample; default: pass 0, where index i is slot i)."""
     r = plan.recipe
     u = sample_uniforms(r.seed, start_index, n, 1 + len(plan.grid.axes))
     cdf = np.cumsum(template_probabilities(plan, weights))
@@ -67,10 +74,14 @@ def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None =
     num_topics = max(t.num_topics for t in plan.templates)
     extra = [np.random.default_rng([r.seed, start_index + i, 1]) for i in range(n)] if num_topics > 1 else None
     cells = draw_cells(plan.grid, u[:, 1:], weights=weights, num_topics=num_topics, extra_rngs=extra)
+    units = source_units(plan, start_index, n, slots)
     samples = []
     for offset, (t_id, cell) in enumerate(zip(template_ids, cells)):
         template = plan.templates[t_id]
         variables = template_variables(plan.grid, cell)
+        unit, rewrite = units[offset] if units else (None, -1)
+        if unit is not None:
+            variables.update(unit_variables(unit, plan.source.name, rewrite))
         prompts = template.prompts(variables, r.sampling.max_tokens)
         prompt = PROMPT_BREAK.join(prompts)
         index = start_index + offset
@@ -86,8 +97,19 @@ def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None =
                           prompt=prompt, max_tokens=max_tokens, temperature=s.temperature,
                           top_p=s.top_p, seed=seed, system=system,
                           parts=tuple(prompts) if template.parts else ())
-        samples.append(Sample(index=index, template=template.name, values=values, request=request))
+        provenance = dict(source_id=unit.source_id, chunk=unit.chunk, rewrite=rewrite) if unit else {}
+        samples.append(Sample(index=index, template=template.name, values=values, request=request,
+                              **provenance))
     return samples
+
+
+def source_units(plan: Plan, start: int, n: int, slots: Sequence[int] | None) -> list[tuple[Unit, int]]:
+    """(unit, rewrite) of each sample of a rewrite run ([] for a grid run)."""
+    if plan.source is None:
+        return []
+    k = plan.recipe.source.per_source
+    slots = range(start, start + n) if slots is None else slots
+    return list(zip(plan.source.units([s // k for s in slots]), [s % k for s in slots]))
 
 
 def used_values(variables: Sequence[str], values: Mapping[str, str]) -> dict[str, str]:

@@ -1,0 +1,165 @@
+"""The units a rewrite run works through, in the seeded order, and a cursor that fetches them.
+
+The source's rows are cut into windows of `shuffle_window` consecutive rows; each window's rows
+are permuted by a rng seeded with (seed, SHUFFLE_STREAM, window number); rows without text are
+dropped; each remaining document becomes its chunks (one unit without `chunk_tokens`), in order.
+Units are numbered 0.. in that order. `load_source` counts them in one streaming pass when the
+recipe loads (checking the source on the way) and keeps, per window, its first row, unit and
+document: a few integers per window, from which the cursor reads any unit by re-reading its one
+window (Parquet and saved datasets seek by metadata; JSONL re-counts lines up to it).
+"""
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from generator.errors import UserError
+from generator.sources.chunks import Counter, split_chunks, token_counter
+from generator.sources.config import Source, budget_units
+from generator.sources.read import Files, check_fields, find_files, iter_batches
+
+SHUFFLE_STREAM = 5150  # the random stream that orders the rows within a window
+CACHE_WINDOWS = 4  # windows of units the cursor keeps (a rewind of the loop stays within them)
+
+
+@dataclass(frozen=True)
+class Unit:
+    position: int  # in the seeded order
+    source_id: str
+    chunk: int
+    num_chunks: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Window:
+    row: int  # its first row in the source
+    unit: int  # the position of its first unit
+    doc: int  # documents (rows with text) before it
+
+
+def window_units(ids: Sequence[str], texts: Sequence, *, number: int, first_unit: int, docs_left: int | None,
+                 spec: Source, seed: int, count: Counter | None) -> list[Unit]:
+    """The units of window `number` (its rows' ids and texts), numbered from `first_unit`;
+    at most `docs_left` documents (None: all)."""
+    order = (np.random.default_rng([seed, SHUFFLE_STREAM, number]).permutation(len(texts))
+             if spec.shuffle_window > 1 else range(len(texts)))
+    units: list[Unit] = []
+    docs = 0
+    for i in order:
+        text = texts[i].strip() if texts[i] is not None else ""
+        if not text:
+            continue
+        if docs_left is not None and docs >= docs_left:
+            break
+        docs += 1
+        chunks = split_chunks(text, spec.chunk_tokens, count) if count is not None else [text]
+        for c, chunk in enumerate(chunks):
+            units.append(Unit(first_unit + len(units), ids[i], c, len(chunks), chunk))
+    return units
+
+
+def iter_windows(files: Files, spec: Source, start_row: int, where: str) -> Iterator[tuple[list, list]]:
+    """(ids, texts) of each window of `shuffle_window` rows from `start_row` (a window's first row) on."""
+    ids: list = []
+    texts: list = []
+    for batch_ids, batch_texts in iter_batches(files, spec, start_row, where):
+        ids.extend(batch_ids)
+        texts.extend(batch_texts)
+        while len(texts) >= spec.shuffle_window:
+            yield ids[:spec.shuffle_window], texts[:spec.shuffle_window]
+            del ids[:spec.shuffle_window], texts[:spec.shuffle_window]
+    if texts:
+        yield ids, texts
+
+
+class UnitCursor:
+    """Fetches units by position: re-reads the one window a unit lies in (a few cached), keeping
+    the open stream when the next window asked for follows the last one read."""
+
+    def __init__(self, files: Files, spec: Source, seed: int, windows: tuple[Window, ...], num_units: int,
+                 count: Counter | None, where: str):
+        self.files, self.spec, self.seed, self.windows = files, spec, seed, windows
+        self.num_units, self.count, self.where = num_units, count, where
+        self.starts = [w.unit for w in windows]
+        self.cache: OrderedDict[int, list[Unit]] = OrderedDict()
+        self.stream: Iterator | None = None
+        self.stream_window = -1  # the window the open stream yields next
+
+    def units(self, positions: Sequence[int]) -> list[Unit]:
+        out = []
+        for p in positions:
+            if not 0 <= p < self.num_units:
+                raise IndexError(f"unit {p} is outside the source's {self.num_units} units")
+            w = bisect.bisect_right(self.starts, p) - 1
+            out.append(self._window(w)[p - self.starts[w]])
+        return out
+
+    def _window(self, w: int) -> list[Unit]:
+        hit = self.cache.get(w)
+        if hit is not None:
+            self.cache.move_to_end(w)
+            return hit
+        if self.stream is None or self.stream_window != w:
+            self.stream = iter_windows(self.files, self.spec, self.windows[w].row, self.where)
+        ids, texts = next(self.stream)
+        self.stream_window = w + 1
+        left = self.spec.max_sources - self.windows[w].doc if self.spec.max_sources else None
+        units = window_units(ids, texts, number=w, first_unit=self.windows[w].unit, docs_left=left,
+                             spec=self.spec, seed=self.seed, count=self.count)
+        self.cache[w] = units
+        if len(self.cache) > CACHE_WINDOWS:
+            self.cache.popitem(last=False)
+        return units
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """A source, counted: its units and the windows the cursor seeks by."""
+
+    spec: Source
+    name: str  # the file or folder's name (`seed_doc_source`)
+    num_units: int
+    num_docs: int  # source documents the units come from
+    num_rows: int  # rows read (those without text included)
+    cursor: UnitCursor = field(compare=False, repr=False)
+
+    def units(self, positions: Sequence[int]) -> list[Unit]:
+        return self.cursor.units(positions)
+
+
+def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: str) -> SourcePlan:
+    """Open and count the source (one streaming pass); UserError when it is missing, lacks a field or
+    holds no text."""
+    files = find_files(spec, where)
+    check_fields(files, spec, where)
+    count = token_counter(model, where) if spec.chunk_tokens else None
+    windows, units, docs, rows = [], 0, 0, 0
+    for number, (ids, texts) in enumerate(iter_windows(files, spec, 0, where)):
+        if spec.max_sources and docs >= spec.max_sources:
+            break
+        windows.append(Window(rows, units, docs))
+        left = spec.max_sources - docs if spec.max_sources else None
+        got = window_units(ids, texts, number=number, first_unit=units, docs_left=left, spec=spec, seed=seed,
+                           count=count)
+        units += len(got)
+        docs += sum(u.chunk == 0 for u in got)
+        rows += len(texts)
+    if not units:
+        raise UserError(f"{where}: source.path {spec.path} holds no rows with text in {spec.text_field!r} "
+                        f"({rows} rows read)", fix="point source.path at a corpus with documents")
+    cap = budget_units(spec, max_tokens)
+    num_units = min(units, cap) if cap else units
+    cursor = UnitCursor(files, spec, seed, tuple(windows), num_units, count, where)
+    return SourcePlan(spec, files.name, num_units, docs, rows, cursor)
+
+
+def sample_texts(source: SourcePlan, n: int) -> list[str]:
+    """`n` unit texts spread evenly over the seeded order (all when there are fewer): a sample of the
+    source, e.g. as the reference corpus a rewrite run is measured against."""
+    positions = sorted(set(np.linspace(0, source.num_units - 1, min(n, source.num_units)).astype(int).tolist()))
+    return [u.text for u in source.units(positions)]

@@ -394,6 +394,45 @@ CASES = {
 }
 
 
+def source_case(source: str, *, rows: int = 3, extra: str = "", grid: str = "", size: str = "{shard_rows: 8}"):
+    """SMALL_RECIPE rewriting tmp/src.jsonl (`rows` documents) with the seed-document Q&A template
+    and the `source:` section `source` (YAML flow mapping); `grid` adds axes, `extra` top-level lines."""
+    def make(tmp: Path) -> list[str]:
+        (tmp / "src.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": f"Document {i}."}) + "\n"
+                                               for i in range(rows)))
+        body = (SMALL_RECIPE.replace("@ROOT@/prompts/topic_style_persona.j2", "@ROOT@/prompts/seed_qa.j2")
+                .replace("  - path: @ROOT@/prompts/textbook.j2\n", "")
+                .replace("roots: [@ROOT@]", f"roots: [@ROOT@, {tmp}]")
+                .replace("size: {num_docs: 20, shard_rows: 8}", f"size: {size}").replace("grid:\n", "grid:\n" + grid))
+        return ["run", str(write_recipe(tmp, body + f"source: {source}\n" + extra)), "--out", str(tmp / "out")]
+    return make
+
+
+SOURCE_CASES = {
+    "source missing": (source_case("{path: nothing.jsonl}"), r"source.path .*nothing.jsonl: no such file or folder"),
+    "source text field missing": (source_case("{path: src.jsonl, text_field: body}"),
+                                  r"source.text_field 'body' is not a field .* it has id, text"),
+    "source id field missing": (source_case("{path: src.jsonl, id_field: key}"),
+                                r"source.id_field 'key' is not a field"),
+    "source empty": (source_case("{path: src.jsonl}", rows=0), r"holds no rows with text in 'text' \(0 rows read\)"),
+    "source per_source zero": (source_case("{path: src.jsonl, per_source: 0}"),
+                               r"source.per_source must be at least 1"),
+    "source unknown key": (source_case("{path: src.jsonl, k: 4}"),
+                           r"source: unknown key 'k'.*valid keys: path, text_field"),
+    "source chunk under the prompt": (source_case("{path: src.jsonl, chunk_tokens: 20}"),
+                                      r"source.chunk_tokens 20 is under the prompt of template seed_qa"),
+    "source chunk over the context": (source_case("{path: src.jsonl, chunk_tokens: 3000}"),
+                                      r"seed_qa's prompt .* \+ source.chunk_tokens 3000 .* exceeds engine.max_model_len"),
+    "source and a seed_doc axis": (source_case("{path: src.jsonl}", grid="  seed_doc: {path: src.jsonl}\n"),
+                                   r"both source: and grid.seed_doc give templates `seed_doc`"),
+    "source with num_docs that differs": (source_case("{path: src.jsonl, per_source: 2}", size="{num_docs: 5}"),
+                                          r"size.num_docs 5 differs from what source: makes \(3 units"),
+    "source with a target": (source_case("{path: src.jsonl}", extra="target: {score: 3}\n"),
+                             r"a target: with source: is not supported yet"),
+}
+CASES.update(SOURCE_CASES)
+
+
 def judge_case(*options: str, recipe: str = ""):
     """`score` with the LLM judge (model m, planned by fakes.fake_judge_model), or `run` of a
     recipe whose target uses it when `recipe` holds its judge: section."""

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from generator.errors import UserError
-from generator.records import GRID_COLUMNS, SCHEMA
+from generator.records import GRID_COLUMNS, SCHEMA, SOURCE_SCHEMA
 from generator.files import (atomic_write_text, read_documents, read_json, read_rows, read_run_yaml,
                              verify_fix)
 from generator.figures import pyplot, save_figure
@@ -56,7 +56,8 @@ COLUMNS = {
     "num_tokens": "generated tokens", "num_prompt_tokens": "prompt tokens",
     "sample_index": "index of the sample in the run", "round": "controller round that generated it",
     "recipe_hash": "hash of the resolved recipe and every file it names",
-}
+    "source_id": "rewrite runs: the source document rewritten", "chunk": "rewrite runs: its chunk rewritten",
+    "rewrite": "rewrite runs: which of the chunk's per_source rewrites (0..k-1); -1 in a grid run"}
 
 
 def write_card(run_dir: str | Path, *, embed: Callable[[Sequence[str]], np.ndarray] | None = None,
@@ -275,9 +276,10 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
         pretty_name=front_matter(recipe, 0)["pretty_name"], recipe=recipe_rows, model=model,
         counts=count_section(summary, table), coverage=grid_coverage(recipe, table, run),
         diversity=diversity_section(diversity), steering=steering_section(summary), plots=plots,
-        quality=quality_section(summary),
+        quality=quality_section(summary), sources=summary.get("sources"),
         fidelity=fidelity_section(summary.get("fidelity") or (diversity or {}).get("fidelity")),
-        columns=[(c, COLUMNS.get(c, "")) for c in SCHEMA.names], data_dir="data").rstrip() + "\n"
+        columns=[(c, COLUMNS.get(c, "")) for c in (SOURCE_SCHEMA if "sources" in summary else SCHEMA).names],
+        data_dir="data").rstrip() + "\n"
 
 
 # ---- plots ---------------------------------------------------------------------------------------

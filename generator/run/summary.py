@@ -26,10 +26,19 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
         "num_shards": c.num_shards, "generate_s": round(c.generate_s, 3), "wall_s": round(wall_s, 3),
         "tokens_per_s": round(c.completion_tokens / c.generate_s, 2) if c.generate_s else 0.0,
         "stopped": state.stopped or None,
+        **({"sources": run_coverage(out, plan, state)} if plan.source is not None else {}),
         **(extra or {}),
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def run_coverage(out: Path, plan: Plan, state: RunState) -> dict:
+    """A rewrite run's per-source coverage (generator/sources/coverage.py)."""
+    from generator.sources.coverage import source_coverage
+    s = plan.recipe.source
+    return source_coverage(out, plan.source.num_units, s.per_source, s.max_attempts,
+                           state.counters.next_index)
 
 
 def corpus_endings(out: Path) -> dict[str, int]:

@@ -230,7 +230,7 @@ def source_size(data: dict) -> int:
     size = data.get("size", {})
     if not isinstance(size, dict):
         return 0
-    data["size"] = {**size, "num_docs": 1}
+    data["size"] = {**size, "num_docs": 10**9}
     given = size.get("num_docs", 0)
     return given if isinstance(given, int) else 0
 

@@ -22,6 +22,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from generator.errors import UserError
+from generator.judges.attribution import attribute_column, pair_arrays
 from generator.judges.intervals import MIN_PRECISION
 
 log = logging.getLogger(__name__)
@@ -348,9 +349,10 @@ def attribute_cells(report: DiversityReport, metadata: Mapping[str, Sequence[str
     Over all pairs of documents judged in the same (scored) batch: the baseline same-cluster
     rate, and for each column and value, the pairs sharing that value and how often they were
     put in the same cluster. A value whose rate is far above the baseline (lift > 1) marks a
-    redundant grid cell. Empty values are skipped.
+    redundant grid cell. Empty values are skipped. What each value adds under each view of the
+    two-view judge: `attribution.attribute_views`.
     """
-    docs, labels = _pair_arrays(report)
+    docs, labels = pair_arrays(report)
     left, right = np.triu_indices(report.k, 1)
     same = labels[:, left] == labels[:, right]
     out = {"baseline": {"pairs": int(same.size), "same_cluster": int(same.sum()),
@@ -360,37 +362,6 @@ def attribute_cells(report: DiversityReport, metadata: Mapping[str, Sequence[str
         if len(values) != report.num_docs:
             raise ScoreError(f"metadata column {column!r} has {len(values)} values for {report.num_docs} documents",
                              fix="pass one value per document, in corpus order")
-        out["columns"][column] = _attribute_column(values, docs, left, right, same,
-                                                   out["baseline"]["same_cluster_rate"])
+        out["columns"][column] = attribute_column(values, docs, left, right, same,
+                                                  out["baseline"]["same_cluster_rate"])
     return out
-
-
-def _pair_arrays(report: DiversityReport) -> tuple[np.ndarray, np.ndarray]:
-    """(B, K) document indices and cluster labels of the scored batches."""
-    rows = [(docs, b) for docs, b in zip(report.batch_docs, report.batches)
-            if not b.failed and sum(map(len, b.clusters)) == report.k]  # "drop" leaves partial batches
-    docs = np.array([d for d, _ in rows], dtype=np.int64).reshape(len(rows), report.k)
-    labels = np.zeros_like(docs)
-    for row, (_, batch) in enumerate(rows):
-        for label, cluster in enumerate(batch.clusters):
-            labels[row, list(cluster)] = label
-    return docs, labels
-
-
-def _attribute_column(values: Sequence[str], docs: np.ndarray, left: np.ndarray, right: np.ndarray,
-                      same: np.ndarray, baseline: float) -> dict:
-    names, codes = np.unique(np.asarray([v if v is not None else "" for v in values], dtype=object).astype(str),
-                             return_inverse=True)
-    batch_codes = codes[docs]
-    shared = batch_codes[:, left] == batch_codes[:, right]
-    code = batch_codes[:, left][shared]
-    pairs = np.bincount(code, minlength=len(names))
-    together = np.bincount(code, weights=same[shared], minlength=len(names))
-    column = {}
-    for i, name in enumerate(names):
-        if name == "" or pairs[i] == 0:
-            continue
-        rate = float(together[i] / pairs[i])
-        column[name] = {"pairs": int(pairs[i]), "same_cluster": int(together[i]), "same_cluster_rate": rate,
-                        "lift": rate / baseline if baseline > 0 else None}
-    return column

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -59,7 +60,7 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
         if scorer.form_threshold is not None:
             result["form_threshold"] = scorer.form_threshold
             view_rng = np.random.default_rng([seed, VIEW_STREAM])
-            result["views"] = score_views(report, texts, scorer, view_rng, grid)
+            result["views"], by_view = score_views(report, texts, scorer, view_rng, grid)
     elif hasattr(scorer, "criteria"):
         result["judge_kind"], result["criteria"] = "llm", json.loads(scorer.criteria.to_json())
         result["calls_total"] = budget.spent  # criteria written in this run included
@@ -67,6 +68,8 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
         result["judge_kind"] = "custom"  # a caller's own judge (any object with cluster(batches))
     if grid:
         result["attribution"] = attribute_cells(report, grid)
+        if "views" in result:
+            result["attribution"]["by_view"] = by_view
     if metadata and any(metadata.get("topic") or []):
         result["fidelity"] = measure_corpus_fidelity(texts, metadata, topics, scorer)
     if proxies or reference_texts is not None:
@@ -85,20 +88,22 @@ def score_texts(texts: Sequence[str], metadata: dict[str, Sequence[str]] | None 
 
 
 def score_views(report, texts: Sequence[str], judge: EmbeddingJudge, rng: np.random.Generator,
-                grid: dict) -> dict:
-    """D_subject and D_form: each view of the two-view judge alone on the batches D was
-    scored on, with its interval, and with grid columns its own attribution (does a style or a
-    persona keep documents apart in subject, in form, or in both?)."""
+                grid: dict) -> tuple[dict, dict]:
+    """(D_subject and D_form: each view of the two-view judge alone on the batches D was
+    scored on, with its interval and with grid columns its own attribution; per grid value,
+    whether it keeps documents apart in subject, in form, or both: `attribution.attribute_views`)."""
+    from generator.judges.attribution import attribute_views
     from generator.judges.embedding import view_reports
 
     keys = ("judge", "score", "std_error", "ci_low", "ci_high", "half_width", "cluster_ratio", "num_scored")
     out = {}
-    for view, part in view_reports(report, texts, judge, rng).items():
+    parts = view_reports(report, texts, judge, rng)
+    for view, part in parts.items():
         full = part.to_dict(include_batches=False)
         out[view] = {key: full[key] for key in keys}
         if grid:
             out[view]["attribution"] = attribute_cells(part, grid)
-    return out
+    return out, attribute_views(parts, grid) if grid else {}
 
 
 def measure_corpus_fidelity(texts: Sequence[str], metadata, topics: Sequence[str] | None, judge=None) -> dict:
@@ -222,7 +227,33 @@ def format_result(result: dict, source: str) -> str:
                  for value, stats in values.items() if stats["pairs"] >= 5]
         for rate, column, value, pairs in sorted(cells, reverse=True)[:10]:
             lines.append(f"  {rate:.3f}  {column}={value[:60]}  ({pairs} pairs)")
+        lines.extend(view_lines(attribution.get("by_view") or {}))
     return "\n".join(lines)
+
+
+VIEW_COLUMNS = ("template", "style", "persona")  # the columns whose values' views the report lists
+
+
+def view_lines(by_view: dict, per_column: int = 8) -> list[str]:
+    """What each template, style and persona adds, by view (`attribution.attribute_views`):
+    `apart` under each view, the values that add most first."""
+    lines = []
+    for column in (c for c in VIEW_COLUMNS if by_view.get(c)):
+        if not lines:
+            lines.append("what each value adds (apart: 1 never clustered with other values, 0 as any pair)")
+        values = sorted(by_view[column].items(), key=lambda kv: -max(_apart(s) for s in kv[1].values()
+                                                                     if isinstance(s, dict)))
+        for value, stats in values[:per_column]:
+            views = [v for v in stats if v != "adds"]
+            apart = ", ".join(f"{v} {stats[v]['apart']:.2f}" if stats[v]["apart"] is not None else f"{v} n/a"
+                              for v in views)
+            added = " and ".join(stats["adds"]) or "neither"
+            lines.append(f"  {column}={value[:40]}  adds {added}  (apart: {apart})")
+    return lines
+
+
+def _apart(stats: dict) -> float:
+    return stats["apart"] if stats.get("apart") is not None else -math.inf
 
 
 def format_recomputed(result: dict) -> str:

@@ -79,8 +79,8 @@ def token_counter(model: str, where: str) -> Counter:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"{where}: cannot load the tokenizer of model {model!r} to count chunk tokens ({exc})",
-                        fix="check model:, or leave out source.chunk_tokens") from None
+        raise UserError(f"{where}: cannot load the tokenizer of model {model!r} to count chunk tokens "
+                        f"({exc})", fix="check model:, or leave out source.chunk_tokens") from None
 
     def count(texts: Sequence[str]) -> list[int]:
         if not texts:

@@ -29,7 +29,7 @@ class Source:
     documents, or as many as the run could make in `max_attempts` tries per rewrite."""
 
     path: str  # local file or folder (relative to the recipe), or an fsspec URL
-    text_field: str = "text"
+    text_field: str = "text"  # the column holding the text; rows without text are skipped
     id_field: str = ""  # column with each document's id; "" = the first 16 hex digits of sha256(text)
     per_source: int = 1  # rewrites per unit (k)
     # most completion tokens the run may spend: the units are cut to budget_tokens //
@@ -83,7 +83,8 @@ def check_source_recipe(s: Source, recipe, where: str) -> None:
     if recipe.target is not None:
         raise UserError(f"{where}: a target: with source: is not supported yet (steering relative to the "
                         "source corpus is planned)",
-                        fix="remove target: (a rewrite run generates every source k times), or remove source:")
+                        fix="remove target: (a rewrite run generates every source k times), "
+                            "or remove source:")
     if s.budget_tokens and s.budget_tokens < s.per_source * recipe.sampling.max_tokens:
         raise UserError(f"{where}: source.budget_tokens {s.budget_tokens} is under one source's rewrites "
                         f"(per_source × sampling.max_tokens = {s.per_source * recipe.sampling.max_tokens})",

@@ -46,10 +46,9 @@ def check_chunk_room(source: SourcePlan, templates: Sequence, variables: dict, r
                             f"{t.name} ({around} tokens without the document)",
                             fix=f"use chunk_tokens: {max(around, 16) * 2} or more")
         need = around + s.chunk_tokens + recipe.sampling.max_tokens
+        room = recipe.engine.max_model_len - around - recipe.sampling.max_tokens
         if need > recipe.engine.max_model_len:
             raise UserError(f"{where}: template {t.name}'s prompt ({around} tokens) + source.chunk_tokens "
                             f"{s.chunk_tokens} + sampling.max_tokens {recipe.sampling.max_tokens} = {need} "
                             f"exceeds engine.max_model_len {recipe.engine.max_model_len}",
-                            fix=f"lower chunk_tokens to "
-                                f"{recipe.engine.max_model_len - around - recipe.sampling.max_tokens} or less, "
-                                "or raise engine.max_model_len")
+                            fix=f"lower chunk_tokens to {room} or less, or raise engine.max_model_len")

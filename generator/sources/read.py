@@ -48,15 +48,17 @@ def find_files(spec: Source, where: str) -> Files:
         jsonl = tuple(p for p in listing if p.endswith((".jsonl", ".jsonl.gz", ".ndjson")))
         if parquet or jsonl:
             return Files("parquet" if parquet else "jsonl", parquet or jsonl, url, name)
-        raise UserError(f"{where}: source.path {spec.path}: the folder holds no .parquet, .jsonl or .jsonl.gz "
-                        "files and no saved dataset",
-                        fix="point source.path at a Parquet or JSONL file or folder, or a save_to_disk folder")
+        raise UserError(f"{where}: source.path {spec.path}: the folder holds no .parquet, .jsonl or "
+                        ".jsonl.gz files and no saved dataset",
+                        fix="point source.path at a Parquet or JSONL file or folder, or a save_to_disk "
+                            "folder")
     if root.endswith(".parquet"):
         return Files("parquet", (root,), url, name)
     if root.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return Files("jsonl", (root,), url, name)
     raise UserError(f"{where}: source.path {spec.path}: unknown format",
-                    fix="use a .parquet, .jsonl or .jsonl.gz file, a folder of them, or a save_to_disk folder")
+                    fix="use a .parquet, .jsonl or .jsonl.gz file, a folder of them, or a save_to_disk "
+                        "folder")
 
 
 def _filesystem(path: str):
@@ -179,7 +181,8 @@ def _parse_line(line: bytes, place: str, where: str) -> dict:
     try:
         obj = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{where}: {place}: not a JSON line ({exc})", fix="write one JSON object per line") from None
+        raise UserError(f"{where}: {place}: not a JSON line ({exc})",
+                        fix="write one JSON object per line") from None
     if not isinstance(obj, dict):
         raise UserError(f"{where}: {place}: expected a JSON object", fix="write one JSON object per line")
     return obj

@@ -161,5 +161,6 @@ def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: 
 def sample_texts(source: SourcePlan, n: int) -> list[str]:
     """`n` unit texts spread evenly over the seeded order (all when there are fewer): a sample of the
     source, e.g. as the reference corpus a rewrite run is measured against."""
-    positions = sorted(set(np.linspace(0, source.num_units - 1, min(n, source.num_units)).astype(int).tolist()))
+    spread = np.linspace(0, source.num_units - 1, min(n, source.num_units)).astype(int)
+    positions = sorted(set(spread.tolist()))
     return [u.text for u in source.units(positions)]

@@ -58,7 +58,8 @@ class Context:
                     max_pilot_rounds=t.max_pilot_rounds, max_shift=t.max_shift if self.reference else None,
                     can_grow=t.grow_grid and "topic" in self.plan.grid.axes,  # growth adds topics
                     max_growth_rounds=t.max_growth_rounds, judge=self.judge.name, pilot_docs=n,
-                    max_discarded=int(CALIBRATION_SHARE * num_docs), discarded=discarded)
+                    max_discarded=int(CALIBRATION_SHARE * num_docs), discarded=discarded,
+                    num_rounds=t.num_rounds, lookahead=state.steering.lookahead if state is not None else 0)
 
     def shift_of(self, root: Path, round_no: int, below: int | None = None) -> Shift | None:
         """The documents under `root` (samples below `below`) against the reference (None without one)."""

@@ -1,9 +1,11 @@
 """The controller's knobs: pure functions over weights and measured (c, score) points (no I/O).
 
-- Concentration `c` in [0, 1]: on every axis with N values, the first max(1, round(N**c)) values
-  of a fixed seeded order are active with equal weight, the rest get weight 0. c = 1 is the
-  whole grid, evenly; c = 0 is one value per axis. Fewer active values → more documents share
-  a subject → lower diversity, so the score moves monotonically with c.
+- Concentration `c` in [0, 1]: on every axis with N values, the first N**c values of a fixed
+  seeded order are active: the first floor(N**c) with weight 1, the next with the fractional
+  part, the rest with weight 0. c = 1 is the whole grid, evenly; c = 0 is one value per axis.
+  Fewer active values → more documents share a subject → lower diversity, so the score moves
+  monotonically with c, and continuously (a whole value switched on at once would make D(c) a
+  staircase that no fit through a few points can steer between).
 - Per-cell reweighting from cluster attribution: a value whose documents land in the same
   cluster more often than the baseline (lift > 1) is redundant; raising diversity scales it
   down, lowering diversity scales it up.
@@ -33,17 +35,15 @@ def axis_orders(grid: Grid, seed: int) -> dict[str, list[str]]:
             for name, axis in grid.axes.items()}
 
 
-def active_count(num_values: int, c: float) -> int:
-    return max(1, min(num_values, int(round(num_values ** c))))
-
-
 def concentration_weights(orders: Mapping[str, Sequence[str]], c: float) -> Weights:
     if not 0.0 <= c <= 1.0:
         raise ValueError(f"concentration {c} is outside [0, 1]")
     weights: Weights = {}
     for axis, values in orders.items():
-        m = active_count(len(values), c)
-        weights[axis] = {v: (1.0 if i < m else 0.0) for i, v in enumerate(values)}
+        active = float(len(values)) ** c  # 1 at c = 0, every value at c = 1
+        whole = int(active)
+        weights[axis] = {v: (1.0 if i < whole else active - whole if i == whole else 0.0)
+                         for i, v in enumerate(values)}
     return weights
 
 

@@ -36,6 +36,15 @@ class Goal:
     pilot_docs: int = 100  # samples per sweep point
     max_discarded: int = 0  # pilot documents the calibration may discard in all (a refining sweep must fit)
     discarded: int = 0  # pilot documents discarded so far, and those of the sweep just measured but one point
+    num_rounds: int = 0  # main rounds (0: none to rely on for a correction, so a sweep refines when it can)
+    lookahead: int = 0  # samples drawn past a main round's end before its correction takes effect
+
+    @property
+    def rounds_correct(self) -> bool:
+        """Main rounds can still correct the corpus after the sweeps: the first correction takes
+        effect within its first half. Then a refining sweep is not worth its barrier (every engine
+        waits for the sweep's slowest sample); on a shallower corpus the sweep's c decides it."""
+        return bool(self.num_rounds) and self.num_docs / self.num_rounds + self.lookahead <= self.num_docs / 2
 
     @property
     def floor(self) -> float:
@@ -155,9 +164,10 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
         # only the judge's floor says the target is reachable down there: measure c = 0 as well
         refine = (max(fit.concentration, MIN_C), 0.0)
     affordable = goal.pilot_docs * (len(refine) - 1) <= goal.max_discarded - goal.discarded
-    if spent or within or not affordable:
+    if spent or within or not affordable or goal.rounds_correct:
         why = ("pilot budget spent" if spent else "fit within tolerance" if within
-               else "a second sweep would exceed the calibration budget")
+               else "a second sweep would exceed the calibration budget" if not affordable
+               else "main rounds correct the rest")
         return Decision("go_on", fit.concentration, f"{why}: {fitted}; continue at c={fit.concentration:.3f}",
                         **binds)
     listed = ", ".join(f"{c:.3f}" for c in refine)
@@ -191,25 +201,33 @@ def stop_out_of_reach(pilots: Sequence[Round], score: float, goal: Goal) -> Deci
 
 
 def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
-    """After a main round (measured on the corpus's first `docs` documents): keep, or move c
-    along the pilots' slope to where the rest of the corpus brings the whole to the target
-    (at most MAX_STEP, clamped under the shift bound) and reweight cells; over the bound, also
-    retreat c towards smaller shift. The last round changes nothing."""
+    """After a main round (measured on the corpus's first `docs` documents): aim the rest of the
+    corpus where it brings the whole to the target, and keep c when the pilots' D(c), offset by
+    how far the corpus scored from what its own concentrations predict, already lands there;
+    otherwise move c along it (at most MAX_STEP, clamped under the shift bound), reweighting
+    cells when the corpus so far missed. Over the bound, also retreat c towards smaller shift.
+    The last round changes nothing."""
     last, pilots = history[-1], [h for h in history if h.kind == "pilot"]
     c, left = last.concentration, 1 - last.docs / goal.num_docs
     if left <= 0:
         return Decision("keep", c, "keep")
     decision = Decision("keep", c, "keep")
-    if abs(last.score - goal.score) > goal.tolerance / 2:
-        # the rest of the corpus aims past the target by as much as the corpus so far missed it,
-        # weighted by their sizes, so the whole lands on it (not only the documents still to come)
-        aim = goal.score + (goal.score - last.score) * last.docs / (goal.num_docs - last.docs)
-        aim = min(max(aim, goal.floor), 2 * goal.score)
-        moved = along_pilots(pilots, c, last.score, aim, goal)
+    missed = abs(last.score - goal.score) > goal.tolerance / 2
+    # the rest of the corpus aims past the target by as much as the corpus so far missed it,
+    # weighted by their sizes, so the whole lands on it (not only the documents still to come)
+    aim = goal.score + (goal.score - last.score) * last.docs / (goal.num_docs - last.docs)
+    aim = min(max(aim, goal.floor), 2 * goal.score)
+    offset = corpus_offset(history, goal)
+    drifted = offset is not None and abs(predicted(pilots, c, goal) + offset - aim) > goal.tolerance / 2
+    if missed or drifted:
+        now = last.score if offset is None else predicted(pilots, c, goal) + offset  # D at c for the rest
+        moved = along_pilots(pilots, c, now, aim, goal)
         moved = min(max(moved, c - MAX_STEP), c + MAX_STEP)
         moved = shift_bound.clamp_concentration(moved, pilots, goal.max_shift)
-        decision = Decision("correct", moved, f"correct c {c:.3f} → {moved:.3f}, reweight cells",
-                            reweight=1 if last.score < goal.score else -1)
+        reweight = (1 if last.score < goal.score else -1) if missed else 0
+        if moved != c or reweight:  # at the end of c's range, reweighting cells is the lever left
+            cells = ", reweight cells" if reweight else ""
+            decision = Decision("correct", moved, f"correct c {c:.3f} → {moved:.3f}{cells}", reweight=reweight)
     if c == 0.0 and decision.concentration == 0.0 and last.score > goal.score + goal.tolerance:
         return Decision("stop", 0.0, f"target {goal.score} is below what this grid reaches with judge "
                                      f"{goal.judge}: D = {last.score:.2f} at c = 0 (one value per axis)")
@@ -222,17 +240,41 @@ def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
     return decision
 
 
-def along_pilots(pilots: Sequence[Round], c: float, score: float, aim: float, goal: Goal) -> float:
-    """The c where the pilots' fitted D(c), shifted by how far the corpus scored from it at `c`,
-    reaches `aim`; without a fit, a step along the pilots' slope."""
+def predicted(pilots: Sequence[Round], c: float, goal: Goal) -> float:
+    """D at `c` on the line through the pilots' points (and the judge's floor)."""
+    points = [(h.concentration, h.score, h.spread) for h in pilots]
+    return knobs.level_at(points, c, goal.score, floor=goal.floor)[0]
+
+
+def corpus_offset(history: Sequence[Round], goal: Goal) -> float | None:
+    """How far the corpus so far scored from what the pilots predict for it: its D less the
+    document-weighted D of the concentrations its parts were generated at (each main round's c
+    over the documents since the round before). None without pilots."""
+    pilots = [h for h in history if h.kind == "pilot"]
+    if not pilots:
+        return None
+    mains = [h for h in history if h.kind == "main"]
+    last, before, expected = mains[-1], 0, 0.0
+    for h in mains:
+        share = (min(h.docs, last.docs) - before) / max(last.docs, 1)
+        expected += share * predicted(pilots, h.concentration, goal)
+        before = max(before, min(h.docs, last.docs))
+    if before == 0:
+        expected = predicted(pilots, last.concentration, goal)
+    return last.score - expected
+
+
+def along_pilots(pilots: Sequence[Round], c: float, now: float, aim: float, goal: Goal) -> float:
+    """The c where the pilots' fitted D(c), shifted by how far `now` (D expected at `c`) lies
+    from it, reaches `aim`; without a fit, a step along the pilots' slope."""
     points = [(h.concentration, h.score, h.spread) for h in pilots]
     if points:
-        level, _ = knobs.level_at(points, c, goal.score, floor=goal.floor)
-        fit = knobs.fit_concentration(points, aim - (score - level), floor=goal.floor, start=c)
+        fit = knobs.fit_concentration(points, aim - (now - predicted(pilots, c, goal)), floor=goal.floor,
+                                      start=c)
         if fit is not None:
             return fit.concentration
     measured = [(h.concentration, h.score) for h in pilots]
-    return knobs.correct_concentration(measured, c, score, aim, gain=1.0)
+    return knobs.correct_concentration(measured, c, now, aim, gain=1.0)
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,14 @@ def test_concentration_is_monotone_in_active_values():
     assert small < large
 
 
+def test_concentration_switches_a_value_on_gradually():
+    orders = steering.axis_orders(small_grid(), seed=1)
+    for c in np.linspace(0, 1, 23):
+        weights = sorted(steering.concentration_weights(orders, c)["topic"].values(), reverse=True)
+        assert sum(weights) == pytest.approx(100 ** c)  # the active mass grows smoothly with c
+        assert sum(w not in (0.0, 1.0) for w in weights) <= 1  # only the value being switched on is partial
+
+
 def test_update_weights_moves_relatively_redundant_cells_by_direction():
     weights = {"topic": {"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0}}
     # pair-weighted mean lift over active a, b (d has too few pairs): (3*10 + 1*10) / 20 = 2

@@ -90,7 +90,10 @@ def test_a_run_moves_weight_away_from_the_template_that_drifts(tmp_path):
     last_epoch_no = max(table.column("epoch").to_pylist())
     last = [t for t, e in zip(table.column("template").to_pylist(), table.column("epoch").to_pylist()) if e == last_epoch_no]
     share = lambda rows: rows.count("drifting") / len(rows)  # noqa: E731
-    assert share(first_epoch) > 0.35 and share(last) < 0.15
+    assert share(first_epoch) > 0.35 and share(last) < share(first_epoch) / 2
+    # the last epoch draws the drifting template at its weight's share, within 3 binomial sd
+    p = weights["drifting"] / (weights["drifting"] + weights["on_topic"])
+    assert last.count("drifting") <= len(last) * p + 3 * (len(last) * p * (1 - p)) ** 0.5
 
 
 def test_a_run_whose_every_template_drifts_stops(tmp_path):

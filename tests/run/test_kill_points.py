@@ -150,7 +150,7 @@ def plan_of(kind: str, tmp: Path):
         else:
             PLANS[kind] = load_recipe(echo_recipe(
                 tmp, "steered", 11, "{num_docs: 120, shard_rows: 30}",
-                "{score: 1.1, tolerance: 0.3, k: 5, pilot_docs: 20, num_rounds: 2, num_batches: 40}"))
+                "{score: 1.8, tolerance: 0.3, k: 5, pilot_docs: 20, num_rounds: 2, num_batches: 40}"))
     return PLANS[kind]
 
 

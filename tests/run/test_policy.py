@@ -9,6 +9,10 @@ BOUND = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2,
              max_discarded=500)
 GROWS = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, can_grow=True,
              max_growth_rounds=2, max_discarded=500)
+DEEP = Goal(score=3.0, tolerance=0.2, k=5, num_docs=100_000, max_pilot_rounds=2, max_discarded=5000,
+            num_rounds=4, lookahead=18_000)  # the first correction lands at 43% of the corpus
+SHALLOW = Goal(score=3.0, tolerance=0.2, k=5, num_docs=20_000, max_pilot_rounds=2, max_discarded=1000,
+               num_rounds=4, lookahead=18_000)  # the lookahead alone runs past the corpus's middle
 POOR = Goal(score=3.0, tolerance=0.2, k=5, num_docs=1_000, max_pilot_rounds=2, max_discarded=50)
 
 
@@ -37,6 +41,10 @@ CASES = [
     ("no point lands: sweep again around the fitted crossing", MISSED, GOAL, "pilot",
      lambda d: len(d.points) == 3 and 0.2 < d.concentration < 0.45 and min(d.points) < d.concentration
      < max(d.points) and d.keep is None),
+    ("main rounds correct a deep corpus: go on at the fit, no second sweep's barrier", MISSED, DEEP,
+     "go_on", lambda d: 0.2 < d.concentration < 0.45 and "main rounds correct" in d.reason and not d.points),
+    ("a shallow corpus: its corrections come too late, so sweep again", MISSED, SHALLOW, "pilot",
+     lambda d: len(d.points) == 3),
     ("a second sweep would exceed the calibration budget: go on at the fit", MISSED, POOR, "go_on",
      lambda d: 0.2 < d.concentration < 0.45 and "calibration budget" in d.reason and not d.points),
     ("the whole grid below the target: grow, then sweep from c = 1",
@@ -72,6 +80,12 @@ CASES = [
     ("a main round above: c down, redundant cells up",
      [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 3.3, 300)],
      GOAL, "correct", lambda d: d.concentration < 0.6 and d.reweight == -1),
+    ("the corpus on target but its c set to aim past it: c back to where the rest lands on the target",
+     [pilot(1.0, 4.0), pilot(0.6, 3.05), pilot(0.2, 2.0), main(0.6, 2.55, 3000), main(0.2, 2.95, 6000)],
+     GOAL, "correct", lambda d: d.concentration > 0.35 and not d.reweight),
+    ("the corpus on target and its c landing the rest there: keep",
+     [pilot(1.0, 4.0), pilot(0.6, 3.05), pilot(0.2, 2.0), main(0.6, 2.95, 3000), main(0.6, 3.0, 6000)],
+     GOAL, "keep", lambda d: d.concentration == 0.6),
     ("the last main round changes nothing",
      [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 2.0, 10_000)], GOAL, "keep",
      lambda d: d.concentration == 0.6),

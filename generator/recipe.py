@@ -269,8 +269,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
     cells = [{**template_variables(grid, c), **unit}
              for c in probe_cells(grid, max(t.num_topics for t in templates))]
     if source is not None:
-        from generator.sources.load import check_chunk_room
+        from generator.sources.load import check_chunk_room, check_steered
         check_chunk_room(source, templates, cells[0], recipe, source.cursor.count, recipe.path)
+        if recipe.target is not None:
+            check_steered(source, recipe, pilot_size(recipe), recipe.path)
     for t in templates:
         with time_budget(PROBE_BUDGET_S):
             for variables in cells:

@@ -173,14 +173,14 @@ def _check_target(r, where: str, pilot_docs: int) -> None:
     need((t.score is None) != (t.relative is None), "target",
          "needs exactly one of score (absolute D) and relative (a multiple of the reference's D)",
          "write target: {score: 1.4} or target: {relative: 1.2} with a reference:")
-    need(t.relative is None or r.reference is not None, "target.relative",
+    need(t.relative is None or r.reference is not None or r.source is not None, "target.relative",
          "needs a reference corpus to be relative to",
          "add reference: {path: real.jsonl} or use target.score")
     need(t.relative is None or t.relative > 0, "target.relative", f"must be > 0, got {t.relative}",
          "use e.g. 1.2 for 20% more diverse than the reference")
     need(t.max_shift is None or t.max_shift > 0, "target.max_shift", f"must be > 0, got {t.max_shift}",
          "use an MMD² bound such as 0.05, or drop the key for no bound")
-    need(t.max_shift is None or r.reference is not None, "target.max_shift",
+    need(t.max_shift is None or r.reference is not None or r.source is not None, "target.max_shift",
          "needs a reference corpus to measure the shift from", "add reference: {path: real.jsonl}")
     need(t.k >= 2, "target.k", f"({t.k}) must be at least 2", "use the paper's k: 10")
     need(t.score is None or 1 / t.k <= t.score <= t.k, "target.score",

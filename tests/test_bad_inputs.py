@@ -427,8 +427,17 @@ SOURCE_CASES = {
                                    r"both source: and grid.seed_doc give templates `seed_doc`"),
     "source with num_docs that differs": (source_case("{path: src.jsonl, per_source: 2}", size="{num_docs: 5}"),
                                           r"size.num_docs 5 differs from what source: makes \(3 units"),
-    "source with a target": (source_case("{path: src.jsonl}", extra="target: {score: 3}\n"),
-                             r"a target: with source: is not supported yet"),
+    "source too small to steer": (source_case("{path: src.jsonl}", extra="target: {score: 3}\n"),
+                                  r"source: has 3 units, too few to measure its own D at target.k = 10"),
+    "source with a reference and a target": (
+        source_case("{path: src.jsonl}", extra="target: {relative: 0.5}\nreference: {path: src.jsonl}\n"),
+        r"reference: beside source: and target: would give the target two meanings"),
+    "source sweep over its slots": (
+        source_case("{path: src.jsonl}", rows=30, extra="target: {score: 1.5, k: 2, pilot_docs: 10}\n"),
+        r"the first pilot sweep \(4 × 10 documents\) is more than the run makes \(30 units"),
+    "source steered with one try": (
+        source_case("{path: src.jsonl, max_attempts: 1}", rows=30, extra="target: {score: 1.5, k: 2}\n"),
+        r"source.max_attempts 1 leaves no try for the slots of pilot documents"),
 }
 CASES.update(SOURCE_CASES)
 

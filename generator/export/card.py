@@ -276,7 +276,7 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
         pretty_name=front_matter(recipe, 0)["pretty_name"], recipe=recipe_rows, model=model,
         counts=count_section(summary, table), coverage=grid_coverage(recipe, table, run),
         diversity=diversity_section(diversity), steering=steering_section(summary), plots=plots,
-        quality=quality_section(summary), sources=summary.get("sources"),
+        quality=quality_section(summary), sources=summary.get("sources"), by_value=summary.get("by_value"),
         fidelity=fidelity_section(summary.get("fidelity") or (diversity or {}).get("fidelity")),
         columns=[(c, COLUMNS.get(c, "")) for c in (SOURCE_SCHEMA if "sources" in summary else SCHEMA).names],
         data_dir="data").rstrip() + "\n"

@@ -1,5 +1,5 @@
 """What every round of one steered run works with: the plan, the pipeline, the judges, the
-reference, and the run's named random streams."""
+reference, the axes it steers, and the run's named random streams."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +9,7 @@ import numpy as np
 
 from generator.recipe import Plan, pilot_size
 from generator.records import Backend
+from generator.run import knobs
 from generator.run.loop import Pipeline
 from generator.run.policy import CALIBRATION_SHARE, Goal
 from generator.run.reference import ReferenceStats, Shift, measure_shift, read_shift_inputs
@@ -17,8 +18,22 @@ STREAMS = {"pilot": 101, "growth": 202, "main": 303, "reference": 505, "shift": 
            "confirm": 808, "final": 909, "draw": 111}  # named random streams of the controller
 
 
+TEMPLATE_ORDER_STREAM = 4243  # the seeded order of a rewrite run's templates
+
+
 def stream(seed: int, name: str, *more: int) -> np.random.Generator:
     return np.random.default_rng([seed, STREAMS[name], *more])
+
+
+def steered_orders(plan: Plan) -> dict[str, list[str]]:
+    """The seeded value orders concentration keeps a prefix of: every grid axis, and in a rewrite
+    run the templates too (the rewrite's format is the axis that moves its D most). A rewrite
+    run's sources are no axis: each unit gets its per_source rewrites whatever the weights."""
+    orders = knobs.axis_orders(plan.grid, plan.recipe.seed)
+    if plan.source is not None and len(plan.templates) > 1:
+        rng = np.random.default_rng([plan.recipe.seed, TEMPLATE_ORDER_STREAM])
+        orders["template"] = [plan.templates[i].name for i in rng.permutation(len(plan.templates))]
+    return orders
 
 
 @dataclass(frozen=True)
@@ -56,7 +71,8 @@ class Context:
             discarded = state.steering.discarded_pilot_docs + max(0, state.counters.aside_docs - n)
         return Goal(score=t.score, tolerance=t.tolerance, k=t.k, num_docs=num_docs,
                     max_pilot_rounds=t.max_pilot_rounds, max_shift=t.max_shift if self.reference else None,
-                    can_grow=t.grow_grid and "topic" in self.plan.grid.axes,  # growth adds topics
+                    # growth adds topics; a rewrite run's subjects are its source's
+                    can_grow=t.grow_grid and "topic" in self.plan.grid.axes and self.plan.source is None,
                     max_growth_rounds=t.max_growth_rounds, judge=self.judge.name, pilot_docs=n,
                     max_discarded=int(CALIBRATION_SHARE * num_docs), discarded=discarded,
                     num_rounds=t.num_rounds, lookahead=state.steering.lookahead if state is not None else 0)

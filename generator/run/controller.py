@@ -8,6 +8,13 @@ weights corrected; finally the finished corpus is re-measured on fresh batches (
 With an LLM judge, every round is measured by the embedding judge calibrated to it
 (`calibration.py`). What to do after a round is decided by `policy.decide`; this module measures
 rounds and applies the decisions, and `steer_to` derives the sampling weights.
+
+A rewrite run (`source:`) is steered the same way with its source as the reference (D relative
+to the source's own D, the shift from the source), over its rewrite axes alone: the templates
+and the grid axes (`context.steered_orders`); which unit a sample rewrites never depends on the
+weights. Pilot sweeps rewrite the first slots; the documents of a point not kept are listed as
+misses (`release_pilot_slots`), so a later pass rewrites those slots under the final weights and
+every unit still ends with per_source rewrites.
 """
 from __future__ import annotations
 
@@ -22,13 +29,13 @@ from generator.recipe import Plan, pilot_size
 from generator.records import Backend
 from generator.quality.report import read_rejected
 from generator.run import calibration, drift, growth, knobs, rejections, shift_bound
-from generator.run.context import Context, stream
+from generator.run.context import Context, steered_orders, stream
 from generator.run.finish import finish
 from generator.run.journal import remove_journal
 from generator.run.loop import OnProgress, Pipeline, open_deduper
 from generator.run.summary import write_summary
 from generator.run.policy import FIRST_SWEEP, Decision, decide
-from generator.run.reference import Shift, open_reference, resolve_target
+from generator.run.reference import Shift, has_reference, open_reference, resolve_target
 from generator.run.resume import prepare_output
 from generator.run.rounds import (accept_point, add_judge_cost, draw_sd, log_round, measure, next_pilot_round,
                                   read_corpus, round_fidelity, warn_corpus_draw)
@@ -70,7 +77,7 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
         from generator.judges import judge_for_target
         judge = judge_for_target(plan, out)
     reference = None
-    if plan.reference_texts:
+    if has_reference(plan):  # the recipe's reference, or a rewrite run's source
         from generator.measure.embeddings import embed_texts
         embed = embed or getattr(judge, "embed", None) or embed_texts
         reference, cost = open_reference(out, plan, judge, embed, stream(plan.recipe.seed, "reference"))
@@ -79,7 +86,7 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
             judge_tokens=state.steering.judge_tokens + cost["tokens"]))
         plan = resolve_target(plan, reference)
     llm = judge if plan.recipe.target.judge == "llm" else None
-    orders = knobs.axis_orders(plan.grid, plan.recipe.seed)
+    orders = steered_orders(plan)
     ctx = Context(plan, out, pipe, judge, orders, reference, embed, llm, plan.recipe.target if llm else None)
     if llm is not None and (record := calibration.read_record(out, calibration.CALIBRATION_FILE)) is not None:
         ctx = with_calibration(ctx, record)
@@ -214,14 +221,26 @@ def apply_after_pilot(ctx: Context, state: RunState, d: Decision, measured) -> t
         return ctx, dataclasses.replace(with_phase(state, "done"), stopped=d.reason), "stop"
     if d.action == "grow":
         return grow_grid(ctx, state, d.points)
+    this_round = state.steering.round
     if d.keep is not None:
         j = next(j for j, m in enumerate(measured) if m[0] == d.keep)
         n, start = pilot_size(ctx.plan.recipe), state.steering.sweep_start
         state = accept_point(ctx.out, state, start + j * n, start + (j + 1) * n)
     else:
         state = next_pilot_round(state)
+    release_pilot_slots(ctx, this_round)
     phase = "pilot" if d.action == "pilot" else "main"
     return ctx, steer_to(ctx, state, concentration=d.concentration, phase=phase, sweep=d.points), d.reason
+
+
+def release_pilot_slots(ctx: Context, round_no: int) -> None:
+    """A rewrite run's pilot documents left out of the corpus give their slots back: listed as
+    misses, they are rewritten in a later pass (nothing for a grid run)."""
+    if ctx.plan.source is None:
+        return
+    from generator.sources.slots import write_discarded
+    write_discarded(ctx.out, pilot_dir(ctx.out, round_no), round_no)
+    ctx.pipe.reopen_passes()
 
 
 def grow_grid(ctx: Context, state: RunState, sweep: tuple[float, ...]) -> tuple[Context, RunState, str]:
@@ -232,7 +251,7 @@ def grow_grid(ctx: Context, state: RunState, sweep: tuple[float, ...]) -> tuple[
     growth.write_added(ctx.out, merged)
     plan = growth.with_added_topics(plan, merged)
     ctx.pipe.use_plan(plan)
-    ctx = dataclasses.replace(ctx, plan=plan, orders=knobs.axis_orders(plan.grid, plan.recipe.seed))
+    ctx = dataclasses.replace(ctx, plan=plan, orders=steered_orders(plan))
     history = tuple(dataclasses.replace(h, kind="grow") if h.kind == "pilot" and h.sweep == s.round else h
                     for h in s.history)  # the sweep measured the grid before it grew
     state = steer_to(ctx, next_pilot_round(state), added_topics=merged, history=history, concentration=1.0,

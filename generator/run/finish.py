@@ -44,7 +44,8 @@ def measure_finished(ctx: Context, state: RunState, extra: dict) -> RunState:
     """summary.json's `achieved` and `fidelity` (and `confirmation` with an LLM judge), into `extra`."""
     t = ctx.target
     texts, metadata = read_corpus(ctx.out, rng=ctx.rng("final", 1))  # a sample above MEASURE_ROWS
-    report, _ = measure(texts, ctx.judge, t, ctx.rng("final"))
+    with_values = metadata if ctx.reference is not None else None  # what each value adds, against it
+    report, attribution = measure(texts, ctx.judge, t, ctx.rng("final"), metadata=with_values)
     extra["fidelity"] = final_fidelity(ctx.plan, ctx.judge, texts, metadata)
     state = add_judge_cost(state, report)
     s = state.steering
@@ -53,8 +54,9 @@ def measure_finished(ctx: Context, state: RunState, extra: dict) -> RunState:
                          "half_width": report.half_width, "num_batches": report.num_scored,
                          "within_tolerance": abs(report.score - t.score) <= t.tolerance, "draw_sd": draw}
     if ctx.reference is not None:
-        extra["achieved"].update(shift_bound.relative_fields(report, ctx.shift_of(ctx.out, s.round),
-                                                             ctx.reference.score, t.max_shift))
+        shift = ctx.shift_of(ctx.out, s.round)
+        extra["achieved"].update(shift_bound.relative_fields(report, shift, ctx.reference.score, t.max_shift))
+        extra["by_value"] = shift_bound.value_effects(attribution, shift)
     if ctx.llm is not None:
         extra["confirmation"] = calibration.confirm_corpus(ctx.out, texts, ctx.llm, ctx.judge, report,
                                                            ctx.llm_target, rng=ctx.rng("confirm"))

@@ -90,6 +90,11 @@ class Pipeline:
         """Draw later samples from `plan` (a grid that grew)."""
         self.plan = plan
 
+    def reopen_passes(self) -> None:
+        """Rebuild a rewrite run's index -> slot mapping from the miss rows on disk at the next
+        `advance` (after a sweep's documents not kept were listed as misses)."""
+        self.passes = None
+
     def advance(self, state: RunState, until_docs: int, *, submit_docs: int | None = None,
                 beside: Callable[[], bool] | None = None, hold_at: int | None = None,
                 into: Path | None = None) -> RunState:

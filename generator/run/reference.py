@@ -1,5 +1,6 @@
 """The recipe's reference corpus inside a run: measured once, kept in the run folder, and the
-yardstick of each round's distribution shift.
+yardstick of each round's distribution shift. A rewrite run's reference is its source: a sample
+of SOURCE_DOCS of its units spread over the seeded order (`reference_texts`).
 
     OUT/reference.json   its D (same judge and K as the target) with interval, proxies,
                          embedding statistics (bandwidth, centroid norm), keyed by recipe hash
@@ -23,6 +24,7 @@ from generator.run import knobs
 from generator.run.rounds import measure
 
 MAX_SHIFT_DOCS = 1000  # each side of an MMD² is subsampled to at most this many documents
+SOURCE_DOCS = 500  # a rewrite run's reference: this many of its source's units (reference.num_docs' default)
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,12 @@ class ReferenceStats:
     num_docs: int
     bandwidth: float
     vectors: np.ndarray
+    is_source: bool = False  # a rewrite run's source, not a reference: section
 
     def summary(self) -> dict:
         return {"score": self.score, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "half_width": self.half_width, "num_docs": self.num_docs}
+                "half_width": self.half_width, "num_docs": self.num_docs,
+                **({"is_source": True} if self.is_source else {})}
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,6 @@ def open_reference(out: Path, plan, judge, embed: Callable,
     """The reference's statistics: read from OUT/reference.json/.npy when they were measured for
     this recipe, else measured now and written there. Returns them and the judge cost spent."""
     info_path, vectors_path = out / "reference.json", out / "reference.npy"
-    texts = list(plan.reference_texts)
     if info_path.is_file() and vectors_path.is_file():
         info = json.loads(info_path.read_text())
         if info.get("recipe_hash") == plan.recipe_hash:
@@ -65,10 +68,13 @@ def open_reference(out: Path, plan, judge, embed: Callable,
     from generator.measure.proxies import compute_proxies
     from generator.measure.shift import self_bandwidth
 
+    texts = reference_texts(plan)
     report, _ = measure(texts, judge, plan.recipe.target, rng)
     vectors = np.asarray(embed(texts), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1)
-    info = {"recipe_hash": plan.recipe_hash, "path": plan.recipe.reference.path, "num_docs": len(texts),
+    path = plan.recipe.reference.path if plan.recipe.reference else plan.recipe.source.path
+    info = {"recipe_hash": plan.recipe_hash, "path": path, "is_source": plan.recipe.reference is None,
+            "num_docs": len(texts),
             "judge": report.judge, "k": report.k, "score": report.score, "ci_low": report.ci_low,
             "ci_high": report.ci_high, "half_width": report.half_width, "num_batches": report.num_scored,
             "calls": report.calls, "proxies": compute_proxies(texts, vectors, seed=plan.recipe.seed),
@@ -81,10 +87,24 @@ def open_reference(out: Path, plan, judge, embed: Callable,
     return _stats(info, vectors), cost
 
 
+def has_reference(plan) -> bool:
+    """The run is measured against a reference: the recipe's, or a rewrite run's source."""
+    return bool(plan.reference_texts) or plan.source is not None
+
+
+def reference_texts(plan) -> list[str]:
+    """The reference documents: the recipe's, else SOURCE_DOCS units of the rewrite run's source."""
+    if plan.reference_texts:
+        return list(plan.reference_texts)
+    from generator.sources.units import sample_texts
+    return sample_texts(plan.source, SOURCE_DOCS)
+
+
 def _stats(info: dict, vectors: np.ndarray) -> ReferenceStats:
     return ReferenceStats(score=info["score"], ci_low=info["ci_low"], ci_high=info["ci_high"],
                           half_width=info["half_width"], num_docs=info["num_docs"],
-                          bandwidth=info["embedding"]["bandwidth"], vectors=vectors)
+                          bandwidth=info["embedding"]["bandwidth"], vectors=vectors,
+                          is_source=bool(info.get("is_source")))
 
 
 def measure_shift(texts: Sequence[str], columns: Mapping[str, Sequence[str]], reference: ReferenceStats,

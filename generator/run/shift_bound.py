@@ -173,3 +173,41 @@ def shift_fields(shift, target, reference) -> dict:
         return {}
     return {"shift": shift.mmd2, "shift_se": shift.se, "max_shift": target.max_shift,
             "reference_score": reference.score, "relative_target": target.relative}
+
+
+EFFECT_COLUMNS = ("template", "style", "audience", "persona")  # the values whose effects summary.json lists
+
+
+def value_effects(attribution: dict | None, shift, min_docs: int = 3) -> dict:
+    """summary.json's `by_value`: per column and value of the finished corpus (templates first),
+    what it adds compared with the column's other values. `lift`: the same-cluster rate of pairs
+    sharing the value over the corpus's, divided by the column's pair-weighted mean lift (below 1:
+    its documents fall apart from each other more than other values' do, so it adds diversity);
+    `shift`: the mean MMD witness of its documents less the column's document-weighted mean (the
+    slope of MMD² in the value's share; above 0: its documents lie farther from the reference
+    than the rest, so it adds shift). None for a value with fewer than `min_docs` documents or
+    pairs, or a measure not taken."""
+    columns = (attribution or {}).get("columns", {})
+    witness = shift.by_value if shift is not None else {}
+    out: dict = {}
+    for column in (c for c in EFFECT_COLUMNS if c in columns or c in witness):
+        stats, lifts = witness.get(column, {}), _relative_lifts(columns.get(column, {}), min_docs)
+        docs = sum(n for _, n in stats.values())
+        mean = sum(g * n for g, n in stats.values()) / docs if docs else 0.0
+        rows = {}
+        for value in sorted(set(columns.get(column, {})) | set(stats)):
+            g, n = stats.get(value, (0.0, 0))
+            lift, slope = lifts.get(value), g - mean if n >= min_docs else None
+            adds = [name for name, yes in (("diversity", lift is not None and lift < 1),
+                                           ("shift", slope is not None and slope > 0)) if yes]
+            rows[value] = {"docs": n, "lift": lift, "shift": slope, "adds": adds}
+        out[column] = rows
+    return out
+
+
+def _relative_lifts(values: dict, min_pairs: int) -> dict:
+    """Each value's lift over the pair-weighted mean lift of the values with `min_pairs` pairs."""
+    kept = {v: s for v, s in values.items() if s.get("pairs", 0) >= min_pairs and s.get("lift") is not None}
+    pairs = sum(s["pairs"] for s in kept.values())
+    mean = sum(s["lift"] * s["pairs"] for s in kept.values()) / pairs if pairs else 0.0
+    return {v: s["lift"] / mean for v, s in kept.items()} if mean > 0 else {}

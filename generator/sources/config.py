@@ -80,11 +80,11 @@ def check_source_recipe(s: Source, recipe, where: str) -> None:
         if name in recipe.grid:
             raise UserError(f"{where}: grid.{name} clashes with the variable source: gives templates",
                             fix=f"rename the grid axis {name}")
-    if recipe.target is not None:
-        raise UserError(f"{where}: a target: with source: is not supported yet (steering relative to the "
-                        "source corpus is planned)",
-                        fix="remove target: (a rewrite run generates every source k times), "
-                            "or remove source:")
+    if recipe.target is not None and recipe.reference is not None:
+        raise UserError(f"{where}: a steered rewrite run is measured against its source, so reference: "
+                        "beside source: and target: would give the target two meanings",
+                        fix="remove reference: (target.relative and max_shift are then relative to the "
+                            "source), or remove source:")
     if s.budget_tokens and s.budget_tokens < s.per_source * recipe.sampling.max_tokens:
         raise UserError(f"{where}: source.budget_tokens {s.budget_tokens} is under one source's rewrites "
                         f"(per_source × sampling.max_tokens = {s.per_source * recipe.sampling.max_tokens})",

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from generator.files import read_jsonl
-from generator.sources.slots import MISS_FILES, miss_indices, rebuild_passes
+from generator.sources.slots import DISCARDED, MISS_FILES, miss_indices, rebuild_passes
 
 MAX_LISTED = 100  # short units named in the summary
 
@@ -20,6 +20,8 @@ def miss_reason(name: str, row: dict) -> str:
     """A short label of why a sample made no document."""
     if name == "rejected.jsonl":
         return f"rejected by {row.get('gate', '?')}"
+    if name == DISCARDED:
+        return "pilot point not kept"
     reason = str(row.get("reason", "?"))
     if name == "duplicates.jsonl":
         return "near duplicate" if reason.startswith("near") else "exact duplicate"

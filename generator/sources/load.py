@@ -25,6 +25,28 @@ def open_recipe_source(recipe, where: str) -> SourcePlan:
     return plan
 
 
+def check_steered(plan: SourcePlan, recipe, pilot_docs: int, where: str) -> None:
+    """A steered rewrite run measures the source's own D (at least 2K units), pilots its first
+    sweep on the first slots (the sweep must fit in units × per_source) and rewrites the slots of
+    pilot documents not kept in a later pass (at least two tries per slot)."""
+    from generator.run.policy import FIRST_SWEEP
+
+    k, total = recipe.target.k, plan.num_units * recipe.source.per_source
+    if recipe.source.max_attempts < 2:
+        raise UserError(f"{where}: source.max_attempts 1 leaves no try for the slots of pilot documents not "
+                        "kept in a steered run", fix="use max_attempts: 2 or more (default 4), or remove target:")
+    if plan.num_units < 2 * k:
+        raise UserError(f"{where}: source: has {plan.num_units} units, too few to measure its own D at "
+                        f"target.k = {k} (at least 2K = {2 * k})",
+                        fix="raise source.max_sources, or lower target.k")
+    if len(FIRST_SWEEP) * pilot_docs > total:
+        raise UserError(f"{where}: the first pilot sweep ({len(FIRST_SWEEP)} × {pilot_docs} documents) "
+                        f"is more than the run makes ({plan.num_units} units × per_source "
+                        f"{recipe.source.per_source} = {total})",
+                        fix=f"lower target.pilot_docs to {total // len(FIRST_SWEEP)} or less, or raise "
+                            "source.max_sources or per_source")
+
+
 def unit_variables(unit: Unit, source_name: str, rewrite: int) -> dict[str, object]:
     """What a template sees of the unit it rewrites."""
     return {DOC: unit.text, f"{DOC}_id": unit.source_id, f"{DOC}_source": source_name,

@@ -2,7 +2,8 @@
 
 A slot is one (unit, rewrite): slot s = unit · k + rewrite. Pass 0 spans indices 0..U·k−1 and
 index i is slot i. A sample committed without a document (failed, rejected by a gate, duplicate)
-is a miss; once every index of a pass is committed, the next pass lists that pass's missed slots
+is a miss, and so is a steered run's pilot document whose sweep point was not kept (listed in
+OUT/pilot/discarded.jsonl: the corpus does not hold it); once every index of a pass is committed, the next pass lists that pass's missed slots
 in slot order at the following indices, until no slot misses or `max_attempts` passes ran. The
 mapping is therefore a function of (unit count, k, committed misses), and a resumed run rebuilds
 it from the miss rows on disk (failures, duplicates and rejected lines carry `sample_index`).
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.files import read_jsonl
+from generator.files import append_jsonl, read_documents, read_jsonl
 
-MISS_FILES = ("failures.jsonl", "duplicates.jsonl", "rejected.jsonl")
+DISCARDED = "pilot/discarded.jsonl"  # pilot documents not kept in the corpus: their slots are open again
+MISS_FILES = ("failures.jsonl", "duplicates.jsonl", "rejected.jsonl", DISCARDED)
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,12 @@ def provenance(sample) -> dict:
     if sample.rewrite < 0:
         return {}
     return {"source_id": sample.source_id, "chunk": sample.chunk, "rewrite": sample.rewrite}
+
+
+def write_discarded(out: Path, pilot_root: Path, round_no: int) -> int:
+    """List the documents left in a pilot round's folder (those not moved into the corpus) in
+    OUT/pilot/discarded.jsonl, so their slots are rewritten in a later pass; how many."""
+    table = read_documents(pilot_root, columns=["sample_index", "source_id", "chunk", "rewrite"])
+    rows = [{**row, "round": round_no, "reason": "pilot point not kept"} for row in table.to_pylist()]
+    append_jsonl(out / DISCARDED, rows)
+    return len(rows)

@@ -70,12 +70,26 @@ class ScoredBackend:
         scored = []
         while self.waiting:
             batch = self.waiting[:self.batch_docs]
-            texts = [finish_result(r, self.policy)[0] for r in batch]
-            for result, rejection in zip(batch, self.gate.score(texts)):
-                verdict = () if rejection is None else (rejection.gate, rejection.rule, rejection.reason)
-                scored.append(dataclasses.replace(result, verdict=verdict))
+            scored += self._judged(batch)
             self.waiting = self.waiting[len(batch):]
         return scored
+
+    def _judged(self, batch: list[Result]) -> list[Result]:
+        texts = [finish_result(r, self.policy)[0] for r in batch]
+        return [dataclasses.replace(result, verdict=() if rejection is None else
+                                    (rejection.gate, rejection.rule, rejection.reason))
+                for result, rejection in zip(batch, self.gate.score(texts))]
+
+    def judge_finished(self, results: Sequence[Result]) -> list[Result]:
+        """`results` that finished before a restart (read back from the run's journal, which keeps
+        no verdict) with the verdict `poll` would have given them: the other gates', then for a
+        document they pass the judge's (an answer its cache holds costs no call)."""
+        checked = [self.beside([r])[0] if r.verdict is None else r for r in results]
+        passed = [r for r in checked if r.verdict == ()]
+        judged = {}
+        for start in range(0, len(passed), self.batch_docs):
+            judged.update((r.id, r) for r in self._judged(passed[start:start + self.batch_docs]))
+        return [judged.get(r.id, r) for r in checked]
 
     def generate(self, requests: Sequence[Request]) -> list[Result]:
         return generate_all(self, requests)

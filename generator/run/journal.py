@@ -67,3 +67,15 @@ def read_journal(out: Path) -> dict[str, Result]:
 
 def remove_journal(out: Path) -> None:
     journal_path(out).unlink(missing_ok=True)
+
+
+def replay(backend, journaled: dict[str, Result], requests) -> dict[str, Result]:
+    """Request id -> result of those of `requests` that the journal answers (taken out of
+    `journaled`), given the verdict of the backend's own gates where it has them
+    (`judge_finished`: the LLM score gate), as a result it generated would carry: the journal
+    keeps no verdict."""
+    found = [journaled.pop(r.id) for r in requests if r.id in journaled]
+    judge = getattr(backend, "judge_finished", None)
+    if found and judge is not None:
+        found = judge(found)
+    return {r.id: r for r in found}

@@ -24,12 +24,11 @@ from generator.recipe import Plan
 from generator.run.beside import Beside, gates_of, result_keys, result_verdict
 from generator.run.dedup import Deduper, find_flushes, index_path
 from generator.run.documents import finish_result, to_document
-from generator.run.journal import append_results, read_journal, rewrite_journal
+from generator.run.journal import append_results, read_journal, replay, rewrite_journal
 from generator.run.parts import with_parts
 from generator.run.state import Counters, Epoch, RunState, save_state, weights_at
 from generator.sampling.requests import Sample, plan_samples
 from generator.sources.slots import Passes, open_passes, provenance
-
 
 
 @dataclass(frozen=True)
@@ -177,8 +176,9 @@ class Pipeline:
             samples = plan_samples(self.plan, self.next_submit, n, weights,
                                    self.passes and self.passes.slots(self.next_submit, n))
             fresh = []
+            replayed = replay(self.backend, self.journaled, [s.request for s in samples])  # through the gates
             for sample in samples:
-                result = self.journaled.pop(sample.request.id, None)
+                result = replayed.get(sample.request.id)
                 if result is not None:  # finished before a restart: not generated again
                     self.done[sample.index] = (sample, epoch_no, result)
                     continue

@@ -124,3 +124,14 @@ def test_a_reference_beside_source_and_target_is_refused(tmp_path):
     (tmp_path / "real.jsonl").write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(40)))
     with pytest.raises(UserError, match="reference: beside source: and target: would give the target two"):
         load_recipe(steered_recipe(tmp_path, target=RELATIVE, extra=f"reference: {{path: {tmp_path}/real.jsonl}}"))
+
+
+def test_the_steered_kjv_recipe_is_relative_to_its_source_and_steers_its_formats():
+    from generator.run.context import steered_orders
+    from generator.run.reference import has_reference
+    plan = load_recipe(ROOT / "recipes" / "rewrite-moderate.yaml")
+    t = plan.recipe.target
+    assert plan.recipe.reference is None and has_reference(plan) and (t.relative, t.max_shift) == (2.3, 0.08)
+    assert plan.source.num_units == 100 and plan.recipe.size.num_docs == 400
+    orders = steered_orders(plan)
+    assert set(orders) == {"template", "audience"} and len(orders["template"]) == 7

@@ -71,8 +71,10 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 def minhash_permutations(num_perm: int, seed: int) -> np.ndarray:
     """The (2, num_perm) uint32 multipliers and offsets of datasketch's `affine32` scheme for
     `seed`: its permutations come from the legacy `RandomState(seed)` stream, reproduced here
-    so that signatures do not depend on the installed datasketch version."""
-    gen = np.random.RandomState(seed)
+    so that signatures do not depend on the installed datasketch version. That stream takes
+    seeds below 2**32; a recipe's seed may be up to 2**63 - 1, so larger seeds are folded in
+    (the seeds under 2**32, every recipe's so far, keep their permutations)."""
+    gen = np.random.RandomState(seed % (1 << 32))
     a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
     perms = np.array([a, b])

@@ -63,3 +63,9 @@ def test_band_keys_change_with_their_band_only():
     assert np.array_equal(band_keys(sig[2], 9, 13), keys[2])  # one signature or many
     same_values = np.tile(sig[0, :13], 9)  # the same values in every band still give 9 keys
     assert len(set(band_keys(same_values, 9, 13).tolist())) == 9
+
+
+def test_a_seed_past_2_to_the_32_gives_permutations_instead_of_an_error():
+    big = minhash_permutations(64, (1 << 32) + 7)  # a recipe seed may be up to 2**63 - 1
+    assert big.shape == (2, 64) and np.array_equal(big, minhash_permutations(64, 7))
+    assert not np.array_equal(minhash_permutations(64, 7), minhash_permutations(64, 8))

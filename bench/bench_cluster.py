@@ -54,6 +54,10 @@ scoring: {enabled: false}
 keep_truncated: keep
 """
 TARGET = "target: {score: @SCORE@, tolerance: @TOLERANCE@, num_rounds: 4}\n"
+# the quality gates of the "gated" mode: the ones that fit simulated text (made-up words with
+# sentence ends; Gopher's quality filter wants English stop words, so it would reject them all)
+QUALITY = ("quality: {min_tokens: 40, gopher_repetition: true, fineweb_quality: true, "
+           "max_rejection_rate: 0.5}\n")
 SEED, TOLERANCE = 20261121, 0.3
 
 
@@ -79,7 +83,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--target", type=float, default=8.0, help="target D of the steering run")
     ap.add_argument("--modes", nargs="+", default=["reference", "batch", "pipeline", "steering"],
-                    choices=["reference", "batch", "pipeline", "steering"], help="which ways to feed the engines, in order")
+                    choices=["reference", "batch", "pipeline", "gated", "steering"],
+                    help="which ways to feed the engines, in order (gated: the pipeline with quality gates)")
     args = ap.parse_args()
     if "reference" not in args.modes:
         ap.error("--modes needs reference: every ratio is against it")
@@ -96,6 +101,7 @@ def main() -> None:
                          time_scale=args.time_scale)
     with tempfile.TemporaryDirectory() as tmp:
         plain, steered = write_plan(Path(tmp), args, target=None), write_plan(Path(tmp), args, target=args.target)
+        gated = write_plan(Path(tmp), args, target=None, quality=True)
         requests = [s.request for s in plan_samples(plain, 0, args.docs)]
         batch_requests = requests[:min(args.docs, args.batch_docs)]
         print(f"{args.replicas} simulated engines, time scale {args.time_scale}, {args.docs} documents "
@@ -105,6 +111,7 @@ def main() -> None:
             "reference": lambda: run_reference(backend.actors, requests),
             "batch": lambda: run_batches(backend.actors, batch_requests, args.batch),
             "pipeline": lambda: run_pipeline(plain, Path(tmp) / "plain", backend),
+            "gated": lambda: run_pipeline(gated, Path(tmp) / "gated", backend),
             "steering": lambda: run_pipeline(steered, Path(tmp) / "steer", backend, steer=True),
         }
         rows = {mode: measure(backend, args, modes[mode]) for mode in args.modes}
@@ -114,10 +121,10 @@ def main() -> None:
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
-def write_plan(tmp: Path, args, target: float | None):
+def write_plan(tmp: Path, args, target: float | None, quality: bool = False):
     from generator.recipe import load_recipe
-    body = recipe_text(args.docs, args.max_tokens, target=target)
-    path = tmp / ("steer.yaml" if target is not None else "plain.yaml")
+    body = recipe_text(args.docs, args.max_tokens, target=target) + (QUALITY if quality else "")
+    path = tmp / ("steer.yaml" if target is not None else "gated.yaml" if quality else "plain.yaml")
     path.write_text(body)
     return load_recipe(path)
 
@@ -232,7 +239,8 @@ def run_pipeline(plan, out: Path, backend, steer: bool = False) -> dict:
     t0 = time.perf_counter()
     summary = controller.run(plan, out, backend, judge=judge, on_progress=on_progress)
     row = {"name": "steering" if steer else "pipeline", "tokens": summary["completion_tokens"],
-           "docs": summary["num_docs"], "attempted": summary["num_attempted"]}
+           "docs": summary["num_docs"], "attempted": summary["num_attempted"],
+           "rejected": summary.get("rejected", {}).get("total", 0)}
     if steer:
         history = [json.loads(line) for line in (out / "controller.jsonl").read_text().splitlines()]
         row.update(rounds=summary["rounds"], achieved=summary.get("achieved", {}).get("score"), history=history,
@@ -257,6 +265,10 @@ def report(rows: dict, args) -> None:
         p = rows["pipeline"]
         print(f"pipeline driver CPU: {1000 * p['cpu_s'] / p['attempted']:.2f} ms per document "
               f"({p['attempted']} attempted, {p['cpu_s']:.1f} s in {p['wall_s']:.1f} s)")
+    for name in ("pipeline", "gated"):
+        if name in rows:
+            r = rows[name]
+            print(f"{name}: {r['docs']} documents kept of {r['attempted']} attempted ({r['rejected']} rejected by gates)")
     if "steering" in rows:
         s = rows["steering"]
         print(f"steering: rounds {s['rounds']}, achieved D {s['achieved']:.2f} (target {args.target}); "

@@ -11,6 +11,7 @@ generated tokens/s of both, their ratio (median over repeats), and how the answe
 that most answers end at EOS well before the cap.
 
     .venv/bin/python bench/bench_pipeline.py [--docs 32] [--max-tokens 1024] [--words 80] [--repeats 2]
+    .venv/bin/python bench/bench_pipeline.py --recipe recipes/rewrite.yaml --docs 96 --max-tokens 160
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--words", type=int, default=80, help="length every template asks for (0: derived from max tokens)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--recipe", type=Path, default=None,
+                    help="another recipe as it is (e.g. recipes/rewrite.yaml); --words does not apply to it")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
 
@@ -51,7 +54,7 @@ def main() -> None:
     # No dedup and keep every answer, so the pipeline generates exactly the first `docs` samples.
     overrides = [f"size.num_docs={args.docs}", f"sampling.max_tokens={args.max_tokens}", "scoring.enabled=false",
                  "dedup.exact=false", "dedup.near=false", "keep_truncated=keep"]
-    plan = load_recipe(bench_recipe(work, args.words), overrides)
+    plan = load_recipe(args.recipe or bench_recipe(work, args.words), overrides)
     samples = plan_samples(plan, 0, args.docs)
     chats = [chat_messages(s.request) for s in samples]
     params = [SamplingParams(temperature=s.request.temperature, top_p=s.request.top_p,

@@ -95,6 +95,15 @@ def topic_ranks(doc_vectors: np.ndarray, topic_vectors: np.ndarray, own: Sequenc
     return (sims >= own_sims[:, None]).sum(axis=1)
 
 
+def on_source(doc_vectors: np.ndarray, source_vectors: np.ndarray, own: Sequence[int],
+              top_r: int = TOP_R) -> np.ndarray:
+    """Per rewrite, whether it stayed on its source: its own source unit ranks within the top
+    `top_r` of all source units by cosine similarity (the on-topic rule with the source units as
+    the topics). A rewrite that drifts off to a generic text on the same theme ranks its source
+    below passages it resembles as much, and counts as off-source."""
+    return topic_ranks(doc_vectors, source_vectors, own) <= top_r
+
+
 def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a binomial share over n documents ((nan, nan) when n = 0;
     for multi-topic documents, whose on-topic value is a fraction, an approximation)."""

@@ -158,3 +158,21 @@ def test_an_engine_that_cannot_start_raises_in_the_caller():
     from generator.backends.vllm import VllmBackend
     with pytest.raises(Exception, match="max_model_len|max_position_embeddings|context"):
         VllmBackend("embedded:smollm2-135m", max_model_len=10_000_000)
+
+
+def test_a_rewrite_run_gives_every_real_passage_its_rewrites_on_the_real_engine(root, tmp_path, ray_engine):
+    plan = load_recipe(root / "recipes" / "rewrite.yaml", ["source.max_sources=3", "source.per_source=2",
+                                                           "sampling.max_tokens=32", "keep_truncated=keep"])
+    out = tmp_path / "run"
+    summary = controller.run(plan, out, ray_engine)
+    rows = read_documents(out).to_pylist()
+    assert len(rows) == 6 == summary["num_docs"] and summary["sources"]["complete"] == 3
+    by_source: dict = {}
+    for r in rows:
+        by_source.setdefault(r["source_id"], []).append(r["rewrite"])
+    assert len(by_source) == 3 and all(sorted(v) == [0, 1] for v in by_source.values())
+    passages = {json.loads(line)["id"]: json.loads(line)["text"]
+                for line in (root / "recipes" / "data" / "kjv" / "seeds.jsonl").read_text().splitlines()}
+    assert all(passages[r["source_id"]][:40] in r["prompt"] for r in rows)  # each prompt carries its passage
+    assert all(r["text"].strip() for r in rows)
+    assert datasets.load_dataset("parquet", data_dir=str(out / "data"))["train"].num_rows == 6

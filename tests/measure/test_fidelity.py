@@ -176,3 +176,15 @@ def test_paragraphs_split_at_blank_lines_and_headings_and_drop_short_pieces():
     text = "# Title\nFirst paragraph, long enough to count as evidence.\n\nok\n\nSecond paragraph, also long enough to count."
     assert paragraphs(text) == ["# Title\nFirst paragraph, long enough to count as evidence.",
                                 "Second paragraph, also long enough to count."]
+
+
+def test_a_rewrite_is_on_source_when_its_own_passage_ranks_in_the_top_three():
+    from generator.measure.fidelity import on_source
+
+    sources = np.eye(5, dtype=np.float32)  # five passages, orthogonal
+    near_own = sources[[0, 1]] * 0.9 + 0.1 * sources[[4, 4]]  # close to its own passage
+    drifted = np.full((1, 5), 1 / np.sqrt(5), dtype=np.float32) + np.array([[0, 0, 0, -0.3, 0]])  # generic, own is 3
+    docs = np.vstack([near_own, drifted])
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    assert on_source(docs, sources, [0, 1, 3]).tolist() == [True, True, False]
+    assert on_source(docs, sources, [0, 1, 3], top_r=5).tolist() == [True, True, True]

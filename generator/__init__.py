@@ -14,12 +14,12 @@ for _package in ("generator.run", "generator.export"):  # a subpackage's first i
 from generator.api import (calibrate, compare, export, load_recipe, render, run, score, verify,  # noqa: E402
                            write_card)
 from generator.errors import UserError  # noqa: E402
-from generator.results import (DiversityReport, Endings, ExportResult, Progress, Prompt,  # noqa: E402
-                               Proxy, Ruler, RunResult, SourceWeight, TargetOutcome, VerifyResult)
+from generator.results import (Coverage, DiversityReport, Endings, ExportResult, Progress,  # noqa: E402
+                               Prompt, Proxy, Ruler, RunResult, SourceWeight, TargetOutcome, VerifyResult)
 
 __all__ = [
     "load_recipe", "render", "run", "score", "compare", "calibrate", "export", "verify", "write_card",
-    "Plan", "Progress", "RunResult", "Endings", "TargetOutcome", "Ruler", "DiversityReport", "Proxy",
+    "Plan", "Progress", "RunResult", "Coverage", "Endings", "TargetOutcome", "Ruler", "DiversityReport", "Proxy",
     "Prompt", "ExportResult", "SourceWeight", "VerifyResult", "UserError",
 ]
 

@@ -145,6 +145,19 @@ class TargetOutcome:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """A rewrite run's sources: `units` (source documents, or their chunks) each asked for
+    `per_source` rewrites; `complete` got all of them, `short` fewer after every try (why: in
+    summary.json's `sources.reasons` and `failures.jsonl`), `not_reached` none (a stopped run)."""
+
+    units: int
+    per_source: int
+    complete: int
+    short: int
+    not_reached: int
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What `generator.run` made in `out`: the counts of summary.json, the end-of-run diversity
     (None when scoring is off), the steering outcome (None without a target) and the dataset
@@ -161,6 +174,7 @@ class RunResult:
     target: TargetOutcome | None = None
     card: Path | None = None
     rejected: tuple[tuple[str, int], ...] = ()  # (quality gate, documents it rejected), most first
+    sources: Coverage | None = None  # a rewrite run's per-source coverage (None for grid runs)
 
     @property
     def ok(self) -> bool:
@@ -184,14 +198,16 @@ def target_outcome(summary: Mapping[str, Any]) -> TargetOutcome | None:
 
 def run_result(out: Path, summary: Mapping[str, Any], *, diversity: DiversityReport | None = None,
                card: Path | None = None) -> RunResult:
-    endings = summary.get("endings")
+    endings, sources = summary.get("endings"), summary.get("sources")
     return RunResult(out=out, num_docs=summary.get("num_docs", 0),
                      completion_tokens=summary.get("completion_tokens", 0),
                      tokens_per_s=summary.get("tokens_per_s", 0.0), num_failed=summary.get("num_failed", 0),
                      endings=Endings(**endings) if endings else None, stopped=summary.get("stopped"),
                      diversity=diversity, target=target_outcome(summary), card=card,
                      rejected=tuple(sorted(summary.get("rejected", {}).get("by_gate", {}).items(),
-                                           key=lambda kv: (-kv[1], kv[0]))))
+                                           key=lambda kv: (-kv[1], kv[0]))),
+                     sources=Coverage(**{k: sources[k] for k in ("units", "per_source", "complete", "short",
+                                                                   "not_reached")}) if sources else None)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ SIGNATURES = {
 RECORDS = {
     "Progress": "stage round done total tokens_per_s in_flight waiting num_failed pilot_points",
     "RunResult": "out num_docs completion_tokens tokens_per_s num_failed endings stopped diversity target card "
-                 "rejected",
+                 "rejected sources",
+    "Coverage": "units per_source complete short not_reached",
     "Endings": "eos trimmed cut",
     "TargetOutcome": "score tolerance achieved ci_low ci_high within_tolerance pilot_rounds main_rounds "
                      "calibration_ratio reference_score reference_ci relative shift max_shift",

@@ -1,13 +1,16 @@
 """The scripts in examples/ run in-process on the fakes (tests/fakes.py) through their `main`."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
 
 import generator
 from conftest import ROOT
-from fakes import EchoBackend, KeyJudge, fake_embed
+import pyarrow.parquet as pq
+
+from fakes import EchoBackend, FakeBackend, KeyJudge, fake_embed
 from generator.judges.embedding import EmbeddingJudge
 
 
@@ -51,9 +54,39 @@ def test_examples_use_only_the_public_api():
         assert "import generator\n" in text, path
 
 
-@pytest.mark.parametrize("name", ["steered_grid", "score_corpora"])
+@pytest.mark.parametrize("name", ["steered_grid", "score_corpora", "rewrite_with_gates"])
 def test_examples_print_their_usage(name, capsys):
     with pytest.raises(SystemExit) as done:
         load_example(name).main(["--help"])
     assert done.value.code == 0 and "usage:" in capsys.readouterr().out
     assert generator.__all__  # the examples import the package's public names only
+
+
+class ShortEveryThird(FakeBackend):
+    """Every third answer is five words long: the minimum-length gate rejects it."""
+
+    def generate(self, requests):
+        out = super().generate(requests)
+        return [dataclasses.replace(r, text=" ".join(r.text.split()[:5]), num_tokens=5) if self.seen_at(i) else r
+                for i, r in enumerate(out, start=self.seen - len(out) + 1)]
+
+    @staticmethod
+    def seen_at(n: int) -> bool:
+        return n % 3 == 0
+
+
+def test_rewrite_with_gates_gives_every_passage_its_rewrites_after_replacing_rejections(tmp_path, capsys):
+    result = load_example("rewrite_with_gates").main(
+        ["--out", str(tmp_path / "run"), "--max-sources", "12", "--per-source", "2", "--no-card",
+         "--set", "scoring.enabled=false", "--set", "quality.gopher_repetition=false",
+         "--set", "quality.min_tokens=20", "--set", "dedup.near=false"],
+        backend=ShortEveryThird(words=60))
+    assert result.ok and result.num_docs == 24
+    assert dict(result.rejected)["min_tokens"] >= 8  # a third of the first 24 tries, and of their retries
+    assert result.sources == generator.Coverage(units=12, per_source=2, complete=12, short=0, not_reached=0)
+    table = pq.read_table(tmp_path / "run" / "data")
+    pairs = sorted(zip(table.column("source_id").to_pylist(), table.column("rewrite").to_pylist()))
+    assert len(set(pairs)) == 24 and {r for _, r in pairs} == {0, 1}
+    assert all(len(t.split()) >= 20 for t in table.column("text").to_pylist())
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("24 rewrites") and shown[2] == "sources: 12 of 12 with all 2 rewrites, 0 short, 0 not reached"

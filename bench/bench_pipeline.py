@@ -54,6 +54,9 @@ def main() -> None:
     # No dedup and keep every answer, so the pipeline generates exactly the first `docs` samples.
     overrides = [f"size.num_docs={args.docs}", f"sampling.max_tokens={args.max_tokens}", "scoring.enabled=false",
                  "dedup.exact=false", "dedup.near=false", "keep_truncated=keep"]
+    if args.recipe:  # a rewrite run's size is its sources × per_source
+        per_source = __import__("yaml").safe_load(args.recipe.read_text()).get("source", {}).get("per_source", 1)
+        overrides[0] = f"source.max_sources={-(-args.docs // per_source)}"
     plan = load_recipe(args.recipe or bench_recipe(work, args.words), overrides)
     samples = plan_samples(plan, 0, args.docs)
     chats = [chat_messages(s.request) for s in samples]

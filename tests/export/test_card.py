@@ -12,7 +12,8 @@ import yaml
 
 from conftest import ROOT
 from fakes import fake_embed
-from generator.export.card import plot_embedding_map, project_2d, write_card
+from generator.export.card import write_card
+from generator.export.card_plots import plot_embedding_map, project_2d
 from generator.errors import UserError
 from generator.run.plots import plot_trajectory, plot_weights
 from generator.files import Document, next_shard_path, shard_path, write_json, write_shard

@@ -80,6 +80,7 @@ def warm_imports() -> None:
 
     import generator.cli  # noqa: F401
     import generator.export.card  # noqa: F401
+    import generator.export.card_plots  # noqa: F401
     import generator.export.formats  # noqa: F401
     import generator.measure.proxies  # noqa: F401
     import generator.measure.report  # noqa: F401
@@ -108,7 +109,7 @@ def fakes_installed(**backend_options):
     warm_imports()
     module = importlib.import_module  # by module object: the package's API functions shadow some names
     with pytest.MonkeyPatch.context() as mp, one_blas_thread():
-        for name in ("figures", "export.card", "run.plots", "measure.report"):
+        for name in ("figures", "export.card_plots", "run.plots", "measure.report"):
             mp.setattr(module(f"generator.{name}"), "save_figure", quick_figure)
         mp.setattr(module("generator.backends"), "open_backend",
                    lambda kind, model, **o: budget_backend(**backend_options))

@@ -152,9 +152,9 @@ def test_score_run_above_the_budget_scores_a_sample_and_names_corpus_rows(corpus
 
 
 def test_the_card_map_embeds_the_same_texts_read_from_their_row_groups(corpus, monkeypatch):
-    from generator.export import card
+    from generator.export import card, card_plots
 
-    monkeypatch.setattr(card, "MAX_MAP_DOCS", 50)
+    monkeypatch.setattr(card_plots, "MAX_MAP_DOCS", 50)
     embedded = []
 
     def embed(texts):

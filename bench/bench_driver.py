@@ -214,7 +214,8 @@ def measure_reads(out: Path) -> None:
 def resume_in_child(work: Path, docs: int) -> dict:
     """Section 3, in the fresh process: time from --resume to the first new submission."""
     from generator.run import controller
-    from generator.run.loop import Pipeline, open_deduper
+    from generator.run.dedup import open_deduper
+    from generator.run.loop import Pipeline
     from generator.run.resume import prepare_output
 
     plan, out = load_plan(work, docs), work / "killed"
@@ -236,10 +237,9 @@ def resume_in_child(work: Path, docs: int) -> dict:
             "next_index": state.counters.next_index, "peak_rss_mb": peak_rss_mb()}
 
 
-def measure_resume(work: Path, docs: int) -> None:
-    out = work / "killed"
-    proc = subprocess.Popen([sys.executable, __file__, "--child-run", "--docs", str(docs), "--work", str(work)],
-                            stdout=subprocess.DEVNULL)
+def kill_at_half(command: list[str], out: Path, docs: int) -> None:
+    """Run `command`, and SIGKILL it once the run in `out` has committed half of `docs`."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     committed = 0
     while proc.poll() is None and committed < docs // 2:
         time.sleep(0.5)
@@ -249,6 +249,11 @@ def measure_resume(work: Path, docs: int) -> None:
             pass
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def measure_resume(work: Path, docs: int) -> None:
+    kill_at_half([sys.executable, __file__, "--child-run", "--docs", str(docs), "--work", str(work)],
+                 work / "killed", docs)
     r = child(["--child-resume", "--docs", str(docs), "--work", str(work)])
     print(f"\n## resume start (run killed with SIGKILL at {r['num_docs']:,} committed documents, "
           f"next sample {r['next_index']:,}; fresh process)")

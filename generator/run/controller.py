@@ -30,9 +30,10 @@ from generator.records import Backend
 from generator.quality.report import read_rejected
 from generator.run import calibration, drift, growth, knobs, rejections, shift_bound
 from generator.run.context import Context, steered_orders, stream
+from generator.run.dedup import open_deduper
 from generator.run.finish import finish
 from generator.run.journal import remove_journal
-from generator.run.loop import OnProgress, Pipeline, open_deduper
+from generator.run.loop import OnProgress, Pipeline
 from generator.run.summary import write_summary
 from generator.run.policy import FIRST_SWEEP, Decision, decide
 from generator.run.reference import Shift, has_reference, open_reference, resolve_target

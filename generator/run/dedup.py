@@ -17,12 +17,16 @@ import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from generator.errors import UserError
+from generator.files import read_documents, shard_paths
 from generator.measure.minhash import band_keys, band_layout, minhash_permutations, sketch_shingles
+
+if TYPE_CHECKING:
+    from generator.recipe import Plan
 
 _NON_WORD = re.compile(r"[^\w]+")
 FORMAT = 1  # bump when the keys' meaning changes: files of another format are refused
@@ -334,3 +338,22 @@ class _Rows:
     def clear(self) -> None:
         self.n = 0
         self.data = np.empty((1024, self.width), np.uint64)
+
+
+def open_deduper(plan: Plan, out: Path) -> Deduper | None:
+    """The run's duplicate index: loaded from the index files stored beside the shards (corpus,
+    then pilot rounds), or rebuilt from the documents of a folder that has none."""
+    d = plan.recipe.dedup
+    if not (d.exact or d.near):
+        return None
+    settings = dict(exact=d.exact, near=d.near, threshold=d.threshold, num_perm=d.num_perm,
+                    seed=plan.recipe.seed)
+    roots = [out, *sorted((out / "pilot").glob("round-*"))]
+    stored = [path for root in roots for path in find_flushes(root / "dedup")]
+    if stored or not any(shard_paths(root) for root in roots):
+        return Deduper.load(stored, **settings)
+    deduper = Deduper(**settings)
+    for root in roots:
+        table = read_documents(root, columns=["id", "text"])
+        deduper.index(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+    return deduper

@@ -16,17 +16,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from generator.files import (append_jsonl, next_shard_path, read_documents, read_manifest, shard_path,
-                             shard_paths, write_manifest, write_shard)
+from generator.files import (append_jsonl, next_shard_path, read_manifest, shard_path, write_manifest,
+                             write_shard)
 from generator.quality.gates import add_rejections, rejected_row, rejection_stop
 from generator.records import Backend, Document, Result
 from generator.recipe import Plan
 from generator.run.beside import Beside, gates_of, result_keys, result_verdict
-from generator.run.dedup import Deduper, find_flushes, index_path
+from generator.run.dedup import Deduper, index_path
 from generator.run.documents import finish_result, to_document
 from generator.run.journal import append_results, read_journal, replay, rewrite_journal
 from generator.run.parts import with_parts
-from generator.run.state import Counters, Epoch, RunState, save_state, weights_at
+from generator.run.state import (Counters, Epoch, RunState, epoch_number, next_epoch_start, save_state,
+                                 weights_at)
 from generator.sampling.requests import Sample, plan_samples
 from generator.sources.slots import Passes, open_passes, provenance
 
@@ -353,35 +354,6 @@ def write_aside_shard(root: Path, docs: list[Document]) -> Path:
     path = next_shard_path(root)
     write_shard(path, docs)
     return path
-
-
-def epoch_number(steering, index: int) -> int:
-    numbers = [n for n, e in enumerate(steering.epochs) if e.start <= index]
-    return numbers[-1] if numbers else 0
-
-
-def next_epoch_start(steering, index: int) -> int | None:
-    later = [e.start for e in steering.epochs if e.start > index]
-    return min(later) if later else None
-
-
-def open_deduper(plan: Plan, out: Path) -> Deduper | None:
-    """The run's duplicate index: loaded from the index files stored beside the shards (corpus,
-    then pilot rounds), or rebuilt from the documents of a folder that has none."""
-    d = plan.recipe.dedup
-    if not (d.exact or d.near):
-        return None
-    settings = dict(exact=d.exact, near=d.near, threshold=d.threshold, num_perm=d.num_perm,
-                    seed=plan.recipe.seed)
-    roots = [out, *sorted((out / "pilot").glob("round-*"))]
-    stored = [path for root in roots for path in find_flushes(root / "dedup")]
-    if stored or not any(shard_paths(root) for root in roots):
-        return Deduper.load(stored, **settings)
-    deduper = Deduper(**settings)
-    for root in roots:
-        table = read_documents(root, columns=["id", "text"])
-        deduper.index(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
-    return deduper
 
 
 def check_failure_rate(plan: Plan, c: Counters) -> str:

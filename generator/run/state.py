@@ -124,12 +124,24 @@ class RunState:
     layout: int = LAYOUT
 
 
+def epoch_number(steering: Steering, index: int) -> int:
+    """The number of the last epoch starting at or before sample `index` (0 when none does)."""
+    for number in range(len(steering.epochs) - 1, -1, -1):
+        if steering.epochs[number].start <= index:
+            return number
+    return 0
+
+
+def next_epoch_start(steering: Steering, index: int) -> int | None:
+    """Where the first epoch starting after sample `index` starts (None when none does)."""
+    later = [e.start for e in steering.epochs if e.start > index]
+    return min(later) if later else None
+
+
 def weights_at(steering: Steering, index: int) -> dict:
     """The weights sample `index` is drawn under: those of the last epoch starting at or before it."""
-    for epoch in reversed(steering.epochs):
-        if epoch.start <= index:
-            return epoch.weights
-    return {}
+    epoch = steering.epochs[epoch_number(steering, index)] if steering.epochs else None
+    return epoch.weights if epoch is not None and epoch.start <= index else {}
 
 
 def with_phase(state: RunState, phase: str) -> RunState:

@@ -8,7 +8,7 @@ import pytest
 
 from fakes import FakeBackend, RepeatingBackend
 from generator.run import controller
-from generator.run.loop import open_deduper
+from generator.run.dedup import open_deduper
 from generator.errors import UserError
 from generator.measure.minhash import MinHashIndex
 from generator.run.dedup import Deduper, find_flushes, index_path, normalise, shingles

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_driver import FirstSubmission, InstantEngine, StopAtSubmit, cpu_s, peak_rss_mb  # noqa: E402
+from bench_driver import (FirstSubmission, InstantEngine, StopAtSubmit, cpu_s, kill_at_half,  # noqa: E402
+                          peak_rss_mb)
 
 RECIPE = """
 name: source-bench
@@ -125,18 +125,8 @@ def resume_child(work: Path, per_source: int) -> dict:
 
 
 def measure_resume(work: Path, per_source: int, docs: int) -> None:
-    out = work / "killed"
     args = ["--rows", "0", "--per-source", str(per_source), "--work", str(work)]
-    proc = subprocess.Popen([sys.executable, __file__, "--child-run", *args], stdout=subprocess.DEVNULL)
-    committed = 0
-    while proc.poll() is None and committed < docs // 2:
-        time.sleep(0.5)
-        try:
-            committed = json.loads((out / "state.json").read_text())["counters"]["num_docs"]
-        except (OSError, ValueError, KeyError):
-            pass
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_half([sys.executable, __file__, "--child-run", *args], work / "killed", docs)
     done = subprocess.run([sys.executable, __file__, "--child-resume", *args], check=True,
                           capture_output=True, text=True)
     r = json.loads(done.stdout.strip().splitlines()[-1])

@@ -19,8 +19,8 @@ from generator.results import (Coverage, DiversityReport, Endings, ExportResult,
 
 __all__ = [
     "load_recipe", "render", "run", "score", "compare", "calibrate", "export", "verify", "write_card",
-    "Plan", "Progress", "RunResult", "Coverage", "Endings", "TargetOutcome", "Ruler", "DiversityReport", "Proxy",
-    "Prompt", "ExportResult", "SourceWeight", "VerifyResult", "UserError",
+    "Plan", "Progress", "RunResult", "Coverage", "Endings", "TargetOutcome", "Ruler", "DiversityReport",
+    "Proxy", "Prompt", "ExportResult", "SourceWeight", "VerifyResult", "UserError",
 ]
 
 

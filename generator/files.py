@@ -205,8 +205,10 @@ def read_documents(out: Path, columns: list[str] | None = None, below: int | Non
     if not paths:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     filters = [("sample_index", "<", below)] if below is not None else None
-    schema = SOURCE_SCHEMA if PROVENANCE[-1] in pq.read_schema(paths[0]).names else SCHEMA  # a rewrite run's
-    return pa.concat_tables([pq.read_table(p, columns=columns, schema=schema, filters=filters) for p in paths])
+    rewrite_run = PROVENANCE[-1] in pq.read_schema(paths[0]).names  # its shards carry the provenance columns
+    schema = SOURCE_SCHEMA if rewrite_run else SCHEMA
+    tables = [pq.read_table(p, columns=columns, schema=schema, filters=filters) for p in paths]
+    return pa.concat_tables(tables)
 
 
 MEASURE_ROWS = 20_000  # rows a measurement reads at most; above this it reads a uniform sample of rows

@@ -173,7 +173,8 @@ class Recipe:
     # "trimmed"), "keep" it as cut, or "drop" it as a failed row. YAML true/false mean keep/drop.
     keep_truncated: Literal["trim", "keep", "drop"] = "trim"
     max_failure_rate: float = 0.2
-    source: Source | None = None  # a corpus rewritten per_source times per unit (size.num_docs follows from it)
+    # a corpus rewritten per_source times per unit (size.num_docs follows from it)
+    source: Source | None = None
     path: str = field(default="", metadata={"internal": True})  # where it was read from; not a YAML key
 
 

@@ -68,7 +68,8 @@ def fit_threshold(reference: Sequence[Sequence[Sequence[int]]], trees: Sequence[
 
 
 def fit_cuts(reference: Sequence[Sequence[Sequence[int]]], distances: Sequence[dict[str, np.ndarray]],
-             k: int, *, thresholds: Sequence[float] = THRESHOLD_GRID, form_thresholds: Sequence[float] = FORM_GRID,
+             k: int, *, thresholds: Sequence[float] = THRESHOLD_GRID,
+             form_thresholds: Sequence[float] = FORM_GRID,
              metric: Metric = "adjusted_rand") -> tuple[float, float, list[dict]]:
     """The (subject, form) cuts whose two-view clusterings of the batches (`distances`: each
     batch's condensed "subject" and "form" distances) agree best with the `reference`

@@ -227,7 +227,8 @@ def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
         reweight = (1 if last.score < goal.score else -1) if missed else 0
         if moved != c or reweight:  # at the end of c's range, reweighting cells is the lever left
             cells = ", reweight cells" if reweight else ""
-            decision = Decision("correct", moved, f"correct c {c:.3f} → {moved:.3f}{cells}", reweight=reweight)
+            reason = f"correct c {c:.3f} → {moved:.3f}{cells}"
+            decision = Decision("correct", moved, reason, reweight=reweight)
     if c == 0.0 and decision.concentration == 0.0 and last.score > goal.score + goal.tolerance:
         return Decision("stop", 0.0, f"target {goal.score} is below what this grid reaches with judge "
                                      f"{goal.judge}: D = {last.score:.2f} at c = 0 (one value per axis)")

@@ -34,7 +34,8 @@ def check_steered(plan: SourcePlan, recipe, pilot_docs: int, where: str) -> None
     k, total = recipe.target.k, plan.num_units * recipe.source.per_source
     if recipe.source.max_attempts < 2:
         raise UserError(f"{where}: source.max_attempts 1 leaves no try for the slots of pilot documents not "
-                        "kept in a steered run", fix="use max_attempts: 2 or more (default 4), or remove target:")
+                        "kept in a steered run",
+                        fix="use max_attempts: 2 or more (default 4), or remove target:")
     if plan.num_units < 2 * k:
         raise UserError(f"{where}: source: has {plan.num_units} units, too few to measure its own D at "
                         f"target.k = {k} (at least 2K = {2 * k})",

@@ -3,10 +3,11 @@
 A slot is one (unit, rewrite): slot s = unit · k + rewrite. Pass 0 spans indices 0..U·k−1 and
 index i is slot i. A sample committed without a document (failed, rejected by a gate, duplicate)
 is a miss, and so is a steered run's pilot document whose sweep point was not kept (listed in
-OUT/pilot/discarded.jsonl: the corpus does not hold it); once every index of a pass is committed, the next pass lists that pass's missed slots
-in slot order at the following indices, until no slot misses or `max_attempts` passes ran. The
-mapping is therefore a function of (unit count, k, committed misses), and a resumed run rebuilds
-it from the miss rows on disk (failures, duplicates and rejected lines carry `sample_index`).
+OUT/pilot/discarded.jsonl: the corpus does not hold it); once every index of a pass is committed,
+the next pass lists that pass's missed slots in slot order at the following indices, until no
+slot misses or `max_attempts` passes ran. The mapping is therefore a function of (unit count, k,
+committed misses), and a resumed run rebuilds it from the miss rows on disk (failures, duplicates
+and rejected lines carry `sample_index`).
 Memory: one integer per slot retried, none per slot that succeeded first time.
 """
 from __future__ import annotations

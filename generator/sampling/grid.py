@@ -303,10 +303,11 @@ def draw_cells(grid: Grid, uniforms: np.ndarray, *, weights: Mapping[str, Mappin
     depends only on its own numbers and the weights. `extra_rngs` (one per row) draw the further
     topics of multi-topic templates."""
     weights = weights or {}
-    columns: dict[str, np.ndarray] = {}
+    columns: dict[str, list[int]] = {}  # value numbers as Python ints: indexing with numpy's costs more
     for j, (name, axis) in enumerate(grid.axes.items()):
         cdf = np.cumsum(axis_probabilities(axis, weights.get(name)))
-        columns[name] = np.minimum(np.searchsorted(cdf, uniforms[:, j] * cdf[-1], side="right"), len(cdf) - 1)
+        picks = np.minimum(np.searchsorted(cdf, uniforms[:, j] * cdf[-1], side="right"), len(cdf) - 1)
+        columns[name] = picks.tolist()
     topic_cdf = _choice_cdf(grid.axes["topic"], weights.get("topic")) if "topic" in grid.axes else None
     cells = []
     for i in range(len(uniforms)):

@@ -7,9 +7,11 @@ force for `i`: its random numbers come from the block of `BLOCK` indices it fall
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -36,8 +38,20 @@ class Sample:
 
 def request_id(prompt: str, model: str, seed: int, temperature: float, top_p: float, max_tokens: int,
                system: str | None = None) -> str:
-    key = json.dumps([prompt, model, seed, temperature, top_p, max_tokens] + ([system] if system else []))
+    """The first 20 hex digits of the sha256 of the JSON list [prompt, model, seed, temperature,
+    top_p, max_tokens] (and system, when set), written item by item: the same text as `json.dumps`
+    of the list, without building an encoder per call."""
+    model_json, rest_json = _settings_json(model, temperature, top_p, max_tokens, system)
+    key = f"[{encode_basestring_ascii(prompt)}, {model_json}, {json.dumps(seed)}, {rest_json}]"
     return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=64)
+def _settings_json(model: str, temperature: float, top_p: float, max_tokens: int,
+                   system: str | None) -> tuple[str, str]:
+    """The JSON of `model`, and of the items after the seed, as json.dumps writes them in a list."""
+    rest = json.dumps([temperature, top_p, max_tokens] + ([system] if system else []))
+    return json.dumps(model), rest[1:-1]
 
 
 def template_probabilities(plan: Plan, weights: Weights | None) -> np.ndarray:
@@ -75,23 +89,27 @@ def plan_samples(plan: Plan, start_index: int, n: int, weights: Weights | None =
     extra = [np.random.default_rng([r.seed, start_index + i, 1]) for i in range(n)] if num_topics > 1 else None
     cells = draw_cells(plan.grid, u[:, 1:], weights=weights, num_topics=num_topics, extra_rngs=extra)
     units = source_units(plan, start_index, n, slots)
+    s = r.sampling
+    documents = [a for a, axis in plan.grid.axes.items() if axis.documents]  # axes of seed documents
+    kept: dict[tuple, tuple[str, ...]] = {}  # (template, the cell's axes) -> the axes the template uses
     samples = []
-    for offset, (t_id, cell) in enumerate(zip(template_ids, cells)):
+    for offset, (t_id, cell) in enumerate(zip(template_ids.tolist(), cells)):
         template = plan.templates[t_id]
         variables = template_variables(plan.grid, cell)
         unit, rewrite = units[offset] if units else (None, -1)
         if unit is not None:
             variables.update(unit_variables(unit, plan.source.name, rewrite))
-        prompts = template.prompts(variables, r.sampling.max_tokens)
+        prompts = template.prompts(variables, s.max_tokens)
         prompt = PROMPT_BREAK.join(prompts)
         index = start_index + offset
         seed = derive_seed(r.seed, index)
-        values = used_values(template.variables, cell.values)
-        values.update({f"{a}_source": plan.grid.axes[a].source for a in values
-                       if a in plan.grid.axes and plan.grid.axes[a].documents})
+        axes = kept.get((t_id, *cell.values))
+        if axes is None:
+            axes = kept[(t_id, *cell.values)] = tuple(used_values(template.variables, cell.values))
+        values = {a: cell.values[a] for a in axes}
+        values.update({f"{a}_source": plan.grid.axes[a].source for a in documents if a in values})
         if template.num_topics > 1 and "topics" in variables:
             values["topic"] = "; ".join(variables["topics"][: template.num_topics])  # type: ignore[index]
-        s = r.sampling
         max_tokens, system = template.part_tokens(s.max_tokens), r.system_prompt or template.system
         request = Request(id=request_id(prompt, r.model, seed, s.temperature, s.top_p, max_tokens, system),
                           prompt=prompt, max_tokens=max_tokens, temperature=s.temperature,

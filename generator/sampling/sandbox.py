@@ -71,6 +71,11 @@ class _TimeBudget:
 _SHARED: contextvars.ContextVar[_TimeBudget | None] = contextvars.ContextVar("shared_budget", default=None)
 
 
+def in_time_budget() -> bool:
+    """Whether renders now share a `time_budget` (each render then counts against it)."""
+    return _SHARED.get() is not None
+
+
 @contextlib.contextmanager
 def time_budget(seconds: float) -> Iterator[None]:
     """Every render inside shares `seconds` of wall time (each still within MAX_RENDER_S): a

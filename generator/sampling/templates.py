@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 
 from generator.errors import UserError
-from generator.sampling.sandbox import BoundedSandbox, TemplateLimit
+from generator.sampling.sandbox import MAX_VALUE_LEN, BoundedSandbox, TemplateLimit, in_time_budget
 from generator.yamlfiles import load_yaml_text
 
 _HEADER = re.compile(r"\A\s*\{#-?(.*?)-?#\}", re.DOTALL)
@@ -86,6 +86,11 @@ class Template:
 def render_source(source: str, variables: dict[str, object], *, where: str = "<string>") -> str:
     """Render in the sandbox; any failure of the template itself is a `UserError` naming the
     file and the template line."""
+    pieces = _plain_pieces(source)
+    if pieces is not None and not in_time_budget():
+        text = _join_pieces(pieces, variables)
+        if text is not None:
+            return text.strip()
     try:
         return _compile(source).render(**variables).strip()
     except TemplateLimit as exc:
@@ -131,6 +136,38 @@ def _template_line(exc: BaseException) -> str:
 @functools.lru_cache(maxsize=256)
 def _compile(source: str) -> jinja2.Template:
     return sandbox().from_string(source)
+
+
+_SPECIAL_NAMES = frozenset({"self", "loop", "caller", "varargs", "kwargs"})  # Jinja gives these meaning
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_pieces(source: str) -> tuple[tuple[bool, str], ...] | None:
+    """A template made only of text and `{{ name }}` outputs, as (is a name, text or name) pieces;
+    None for any other template (a filter, test, expression, tag or macro). Its compiled Jinja code
+    yields each text and `str()` of each value in turn, which `_join_pieces` does directly."""
+    pieces = []
+    for node in sandbox().parse(source).body:
+        if type(node) is not nodes.Output:
+            return None
+        for child in node.nodes:
+            if type(child) is nodes.TemplateData:
+                pieces.append((False, child.data))
+            elif type(child) is nodes.Name and child.ctx == "load" and child.name not in _SPECIAL_NAMES:
+                pieces.append((True, child.name))
+            else:
+                return None
+    return tuple(pieces)
+
+
+def _join_pieces(pieces: tuple[tuple[bool, str], ...], variables: dict[str, object]) -> str | None:
+    """The render of a plain template, or None where Jinja must render it: a variable is missing
+    (Jinja raises its error) or the text is past the sandbox's size limit (Jinja refuses it)."""
+    try:
+        text = "".join([str(variables[p]) if is_name else p for is_name, p in pieces])
+    except Exception:  # noqa: BLE001 - Jinja renders it again and reports the failure
+        return None
+    return text if len(text) <= MAX_VALUE_LEN else None
 
 
 def load_template(path: Path) -> Template:

@@ -175,6 +175,61 @@ def diversity_section(d: dict | None) -> dict | None:
             "proxies": proxies, "shift": shift}
 
 
+MAX_VIEW_ROWS = 12  # values of one column listed in the card's "what each value adds" table
+
+
+def views_section(d: dict | None) -> dict | None:
+    """The two-view judge's report (diversity.json's `views` and `attribution.by_view`): D under
+    each view alone, how many templates, styles and personas add subject or form diversity, and
+    the values that add most, with their `apart` under each view (`judges.attribution`)."""
+    if not d or not d.get("views"):
+        return None
+    from generator.judges.attribution import APART, MIN_PAIRS
+    from generator.measure.report import VIEW_COLUMNS
+
+    scores = [(view, f"{v['score']:.3f}",
+               f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}]" if v.get("ci_low") is not None else "")
+              for view, v in d["views"].items()]
+    by_view = (d.get("attribution") or {}).get("by_view") or {}
+    counts, rows = [], []
+    for column in (c for c in VIEW_COLUMNS if by_view.get(c)):
+        kinds = {name: added_kind(stats) for name, stats in by_view[column].items()}
+        counts.append({"column": column, "values": len(kinds),
+                       **{kind: sum(k == kind for k in kinds.values()) for kind in ADDED_KINDS}})
+        ranked = sorted(by_view[column].items(),
+                        key=lambda kv: (ADDED_KINDS.index(kinds[kv[0]]), -_most_apart(kv[1])))
+        rows.extend([column, name, kinds[name], *(_fmt_apart(stats.get(view)) for view in d["views"])]
+                    for name, stats in ranked[:MAX_VIEW_ROWS])
+    return {"scores": scores, "counts": counts, "rows": rows, "max_rows": MAX_VIEW_ROWS, "apart": APART,
+            "min_pairs": MIN_PAIRS,
+            "header": ["column", "value", "adds", *(f"apart, {view}" for view in d["views"])]}
+
+
+ADDED_KINDS = ("subject and form", "subject", "form", "neither", "too few pairs")
+
+
+def added_kind(stats: dict) -> str:
+    """Which of ADDED_KINDS a value's by-view record says it adds."""
+    from generator.judges.attribution import MIN_PAIRS
+
+    adds = stats.get("adds") or []
+    if adds:
+        return " and ".join(view for view in ("subject", "form") if view in adds)
+    pairs = [s.get("mixed_pairs", 0) for view, s in stats.items() if isinstance(s, dict)]
+    return "neither" if pairs and max(pairs) >= MIN_PAIRS else "too few pairs"
+
+
+def _most_apart(stats: dict) -> float:
+    return max((s["apart"] for s in stats.values() if isinstance(s, dict) and s.get("apart") is not None),
+               default=-np.inf)
+
+
+def _fmt_apart(stats: dict | None) -> str:
+    if not stats or stats.get("apart") is None:
+        return "–"
+    return f"{stats['apart']:.2f} ({stats['mixed_pairs']} pairs)"
+
+
 def fidelity_section(f: dict | None) -> dict | None:
     """The on-topic fidelity of the corpus (summary.json's, else diversity.json's): overall and
     one row per template, style and domain."""
@@ -269,7 +324,8 @@ def render_card(run: Path, recipe: dict, summary: dict, diversity: dict | None, 
         front_matter=yaml.safe_dump(front_matter(recipe, len(table["template"])), sort_keys=False, allow_unicode=True),
         pretty_name=front_matter(recipe, 0)["pretty_name"], recipe=recipe_rows, model=model,
         counts=count_section(summary, table), coverage=grid_coverage(recipe, table, run),
-        diversity=diversity_section(diversity), steering=steering_section(summary), plots=plots,
+        diversity=diversity_section(diversity), views=views_section(diversity), steering=steering_section(summary),
+        plots=plots,
         quality=quality_section(summary), sources=summary.get("sources"), by_value=summary.get("by_value"),
         fidelity=fidelity_section(summary.get("fidelity") or (diversity or {}).get("fidelity")),
         columns=[(c, COLUMNS.get(c, "")) for c in (SOURCE_SCHEMA if "sources" in summary else SCHEMA).names],

@@ -1,7 +1,9 @@
 """Attribution of a clustering to the grid's values, over pairs of documents judged in one batch.
 
 `attribute_column`: for each value, how often two documents sharing it land in one cluster
-(`protocol.attribute_cells` builds the record from it). `attribute_views`: with the two-view
+(`protocol.attribute_cells` builds the record from it). `attribute_mates`: for each value, how
+often its documents share a cluster with any batch-mate, whatever the mate's value (what the
+controller reweights by). `attribute_views`: with the two-view
 judge, what each value adds under each view alone: how rarely its documents share a cluster
 with documents of the column's other values, against the view's baseline, as
 
@@ -61,6 +63,34 @@ def attribute_column(values: Sequence[str], docs: np.ndarray, left: np.ndarray, 
         column[name] = {"pairs": int(pairs[i]), "same_cluster": int(together[i]), "same_cluster_rate": rate,
                         "lift": rate / baseline if baseline > 0 else None}
     return column
+
+
+def attribute_mates(report, metadata: Mapping[str, Sequence[str]]) -> dict:
+    """column -> value -> {mates, same_cluster, mate_rate, mate_lift}: over every pair judged in
+    one batch, counted once from each end, the pairs a document of the value takes part in, how
+    many of them share a cluster, that rate and its lift over the baseline rate of all pairs.
+    Up to a constant this is the gradient of the pairs' same-cluster rate in the value's weight:
+    pairs within the value count with the value's share, pairs with other values (subject or
+    form apart, under whatever views the judge clusters on) with theirs. Empty values are skipped
+    as values but count as mates."""
+    docs, labels = pair_arrays(report)
+    left, right = np.triu_indices(report.k, 1)
+    same = (labels[:, left] == labels[:, right]).ravel()
+    baseline = float(same.mean()) if same.size else float("nan")
+    out: dict = {}
+    for column, values in metadata.items():
+        names, codes = value_codes(values)
+        ends = np.concatenate([codes[docs][:, left].ravel(), codes[docs][:, right].ravel()])
+        mates = np.bincount(ends, minlength=len(names))
+        together = np.bincount(ends, weights=np.concatenate([same, same]), minlength=len(names))
+        out[column] = {}
+        for i, name in enumerate(names):
+            if name == "" or mates[i] == 0:
+                continue
+            rate = float(together[i] / mates[i])
+            out[column][name] = {"mates": int(mates[i]), "same_cluster": int(together[i]), "mate_rate": rate,
+                                 "mate_lift": rate / baseline if baseline > 0 else None}
+    return out
 
 
 def apart_column(values: Sequence[str], report) -> tuple[float, dict]:

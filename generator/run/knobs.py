@@ -6,9 +6,11 @@
   Fewer active values → more documents share a subject → lower diversity, so the score moves
   monotonically with c, and continuously (a whole value switched on at once would make D(c) a
   staircase that no fit through a few points can steer between).
-- Per-cell reweighting from cluster attribution: a value whose documents land in the same
-  cluster more often than the baseline (lift > 1) is redundant; raising diversity scales it
-  down, lowering diversity scales it up.
+- Per-cell reweighting from cluster attribution: a value whose documents share a cluster with
+  their batch-mates (of its own value or any other) more often than the axis' average is
+  redundant; raising diversity scales it down, lowering diversity scales it up. A value written
+  in a form of its own, or about subjects of its own, rarely shares a cluster with other
+  values' documents, so it gains weight when diversity must rise.
 - The next concentration to try: where a fit of D(c) through every pilot measurement meets the
   target (`fit_concentration`); `next_concentration` is the older bracketing rule.
 """
@@ -61,25 +63,26 @@ def attribution_factors(weights: Mapping[str, Mapping[str, float]], attribution:
                         direction: int, rate: float = 1.0, min_pairs: int = 3,
                         bounds: tuple[float, float] = (0.5, 2.0)) -> Weights:
     """Per axis, a factor exp(-direction * rate * (lift / mean_lift - 1)) for each active value
-    of `weights` with at least `min_pairs` judged pairs, where lift is its same-cluster rate over
-    the baseline (from `diversity.attribute_cells`) and mean_lift the axis' pair-weighted mean:
-    only redundancy *relative to the rest of the axis* moves weight. direction=+1 raises
-    diversity (more redundant values lose weight), -1 lowers it. Clipped to `bounds`; the
-    "template" axis (drift's, run/drift.py) gets none."""
+    of `weights` whose documents took part in at least `min_pairs` judged pairs, where lift is
+    how often they shared a cluster with a batch-mate over the baseline (`attribution["mates"]`,
+    from `judges.attribution.attribute_mates`) and mean_lift the axis' pair-weighted mean: only
+    redundancy *relative to the rest of the axis* moves weight. direction=+1 raises diversity
+    (more redundant values lose weight), -1 lowers it. Clipped to `bounds`; the "template" axis
+    (drift's, run/drift.py) gets none."""
     if direction not in (-1, 1):
         raise ValueError("direction must be +1 (raise diversity) or -1 (lower it)")
-    columns = attribution.get("columns", {})
+    columns = attribution.get("mates", {})
     out: Weights = {}
     for axis, values in weights.items():
         if axis == "template":
             continue
         stats = {v: s for v, s in columns.get(axis, {}).items()
-                 if s["pairs"] >= min_pairs and s.get("lift") is not None and values.get(v, 0) > 0}
-        pairs = sum(s["pairs"] for s in stats.values())
-        mean_lift = sum(s["lift"] * s["pairs"] for s in stats.values()) / pairs if pairs else 1.0
+                 if s["mates"] >= min_pairs and s.get("mate_lift") is not None and values.get(v, 0) > 0}
+        pairs = sum(s["mates"] for s in stats.values())
+        mean_lift = sum(s["mate_lift"] * s["mates"] for s in stats.values()) / pairs if pairs else 1.0
         if stats and mean_lift > 0:
-            out[axis] = {v: min(max(math.exp(-direction * rate * (s["lift"] / mean_lift - 1.0)), bounds[0]),
-                                bounds[1]) for v, s in stats.items()}
+            out[axis] = {v: min(max(math.exp(-direction * rate * (s["mate_lift"] / mean_lift - 1.0)),
+                                    bounds[0]), bounds[1]) for v, s in stats.items()}
     return out
 
 

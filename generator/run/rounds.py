@@ -41,6 +41,7 @@ def read_corpus(root: Path, below: int | None = None, *, rng: np.random.Generato
 
 def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
     """Score texts with the target's judge and K; per-cell attribution when metadata is given."""
+    from generator.judges.attribution import attribute_mates
     from generator.judges.protocol import attribute_cells, score_corpus
     report = score_corpus(texts, judge, k=target.k, rng=rng, num_batches=target.num_batches,
                           precision=target.precision or target.tolerance / 3,
@@ -52,7 +53,8 @@ def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):
     attribution = None
     if metadata:
         usable = {c: v for c, v in metadata.items() if len(set(v) - {""}) > 1}
-        attribution = attribute_cells(report, usable) if usable else None
+        if usable:  # "mates" is what the controller reweights by (knobs.attribution_factors)
+            attribution = {**attribute_cells(report, usable), "mates": attribute_mates(report, usable)}
     return report, attribution
 
 

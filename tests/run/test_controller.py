@@ -171,19 +171,23 @@ def test_concentration_switches_a_value_on_gradually():
 
 def test_update_weights_moves_relatively_redundant_cells_by_direction():
     weights = {"topic": {"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0}}
-    # pair-weighted mean lift over active a, b (d has too few pairs): (3*10 + 1*10) / 20 = 2
-    attribution = {"columns": {"topic": {"a": {"pairs": 10, "lift": 3.0}, "b": {"pairs": 10, "lift": 1.0},
-                                         "c": {"pairs": 10, "lift": 9.0}, "d": {"pairs": 1, "lift": 9.0}}}}
+    # pair-weighted mean mate lift over active a, b (d has too few pairs): (3*10 + 1*10) / 20 = 2
+    attribution = {"mates": {"topic": {"a": {"mates": 10, "mate_lift": 3.0},
+                                       "b": {"mates": 10, "mate_lift": 1.0},
+                                       "c": {"mates": 10, "mate_lift": 9.0},
+                                       "d": {"mates": 1, "mate_lift": 9.0}}}}
     up = steering.update_weights(weights, attribution, direction=1)
     down = steering.update_weights(weights, attribution, direction=-1)
     assert up["topic"]["a"] == pytest.approx(np.exp(-0.5)) and down["topic"]["a"] == pytest.approx(np.exp(0.5))
     assert up["topic"]["b"] == pytest.approx(np.exp(0.5)) and down["topic"]["b"] == pytest.approx(np.exp(-0.5))
     assert up["topic"]["c"] == down["topic"]["c"] == 0.0  # inactive stays inactive
     assert up["topic"]["d"] == down["topic"]["d"] == 1.0  # too few pairs to judge
-    uniform = {"columns": {"topic": {"a": {"pairs": 10, "lift": 7.0}, "b": {"pairs": 10, "lift": 7.0}}}}
+    uniform = {"mates": {"topic": {"a": {"mates": 10, "mate_lift": 7.0},
+                                   "b": {"mates": 10, "mate_lift": 7.0}}}}
     same = steering.update_weights(weights, uniform, direction=1)
     assert same["topic"]["a"] == same["topic"]["b"] == pytest.approx(1.0)  # equal redundancy: no move
-    extreme = {"columns": {"topic": {"a": {"pairs": 10, "lift": 50.0}, "b": {"pairs": 990, "lift": 1.0}}}}
+    extreme = {"mates": {"topic": {"a": {"mates": 10, "mate_lift": 50.0},
+                                   "b": {"mates": 990, "mate_lift": 1.0}}}}
     assert steering.update_weights(weights, extreme, direction=1)["topic"]["a"] == pytest.approx(0.5)  # clipped
     with pytest.raises(ValueError, match="direction"):
         steering.update_weights(weights, attribution, direction=0)

@@ -10,8 +10,7 @@ from generator.run.reference import Shift
 from generator.run.state import Round, RunState, Steering
 
 ORDERS = {"topic": ["a", "b", "c", "d"]}
-ATTRIBUTION = {"columns": {"topic": {"a": {"pairs": 50, "lift": 3.0}, "b": {"pairs": 50, "lift": 1.0},
-                                     "c": {"pairs": 50, "lift": 1.0}, "d": {"pairs": 50, "lift": 1.0}}}}
+ATTRIBUTION = {"mates": {"topic": {v: {"mates": 50, "mate_lift": 3.0 if v == "a" else 1.0} for v in "abcd"}}}
 PILOTS = (Round(1.0, 3.6, "pilot", 0.04), Round(0.5, 2.6, "pilot", 0.08))
 
 

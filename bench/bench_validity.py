@@ -29,6 +29,7 @@ subject-only ruler's D on the same batches).
 
     python bench/bench_validity.py --families runs/f200/topic runs/f200/topic_style ...  # family table
     python bench/bench_validity.py --cost 10000   # the form view's share of the judge's time
+    python bench/bench_validity.py --reweight runs/quickstart   # one upward correction's weights
 """
 from __future__ import annotations
 
@@ -176,12 +177,16 @@ def main() -> None:
     parser.add_argument("--judge-only", action="store_true", help="D and its views only, no proxies")
     parser.add_argument("--families", type=Path, nargs="+", default=None, metavar="RUN",
                         help="instead: D, D_subject and D_form with intervals of these run folders")
+    parser.add_argument("--reweight", type=Path, nargs="+", default=None, metavar="RUN",
+                        help="instead: the style and persona factors of one upward correction on these runs")
     parser.add_argument("--cost", type=int, default=0, metavar="N",
                         help="instead: the judge's time per document with and without the form view on N articles")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.families:
         return score_families(args.families, args.num_batches)
+    if args.reweight:
+        return score_reweighting(args.reweight, args.num_batches)
     by_subject = load_bbc()
     if args.cost:
         return measure_cost(by_subject, args.cost)
@@ -256,6 +261,62 @@ def score_families(runs: list[Path], num_batches: int) -> None:
         cell = lambda r: f"{r['score']:.2f} ± {r['half_width']:.2f}"  # noqa: E731
         print(f"| {run.name} | {len(texts)} | {cell(both)} | {cell(both['views']['subject'])} | "
               f"{cell(both['views']['form'])} | {cell(old)} |", flush=True)
+
+
+REWEIGHTED = ("style", "persona")  # the axes whose weights a correction moves and the form view sees
+
+
+def score_reweighting(runs: list[Path], num_batches: int) -> None:
+    """One upward correction at c = 1 on each run's own documents, under the two-view ruler and
+    the subject-only one: the factors of the rule the controller applies (pairs with any
+    batch-mate, `knobs.attribution_factors`) and of pairs within a value only (the same formula
+    on attribution's `columns`), split by whether a value adds form diversity (by_view)."""
+    from generator.judges import open_judge
+    from generator.judges.attribution import attribute_views
+    from generator.judges.embedding import view_reports
+    from generator.recipe import Target
+    from generator.run import knobs
+    from generator.run.rounds import measure, read_corpus
+    import yaml
+
+    print("| run | ruler | rule | axis | values adding form | their weight share, before → after "
+          "| mean factor, adding form | mean factor, the rest |\n|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        texts, metadata = read_corpus(run)
+        grid = {c: metadata[c] for c in REWEIGHTED if len(set(metadata[c]) - {""}) > 1}
+        start = {c: dict.fromkeys(sorted(set(v) - {""}), 1.0) for c, v in grid.items()}
+        form = None
+        for ruler in ("embed", "embed-subject"):
+            judge, rng = open_judge(ruler), np.random.default_rng(0)
+            target = Target(score=9.0, judge=ruler, num_batches=num_batches, precision=1e-3)
+            report, attribution = measure(texts, judge, target, rng, metadata=grid)
+            if form is None:
+                by_view = attribute_views(view_reports(report, texts, judge, rng), grid)
+                form = {c: {v for v, s in values.items() if "form" in s["adds"]}
+                        for c, values in by_view.items()}
+            within = {"mates": {c: {v: {"mates": s["pairs"], "mate_lift": s["lift"]}
+                                    for v, s in values.items()}
+                                for c, values in attribution["columns"].items()}}
+            for rule, stats in (("batch-mates", attribution), ("same value", within)):
+                factors = knobs.attribution_factors(start, stats, direction=1)
+                for axis in grid:
+                    print(reweight_row(run.name, ruler, rule, axis, factors.get(axis, {}), start[axis],
+                                       form[axis]))
+        if (run / "weights.yaml").exists():  # where the run itself ended (weights normalised to mean 1)
+            ended = yaml.safe_load((run / "weights.yaml").read_text())["weights"]
+            ruler = yaml.safe_load((run / "recipe.resolved.yaml").read_text())["target"]["judge"]
+            for axis in grid:
+                final = {v: ended.get(axis, {}).get(v, 0.0) for v in start[axis]}  # inactive: 0
+                print(reweight_row(run.name, ruler, "the run's weights.yaml", axis, final, start[axis],
+                                   form[axis]))
+
+
+def reweight_row(run: str, ruler: str, rule: str, axis: str, factors: dict, start: dict, form: set) -> str:
+    after = {v: w * factors.get(v, 1.0) for v, w in start.items()}
+    share = lambda w: sum(w[v] for v in form) / sum(w.values())  # noqa: E731
+    mean = lambda vs: f"{np.mean([factors.get(v, 1.0) for v in vs]):.2f}" if vs else "–"  # noqa: E731
+    return (f"| {run} | {ruler} | {rule} | {axis} | {len(form)} of {len(start)} | {share(start):.2f} → "
+            f"{share(after):.2f} | {mean(form)} | {mean(set(start) - form)} |")
 
 
 def measure_cost(by_subject: dict[str, list[str]], num_docs: int, num_batches: int = 1000,

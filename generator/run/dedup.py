@@ -206,6 +206,8 @@ class Deduper:
         self._new_ids: list[str] = []  # ids of the newest rows, packed into _ids in blocks
         self._unflushed = _Rows(int(self.exact) + self.bands)
         self._flushed = 0  # rows [0, _flushed) are in flush files (or came from them)
+        self._looked_up: dict[str, tuple[bytes, list[int]]] = {}  # `look_up`: id -> (keys, rows then)
+        self._since: dict[int, int] = {}  # key -> row of the keys added since the last `look_up`
 
     def __len__(self) -> int:
         return len(self._ids) + len(self._new_ids)
@@ -232,9 +234,34 @@ class Deduper:
         """None if the text is new (it is then indexed), else the reason it is a duplicate."""
         return self.check_keys(doc_id, self.keys(text), count=count)
 
+    def look_up(self, docs: list[tuple[str, np.ndarray]]) -> None:
+        """Find the rows of the keys of documents about to be checked, (id, keys) each, in one
+        search of the index: `check_keys` of those documents then looks only at the rows added
+        since (an id not in the latest `look_up` is searched as usual)."""
+        self._looked_up, self._since = {}, {}
+        if not docs:
+            return
+        width = len(docs[0][1])
+        if any(len(k) != width for _, k in docs):
+            return
+        keys = np.concatenate([k for _, k in docs])
+        order = np.argsort(keys)  # searched in key order: the levels are read front to back
+        rows = np.empty(len(keys), np.int64)
+        rows[order] = self._table.rows_of(keys[order])
+        for j, (doc_id, keys) in enumerate(docs):
+            self._looked_up[doc_id] = (keys.tobytes(), rows[j * width:(j + 1) * width].tolist())
+
+    def _rows_of(self, doc_id: str, keys: np.ndarray) -> list[int]:
+        """For each key the earliest row holding it, or -1."""
+        found = self._looked_up.pop(doc_id, None)
+        if found is None or found[0] != keys.tobytes():
+            return self._table.rows_of(keys)
+        get = self._since.get  # rows added since are later than every row found then
+        return [r if r >= 0 else get(k, -1) for r, k in zip(found[1], keys.tolist())]
+
     def check_keys(self, doc_id: str, keys: np.ndarray, *, count: bool = True) -> str | None:
         """`check` for keys laid out as `keys` returns them."""
-        rows = self._table.rows_of(keys)
+        rows = self._rows_of(doc_id, keys)
         if self.exact and rows[0] >= 0:
             if count:
                 self.counts["exact"] += 1
@@ -244,7 +271,11 @@ class Deduper:
             if count:
                 self.counts["near"] += 1
             return f"near duplicate of {self.id_of(min(near))}"
-        self._table.add(keys, len(self))
+        row = len(self)
+        if self._looked_up:
+            for key in keys.tolist():
+                self._since.setdefault(key, row)
+        self._table.add(keys, row)
         self._unflushed.append(keys)
         self._new_ids.append(doc_id)
         if len(self._new_ids) >= ID_BLOCK:

@@ -58,6 +58,9 @@ def finish_result(result: Result, policy: str) -> tuple[str, str] | str:
     return trimmed, "trimmed"
 
 
+_GRID_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)  # json.dumps with these, built once
+
+
 def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, round: int, epoch: int = 0,
                 text: str | None = None, finish_reason: str | None = None) -> Document:
     req = sample.request
@@ -66,7 +69,7 @@ def to_document(sample: Sample, result: Result, *, plan: Plan, backend: str, rou
         system=req.system or "",
         template=sample.template,
         **{axis: sample.values.get(axis, "") for axis in STANDARD_AXES},
-        grid_values=json.dumps(dict(sample.values), sort_keys=True, ensure_ascii=False),
+        grid_values=_GRID_JSON.encode(dict(sample.values)),
         model=plan.recipe.model, backend=backend, temperature=req.temperature, top_p=req.top_p,
         max_tokens=req.max_tokens, seed=req.seed, finish_reason=finish_reason or result.finish_reason,
         num_tokens=result.num_tokens, num_prompt_tokens=result.num_prompt_tokens,

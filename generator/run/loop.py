@@ -212,6 +212,8 @@ class Pipeline:
                       completion=0)
         full = self.shard_rows if not aside else float("inf")  # a corpus shard closes at exactly shard_rows
         rejected = []  # the gate of each document rejected in this commit
+        if self.deduper is not None:  # one search of the index for the keys of every result in order
+            self.deduper.look_up(self._keys_in_order())
         while (self.mark in self.done and self.have(state) + counts["docs"] < until_docs
                and len(self.docs) < full):
             sample, epoch_no, result = self.done.pop(self.mark)
@@ -266,6 +268,16 @@ class Pipeline:
             counters = dataclasses.replace(counters, aside_docs=c.aside_docs + counts["docs"],
                                            aside_tokens=c.aside_tokens + tokens)
         return dataclasses.replace(state, counters=counters)
+
+    def _keys_in_order(self) -> list:
+        """(id, index keys) of the results from the mark on that came in order with keys."""
+        found, i = [], self.mark
+        while i in self.done:
+            keys = result_keys(self.done[i][2])
+            if keys is not None:
+                found.append((self.done[i][0].request.id, keys))
+            i += 1
+        return found
 
     def _miss(self, sample: Sample) -> dict:
         """Note that `sample` made no document (a rewrite run tries its slot again); its source fields."""

@@ -46,7 +46,7 @@ def window_units(ids: Sequence[str], texts: Sequence, *, number: int, first_unit
                  spec: Source, seed: int, count: Counter | None) -> list[Unit]:
     """The units of window `number` (its rows' ids and texts), numbered from `first_unit`;
     at most `docs_left` documents (None: all)."""
-    order = (np.random.default_rng([seed, SHUFFLE_STREAM, number]).permutation(len(texts))
+    order = (np.random.default_rng([seed, SHUFFLE_STREAM, number]).permutation(len(texts)).tolist()
              if spec.shuffle_window > 1 else range(len(texts)))
     units: list[Unit] = []
     docs = 0

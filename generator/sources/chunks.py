@@ -17,9 +17,10 @@ _PARAGRAPH = re.compile(r"\n\s*\n")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
-def split_chunks(text: str, max_tokens: int, count: Counter) -> list[str]:
-    """`text` as chunks of at most `max_tokens` tokens (the whole text when it fits)."""
-    if count([text])[0] <= max_tokens:
+def split_chunks(text: str, max_tokens: int, count: Counter, tokens: int | None = None) -> list[str]:
+    """`text` as chunks of at most `max_tokens` tokens (the whole text when it fits); `tokens`: the
+    text's count when the caller has it (a window's texts are counted in one call)."""
+    if (count([text])[0] if tokens is None else tokens) <= max_tokens:
         return [text]
     paragraphs = [p.strip() for p in _PARAGRAPH.split(text) if p.strip()]
     pieces = _fitting_pieces(paragraphs, max_tokens, count)

@@ -48,18 +48,20 @@ def window_units(ids: Sequence[str], texts: Sequence, *, number: int, first_unit
     at most `docs_left` documents (None: all)."""
     order = (np.random.default_rng([seed, SHUFFLE_STREAM, number]).permutation(len(texts)).tolist()
              if spec.shuffle_window > 1 else range(len(texts)))
-    units: list[Unit] = []
-    docs = 0
+    kept: list[tuple[str, str]] = []  # (id, text) of the window's documents, in the seeded order
     for i in order:
         text = texts[i].strip() if texts[i] is not None else ""
         if not text:
             continue
-        if docs_left is not None and docs >= docs_left:
+        if docs_left is not None and len(kept) >= docs_left:
             break
-        docs += 1
-        chunks = split_chunks(text, spec.chunk_tokens, count) if count is not None else [text]
+        kept.append((ids[i], text))
+    sizes = count([text for _, text in kept]) if count is not None else [0] * len(kept)  # one call a window
+    units: list[Unit] = []
+    for (doc_id, text), size in zip(kept, sizes):
+        chunks = split_chunks(text, spec.chunk_tokens, count, tokens=size) if count is not None else [text]
         for c, chunk in enumerate(chunks):
-            units.append(Unit(first_unit + len(units), ids[i], c, len(chunks), chunk))
+            units.append(Unit(first_unit + len(units), doc_id, c, len(chunks), chunk))
     return units
 
 

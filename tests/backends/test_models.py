@@ -1,0 +1,42 @@
+"""The embedded model's cache folder: converted once, also when several processes ask at once."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+
+from generator.backends import models
+
+
+def fake_convert(gguf, target):
+    """Stands in for the GGUF conversion: slow enough for a second process to arrive meanwhile;
+    each call leaves a line in the cache folder."""
+    with open(target.parent / "conversions.log", "a") as log:
+        log.write(f"{gguf}\n")
+    time.sleep(1.0)
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"weights")
+    files = {"model.safetensors": models.file_sha256(target / "model.safetensors")}
+    (target / "generator-manifest.json").write_text(json.dumps({"files": files}))
+
+
+def resolve_in_child(queue) -> None:
+    queue.put(models.resolve_model("embedded:smollm2-135m"))
+
+
+def test_processes_that_need_the_model_at_once_convert_it_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENERATOR_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(models, "_find_packaged_file", lambda package, filename: filename)
+    context = multiprocessing.get_context("fork")  # the children keep the stand-in converter
+    queue = context.Queue()
+    children = [context.Process(target=resolve_in_child, args=(queue,)) for _ in range(3)]
+    for child in children:
+        child.start()
+    answers = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    target = tmp_path / "models" / "smollm2-135m-instruct"
+    assert answers == [str(target)] * 3
+    assert (tmp_path / "models" / "conversions.log").read_text().splitlines() == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    assert models.is_prepared("embedded:smollm2-135m")

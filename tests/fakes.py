@@ -441,10 +441,12 @@ class SplittingJudge:
         self.batches += len(batches)
         out = []
         for batch in batches:
-            rng = np.random.default_rng(zlib.crc32("\x00".join(batch).encode()))
+            # noise 0 splits nothing off: no draw is needed (a draw in [0, 1) is never below 0)
+            draws = (np.random.default_rng(zlib.crc32("\x00".join(batch).encode())).random(len(batch))
+                     if self.noise > 0 else np.ones(len(batch)))
             groups: dict = {}
             for i, text in enumerate(batch):
-                groups.setdefault(text.splitlines()[0] if rng.random() >= self.noise else f"alone {i}", []).append(i)
+                groups.setdefault(text.splitlines()[0] if draws[i] >= self.noise else f"alone {i}", []).append(i)
             out.append(BatchClustering(clusters=tuple(tuple(g) for g in groups.values()), calls=self.calls,
                                        prompt_tokens=self.tokens[0], completion_tokens=self.tokens[1]))
         return out

@@ -81,8 +81,20 @@ def _is_complete(folder: Path) -> bool:
         files = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError):
         return False
-    return bool(files) and all((folder / f).is_file() and file_sha256(folder / f) == d
+    return bool(files) and all((folder / f).is_file() and _checked_sha256(folder / f) == d
                                for f, d in files.items())
+
+
+_CHECKED: dict[tuple, str] = {}  # (path, size, mtime) -> digest: a file hashed once per process
+
+
+def _checked_sha256(path: Path) -> str:
+    """The file's digest, computed again only when its size or modification time changed."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _CHECKED:
+        _CHECKED[key] = file_sha256(path)
+    return _CHECKED[key]
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:

@@ -40,3 +40,16 @@ def test_processes_that_need_the_model_at_once_convert_it_once(tmp_path, monkeyp
     assert answers == [str(target)] * 3
     assert (tmp_path / "models" / "conversions.log").read_text().splitlines() == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
     assert models.is_prepared("embedded:smollm2-135m")
+
+
+def test_a_cached_file_changed_after_its_check_is_caught(tmp_path, monkeypatch):
+    """A file is hashed once per process, and again when its size or time changes: the model
+    checked as complete, then damaged in place, is no longer prepared."""
+    monkeypatch.setenv("GENERATOR_CACHE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    fake_convert("model.gguf", tmp_path / "models" / "smollm2-135m-instruct")
+    assert models.is_prepared("embedded:smollm2-135m")
+    weights = tmp_path / "models" / "smollm2-135m-instruct" / "model.safetensors"
+    time.sleep(0.01)
+    weights.write_bytes(b"weighs")  # same length, other bytes
+    assert not models.is_prepared("embedded:smollm2-135m")

@@ -98,7 +98,10 @@ def test_the_summary_says_which_formats_add_diversity_and_which_add_shift(tmp_pa
     by_template = summary["by_value"]["template"]
     assert set(by_template) == {*FORMATS, "close"}
     assert by_template["close"]["adds"] == ["diversity"] and by_template["close"]["shift"] < 0
-    assert all(by_template[f]["adds"] == ["shift"] for f in FORMATS), by_template
+    # every other format adds shift; their diversity lifts sit around 1 (each clusters by audience
+    # alike, so which side of 1 a format falls on is the draw), far above `close`'s
+    assert all("shift" in by_template[f]["adds"] for f in FORMATS), by_template
+    assert by_template["close"]["lift"] < 0.2 * min(by_template[f]["lift"] for f in FORMATS), by_template
     from generator.export.card import write_card
     card = write_card(out, embed=embed_first_lines).read_text()
     assert "What each format adds, measured on the finished corpus against the source." in card

@@ -10,17 +10,14 @@ quickstart: setup
 	.venv/bin/generator run recipes/quickstart.yaml --out runs/quick --force
 
 # Unit tests on both cores, then the integration tests (real engines, Ray, servers) one at a time.
-# Each of the two unit workers computes on one thread (numpy's BLAS, torch): two workers with a
-# thread pool per core each would fight over the same two cores.
-ONE_THREAD = OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 test: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
-	$(ONE_THREAD) .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not integration" -n 2 --durations=10
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not integration" -n 2 --durations=10
 	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "integration and not slow" --durations=20
 
 # Everything, with the long statistical runs on the real engine.
 test-all: setup
-	$(ONE_THREAD) .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=3600 -m "not integration" -n 2 --durations=10
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=3600 -m "not integration" -n 2 --durations=10
 	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=3600 -m integration --durations=20
 
 test-unit: setup

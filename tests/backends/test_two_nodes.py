@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL_RECIPE, write_recipe
+from fakes import FakeBackend
 from generator.files import read_documents
 from generator.recipe import load_recipe
 from generator.run import controller
@@ -116,31 +117,16 @@ def run_command(recipe: Path, out: Path) -> list[str]:
     return [sys.executable, str(DRIVER), str(recipe), str(out), "2"]
 
 
-class SimText:
+class SimText(FakeBackend):
     """The simulated engines' documents without Ray, answered at once: the uninterrupted run."""
 
     name = model = "sim"
-    capacity = 64
 
-    def __init__(self):
+    def generate(self, requests):
         import sim_cluster_run
         import sim_engine
-        self.options, self.engine, self.queue = sim_cluster_run.OPTIONS, sim_engine, []
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.queue)
-
-    def submit(self, requests) -> None:
-        self.queue.extend(requests)
-
-    def poll(self, timeout_s: float):
-        batch, self.queue = self.queue, []
-        median, sigma = self.options["median_tokens"], self.options["sigma"]
-        return [self.engine.finish(r, self.engine.output_tokens(r, median, sigma)) for r in batch]
-
-    def close(self) -> None:
-        pass
+        median, sigma = sim_cluster_run.OPTIONS["median_tokens"], sim_cluster_run.OPTIONS["sigma"]
+        return [sim_engine.finish(r, sim_engine.output_tokens(r, median, sigma)) for r in requests]
 
 
 def assert_exact_corpus(out: Path) -> list[str]:

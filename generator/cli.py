@@ -175,6 +175,8 @@ def run_lines(result) -> str:
                      f"[{t.ci_low:.3f}, {t.ci_high:.3f}] "
                      f"in {t.pilot_rounds} pilot + {t.main_rounds} main rounds; calibration cost "
                      f"{t.calibration_ratio:.1%} of corpus tokens")
+        if t.out_of_reach:
+            lines.append(f"out of reach: {t.out_of_reach}")
     if result.card is not None:
         lines.append(f"dataset card → {result.card}")
     return "\n".join(lines)

@@ -142,6 +142,7 @@ class TargetOutcome:
     relative: float | None = None
     shift: float | None = None
     max_shift: float | None = None
+    out_of_reach: str | None = None  # why steering could not reach the target, with the fix
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ def target_outcome(summary: Mapping[str, Any]) -> TargetOutcome | None:
         calibration_ratio=summary["cost"]["calibration_ratio"],
         reference_score=ref["score"] if ref else None,
         reference_ci=(ref["ci_low"], ref["ci_high"]) if ref else None,
-        relative=a.get("relative"), shift=a.get("shift"), max_shift=t.get("max_shift"))
+        relative=a.get("relative"), shift=a.get("shift"), max_shift=t.get("max_shift"),
+        out_of_reach=summary.get("out_of_reach"))
 
 
 def run_result(out: Path, summary: Mapping[str, Any], *, diversity: DiversityReport | None = None,

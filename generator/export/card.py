@@ -264,6 +264,7 @@ def steering_section(summary: dict) -> dict | None:
                       f"(judge {target.get('judge')}, K = {target.get('k')})",
             "achieved": achieved_text,
             "rounds": f"{rounds.get('pilot', 0)} pilot, {rounds.get('main', 0)} main",
+            "out_of_reach": summary.get("out_of_reach"),
             "reference": reference_rows(summary),
             "cost": [(k, _fmt(v)) for k, v in (summary.get("cost") or {}).items()]}
 

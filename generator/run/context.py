@@ -75,7 +75,15 @@ class Context:
                     can_grow=t.grow_grid and "topic" in self.plan.grid.axes and self.plan.source is None,
                     max_growth_rounds=t.max_growth_rounds, judge=self.judge.name, pilot_docs=n,
                     max_discarded=int(CALIBRATION_SHARE * num_docs), discarded=discarded,
-                    num_rounds=t.num_rounds, lookahead=state.steering.lookahead if state is not None else 0)
+                    num_rounds=t.num_rounds, lookahead=state.steering.lookahead if state is not None else 0,
+                    rewrite=self.plan.source is not None, relative_to=self.relative_to)
+
+    @property
+    def relative_to(self) -> float:
+        """The reference's D when target.relative set the score the run steers to (0 otherwise, and
+        with an LLM judge, whose target the calibrated embedding judge's scale replaced)."""
+        relative = self.target.relative is not None and self.reference is not None and self.llm is None
+        return self.reference.score if relative else 0.0
 
     def shift_of(self, root: Path, round_no: int, below: int | None = None) -> Shift | None:
         """The documents under `root` (samples below `below`) against the reference (None without one)."""

@@ -218,6 +218,9 @@ def apply_after_pilot(ctx: Context, state: RunState, d: Decision, measured) -> t
         state = steer_to(ctx, state, shift_factors=away_from_far(ctx, state, far[2]))
     if d.binding:
         state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, binding=d.binding))
+    if d.out_of_reach:
+        steering = dataclasses.replace(state.steering, out_of_reach=d.out_of_reach)
+        state = dataclasses.replace(state, steering=steering)
     if d.action == "stop":
         return ctx, dataclasses.replace(with_phase(state, "done"), stopped=d.reason), "stop"
     if d.action == "grow":
@@ -300,6 +303,8 @@ def apply_after_main(ctx: Context, state: RunState, d: Decision, attribution,
                      shift: Shift | None) -> RunState:
     """Apply a main round's decision: its c, the attribution factors of a correction (replacing the
     last ones), and shift factors away from far values; the weights follow from them (`steer_to`)."""
+    steering = dataclasses.replace(state.steering, out_of_reach=d.out_of_reach)  # each round's verdict
+    state = dataclasses.replace(state, steering=steering)
     if d.action == "stop":
         return dataclasses.replace(with_phase(state, "done"), stopped=d.reason)
     changes: dict = {"concentration": d.concentration}

@@ -6,11 +6,14 @@ accept its point closest to the target, sweep again around the fitted crossing (
 more by default, and only within the calibration budget), go on at the fitted c, grow the grid,
 settle at the best point under the shift bound, or stop with a reason. After a main round:
 keep the weights, or correct c (and reweight cells by attribution), and, over the shift bound,
-move c and weight away from the reference's far side. `controller.py` applies a decision.
+move c and weight away from the reference's far side. A target c cannot reach (D beyond it with
+c held at 0 or 1) is named with the fix in `out_of_reach`: the run stops, or, for a rewrite run
+and at c = 1, goes on at that end of the range. `controller.py` applies a decision.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -38,6 +41,8 @@ class Goal:
     discarded: int = 0  # pilot documents discarded so far, and those of the sweep just measured but one point
     num_rounds: int = 0  # main rounds (0: none to rely on for a correction, so a sweep refines when it can)
     lookahead: int = 0  # samples drawn past a main round's end before its correction takes effect
+    rewrite: bool = False  # a rewrite run: c steers the rewrite axes; the source's documents stay fixed
+    relative_to: float = 0.0  # the reference's D when target.relative sets the score (0: an absolute target)
 
     @property
     def rounds_correct(self) -> bool:
@@ -58,7 +63,8 @@ class Decision:
     attribution reweighting (+1 raise diversity, -1 lower it, 0 none); `away_from_far`: move
     weight away from values whose documents lie far from the reference; `keep`: the point of
     the last sweep (its c) whose documents go into the corpus (accept, or a settle at it);
-    `binding`: the constraint that binds; `points`: the concentrations of the next sweep."""
+    `binding`: the constraint that binds; `points`: the concentrations of the next sweep;
+    `out_of_reach`: why c cannot bring D to the target, with the fix ("" when it may)."""
 
     action: Action
     concentration: float
@@ -68,6 +74,7 @@ class Decision:
     keep: float | None = None
     binding: str = ""
     points: tuple[float, ...] = ()
+    out_of_reach: str = ""
 
 
 def decide(history: Sequence[Round], goal: Goal) -> Decision:
@@ -195,9 +202,56 @@ def settle(pilots: Sequence[Round], sweep: Sequence[Round], goal: Goal, why: str
 def stop_out_of_reach(pilots: Sequence[Round], score: float, goal: Goal) -> Decision:
     lo, hi = min(p.score for p in pilots), max(p.score for p in pilots)
     side = "above" if score < goal.score else "below"
-    return Decision("stop", pilots[-1].concentration, (
-        f"target {goal.score} is {side} what this grid reaches with judge {goal.judge} "
-        f"(measured {lo:.2f}..{hi:.2f}); best reachable score {hi if side == 'above' else lo:.2f}"))
+    best = hi if side == "above" else lo
+    reason = (f"target {goal.score:.4g} is {side} what {knob_name(goal)} reaches with judge {goal.judge} "
+              f"(measured {lo:.2f}..{hi:.2f}); best reachable score {best:.2f}; "
+              f"fix: {reach_fix(goal, side, best)}")
+    return Decision("stop", pilots[-1].concentration, reason, out_of_reach=reason)
+
+
+FLOOR_C = 0.05  # c at or below this keeps about one value of each axis (of 12 values, 12 ** 0.05 = 1.13)
+
+
+def knob_name(goal: Goal) -> str:
+    return "reweighting the rewrite axes" if goal.rewrite else "this grid"
+
+
+def reach_fix(goal: Goal, side: str, best: float) -> str:
+    """How to ask for a target the knob reaches: one whose tolerance takes in `best`, the
+    nearest D measured at the end of c's range (rounded inwards to two decimals)."""
+    edge = best - goal.tolerance if side == "below" else best + goal.tolerance
+    key, value = ("target.relative", edge / goal.relative_to) if goal.relative_to else ("target.score", edge)
+    hundredths = round(value * 100, 6)  # 9.8 / 10 * 100 is 98.00000000000001
+    value = (math.ceil(hundredths) if side == "below" else math.floor(hundredths)) / 100
+    if side == "below":
+        more = ("rewrite a source whose documents are more alike" if goal.rewrite
+                else "lower sampling.temperature")
+        return f"raise {key} to {value:.2f} or more, or {more}"
+    more = ("add templates or values of the grid's axes to rewrite with" if goal.rewrite
+            else "add values to the grid's axes")
+    return f"lower {key} to {value:.2f} or less, or {more}"
+
+
+def main_out_of_reach(history: Sequence[Round], goal: Goal, decision: Decision) -> str:
+    """After a main round: why c cannot bring D to the target ("" when it may). The round was
+    generated with c at an end of its range (within FLOOR_C of 0 or 1) and the decision keeps
+    it there, yet the corpus's D with its interval lies beyond the tolerance on the far side,
+    and so does D at that end as the pilots' line, moved by how far the corpus scored from it,
+    predicts for the rest of the corpus."""
+    last, pilots = history[-1], [h for h in history if h.kind == "pilot"]
+    offset = corpus_offset(history, goal)
+    for end, sign, side in ((0.0, 1, "below"), (1.0, -1, "above")):
+        held = abs(last.concentration - end) <= FLOOR_C and abs(decision.concentration - end) <= FLOOR_C
+        measured = last.score - sign * last.half_width  # the interval's end nearest the target
+        rest = last.score if offset is None else predicted(pilots, end, goal) + offset
+        beyond = min(sign * (measured - goal.score), sign * (rest - goal.score)) > goal.tolerance
+        if held and beyond:
+            where = "its floor, about one value per axis" if end == 0.0 else "1, every value"
+            low, high = last.score - last.half_width, last.score + last.half_width
+            return (f"target {goal.score:.4g} is {side} what {knob_name(goal)} reaches with judge "
+                    f"{goal.judge}: the corpus scores D {last.score:.2f} [{low:.2f}, {high:.2f}] with c at "
+                    f"{where} (c = {last.concentration:.3f}); fix: {reach_fix(goal, side, measured)}")
+    return ""
 
 
 def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
@@ -229,15 +283,21 @@ def decide_main(history: Sequence[Round], goal: Goal) -> Decision:
             cells = ", reweight cells" if reweight else ""
             reason = f"correct c {c:.3f} → {moved:.3f}{cells}"
             decision = Decision("correct", moved, reason, reweight=reweight)
-    if c == 0.0 and decision.concentration == 0.0 and last.score > goal.score + goal.tolerance:
-        return Decision("stop", 0.0, f"target {goal.score} is below what this grid reaches with judge "
-                                     f"{goal.judge}: D = {last.score:.2f} at c = 0 (one value per axis)")
+    note = main_out_of_reach(history, goal, decision)
+    end = 0.0 if decision.concentration <= FLOOR_C else 1.0
+    if note and end == 0.0 and not goal.rewrite:  # the rest would be one cell's documents: not worth making
+        return Decision("stop", 0.0, note, out_of_reach=note)
+    if note:  # the rest at that end of c's range is the closest the run gets (a rewrite run: every
+        # source keeps its k rewrites; at c = 1 the whole grid)
+        decision = Decision("go_on", end, f"{decision.reason}; {note}", reweight=decision.reweight,
+                            out_of_reach=note)
     if over_bound(last, goal):
         moved = shift_bound.retreat(decision.concentration, pilots, goal.max_shift,
                                     _Shift(last.shift, last.shift_se), left)
         reason = (f"{decision.reason}; MMD² {last.shift:.4f} ± {last.shift_se:.4f} over max_shift: "
                   f"c → {moved:.3f}, weight moved away from far values")
-        decision = Decision("correct", moved, reason, reweight=decision.reweight, away_from_far=True)
+        decision = Decision("correct", moved, reason, reweight=decision.reweight, away_from_far=True,
+                            out_of_reach=decision.out_of_reach)
     return decision
 
 

@@ -102,6 +102,7 @@ class Steering:
     rejection_factors: dict = field(default_factory=dict)  # axis -> value -> factor away from gate rejections
     main_start: int = 0  # the sample index the main phase started at (its rejections are the corpus's)
     binding: str = ""  # the constraint that stopped the run when target and max_shift could not both hold
+    out_of_reach: str = ""  # why c cannot bring D to the target, with the fix (policy.Decision.out_of_reach)
     epochs: tuple[Epoch, ...] = ()  # every weight change, by the sample index it applies from
     # samples generated under the old weights while a main round is measured (fixed at start)
     lookahead: int = 0

@@ -26,6 +26,8 @@ def write_summary(out: Path, plan: Plan, state: RunState, wall_s: float, backend
         "num_shards": c.num_shards, "generate_s": round(c.generate_s, 3), "wall_s": round(wall_s, 3),
         "tokens_per_s": round(c.completion_tokens / c.generate_s, 2) if c.generate_s else 0.0,
         "stopped": state.stopped or None,
+        # why steering could not reach the target, with the fix (policy.Decision.out_of_reach)
+        **({"out_of_reach": state.steering.out_of_reach} if state.steering.out_of_reach else {}),
         **({"sources": run_coverage(out, plan, state)} if plan.source is not None else {}),
         **(extra or {}),
     }

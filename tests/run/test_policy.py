@@ -14,6 +14,18 @@ DEEP = Goal(score=3.0, tolerance=0.2, k=5, num_docs=100_000, max_pilot_rounds=2,
 SHALLOW = Goal(score=3.0, tolerance=0.2, k=5, num_docs=20_000, max_pilot_rounds=2, max_discarded=1000,
                num_rounds=4, lookahead=18_000)  # the lookahead alone runs past the corpus's middle
 POOR = Goal(score=3.0, tolerance=0.2, k=5, num_docs=1_000, max_pilot_rounds=2, max_discarded=50)
+LOW = Goal(score=1.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, max_discarded=500)
+RELATIVE = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, max_discarded=500,
+                relative_to=1.5)
+# recipes/rewrite-moderate.yaml at 20a439f (BENCHMARKS.md): 2.3 × the source's D 0.8895, its sweep
+# (c, D, 95% half-width, MMD², its se, draw sd) and its first two main rounds
+REWRITE = Goal(score=2.0458, tolerance=0.35, k=10, num_docs=400, max_pilot_rounds=4, max_shift=0.08,
+               pilot_docs=50, max_discarded=20, num_rounds=3, rewrite=True, relative_to=0.8895)
+REWRITE_SWEEP = [Round(c, d, "pilot", shift, hw, se, sd) for c, d, hw, shift, se, sd in (
+    (1.0, 4.333, 0.092, 0.0712, 0.0110, 0.718), (0.65, 4.209, 0.089, 0.0665, 0.0124, 0.706),
+    (0.4, 3.013, 0.096, 0.1055, 0.0168, 0.560), (0.2, 3.588, 0.090, 0.0534, 0.0122, 0.562))]
+REWRITE_MAINS = [Round(0.2293, 4.112, "main", 0.0639, 0.115, 0.0078, docs=134),
+                 Round(0.0293, 4.436, "main", 0.0659, 0.079, 0.0054, docs=267)]
 
 
 def pilot(c, d, shift=None, hw=0.05, sweep=0):
@@ -55,6 +67,13 @@ CASES = [
      lambda d: "above what this grid reaches" in d.reason),
     ("no growth: stop", sweep((1.0, 2.0), (0.45, 1.5)), GOAL, "stop",
      lambda d: "best reachable score 2.00" in d.reason),
+    ("above reach: the stop names the fix, a target whose tolerance takes in the best score",
+     sweep((1.0, 2.0), (0.45, 1.5)), GOAL, "stop",
+     lambda d: d.out_of_reach == d.reason and "fix: lower target.score to 2.20 or less" in d.reason),
+    ("below reach with c = 0 measured: stop, the fix stated on target.relative",
+     sweep((1.0, 4.5), (0.45, 4.2), (0.0, 3.9)), RELATIVE, "stop",
+     lambda d: "below what this grid reaches" in d.reason
+     and "raise target.relative to 2.47 or more" in d.reason),
     ("the budget spent: go on at the fit", [*MISSED, *sweep((0.35, 3.4), (0.3, 3.3), (0.25, 2.6), n=1)],
      GOAL, "go_on", lambda d: 0.25 < d.concentration < 0.35 and "pilot budget spent" in d.reason),
     ("the budget spent under a bound: settle at the best point under it, kept when in the last sweep",
@@ -89,6 +108,28 @@ CASES = [
     ("the last main round changes nothing",
      [pilot(1.0, 4.0), pilot(0.6, 3.05), main(0.6, 2.0, 10_000)], GOAL, "keep",
      lambda d: d.concentration == 0.6),
+    ("the rewrite run that missed: c at its floor and D far above the target: go on at c = 0, out of reach",
+     [*REWRITE_SWEEP, *REWRITE_MAINS], REWRITE, "go_on",
+     lambda d: d.concentration == 0.0 and "below what reweighting the rewrite axes reaches" in d.out_of_reach
+     and "raise target.relative to 4.51 or more" in d.out_of_reach and d.out_of_reach in d.reason),
+    ("that run's first main round: c not yet at its floor, so it corrects without a verdict",
+     [*REWRITE_SWEEP, REWRITE_MAINS[0]], REWRITE, "correct",
+     lambda d: d.concentration < 0.05 and not d.out_of_reach),
+    ("a grid run with c at its floor and D far above the target stops: the rest would be one cell's",
+     [pilot(1.0, 4.5), pilot(0.45, 4.2), pilot(0.2, 4.0), main(0.0, 3.9, 3000)], GOAL, "stop",
+     lambda d: d.reason == d.out_of_reach and "below what this grid reaches" in d.reason
+     and "raise target.score to 3.65 or more, or lower sampling.temperature" in d.reason),
+    ("c at its floor but the pilots' line, moved by the corpus's offset, reaches the target at c = 0",
+     [pilot(1.0, 4.0), pilot(0.6, 3.05), pilot(0.2, 2.0), main(0.2, 2.0, 3000), main(0.02, 1.6, 6000)], LOW,
+     "correct", lambda d: d.concentration == 0.0 and not d.out_of_reach),
+    ("c at 1 and the corpus below the target: go on at c = 1 reweighting cells, out of reach",
+     [pilot(1.0, 3.3), pilot(0.6, 2.6), main(0.85, 2.5, 3000), main(1.0, 2.55, 6000)], GOAL, "go_on",
+     lambda d: d.concentration == 1.0 and d.reweight == 1
+     and "above what this grid reaches" in d.out_of_reach
+     and "lower target.score to 2.80 or less" in d.out_of_reach),
+    ("out of reach and over the bound: the retreat keeps the verdict",
+     [pilot(1.0, 3.3, 0.02), pilot(0.6, 2.6, 0.02), main(0.85, 2.5, 3000), main(1.0, 2.55, 6000, shift=0.09)],
+     BOUND, "correct", lambda d: d.away_from_far and "above what this grid reaches" in d.out_of_reach),
     ("a main round over the bound retreats c and moves weight away", [
         pilot(1.0, 4.0, 0.02), pilot(0.6, 3.05, 0.04), main(0.6, 3.0, 500, shift=0.07)], BOUND, "correct",
      lambda d: d.concentration > 0.6 and d.away_from_far and not d.reweight),

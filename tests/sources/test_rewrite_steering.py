@@ -110,6 +110,25 @@ def test_the_summary_says_which_formats_add_diversity_and_which_add_shift(tmp_pa
     assert next(line for line in card.splitlines() if line.startswith("| faq |")).endswith("| shift |")
 
 
+def test_a_target_below_what_the_rewrite_axes_reach_goes_on_at_c_0_and_says_why_with_the_fix(tmp_path):
+    # every rewrite its own cluster whatever its format: D stays at its ceiling as c falls to 0
+    # (the steered KJV run of BENCHMARKS.md ended like this at 20a439f without a word)
+    plan = load_recipe(steered_recipe(tmp_path, target="{relative: 0.4, tolerance: 0.2, pilot_docs: 50}"))
+    out = tmp_path / "run"
+    summary = controller.run(plan, out, EchoBackend(), judge=KeyJudge(lambda t: t, name="distinct"),
+                             embed=embed_first_lines)
+    note = summary["out_of_reach"]
+    assert note.startswith("target 4 is below what reweighting the rewrite axes reaches with judge distinct")
+    assert "with c at its floor" in note and "fix: raise target.relative to 0.98 or more" in note
+    assert not summary["achieved"]["within_tolerance"] and summary["final_concentration"] == 0.0
+    assert summary["sources"]["complete"] == plan.source.num_units  # every unit still got its k rewrites
+    from generator.cli import run_lines
+    from generator.export.card import write_card
+    from generator.results import run_result
+    assert f"out of reach: {note}" in run_lines(run_result(out, summary)).splitlines()
+    assert f"| out of reach | {note} |" in write_card(out, embed=embed_first_lines).read_text().splitlines()
+
+
 @pytest.mark.parametrize("crash_on_call", [3, 12, 16])  # in the sweep, in pass 0's main rounds, in pass 1
 def test_a_killed_steered_rewrite_run_resumes_to_the_same_rows(tmp_path, crash_on_call):
     _, whole, _ = run(tmp_path, "whole", RELATIVE)

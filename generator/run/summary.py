@@ -40,7 +40,7 @@ def run_coverage(out: Path, plan: Plan, state: RunState) -> dict:
     from generator.sources.coverage import source_coverage
     s = plan.recipe.source
     return source_coverage(out, plan.source.num_units, s.per_source, s.max_attempts,
-                           state.counters.next_index)
+                           state.counters.next_index, plan.source)
 
 
 def corpus_endings(out: Path) -> dict[str, int]:

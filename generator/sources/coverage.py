@@ -12,6 +12,7 @@ from pathlib import Path
 
 from generator.files import read_jsonl
 from generator.sources.slots import DISCARDED, MISS_FILES, miss_indices, rebuild_passes
+from generator.sources.units import SourcePlan
 
 MAX_LISTED = 100  # short units named in the summary
 
@@ -28,8 +29,10 @@ def miss_reason(name: str, row: dict) -> str:
     return "failed: " + reason.split(" (")[0]
 
 
-def source_coverage(out: Path, num_units: int, per_source: int, max_attempts: int, mark: int) -> dict:
-    """Coverage of the run in `out`, committed up to sample `mark`."""
+def source_coverage(out: Path, num_units: int, per_source: int, max_attempts: int, mark: int,
+                    source: SourcePlan | None = None) -> dict:
+    """Coverage of the run in `out`, committed up to sample `mark`: by unit, and with `source` (the
+    plan's counted source) by source document too, a document cut into chunks counted once."""
     passes = rebuild_passes(num_units * per_source, max_attempts, miss_indices(out, mark), mark)
     newest = passes.passes[-1]
     missing = set(passes.missing())
@@ -59,6 +62,27 @@ def source_coverage(out: Path, num_units: int, per_source: int, max_attempts: in
         if reason not in entry["reasons"]:
             entry["reasons"].append(reason)
     unreached = len(not_reached) + num_units - first_unreached
-    return {"units": num_units, "per_source": per_source, "complete": num_units - len(short) - unreached,
-            "short": len(short), "not_reached": unreached, "reasons": dict(reasons.most_common()),
-            "short_units": [short[u] for u in sorted(short)][:MAX_LISTED]}
+    coverage = {"units": num_units, "per_source": per_source, "complete": num_units - len(short) - unreached,
+                "short": len(short), "not_reached": unreached, "reasons": dict(reasons.most_common()),
+                "short_units": [short[u] for u in sorted(short)][:MAX_LISTED]}
+    if source is not None:
+        short_ids = {entry["source_id"] for entry in short.values()}
+        coverage["documents"] = document_coverage(source, short_ids, not_reached, first_unreached)
+    return coverage
+
+
+def document_coverage(source: SourcePlan, short_ids: set[str], not_reached: set[int],
+                      first_unreached: int) -> dict:
+    """Source documents: `total`, `complete` (every chunk got all its rewrites), `short` (a chunk
+    fell short), `not_reached` (a chunk not tried yet, none short). `short_ids`: the documents of
+    the short units; `not_reached`: units of a later pass not tried; units from `first_unreached`
+    on were not tried in pass 0 (a document across that mark counts as not reached)."""
+    unreached_ids = {u.source_id for u in source.units(sorted(not_reached))} - short_ids
+    cut = 0
+    if first_unreached < source.num_units:
+        cut = source.num_docs - source.docs_before(first_unreached)
+        across = source.units([first_unreached])[0]
+        cut += across.chunk > 0 and across.source_id not in short_ids
+    unreached = len(unreached_ids) + cut
+    return {"total": source.num_docs, "complete": source.num_docs - len(short_ids) - unreached,
+            "short": len(short_ids), "not_reached": unreached}

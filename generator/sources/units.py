@@ -4,7 +4,8 @@ The source's rows are cut into windows of `shuffle_window` consecutive rows; eac
 are permuted by a rng seeded with (seed, SHUFFLE_STREAM, window number); rows without text are
 dropped; each remaining document becomes its chunks (one unit without `chunk_tokens`), in order.
 Units are numbered 0.. in that order. `load_source` counts them in one streaming pass when the
-recipe loads (checking the source on the way) and keeps, per window, its first row, unit and
+recipe loads (checking the source on the way; `budget_tokens` ends the pass at the last whole
+document it pays for, so no document is rewritten in part) and keeps, per window, its first row, unit and
 document: a few integers per window, from which the cursor reads any unit by re-reading its one
 window (Parquet and saved datasets seek by metadata; JSONL re-counts lines up to it).
 """
@@ -101,6 +102,12 @@ class UnitCursor:
             out.append(self._window(w)[p - self.starts[w]])
         return out
 
+    def docs_before(self, position: int) -> int:
+        """Documents whose first unit lies before unit `position` (re-reads at most its window)."""
+        w = bisect.bisect_right(self.starts, position) - 1
+        before = self._window(w)[:position - self.starts[w]]
+        return self.windows[w].doc + sum(u.chunk == 0 for u in before)
+
     def _window(self, w: int) -> list[Unit]:
         hit = self.cache.get(w)
         if hit is not None:
@@ -133,6 +140,10 @@ class SourcePlan:
     def units(self, positions: Sequence[int]) -> list[Unit]:
         return self.cursor.units(positions)
 
+    def docs_before(self, position: int) -> int:
+        """Documents whose first unit lies before unit `position` (reads at most one window)."""
+        return self.num_docs if position >= self.num_units else self.cursor.docs_before(position)
+
 
 def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: str) -> SourcePlan:
     """Open and count the source (one streaming pass); UserError when it is missing, lacks a field or
@@ -140,24 +151,33 @@ def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: 
     files = find_files(spec, where)
     check_fields(files, spec, where)
     count = token_counter(model, where) if spec.chunk_tokens else None
-    windows, units, docs, rows = [], 0, 0, 0
+    cap = budget_units(spec, max_tokens)
+    windows, units, docs, rows, over = [], 0, 0, 0, False
     for number, (ids, texts) in enumerate(iter_windows(files, spec, 0, where)):
-        if spec.max_sources and docs >= spec.max_sources:
+        if spec.max_sources and docs >= spec.max_sources or cap and units >= cap:
             break
         windows.append(Window(rows, units, docs))
         left = spec.max_sources - docs if spec.max_sources else None
         got = window_units(ids, texts, number=number, first_unit=units, docs_left=left, spec=spec, seed=seed,
                            count=count)
+        rows += len(texts)
+        over = bool(cap) and units + len(got) > cap
+        if over:  # the budget ends at the last whole document it pays for
+            got = got[:max(i for i, u in enumerate(got[:cap - units + 1]) if u.chunk == 0)]
         units += len(got)
         docs += sum(u.chunk == 0 for u in got)
-        rows += len(texts)
+        if over:
+            break
+    if not units and over:
+        raise UserError(f"{where}: source.budget_tokens {spec.budget_tokens} pays for {cap} unit(s), fewer "
+                        f"than the chunks of the first source document (each chunk costs per_source × "
+                        f"sampling.max_tokens = {spec.per_source * max_tokens} tokens)",
+                        fix="raise budget_tokens, or raise chunk_tokens so the document makes fewer chunks")
     if not units:
         raise UserError(f"{where}: source.path {spec.path} holds no rows with text in {spec.text_field!r} "
                         f"({rows} rows read)", fix="point source.path at a corpus with documents")
-    cap = budget_units(spec, max_tokens)
-    num_units = min(units, cap) if cap else units
-    cursor = UnitCursor(files, spec, seed, tuple(windows), num_units, count, where)
-    return SourcePlan(spec, files.name, num_units, docs, rows, cursor)
+    cursor = UnitCursor(files, spec, seed, tuple(windows), units, count, where)
+    return SourcePlan(spec, files.name, units, docs, rows, cursor)
 
 
 def sample_texts(source: SourcePlan, n: int) -> list[str]:

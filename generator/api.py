@@ -25,11 +25,14 @@ OnProgress = Callable[[Progress], None]
 Corpus = Union[str, Path, Sequence[str]]  # a Parquet file/folder, JSONL file, saved HF dataset, or the texts
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+def load_recipe(path: str | Path, overrides: Sequence[str] = (), *,
+                resume_from: str | Path | None = None) -> Plan:
     """Read, check and load a YAML recipe with `KEY=VALUE` overrides (dotted for nested keys):
-    its grid and templates loaded and every template rendered once. UserError when anything is off."""
+    its grid and templates loaded and every template rendered once. UserError when anything is off.
+    `resume_from`: the run folder a resume will continue; a rewrite run's source is then not read
+    whole again when the folder recorded its count."""
     from generator.recipe import load_recipe as load
-    return load(path, list(overrides))
+    return load(path, list(overrides), resume_from=Path(resume_from) if resume_from is not None else None)
 
 
 def _as_plan(recipe: Plan | str | Path) -> Plan:

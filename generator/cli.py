@@ -134,8 +134,12 @@ class RunDisplay:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import generator
+    from generator.recipe import read_recipe
 
-    plan = generator.load_recipe(args.recipe, args.overrides)
+    resume_from = None  # a resume reuses the source count its run folder recorded
+    if args.resume:
+        resume_from = args.out or Path("runs") / read_recipe(args.recipe, args.overrides).name
+    plan = generator.load_recipe(args.recipe, args.overrides, resume_from=resume_from)
     out = args.out or Path("runs") / plan.recipe.name
     display = RunDisplay(plan, out)
     try:

@@ -249,7 +249,10 @@ class Plan:
     source: SourcePlan | None = None  # the corpus rewritten, counted (generator/sources)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
+def load_recipe(path: str | Path, overrides: list[str] | None = None, *,
+                resume_from: Path | None = None) -> Plan:
+    """The recipe at `path` loaded and checked; `resume_from`: the run folder a resume continues,
+    whose recorded source count (`sources/record.py`) spares a pass over a `source:`."""
     recipe = read_recipe(path, overrides)
     grid = load_grid({k: Path(v) for k, v in recipe.grid.items() if isinstance(v, str)})
     for name, spec in recipe.grid.items():
@@ -260,7 +263,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
     templates = tuple(load_template(Path(t.path)) for t in recipe.templates)
     source, unit = None, {}
     if recipe.source is not None:
-        source, unit = load_source_section(recipe, templates)
+        source, unit = load_source_section(recipe, templates, resume_from)
         recipe = dataclasses.replace(recipe, size=dataclasses.replace(recipe.size, num_docs=source.num_units
                                                                       * recipe.source.per_source))
     for t in templates:
@@ -291,10 +294,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Plan:
                 reference_texts=reference, eval_sets=eval_sets, source=source)
 
 
-def load_source_section(recipe: Recipe, templates) -> tuple[SourcePlan, dict]:
+def load_source_section(recipe: Recipe, templates,
+                        resume_from: Path | None = None) -> tuple[SourcePlan, dict]:
     """The recipe's source, counted, and the variables of its first unit (to probe templates with)."""
     from generator.sources.load import open_recipe_source, unit_variables
-    source = open_recipe_source(recipe, recipe.path)
+    source = open_recipe_source(recipe, recipe.path, resume_from)
     return source, unit_variables(source.units([0])[0], source.name, 0)
 
 

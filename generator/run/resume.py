@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 OUR_FILES = ("data", "dedup", "manifest.json", "pilot", "duplicates.jsonl", "plots", "criteria.json",
              "recipe.resolved.yaml", "state.json", "summary.json", "failures.jsonl", "diversity.json",
              "controller.jsonl", "weights.yaml", "grid.added.yaml", "reference.json", "reference.npy",
-             "calibration.json", "confirmation.json", "judge-cache.sqlite", "journal.jsonl", "rejected.jsonl")
+             "calibration.json", "confirmation.json", "judge-cache.sqlite", "journal.jsonl", "rejected.jsonl",
+             "source.count.json")
 
 
 def check_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> str:
@@ -104,6 +105,8 @@ def prepare_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> RunSt
                        {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
         if rebuilt is not None:
             adopt_rebuilt(out, state, rebuilt)
+        if plan.source is not None:  # a folder from before the record, or one whose record was unreadable
+            plan.source.write_count(out)
         return reconcile(out, state)
     if action == "overwrite":
         for name in OUR_FILES:
@@ -114,6 +117,8 @@ def prepare_output(out: Path, plan: Plan, *, resume: bool, force: bool) -> RunSt
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "recipe.resolved.yaml", {"recipe_hash": plan.recipe_hash, **recipe_dict(plan.recipe)})
+    if plan.source is not None:  # a resume reuses it instead of counting the source again
+        plan.source.write_count(out)
     save_state(out, RunState())
     return RunState()
 

@@ -4,8 +4,9 @@
     read.py      streaming the source's rows (Parquet, JSONL, JSONL.gz, save_to_disk; local or fsspec)
     chunks.py    cutting long documents at paragraph boundaries by tokens of the generator's tokenizer
     units.py     the units to rewrite in the seeded order, and a cursor that fetches them by position
+    record.py    the source's count kept in the run folder, so a resume does not count it again
     slots.py     which (unit, rewrite) sample index i stands for, with fill passes for missed slots
-    coverage.py  which sources got all k rewrites, which did not and why (summary and card)
+    coverage.py  which units and source documents got all k rewrites, which did not and why
 
 The mapping contract: pass 0 spans indices 0..U·k−1 and index i is slot i, i.e. unit i // k,
 rewrite i % k (units in the seeded order, each expanded into k consecutive indices). A slot whose

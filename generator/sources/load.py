@@ -3,6 +3,7 @@ documents it makes (units × per_source), the variables it gives templates, and 
 leaves in the engine's context. Every problem is a one-line UserError before any engine starts."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from generator.errors import UserError
@@ -11,11 +12,12 @@ from generator.sources.config import DOC
 from generator.sources.units import SourcePlan, Unit, load_source
 
 
-def open_recipe_source(recipe, where: str) -> SourcePlan:
-    """The recipe's source, counted (the recipe has a `source:` section)."""
+def open_recipe_source(recipe, where: str, resume_from: Path | None = None) -> SourcePlan:
+    """The recipe's source, counted (the recipe has a `source:` section); `resume_from`: a run folder
+    whose recorded count to reuse when it was made under the same key."""
     s = recipe.source
     plan = load_source(s, model=recipe.model, seed=recipe.seed, max_tokens=recipe.sampling.max_tokens,
-                       where=where)
+                       where=where, resume_from=resume_from)
     total = plan.num_units * s.per_source
     if recipe.size.num_docs not in (0, total):
         raise UserError(f"{where}: size.num_docs {recipe.size.num_docs} differs from what source: makes "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from generator.errors import UserError
 from generator.sources.chunks import Counter, split_chunks, token_counter
 from generator.sources.config import Source, budget_units
 from generator.sources.read import Files, check_fields, find_files, iter_batches
+from generator.sources.record import count_key, read_count, write_count
 
 SHUFFLE_STREAM = 5150  # the random stream that orders the rows within a window
 CACHE_WINDOWS = 4  # windows of units the cursor keeps (a rewind of the loop stays within them)
@@ -136,6 +138,7 @@ class SourcePlan:
     num_docs: int  # source documents the units come from
     num_rows: int  # rows read (those without text included)
     cursor: UnitCursor = field(compare=False, repr=False)
+    key: str = ""  # what the count depends on, hashed (`record.count_key`)
 
     def units(self, positions: Sequence[int]) -> list[Unit]:
         return self.cursor.units(positions)
@@ -144,13 +147,26 @@ class SourcePlan:
         """Documents whose first unit lies before unit `position` (reads at most one window)."""
         return self.num_docs if position >= self.num_units else self.cursor.docs_before(position)
 
+    def write_count(self, out: Path) -> None:
+        """Keep the count in the run folder `out` (`record.py`), for a resume to reuse."""
+        totals = {"num_units": self.num_units, "num_docs": self.num_docs, "num_rows": self.num_rows}
+        write_count(out, self.key, totals, [(w.row, w.unit, w.doc) for w in self.cursor.windows])
 
-def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: str) -> SourcePlan:
-    """Open and count the source (one streaming pass); UserError when it is missing, lacks a field or
-    holds no text."""
+
+def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: str,
+                resume_from: Path | None = None) -> SourcePlan:
+    """Open and count the source (one streaming pass; none when `resume_from`, a run folder, holds
+    the count made under the same key); UserError when it is missing, lacks a field or holds no text."""
     files = find_files(spec, where)
     check_fields(files, spec, where)
     count = token_counter(model, where) if spec.chunk_tokens else None
+    key = count_key(spec, model, seed, max_tokens)
+    record = read_count(resume_from, key) if resume_from is not None else None
+    if record is not None:
+        windows = tuple(Window(*w) for w in record["windows"])
+        cursor = UnitCursor(files, spec, seed, windows, record["num_units"], count, where)
+        totals = [record[k] for k in ("num_units", "num_docs", "num_rows")]
+        return SourcePlan(spec, files.name, *totals, cursor, key)
     cap = budget_units(spec, max_tokens)
     windows, units, docs, rows, over = [], 0, 0, 0, False
     for number, (ids, texts) in enumerate(iter_windows(files, spec, 0, where)):
@@ -177,7 +193,7 @@ def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: 
         raise UserError(f"{where}: source.path {spec.path} holds no rows with text in {spec.text_field!r} "
                         f"({rows} rows read)", fix="point source.path at a corpus with documents")
     cursor = UnitCursor(files, spec, seed, tuple(windows), units, count, where)
-    return SourcePlan(spec, files.name, units, docs, rows, cursor)
+    return SourcePlan(spec, files.name, units, docs, rows, cursor, key)
 
 
 def sample_texts(source: SourcePlan, n: int) -> list[str]:

@@ -2,7 +2,8 @@
 
 Formats: a Parquet file or a folder of them (read row group by row group; a start row skips whole
 files and row groups by their metadata), a JSONL or JSONL.gz file or a folder of them (line by
-line; a start row is reached by counting lines), a folder written by `datasets.save_to_disk`
+line; a start row is reached by counting lines from the nearest row an earlier read noted), a
+folder written by `datasets.save_to_disk`
 (memory-mapped Arrow, sliced). A path with `://` is opened through fsspec. A row's text is None
 when it is missing or not a string (the row is skipped as empty, never an error mid-run).
 """
@@ -98,14 +99,16 @@ def _column_names(files: Files, where: str) -> list[str]:
     return []
 
 
-def iter_batches(files: Files, spec: Source, start: int, where: str) -> Iterator[Batch]:
-    """(ids, texts) of consecutive rows from row `start` on, to the end of the source."""
+def iter_batches(files: Files, spec: Source, start: int, where: str,
+                 marks: dict[int, tuple[int, int, int]] | None = None) -> Iterator[Batch]:
+    """(ids, texts) of consecutive rows from row `start` on, to the end of the source. `marks`
+    (JSONL): where rows lie, learned by earlier reads (see `_json_lines`), kept for later ones."""
     if files.kind == "parquet":
         tables = _parquet_tables(files, spec, start)
     elif files.kind == "saved":
         tables = _saved_tables(files, spec, start, where)
     else:
-        yield from _jsonl_batches(files, spec, start, where)
+        yield from _jsonl_batches(files, spec, start, where, marks)
         return
     for table in tables:
         texts = table.column(spec.text_field).to_pylist()
@@ -161,16 +164,31 @@ def _saved_tables(files: Files, spec: Source, start: int, where: str):
         yield data[lo:lo + BATCH_ROWS]
 
 
-def _json_lines(files: Files, start: int, where: str) -> Iterator[tuple[int, dict]]:
-    """(row number, object) of the JSONL rows from `start` on; rows before it are counted, not parsed."""
-    row = 0
-    for path in files.paths:
+MARK_ROWS = 1000  # a plain JSONL source's reads note where every this-many-th row starts
+
+
+def _json_lines(files: Files, start: int, where: str,
+                marks: dict[int, tuple[int, int, int]] | None = None) -> Iterator[tuple[int, dict]]:
+    """(row number, object) of the JSONL rows from `start` on; rows before it are counted, not
+    parsed. `marks`: row -> (file, byte offset, line number) of every MARK_ROWS-th row of plain
+    (not gzipped) files, filled as rows are passed; a read starts at the nearest mark at or before
+    `start`, so a source's lines are counted once, not once per read."""
+    row, first, offset, number = max(((r, *m) for r, m in (marks or {}).items() if r <= start),
+                                     default=(0, 0, 0, 0))
+    for index, path in enumerate(files.paths[first:], first):
         fs, _ = _filesystem(path)
         with fs.open(path, "rb") as raw:
-            stream = gzip.open(raw) if path.endswith(".gz") else raw
-            for number, line in enumerate(stream, 1):
+            plain = not path.endswith(".gz")
+            if plain and index == first and offset:
+                raw.seek(offset)
+            at = offset if index == first else 0
+            stream = raw if plain else gzip.open(raw)
+            for number, line in enumerate(stream, number + 1 if index == first else 1):
+                line_at, at = at, at + len(line)
                 if not line.strip():
                     continue
+                if plain and marks is not None and row % MARK_ROWS == 0:
+                    marks.setdefault(row, (index, line_at, number - 1))
                 row += 1
                 if row <= start:
                     continue
@@ -188,10 +206,11 @@ def _parse_line(line: bytes, place: str, where: str) -> dict:
     return obj
 
 
-def _jsonl_batches(files: Files, spec: Source, start: int, where: str) -> Iterator[Batch]:
+def _jsonl_batches(files: Files, spec: Source, start: int, where: str,
+                   marks: dict[int, tuple[int, int, int]] | None = None) -> Iterator[Batch]:
     ids: list[str] = []
     texts: list = []
-    for _, row in _json_lines(files, start, where):
+    for _, row in _json_lines(files, start, where, marks):
         text = row.get(spec.text_field)
         text = text if isinstance(text, str) else None
         texts.append(text)

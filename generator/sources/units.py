@@ -5,9 +5,10 @@ are permuted by a rng seeded with (seed, SHUFFLE_STREAM, window number); rows wi
 dropped; each remaining document becomes its chunks (one unit without `chunk_tokens`), in order.
 Units are numbered 0.. in that order. `load_source` counts them in one streaming pass when the
 recipe loads (checking the source on the way; `budget_tokens` ends the pass at the last whole
-document it pays for, so no document is rewritten in part) and keeps, per window, its first row, unit and
-document: a few integers per window, from which the cursor reads any unit by re-reading its one
-window (Parquet and saved datasets seek by metadata; JSONL re-counts lines up to it).
+document it pays for, so no document is rewritten in part) and keeps, per window, its first row,
+unit and document: a few integers per window, from which the cursor reads any unit by re-reading
+its one window (Parquet and saved datasets seek by metadata; JSONL from the nearest row a read
+noted).
 """
 from __future__ import annotations
 
@@ -68,11 +69,13 @@ def window_units(ids: Sequence[str], texts: Sequence, *, number: int, first_unit
     return units
 
 
-def iter_windows(files: Files, spec: Source, start_row: int, where: str) -> Iterator[tuple[list, list]]:
-    """(ids, texts) of each window of `shuffle_window` rows from `start_row` (a window's first row) on."""
+def iter_windows(files: Files, spec: Source, start_row: int, where: str,
+                 marks: dict | None = None) -> Iterator[tuple[list, list]]:
+    """(ids, texts) of each window of `shuffle_window` rows from `start_row` (a window's first row)
+    on; `marks`: where a JSONL source's rows lie, noted by earlier reads (`read.iter_batches`)."""
     ids: list = []
     texts: list = []
-    for batch_ids, batch_texts in iter_batches(files, spec, start_row, where):
+    for batch_ids, batch_texts in iter_batches(files, spec, start_row, where, marks):
         ids.extend(batch_ids)
         texts.extend(batch_texts)
         while len(texts) >= spec.shuffle_window:
@@ -87,8 +90,9 @@ class UnitCursor:
     the open stream when the next window asked for follows the last one read."""
 
     def __init__(self, files: Files, spec: Source, seed: int, windows: tuple[Window, ...], num_units: int,
-                 count: Counter | None, where: str):
+                 count: Counter | None, where: str, marks: dict | None = None):
         self.files, self.spec, self.seed, self.windows = files, spec, seed, windows
+        self.marks = {} if marks is None else marks  # a JSONL source: row -> where it starts (read.py)
         self.num_units, self.count, self.where = num_units, count, where
         self.starts = [w.unit for w in windows]
         self.cache: OrderedDict[int, list[Unit]] = OrderedDict()
@@ -116,7 +120,7 @@ class UnitCursor:
             self.cache.move_to_end(w)
             return hit
         if self.stream is None or self.stream_window != w:
-            self.stream = iter_windows(self.files, self.spec, self.windows[w].row, self.where)
+            self.stream = iter_windows(self.files, self.spec, self.windows[w].row, self.where, self.marks)
         ids, texts = next(self.stream)
         self.stream_window = w + 1
         left = self.spec.max_sources - self.windows[w].doc if self.spec.max_sources else None
@@ -168,8 +172,8 @@ def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: 
         totals = [record[k] for k in ("num_units", "num_docs", "num_rows")]
         return SourcePlan(spec, files.name, *totals, cursor, key)
     cap = budget_units(spec, max_tokens)
-    windows, units, docs, rows, over = [], 0, 0, 0, False
-    for number, (ids, texts) in enumerate(iter_windows(files, spec, 0, where)):
+    windows, units, docs, rows, over, marks = [], 0, 0, 0, False, {}
+    for number, (ids, texts) in enumerate(iter_windows(files, spec, 0, where, marks)):
         if spec.max_sources and docs >= spec.max_sources or cap and units >= cap:
             break
         windows.append(Window(rows, units, docs))
@@ -192,7 +196,7 @@ def load_source(spec: Source, *, model: str, seed: int, max_tokens: int, where: 
     if not units:
         raise UserError(f"{where}: source.path {spec.path} holds no rows with text in {spec.text_field!r} "
                         f"({rows} rows read)", fix="point source.path at a corpus with documents")
-    cursor = UnitCursor(files, spec, seed, tuple(windows), units, count, where)
+    cursor = UnitCursor(files, spec, seed, tuple(windows), units, count, where, marks)
     return SourcePlan(spec, files.name, units, docs, rows, cursor, key)
 
 

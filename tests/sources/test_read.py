@@ -86,3 +86,41 @@ def test_a_bad_jsonl_line_names_file_and_line(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "a"}\n{broken\n')
     with pytest.raises(UserError, match=r"a.jsonl:2: not a JSON line"):
         rows_of(tmp_path / "a.jsonl")
+
+
+def test_a_jsonl_read_starts_at_the_nearest_row_an_earlier_read_noted(tmp_path, monkeypatch):
+    # regression: every read of a window counted the lines from the top of the file again, so the
+    # windows a resume or a fill pass reads one by one cost a line count of the source each
+    import generator.sources.read as read
+    monkeypatch.setattr(read, "MARK_ROWS", 10)
+    first = "".join(json.dumps({"id": f"a{i}", "text": f"first {i}"}) + "\n" + ("\n" if i % 7 == 0 else "")
+                    for i in range(35))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jsonl").write_text(first)
+    (tmp_path / "src" / "b.jsonl").write_text("".join(json.dumps({"id": f"b{i}", "text": f"second {i}"}) + "\n"
+                                                      for i in range(30)))
+    spec = Source(path=str(tmp_path / "src"), id_field="id")
+    files = find_files(spec, "test")
+    marks: dict = {}
+    whole = [i for ids, _ in iter_batches(files, spec, 0, "test", marks) for i in ids]
+    assert sorted(marks) == list(range(0, 65, 10)) and marks[40][0] == 1  # row 40: b.jsonl's sixth line
+    for start in (0, 9, 10, 34, 35, 41, 64, 65):
+        got = [i for ids, _ in iter_batches(files, spec, start, "test", marks) for i in ids]
+        assert got == whole[start:], start
+    # the rows before a mark are not read again: spoiling the lines above row 40 leaves the read from it
+    (tmp_path / "src" / "a.jsonl").write_text(first.replace("\n", " "))
+    assert [i for ids, _ in iter_batches(files, spec, 41, "test", marks) for i in ids] == whole[41:]
+
+
+def test_a_bad_line_read_from_a_mark_is_named_by_its_own_line_number(tmp_path, monkeypatch):
+    import generator.sources.read as read
+    monkeypatch.setattr(read, "MARK_ROWS", 10)
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t {i}"}) + "\n\n" for i in range(25)) + "{oops\n")
+    spec = Source(path=str(path))
+    files, marks = find_files(spec, "test"), {}
+    with pytest.raises(UserError, match=r"s.jsonl:51: not a JSON line"):
+        list(iter_batches(files, spec, 0, "test", marks))
+    assert marks[20][2] == 40  # row 20 is line 41: forty lines before it
+    with pytest.raises(UserError, match=r"s.jsonl:51: not a JSON line"):
+        list(iter_batches(files, spec, 22, "test", marks))

@@ -9,11 +9,11 @@ setup:
 quickstart: setup
 	.venv/bin/generator run recipes/quickstart.yaml --out runs/quick --force
 
-# Unit tests on both cores, then the integration tests (real engines, Ray, servers) one at a time.
+# Two workers: one runs the integration tests (real engines, Ray, servers) one after another
+# on a shared engine while the other runs unit tests; both share the unit tests left after that.
 test: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
-	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not integration" -n 2 --durations=10
-	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "integration and not slow" --durations=20
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not slow" -n 2 --dist loadgroup --durations=30
 
 # Everything, with the long statistical runs on the real engine.
 test-all: setup

@@ -92,6 +92,7 @@ def pytest_addoption(parser):
     parser.addoption("--order-seed", type=int, default=0, help="seed of --order random")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """The suite must not depend on test order or on what an earlier test left in the cache."""
     order = config.getoption("--order")
@@ -101,3 +102,14 @@ def pytest_collection_modifyitems(config, items):
         import numpy as np
         perm = np.random.default_rng(config.getoption("--order-seed")).permutation(len(items))
         items[:] = [items[i] for i in perm]
+    _engine_tests_first_on_one_worker(items)
+
+
+def _engine_tests_first_on_one_worker(items):
+    """Under `-n 2 --dist loadgroup` (`make test`) the integration tests go to one worker as one
+    group, first, so they share the session's engine and run one at a time while the other worker
+    takes the unit tests; the unit tests left over are shared by both workers afterwards."""
+    engine = [item for item in items if item.get_closest_marker("integration")]
+    for item in engine:
+        item.add_marker(pytest.mark.xdist_group("engine"))
+    items[:] = engine + [item for item in items if not item.get_closest_marker("integration")]

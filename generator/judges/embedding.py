@@ -156,9 +156,37 @@ def batch_linkage(vectors: np.ndarray) -> np.ndarray:
 
 
 def average_linkage(distances: np.ndarray) -> np.ndarray:
-    from scipy.cluster.hierarchy import linkage
+    """scipy's `linkage(distances, method="average")`. Its compiled nearest-neighbour chain is
+    called directly where this scipy has it: on a batch of ten documents the public function's
+    argument handling costs several times the clustering, and a steered run clusters every batch
+    of every round (tests/judges/test_embedding.py checks the two give the same tree)."""
+    y = np.ascontiguousarray(distances, dtype=np.float64)
+    chain = _nn_chain()
+    if chain is None or y.ndim != 1:
+        from scipy.cluster.hierarchy import linkage
 
-    return linkage(distances, method="average")
+        return linkage(y, method="average")
+    if not np.isfinite(y).all():
+        raise ValueError("The condensed distance matrix must contain only finite values.")
+    n = int(round((1 + np.sqrt(1 + 8 * len(y))) / 2))
+    if n * (n - 1) // 2 != len(y) or n < 2:
+        from scipy.cluster.hierarchy import linkage
+
+        return linkage(y, method="average")  # scipy's own error for a malformed vector
+    return chain(y, n)
+
+
+@functools.lru_cache(maxsize=1)
+def _nn_chain():
+    """scipy's compiled average-linkage routine, or None where its private module differs."""
+    try:
+        from scipy.cluster import _hierarchy
+        from scipy.cluster.hierarchy import _LINKAGE_METHODS
+
+        code = _LINKAGE_METHODS["average"]
+        return lambda y, n: _hierarchy.nn_chain(y, n, code)
+    except (ImportError, AttributeError, KeyError):
+        return None
 
 
 def clusters_at(tree: np.ndarray, threshold: float) -> tuple[tuple[int, ...], ...]:

@@ -58,6 +58,28 @@ def test_the_cut_is_scipys_fcluster_partition():
             assert clusters_at(tree, threshold) == tuple(tuple(m) for m in expected.values())
 
 
+def test_the_direct_linkage_is_scipys_public_one():
+    """`average_linkage` calls scipy's compiled routine directly; the tree is the public
+    `linkage(method="average")`'s exactly, ties and zero distances included, and bad input
+    still fails loudly."""
+    from scipy.cluster.hierarchy import linkage
+
+    from generator.judges.embedding import average_linkage, cosine_distances
+
+    rng = np.random.default_rng(11)
+    for trial in range(200):
+        k = int(rng.integers(2, 14))
+        vectors = rng.normal(size=(k, 5))
+        if trial % 2:
+            vectors = np.round(vectors[rng.integers(0, max(1, k // 2), size=k)], 1)
+        y = cosine_distances(vectors)
+        assert np.array_equal(average_linkage(y), linkage(y, method="average"))
+    with pytest.raises(ValueError):
+        average_linkage(np.array([0.1, np.nan, 0.3]))
+    with pytest.raises(ValueError):
+        average_linkage(np.array([0.1, 0.2]))  # not a condensed matrix of any size
+
+
 def test_each_distinct_text_is_embedded_once():
     embed = CountingEmbed()
     judge = EmbeddingJudge(embed=embed)

@@ -54,3 +54,21 @@ def test_a_cached_file_changed_after_its_check_is_caught(tmp_path, monkeypatch):
     time.sleep(0.01)
     weights.write_bytes(b"weighs")  # same length, other bytes
     assert not models.is_prepared("embedded:smollm2-135m")
+
+
+def test_a_conversion_parses_the_gguf_once_and_puts_gguf_back_after():
+    """Inside `_gguf_read_once` the real packaged GGUF is parsed once however often it is
+    opened and the tensor-name table is built once; afterwards gguf's own names are back.
+    (That the converted files are byte for byte those of the plain conversion was checked by
+    converting both ways: BENCHMARKS.md, "The embedded model's conversion".)"""
+    import gguf
+
+    path = models._find_packaged_file(*models.EMBEDDED["embedded:smollm2-135m"][:2])
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with models._gguf_read_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first and isinstance(first, reader_class)
+        arch = next(key for key, value in gguf.MODEL_ARCH_NAMES.items() if value == "llama")
+        assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader_class, name_map)
+    assert gguf.get_tensor_name_map(arch, 30) is not gguf.get_tensor_name_map(arch, 30)

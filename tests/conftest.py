@@ -106,10 +106,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _engine_tests_first_on_one_worker(items):
-    """Under `-n 2 --dist loadgroup` (`make test`) the integration tests go to one worker as one
-    group, first, so they share the session's engine and run one at a time while the other worker
-    takes the unit tests; the unit tests left over are shared by both workers afterwards."""
+    """Under `-n 2 --dist loadgroup` (`make test`) the integration tests come first, as two groups
+    that start on the two workers together: the tests that share the session's engine
+    (`ray_engine`, started once) and those that start their own (a CLI run on a fresh cache,
+    `vllm serve`, the judge's engine, simulated Ray clusters). Each group runs one test at a
+    time; the unit tests fill both workers around and after them."""
     engine = [item for item in items if item.get_closest_marker("integration")]
     for item in engine:
-        item.add_marker(pytest.mark.xdist_group("engine"))
+        shared = "ray_engine" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("engine" if shared else "own-engine"))
+    engine.sort(key=lambda item: "ray_engine" not in getattr(item, "fixturenames", ()))  # stable
     items[:] = engine + [item for item in items if not item.get_closest_marker("integration")]

@@ -34,6 +34,7 @@ from generator.run.dedup import open_deduper
 from generator.run.finish import finish
 from generator.run.journal import remove_journal
 from generator.run.loop import OnProgress, Pipeline
+from generator.run.parts import PartsBackend
 from generator.run.summary import write_summary
 from generator.run.policy import FIRST_SWEEP, Decision, decide
 from generator.run.reference import Shift, has_reference, open_reference, resolve_target
@@ -92,7 +93,7 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
     if llm is not None and (record := calibration.read_record(out, calibration.CALIBRATION_FILE)) is not None:
         ctx = with_calibration(ctx, record)
     if state.steering.phase == "fill":
-        lookahead = knobs.lookahead(plan.recipe, pipe.backend.capacity)
+        lookahead = knobs.lookahead(plan.recipe, document_capacity(plan, pipe.backend))
         state = steer_to(ctx, state, concentration=1.0, phase="pilot", lookahead=lookahead, sweep=FIRST_SWEEP)
     while state.steering.phase == "pilot" and not state.stopped:
         ctx, state = pilot_round(ctx, state)
@@ -103,6 +104,19 @@ def steer(plan: Plan, out: Path, pipe: Pipeline, state: RunState, *, judge=None,
     if state.steering.phase == "main" and not state.stopped:  # the rest under the last weights
         state = ctx.pipe.advance(state, num_docs)
     return finish(ctx, state)
+
+
+def document_capacity(plan: Plan, backend: Backend) -> int:
+    """Documents in flight that fill `backend` at the recipe's template weights. A backend that
+    sends the parts of a `parts: topics` template as requests of their own counts documents at
+    the parts per document submitted so far, which before the first is the widest template's
+    (a third of the engines' requests for a three-part template)."""
+    if not isinstance(backend, PartsBackend):
+        return backend.capacity
+    weights = [t.weight for t in plan.recipe.templates]
+    parts = [t.num_topics if t.parts else 1 for t in plan.templates]
+    per_document = sum(w * p for w, p in zip(weights, parts)) / sum(weights)
+    return max(1, int(backend.inner.capacity / per_document))
 
 
 def next_round_end(ctx: Context, state: RunState) -> int:
@@ -273,7 +287,8 @@ def main_round(ctx: Context, state: RunState) -> RunState:
             return state
     s = state.steering
     measured_at, this_round, round_c = s.measure_at, s.round, s.concentration
-    hold_at = measured_at + s.lookahead if state.counters.num_docs < num_docs else measured_at
+    ahead = knobs.round_lookahead(s.lookahead, num_docs, ctx.target.num_rounds)
+    hold_at = measured_at + ahead if state.counters.num_docs < num_docs else measured_at
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(measure_round, ctx, this_round, measured_at, s.main_start)
         state = ctx.pipe.advance(state, s.round_end_docs, submit_docs=num_docs, beside=future.done,
@@ -288,7 +303,7 @@ def main_round(ctx: Context, state: RunState) -> RunState:
         if rejected or state.steering.rejection_factors:  # this round's rejection rates replace the last
             state = steer_to(ctx, state, rejection_factors=rejected)
     if docs < num_docs and state.steering.weights != s.weights:
-        state = ctx.pipe.set_epoch(state, measured_at + s.lookahead, state.steering.weights, this_round + 1)
+        state = ctx.pipe.set_epoch(state, measured_at + ahead, state.steering.weights, this_round + 1)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round=this_round + 1,
                                                                     measure_at=0))
     kept = {"fidelity": fidelity.topic_share, "fidelity_action": drift_action} if fidelity is not None else {}
@@ -327,7 +342,8 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
         state = dataclasses.replace(state, steering=steering)
     end = next_round_end(ctx, state)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
-    submit = min(num_docs, end + s.lookahead)  # no more than the lookahead past the round's end
+    ahead = knobs.round_lookahead(s.lookahead, num_docs, ctx.target.num_rounds)
+    submit = min(num_docs, end + ahead)  # no more than the lookahead past the round's end
     state = ctx.pipe.advance(state, end, submit_docs=submit)
     if state.stopped:
         return state

@@ -316,15 +316,29 @@ def best_tradeoff(points: Sequence[tuple[float, float]], target: float, toleranc
     return best, "max_shift" if reachable else "target"
 
 
-LOOKAHEAD_CAPACITIES = 2  # samples generated beside a main round's measurement, in backend capacities
+# samples drawn past a main round's end before its correction takes effect, in backend capacities
+LOOKAHEAD_CAPACITIES = 2.5
 
 
 def lookahead(recipe, capacity: int) -> int:
-    """Samples drawn under a main round's weights while it is measured: enough to keep the
-    engines busy while the round's slowest samples finish and the judge runs (two capacities).
-    A correction takes effect that far past the round's end; on a corpus only a few capacities
-    long, later corrections fall past its end and the sweep's c decides the corpus."""
-    return max(1, LOOKAHEAD_CAPACITIES * capacity)
+    """Samples drawn under a main round's weights past its end: enough to keep the engines full
+    until the round can be measured and the judge has run. Documents commit in sample order, so
+    a round ends when its slowest sample returns; an output at max_tokens takes about 2.5 mean
+    outputs' time (lognormal lengths, median 350 tokens, at max_tokens 1024), in which the
+    engines finish 2.5 capacities of other samples. A correction takes effect that far past the
+    round's end (on a shallow corpus less: `round_lookahead`)."""
+    return max(1, int(LOOKAHEAD_CAPACITIES * capacity))
+
+
+def round_lookahead(lookahead: int, num_docs: int, num_rounds: int) -> int:
+    """The samples drawn under a main round's weights past its end: `lookahead` where a
+    correction that far past the first round's end still reaches the corpus's first half (or
+    where none could), else as many as bring the first correction to its middle. The engines
+    then run short at each round's end while its slowest samples finish: a corpus that shallow
+    is steered by its main rounds or not at all."""
+    first = -(-num_docs // max(1, num_rounds))
+    cut = num_docs // 2 - first
+    return lookahead if cut <= 0 or first + lookahead <= num_docs / 2 else cut
 
 
 def round_end(have: int, num_docs: int, rounds_left: int) -> int:

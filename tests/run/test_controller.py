@@ -249,6 +249,48 @@ def test_documents_that_follow_their_topics_pass_min_fidelity(tmp_path, root):
     assert summary["num_docs"] == 600 and main and all(r["fidelity"] >= 0.6 for r in main)
 
 
+THREE_PARTS = """{#
+variables: [topic, topics, persona, part, num_parts]
+num_topics: 3
+parts: topics
+#}
+{{ topic }}
+part {{ part }} of {{ num_parts }} ({{ topics | join(', ') }}) by {{ persona }}"""
+
+
+def test_the_lookahead_counts_documents_at_the_template_mix(tmp_path, root):
+    """Regression: the lookahead was counted in documents of the widest template. With a
+    three-part template beside a one-part one, equally weighted, a document makes two requests
+    on average, so 32 documents fill an engine of 64 requests, not 21. On the cluster recipe the
+    lookahead came to 0.9 of the engines' capacity, less than they finish while a round's
+    slowest sample runs, so they ran empty at every main round's end. It is 2.5 capacities
+    counted at the template mix."""
+    (tmp_path / "parts.j2").write_text(THREE_PARTS)
+    templates = f"  - path: {tmp_path / 'echo.j2'}\n  - path: {tmp_path / 'parts.j2'}\n"
+    body = make_recipe(tmp_path, root, 3.0).read_text()
+    body = body.replace(f"  - path: {tmp_path / 'echo.j2'}\n", templates)
+    (tmp_path / "mix.yaml").write_text(body.replace("num_docs: 600", "num_docs: 300"))
+    plan = load_recipe(tmp_path / "mix.yaml")
+    from generator.run.parts import with_parts
+    backend = with_parts(EchoBackend(), plan.templates, plan.recipe.keep_truncated)
+    assert backend.capacity == 64 // 3 and controller.document_capacity(plan, backend) == 32
+    assert controller.document_capacity(plan, EchoBackend()) == 64  # no parts: the backend's own count
+    controller.run(plan, tmp_path / "run", EchoBackend(), judge=KeyJudge(topic_of))
+    state = json.loads((tmp_path / "run" / "state.json").read_text())["steering"]
+    assert state["lookahead"] == 80
+
+
+@pytest.mark.parametrize("lookahead, num_docs, num_rounds, want", [
+    (16_905, 100_000, 4, 16_905),  # deep: the first correction lands at 42% with the engines full
+    (16_905, 20_000, 4, 5_000),  # shallow: cut so that the first correction lands at the middle
+    (16_905, 20_000, 2, 16_905),  # no correction can reach the first half: the engines stay full
+    (160, 2_000, 4, 160),
+])
+def test_a_shallow_corpus_cuts_the_lookahead_so_its_first_correction_lands_by_the_middle(
+        lookahead, num_docs, num_rounds, want):
+    assert steering.round_lookahead(lookahead, num_docs, num_rounds) == want
+
+
 def test_main_rounds_are_measured_while_the_engine_keeps_working(tmp_path, root):
     """Steering without draining: a main round's measurement runs in a thread while requests are
     in flight; new weights apply from the round's end plus the lookahead, and every row names the

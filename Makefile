@@ -9,8 +9,8 @@ setup:
 quickstart: setup
 	.venv/bin/generator run recipes/quickstart.yaml --out runs/quick --force
 
-# Two workers. The integration tests (real engines, Ray, servers) come first as two groups, one
-# per worker (tests sharing one engine; tests starting their own); unit tests fill in around them.
+# Two workers: one runs the integration tests (real engines, Ray, servers) one after another,
+# the other unit tests; both share the unit tests left after that.
 test: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
 	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not slow" -n 2 --dist loadgroup --durations=30

@@ -106,14 +106,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _engine_tests_first_on_one_worker(items):
-    """Under `-n 2 --dist loadgroup` (`make test`) the integration tests come first, as two groups
-    that start on the two workers together: the tests that share the session's engine
-    (`ray_engine`, started once) and those that start their own (a CLI run on a fresh cache,
-    `vllm serve`, the judge's engine, simulated Ray clusters). Each group runs one test at a
-    time; the unit tests fill both workers around and after them."""
+    """Under `-n 2 --dist loadgroup` (`make test`) the integration tests come first, as one group
+    on one worker: one test at a time, so at most one engine runs on the two cores (a vLLM CPU
+    engine binds its OpenMP threads to both), and the tests on the session's engine start it once. The other worker takes unit tests meanwhile; what is left of
+    them is shared by both workers afterwards."""
     engine = [item for item in items if item.get_closest_marker("integration")]
     for item in engine:
-        shared = "ray_engine" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("engine" if shared else "own-engine"))
-    engine.sort(key=lambda item: "ray_engine" not in getattr(item, "fixturenames", ()))  # stable
+        item.add_marker(pytest.mark.xdist_group("engine"))
     items[:] = engine + [item for item in items if not item.get_closest_marker("integration")]

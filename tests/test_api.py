@@ -15,7 +15,8 @@ from fakes import FakeBackend, KeyJudge
 
 # Changing one of these is a breaking change for every user: update the docs and the version with it.
 SIGNATURES = {
-    "load_recipe": "(path: 'str | Path', overrides: 'Sequence[str]' = ()) -> 'Plan'",
+    "load_recipe": "(path: 'str | Path', overrides: 'Sequence[str]' = (), *, "
+                   "resume_from: 'str | Path | None' = None) -> 'Plan'",
     "render": "(recipe: 'Plan | str | Path', n: 'int' = 5, *, start: 'int' = 0) -> 'tuple[Prompt, ...]'",
     "run": "(recipe: 'Plan | str | Path', out: 'str | Path', *, backend=None, judge=None, resume: 'bool' = False, "
            "force: 'bool' = False, score: 'bool' = True, card: 'bool' = True, "
@@ -45,7 +46,7 @@ RECORDS = {
     "Coverage": "units per_source complete short not_reached",
     "Endings": "eos trimmed cut",
     "TargetOutcome": "score tolerance achieved ci_low ci_high within_tolerance pilot_rounds main_rounds "
-                     "calibration_ratio reference_score reference_ci relative shift max_shift",
+                     "calibration_ratio reference_score reference_ci relative shift max_shift out_of_reach",
     "Ruler": "judge k threshold seed num_batches precision max_calls max_failure_share settings criteria "
              "regenerate_criteria",
     "DiversityReport": "corpus judge k num_docs score ci_low ci_high half_width cluster_ratio num_scored "

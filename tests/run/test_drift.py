@@ -59,6 +59,7 @@ templates:
 size: {num_docs: 600, shard_rows: 100}
 target: {score: 3.0, tolerance: 3, pilot_docs: 100, min_fidelity: 0.7}
 scoring: {enabled: false}
+dedup: {exact: false, near: false}  # echoed prompts near-duplicate each other; every draw is kept
 """
 
 

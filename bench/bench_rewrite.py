@@ -32,7 +32,8 @@ def source_passages(recipe, recipe_path: Path) -> dict[str, str]:
     """The source units of the run by id (the KJV passages are single chunks)."""
     spec = recipe.source
     path = recipe_path.parent / spec.path
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
     return {str(r[spec.id_field]): r[spec.text_field] for r in rows}
 
 
@@ -42,6 +43,8 @@ def main() -> None:
     ap.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "rewrite.yaml")
     ap.add_argument("--reuse", action="store_true", help="score an existing run in --work")
     ap.add_argument("--batches", type=int, default=1000)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe overrides, as generator run --set (e.g. source.max_sources=300)")
     args = ap.parse_args()
 
     import numpy as np
@@ -52,7 +55,7 @@ def main() -> None:
     from generator.measure.fidelity import on_source, wilson_interval
     from generator.results import Ruler
 
-    plan = generator.load_recipe(args.recipe)
+    plan = generator.load_recipe(args.recipe, args.set)
     out = args.work / "run"
     if not args.reuse:
         t0 = time.perf_counter()

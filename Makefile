@@ -13,7 +13,8 @@ quickstart: setup
 # the other unit tests; both share the unit tests left after that.
 test: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
-	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not slow" -n 2 --dist loadgroup --durations=30
+	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not slow" \
+		-n 2 --dist loadgroup --durations=30
 
 # Everything, with the long statistical runs on the real engine.
 test-all: setup

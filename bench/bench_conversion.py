@@ -37,7 +37,8 @@ def main() -> None:
     manifests = []
     for _ in range(args.repeats):
         for mode in seconds:
-            done = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
+            done = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True,
+                                  check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             seconds[mode].append(round(result["seconds"], 1))
             manifests.append(json.dumps(result["files"], sort_keys=True))

@@ -108,8 +108,9 @@ def pytest_collection_modifyitems(config, items):
 def _engine_tests_first_on_one_worker(items):
     """Under `-n 2 --dist loadgroup` (`make test`) the integration tests come first, as one group
     on one worker: one test at a time, so at most one engine runs on the two cores (a vLLM CPU
-    engine binds its OpenMP threads to both), and the tests on the session's engine start it once. The other worker takes unit tests meanwhile; what is left of
-    them is shared by both workers afterwards."""
+    engine binds its OpenMP threads to both), and the tests on the session's engine start it
+    once. The other worker takes unit tests meanwhile; what is left of them is shared by both
+    workers afterwards."""
     engine = [item for item in items if item.get_closest_marker("integration")]
     for item in engine:
         item.add_marker(pytest.mark.xdist_group("engine"))

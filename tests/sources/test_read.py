@@ -97,8 +97,8 @@ def test_a_jsonl_read_starts_at_the_nearest_row_an_earlier_read_noted(tmp_path, 
                     for i in range(35))
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.jsonl").write_text(first)
-    (tmp_path / "src" / "b.jsonl").write_text("".join(json.dumps({"id": f"b{i}", "text": f"second {i}"}) + "\n"
-                                                      for i in range(30)))
+    second = "".join(json.dumps({"id": f"b{i}", "text": f"second {i}"}) + "\n" for i in range(30))
+    (tmp_path / "src" / "b.jsonl").write_text(second)
     spec = Source(path=str(tmp_path / "src"), id_field="id")
     files = find_files(spec, "test")
     marks: dict = {}

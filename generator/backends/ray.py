@@ -117,8 +117,6 @@ class RayBackend:
         self.max_attempts = max_attempts
         init_ray()
         gpus = ray.cluster_resources().get("GPU", 0)
-        if not gpus and actor_class is None:
-            resolve_model(model)  # convert the embedded model once, before actors race for it
         cpus = ray.cluster_resources().get("CPU", 1)
         self._options = dict(
             num_gpus=tensor_parallel_size if gpus else 0,
@@ -130,6 +128,8 @@ class RayBackend:
         self._actor_class = actor_class or EngineActor
         self._engine = dict(engine, tensor_parallel_size=tensor_parallel_size) if actor_class is None else engine
         self.actors = [self._start_actor() for _ in range(num_replicas)]
+        if not gpus and actor_class is None:
+            self._prepare_beside_actors(model)
         self._capacity = ray.get([a.capacity.remote() for a in self.actors])  # waits until every engine is up
         self._starting: dict[Any, int] = {}  # capacity ref of a replacement -> slot
         self._held: list[dict[str, list]] = [{} for _ in self.actors]  # slot -> id -> [request, attempt, copies]
@@ -141,6 +141,18 @@ class RayBackend:
         self.restarts = 0
         self.on_submit: Callable[[int], None] | None = None  # called with the actor slot after requests go out
         self._beside: Callable | None = None  # done to results inside each actor (`set_beside`)
+
+    def _prepare_beside_actors(self, model: str) -> None:
+        """Convert an embedded model here while the actors start (a process each, and vLLM's
+        imports): an actor's own `resolve_model` waits on the conversion's lock. A conversion that
+        fails stops the actors and raises its own error."""
+        import ray
+        try:
+            resolve_model(model)
+        except BaseException:
+            for actor in self.actors:
+                ray.kill(actor)
+            raise
 
     def _start_actor(self):
         import ray

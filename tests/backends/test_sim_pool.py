@@ -132,3 +132,25 @@ def test_actors_attach_the_drivers_duplicate_keys(pool):
         assert r.verdict == (() if rejection is None else (rejection.gate, rejection.rule, rejection.reason))
         verdicts.add(bool(r.verdict))
     assert verdicts == {True, False}  # some answers too short for the gate, some long enough
+
+
+def test_a_conversion_that_fails_stops_the_actors_that_started_beside_it(local_ray, monkeypatch):
+    """The embedded model converts in the driver while the engine actors start; when the
+    conversion fails, its own error reaches the caller and no actor is left running."""
+    from generator.backends import ray as ray_backend
+    from generator.errors import UserError
+
+    backend = object.__new__(ray_backend.RayBackend)
+    backend.model, backend._actor_class, backend._engine = "sim", sim_engine.SimEngine, OPTIONS
+    backend._options = dict(num_cpus=1, max_restarts=0)
+    backend.actors = [backend._start_actor()]
+    assert ray.get(backend.actors[0].capacity.remote()) > 0
+
+    def broken(model):
+        raise UserError(f"{model}: the packaged file is missing", fix="reinstall it")
+
+    monkeypatch.setattr(ray_backend, "resolve_model", broken)
+    with pytest.raises(UserError, match="packaged file is missing"):
+        backend._prepare_beside_actors("embedded:smollm2-135m")
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(backend.actors[0].capacity.remote(), timeout=60)

@@ -6,7 +6,7 @@ batches (its own seed), the check a user would make.
         [--runs moderate2000 quick1 quick3 bound]
 
   moderate2000  recipes/target-moderate.yaml at 2,000 documents (D = 1.4 ± 0.15)
-  quick1/quick3 recipes/quickstart.yaml at 1,000 documents, target 1.0 / 3.0 ± 0.3
+  quick1/quick3 recipes/quickstart.yaml at 1,000 documents, target 1.0 / 3.0 ± 0.3 (subject-only ruler)
   bound         recipes/moderate.yaml (relative target under a shift bound; the worked example)
 """
 from __future__ import annotations
@@ -22,8 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 RUNS = {
     "moderate2000": ("recipes/target-moderate.yaml", ["size.num_docs=2000"]),
-    "quick1": ("recipes/quickstart.yaml", ["size.num_docs=1000", "target.score=1.0", "target.tolerance=0.3"]),
-    "quick3": ("recipes/quickstart.yaml", ["size.num_docs=1000", "target.score=3.0", "target.tolerance=0.3"]),
+    # on the subject-only ruler: on the two-view ruler this model's quickstart documents score about
+    # 7.5 even at c = 0.2 (a sweep in BENCHMARKS.md, "A form view"), so 1.0 and 3.0 are out of reach
+    "quick1": ("recipes/quickstart.yaml", ["size.num_docs=1000", "target.score=1.0", "target.tolerance=0.3",
+                                           "target.judge=embed-subject"]),
+    "quick3": ("recipes/quickstart.yaml", ["size.num_docs=1000", "target.score=3.0", "target.tolerance=0.3",
+                                           "target.judge=embed-subject"]),
     "bound": ("recipes/moderate.yaml", []),
 }
 
@@ -47,8 +51,9 @@ def main() -> None:
         wall = time.perf_counter() - started
         summary = json.loads((out / "summary.json").read_text())
         t, cost = summary["target"], summary["cost"]
-        again = generator.score(out, ruler=Ruler(k=t["k"], seed=12345, num_batches=args.rescore_batches),
-                                proxies=False)
+        again = generator.score(out, ruler=Ruler(judge=plan.recipe.target.judge, k=t["k"], seed=12345,
+                                                 threshold=plan.recipe.target.threshold,
+                                                 num_batches=args.rescore_batches), proxies=False)
         rows.append({
             "run": name, "target": f"{t['score']} ± {t['tolerance']}",
             "achieved": round(summary["achieved"]["score"], 3),

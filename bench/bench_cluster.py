@@ -235,6 +235,7 @@ def run_pipeline(plan, out: Path, backend, steer: bool = False) -> dict:
 
     def on_progress(state, flow) -> None:
         phase_start.setdefault(state.steering.phase, time.perf_counter())
+        phase_start["last"] = time.perf_counter()  # the last progress report: generation's end
 
     t0 = time.perf_counter()
     summary = controller.run(plan, out, backend, judge=judge, on_progress=on_progress)
@@ -244,7 +245,8 @@ def run_pipeline(plan, out: Path, backend, steer: bool = False) -> dict:
     if steer:
         history = [json.loads(line) for line in (out / "controller.jsonl").read_text().splitlines()]
         row.update(rounds=summary["rounds"], achieved=summary.get("achieved", {}).get("score"), history=history,
-                   pilot_s=phase_start.get("main", time.perf_counter()) - t0)
+                   pilot_s=phase_start.get("main", time.perf_counter()) - t0,
+                   after_s=time.perf_counter() - phase_start.get("last", t0))
     return row
 
 
@@ -272,7 +274,8 @@ def report(rows: dict, args) -> None:
     if "steering" in rows:
         s = rows["steering"]
         print(f"steering: rounds {s['rounds']}, achieved D {s['achieved']:.2f} (target {args.target}); "
-              f"pilot phase {s['pilot_s']:.1f} s of {s['wall_s']:.1f} s real")
+              f"pilot phase {s['pilot_s']:.1f} s of {s['wall_s']:.1f} s real, "
+              f"{s['after_s']:.1f} s after the last document (final measurement, plots, summary)")
         for h in s["history"]:
             print(f"  {h['phase']:5s} c={h['concentration']:.3f} D={h['score']:.2f}±{h['half_width']:.2f} "
                   f"docs={h['docs']:6d}  {h['action']}")

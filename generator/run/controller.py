@@ -36,7 +36,7 @@ from generator.run.journal import remove_journal
 from generator.run.loop import OnProgress, Pipeline
 from generator.run.parts import PartsBackend
 from generator.run.summary import write_summary
-from generator.run.policy import FIRST_SWEEP, Decision, decide
+from generator.run.policy import FIRST_SWEEP, Decision, decide, main_lookahead
 from generator.run.reference import Shift, has_reference, open_reference, resolve_target
 from generator.run.resume import prepare_output
 from generator.run.rounds import (accept_point, add_judge_cost, draw_sd, log_round, measure, next_pilot_round,
@@ -287,7 +287,7 @@ def main_round(ctx: Context, state: RunState) -> RunState:
             return state
     s = state.steering
     measured_at, this_round, round_c = s.measure_at, s.round, s.concentration
-    ahead = knobs.round_lookahead(s.lookahead, num_docs, ctx.target.num_rounds)
+    ahead = main_lookahead(s.history, ctx.goal(state))
     hold_at = measured_at + ahead if state.counters.num_docs < num_docs else measured_at
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(measure_round, ctx, this_round, measured_at, s.main_start)
@@ -342,7 +342,7 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
         state = dataclasses.replace(state, steering=steering)
     end = next_round_end(ctx, state)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round_end_docs=end))
-    ahead = knobs.round_lookahead(s.lookahead, num_docs, ctx.target.num_rounds)
+    ahead = main_lookahead(s.history, ctx.goal(state))
     submit = min(num_docs, end + ahead)  # no more than the lookahead past the round's end
     state = ctx.pipe.advance(state, end, submit_docs=submit)
     if state.stopped:

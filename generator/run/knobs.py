@@ -209,6 +209,24 @@ def _local_line(x: np.ndarray, y: np.ndarray, sd: np.ndarray, at: float) -> tupl
     return level, slope, math.sqrt(var)
 
 
+def bracket_crossing(points: Sequence[tuple[float, float, float]],
+                     target: float) -> tuple[float, float] | None:
+    """(c, 95% half-width of D there) where the chord between the closest measured (c, D, 95%
+    half-width) points either side of `target` meets it. None without such a pair at most
+    MAX_BRACKET apart in c, or when the point above lies below the one below in c. Between
+    points that close the chord follows a curved D(c) better than a line fitted through points
+    farther out: a concave D(c) pulls that line below itself at the crossing."""
+    below = [p for p in points if p[1] < target]
+    above = [p for p in points if p[1] >= target]
+    if not below or not above:
+        return None
+    low, high = max(below), min(above)
+    if not 0 < high[0] - low[0] <= MAX_BRACKET:
+        return None
+    w = (target - low[1]) / (high[1] - low[1])
+    return low[0] + w * (high[0] - low[0]), math.hypot((1 - w) * low[2], w * high[2])
+
+
 def bracket_width(history: Sequence[tuple[float, float]], target: float) -> float:
     """Width in c of the tightest bracket around the target (inf when there is none)."""
     below = [c for c, d in history if d < target]

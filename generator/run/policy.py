@@ -4,7 +4,9 @@
 `Decision`. A pilot round is a sweep: several concentrations measured at once. After a sweep:
 accept its point closest to the target, sweep again around the fitted crossing (at most once
 more by default, and only within the calibration budget), go on at the fitted c, grow the grid,
-settle at the best point under the shift bound, or stop with a reason. After a main round:
+settle at the best point under the shift bound, or stop with a reason; where pilots lie close
+either side of the target, the c gone on at is where the chord between them meets it, and
+`main_lookahead` says how far main rounds draw ahead of their corrections. After a main round:
 keep the weights, or correct c (and reweight cells by attribution), and, over the shift bound,
 move c and weight away from the reference's far side. A target c cannot reach (D beyond it with
 c held at 0 or 1) is named with the fix in `out_of_reach`: the run stops, or, for a rewrite run
@@ -135,11 +137,15 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
         miss = max(abs(h.score - goal.score), abs(level - goal.score))
         if miss <= allowed and not over_bound(h, goal):
             close.append((miss, h))
+    chord = knobs.bracket_crossing(points, goal.score)
     if close:
         best = min(close, key=lambda m: m[0])[1]
-        return Decision("accept", best.concentration,
-                        f"accept c={best.concentration:.3f} (D={best.score:.2f})",
-                        keep=best.concentration)
+        # pilots close either side: go on where the chord between them meets the target
+        c = chord[0] if chord is not None and goal.max_shift is None else best.concentration
+        reason = f"accept c={best.concentration:.3f} (D={best.score:.2f})"
+        if c != best.concentration:
+            reason += f"; its documents kept, continue at c={c:.3f} between the closest points"
+        return Decision("accept", c, reason, keep=best.concentration)
     sweeps = len({h.sweep for h in pilots})
     spent = sweeps >= goal.max_pilot_rounds
     if spent and goal.max_shift is not None:
@@ -175,11 +181,28 @@ def _pilot_step(history: Sequence[Round], goal: Goal) -> Decision:
         why = ("pilot budget spent" if spent else "fit within tolerance" if within
                else "a second sweep would exceed the calibration budget" if not affordable
                else "main rounds correct the rest")
-        return Decision("go_on", fit.concentration, f"{why}: {fitted}; continue at c={fit.concentration:.3f}",
-                        **binds)
+        c = fit.concentration
+        if chord is not None and not limited:  # pilots close either side: the chord between them
+            c, fitted = chord[0], f"{fitted}; between the closest points c={chord[0]:.3f}"
+        return Decision("go_on", c, f"{why}: {fitted}; continue at c={c:.3f}", **binds)
     listed = ", ".join(f"{c:.3f}" for c in refine)
     return Decision("pilot", fit.concentration, f"sweep again at c = {listed} ({fitted})", points=refine,
                     **binds)
+
+
+def main_lookahead(history: Sequence[Round], goal: Goal) -> int:
+    """Samples drawn under a main round's weights past its end. The full `goal.lookahead`, so
+    the engines stay full, where the pilots bracket the target so closely that the 95% interval
+    of D at the chord's crossing, where the main phase went on, lies within half the tolerance
+    (the other half is the corpus's own draw and the pilots' estimated spread being an
+    estimate) and no shift bound may call for a retreat: no correction is needed. Else
+    `knobs.round_lookahead`: on a shallow corpus, cut so that the first correction lands by the
+    corpus's middle (the engines then run short at each round's end)."""
+    points = [(h.concentration, h.score, h.spread) for h in history if h.kind == "pilot"]
+    chord = knobs.bracket_crossing(points, goal.score)
+    if goal.max_shift is None and chord is not None and chord[1] <= goal.tolerance / 2:
+        return goal.lookahead
+    return knobs.round_lookahead(goal.lookahead, goal.num_docs, goal.num_rounds)
 
 
 def settle(pilots: Sequence[Round], sweep: Sequence[Round], goal: Goal, why: str,

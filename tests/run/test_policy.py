@@ -1,7 +1,10 @@
 """The steering policy as a table: measured rounds and a goal in, the next step out."""
+import dataclasses
+
 import pytest
 
-from generator.run.policy import Goal, decide
+from generator.run import knobs
+from generator.run.policy import Goal, decide, main_lookahead
 from generator.run.state import Round
 
 GOAL = Goal(score=3.0, tolerance=0.2, k=5, num_docs=10_000, max_pilot_rounds=2, max_discarded=500)
@@ -48,6 +51,10 @@ CASES = [
     # (why, history, goal, action, check on the decision)
     ("a sweep's point within tolerance is accepted, its documents kept", FIRST, GOAL, "accept",
      lambda d: d.concentration == 0.45 and d.keep == 0.45),
+    ("a point within tolerance beside one close below: its documents kept, c at the chord between them "
+     "(regression: seed 20261136 of bench_seeds.py went on at its lucky 8.14 and the corpus scored 8.38)",
+     [*MISSED, *sweep((0.35, 3.4), (0.3, 3.08), (0.25, 2.6), n=1)], GOAL, "accept",
+     lambda d: d.keep == 0.3 and d.concentration == pytest.approx(0.25 + 0.05 * 0.4 / 0.48)),
     ("of two points within tolerance the closer is kept", sweep((1.0, 3.15), (0.45, 3.02), (0.2, 2.2)), GOAL,
      "accept", lambda d: d.keep == 0.45),
     ("no point lands: sweep again around the fitted crossing", MISSED, GOAL, "pilot",
@@ -74,8 +81,10 @@ CASES = [
      sweep((1.0, 4.5), (0.45, 4.2), (0.0, 3.9)), RELATIVE, "stop",
      lambda d: "below what this grid reaches" in d.reason
      and "raise target.relative to 2.47 or more" in d.reason),
-    ("the budget spent: go on at the fit", [*MISSED, *sweep((0.35, 3.4), (0.3, 3.3), (0.25, 2.6), n=1)],
-     GOAL, "go_on", lambda d: 0.25 < d.concentration < 0.35 and "pilot budget spent" in d.reason),
+    ("the budget spent, pilots 0.05 apart either side: go on where the chord between them meets the target",
+     [*MISSED, *sweep((0.35, 3.4), (0.3, 3.3), (0.25, 2.6), n=1)], GOAL, "go_on",
+     lambda d: d.concentration == pytest.approx(0.25 + 0.05 * 0.4 / 0.7) and "pilot budget spent" in d.reason
+     and "between the closest points c=0.279" in d.reason),
     ("the budget spent under a bound: settle at the best point under it, kept when in the last sweep",
      [*sweep((1.0, 4.5, 0.01), (0.45, 3.6, 0.01), (0.2, 2.4, 0.01)),
       *sweep((0.35, 3.4, 0.01), (0.3, 3.25, 0.01), (0.25, 2.6, 0.01), n=1)], BOUND, "settle",
@@ -146,3 +155,49 @@ def test_decide(why, history, goal, action, check):
 def test_decide_needs_a_measured_round():
     with pytest.raises(ValueError, match="the round just measured"):
         decide([], GOAL)
+
+
+# the 2·10^4 cluster run's sweeps (bench/bench_cluster.py at 494f7d9): (c, D, 95% spread, sweep)
+CLUSTER = [Round(c, d, "pilot", half_width=hw, sweep=n) for c, d, hw, n in (
+    (1.0, 9.99, 0.02, 0), (0.65, 9.92, 0.05, 0), (0.4, 9.33, 0.25, 0), (0.2, 6.67, 0.27, 0),
+    (0.377, 9.06, 0.25, 1), (0.315, 8.47, 0.26, 1), (0.253, 7.33, 0.27, 1))]
+CLUSTER_GOAL = Goal(score=8.0, tolerance=0.3, k=10, num_docs=20_000, max_pilot_rounds=2, max_discarded=1000,
+                    num_rounds=4, lookahead=16_905)
+
+
+def test_after_a_close_bracket_the_chord_sets_c_not_the_line_through_farther_points():
+    """Regression: on a concave D(c) the fitted line, held down by the points at 0.2 and 0.4,
+    met 8.0 at c = 0.301, where the corpus then scored 8.28; the chord between 0.253 and 0.315
+    meets it at 0.289, where a run with it scored 8.02."""
+    points = [(h.concentration, h.score, h.spread) for h in CLUSTER]
+    fit = knobs.fit_concentration(points, 8.0, floor=0.1, start=0.315)
+    c, half_width = knobs.bracket_crossing(points, 8.0)
+    assert c == pytest.approx(0.253 + 0.062 * 0.67 / 1.14) and fit.concentration > c + 0.01
+    assert half_width == pytest.approx(((0.41 * 0.27) ** 2 + (0.59 * 0.26) ** 2) ** 0.5, abs=0.01)
+    decision = decide(CLUSTER, CLUSTER_GOAL)
+    assert decision.action == "go_on" and decision.concentration == pytest.approx(c)
+
+
+def test_no_chord_without_points_close_either_side():
+    assert knobs.bracket_crossing([(0.45, 3.6, 0.1), (0.2, 2.4, 0.1)], 3.0) is None  # 0.25 apart
+    assert knobs.bracket_crossing([(0.45, 3.6, 0.1), (0.4, 3.5, 0.1)], 3.0) is None  # all above
+    assert knobs.bracket_crossing([(0.3, 3.2, 0.1), (0.35, 2.9, 0.1)], 3.0) is None  # above lies below in c
+
+
+TIGHT = [dataclasses.replace(h, half_width=0.1) for h in CLUSTER]  # the closest two: 95% within ±0.07
+
+
+@pytest.mark.parametrize("why, history, goal, want", [
+    ("shallow, D at the chord known within half the tolerance: nothing to correct, the engines stay full",
+     TIGHT, CLUSTER_GOAL, 16_905),
+    ("shallow, the closest points as noisy as 200-document pilots often are: cut, the first "
+     "correction lands by the middle (regression: seed 20261137 went on at 7.995 ± 0.21, scored 7.64)",
+     CLUSTER, CLUSTER_GOAL, 5_000),
+    ("shallow, no points close either side: cut", TIGHT[:4], CLUSTER_GOAL, 5_000),
+    ("shallow under a shift bound: cut, a round over it must be able to retreat",
+     TIGHT, dataclasses.replace(CLUSTER_GOAL, max_shift=0.05), 5_000),
+    ("deep: the full lookahead either way", CLUSTER[:4], dataclasses.replace(CLUSTER_GOAL, num_docs=100_000),
+     16_905),
+])
+def test_main_lookahead(why, history, goal, want):
+    assert main_lookahead(history, goal) == want

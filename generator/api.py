@@ -119,12 +119,13 @@ def open_engine(plan: Plan, report: OnProgress):
     from generator.backends import engine_options, open_backend
     from generator.backends.models import is_prepared, resolve_model
     r = plan.recipe
-    if r.engine.backend != "openai" and r.model.startswith("embedded:") and not is_prepared(r.model):
+    fresh = r.engine.backend != "openai" and r.model.startswith("embedded:") and not is_prepared(r.model)
+    if fresh:
         report(Progress("prepare"))
-        if r.engine.backend == "ray":  # converted while the engine's actors start (RayBackend)
-            return open_backend(r.engine.backend, r.model, **engine_options(r.engine))
-        resolve_model(r.model)
-    report(Progress("engine"))
+        if r.engine.backend != "ray":  # RayBackend converts while its actors start
+            resolve_model(r.model)
+    if not (fresh and r.engine.backend == "ray"):
+        report(Progress("engine"))
     return open_backend(r.engine.backend, r.model, **engine_options(r.engine))
 
 

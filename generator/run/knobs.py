@@ -216,11 +216,10 @@ def bracket_crossing(points: Sequence[tuple[float, float, float]],
     MAX_BRACKET apart in c, or when the point above lies below the one below in c. Between
     points that close the chord follows a curved D(c) better than a line fitted through points
     farther out: a concave D(c) pulls that line below itself at the crossing."""
-    below = [p for p in points if p[1] < target]
-    above = [p for p in points if p[1] >= target]
-    if not below or not above:
+    pair = _tightest_bracket(points, target)
+    if pair is None:
         return None
-    low, high = max(below), min(above)
+    low, high = pair
     if not 0 < high[0] - low[0] <= MAX_BRACKET:
         return None
     w = (target - low[1]) / (high[1] - low[1])
@@ -229,9 +228,16 @@ def bracket_crossing(points: Sequence[tuple[float, float, float]],
 
 def bracket_width(history: Sequence[tuple[float, float]], target: float) -> float:
     """Width in c of the tightest bracket around the target (inf when there is none)."""
-    below = [c for c, d in history if d < target]
-    above = [c for c, d in history if d >= target]
-    return abs(min(above) - max(below)) if below and above else float("inf")
+    pair = _tightest_bracket(history, target)
+    return abs(pair[1][0] - pair[0][0]) if pair is not None else float("inf")
+
+
+def _tightest_bracket(points: Sequence[tuple], target: float) -> tuple[tuple, tuple] | None:
+    """Of points (c, D, ...): the one below `target` at the highest c and the one at or above it
+    at the lowest c (ties in c broken by D, nearer the target); None unless there are both."""
+    below = [p for p in points if p[1] < target]
+    above = [p for p in points if p[1] >= target]
+    return (max(below), min(above)) if below and above else None
 
 
 def correct_concentration(history: Sequence[tuple[float, float]], c: float, score: float,

@@ -114,18 +114,13 @@ def check_run(plan: Plan, out: Path, *, resume: bool, force: bool, score: bool, 
 
 
 def open_engine(plan: Plan, report: OnProgress):
-    """The recipe's engine, converting the embedded model once (stage "prepare"; with the ray
-    backend that stage also starts the engine, whose actors start while the model converts)."""
+    """The recipe's engine. Each backend converts an embedded model it needs once (RayBackend
+    while its actors start), so a fresh model is one stage, "prepare", covering the engine's start."""
     from generator.backends import engine_options, open_backend
-    from generator.backends.models import is_prepared, resolve_model
+    from generator.backends.models import is_prepared
     r = plan.recipe
     fresh = r.engine.backend != "openai" and r.model.startswith("embedded:") and not is_prepared(r.model)
-    if fresh:
-        report(Progress("prepare"))
-        if r.engine.backend != "ray":  # RayBackend converts while its actors start
-            resolve_model(r.model)
-    if not (fresh and r.engine.backend == "ray"):
-        report(Progress("engine"))
+    report(Progress("prepare" if fresh else "engine"))
     return open_backend(r.engine.backend, r.model, **engine_options(r.engine))
 
 

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     run.add_argument("--no-score", action="store_true", help="skip scoring the corpus at the end")
     render = sub.add_parser("render", help="print sampled prompts without a model",
-                            description="Sample N prompts from the recipe's grid and templates and print them.")
+                            description="Sample N prompts from the recipe's grid and templates and "
+                                        "print them.")
     add_recipe_arguments(render)
     render.add_argument("-n", type=int, default=5, help="number of prompts (default 5)")
     add_score_arguments(sub.add_parser(
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mix generated runs with real corpora at token weights and write them in a "
                     "pretraining framework's format (datatrove, megatron, nanotron, olmo)."))
     card = sub.add_parser("card", help="write RUN_DIR/README.md, a dataset card with plots",
-                          description="Write a Hugging Face dataset card (README.md) with plots for a run folder.")
+                          description="Write a Hugging Face dataset card (README.md) with plots for "
+                                      "a run folder.")
     card.add_argument("run_dir", type=Path)
     verify = sub.add_parser("verify", help="check a run folder's shards, manifest, state and reports",
                             description="Check RUN_DIR against itself; print each problem and its repair "
@@ -65,7 +67,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a run folder (or NAME=PATH:WEIGHT); its name is the folder name, weight 1")
+    parser.add_argument("run_dir",
+                        help="a run folder (or NAME=PATH:WEIGHT); its name is the folder name, weight 1")
     parser.add_argument("--to", required=True, choices=FORMATS, help="trainer format")
     parser.add_argument("--out", type=Path, required=True, help="export folder (must not exist or be empty)")
     parser.add_argument("--mix", action="append", default=[], metavar="NAME=PATH:WEIGHT",
@@ -123,9 +126,8 @@ class RunDisplay:
             say(f"recipe {r.name} ({self.plan.recipe_hash}) · model {r.model} · "
                 f"backend {r.engine.backend} · {r.size.num_docs} documents → {self.out}")
             return
-        prepare = f"preparing {r.model} (once)" + (" and starting the ray engine"
-                                                   if r.engine.backend == "ray" else "")
-        desc = {"prepare": prepare, "engine": f"starting {r.engine.backend} engine",
+        desc = {"prepare": f"preparing {r.model} (once) and starting the {r.engine.backend} engine",
+                "engine": f"starting {r.engine.backend} engine",
                 "score": f"scoring ({r.scoring.judge} judge)", "card": "writing the dataset card"}[p.stage]
         self.step.enter_context(terminal.long_step(desc))
 

@@ -22,8 +22,8 @@ Stage = Literal["start", "prepare", "engine", "pilot", "generate", "score", "car
 @dataclass(frozen=True)
 class Progress:
     """One progress event of `generator.run`: a stage begins ("start" once the inputs are checked,
-    "prepare" a one-time model conversion (with the ray backend, the engine's start too), "engine",
-    "score", "card"), or documents arrive in a pilot round or the main corpus (`done` of `total`)."""
+    "prepare" a one-time model conversion and the engine's start, "engine" the start alone, "score",
+    "card"), or documents arrive in a pilot round or the main corpus (`done` of `total`)."""
 
     stage: Stage
     round: int = 0

@@ -159,17 +159,21 @@ class RayBackend:
 
     def _start_actor(self):
         import ray
-        actor = ray.remote(self._actor_class).options(**self._options).remote(self.model, self._engine)
-        if getattr(self, "_beside", None) is not None:
-            actor.set_beside.remote(self._beside)
-        return actor
+        return ray.remote(self._actor_class).options(**self._options).remote(self.model, self._engine)
 
     def set_beside(self, beside: Callable[[list[Result]], list[Result]] | None) -> None:
         """Have every actor (and every replacement) apply `beside` to its results before returning
-        them: per-document work done beside the engines, off the driver. Picklable by reference."""
+        them: per-document work done beside the engines, off the driver. Picklable by reference.
+        Returns once every running actor holds it: an actor runs several calls at once, so a
+        `submit` sent after an unanswered `set_beside` could reach its engine first."""
+        import ray
         self._beside = beside
-        for actor in self.actors:
-            actor.set_beside.remote(beside)
+        starting = set(self._starting.values())
+        for ref in [a.set_beside.remote(beside) for slot, a in enumerate(self.actors) if slot not in starting]:
+            try:
+                ray.get(ref, timeout=START_TIMEOUT_S)
+            except ray.exceptions.RayActorError:
+                pass  # a dead actor is replaced at its next take, and the replacement gets `beside`
 
     @property
     def capacity(self) -> int:
@@ -280,6 +284,8 @@ class RayBackend:
         slot = self._starting.pop(ref)
         try:
             self._capacity[slot] = ray.get(ref)
+            if self._beside is not None:  # before the replacement gets any request
+                ray.get(self.actors[slot].set_beside.remote(self._beside), timeout=START_TIMEOUT_S)
         except ray.exceptions.RayActorError as exc:
             self._replace(slot, exc)
 

@@ -109,7 +109,8 @@ def test_a_local_ray_runs_engine_actors_at_the_drivers_priority(tmp_path):
 
 def test_actors_attach_the_drivers_duplicate_keys(pool):
     """Work beside the engines, in real actors: each result comes back with the keys the driver
-    would compute for the document it becomes, and the quality gates' verdict on it."""
+    would compute for the document it becomes, and the quality gates' verdict on it, from the
+    first result on, and from an actor that replaces one killed mid-run too."""
     from generator.run.beside import Beside, result_keys
     from generator.run.dedup import Deduper
     from generator.run.documents import finish_result
@@ -119,11 +120,19 @@ def test_actors_attach_the_drivers_duplicate_keys(pool):
     pool.set_beside(Beside("keep", deduper.key_settings, quality))
     try:
         results: list = []
-        pool.submit(make_requests(40))
+        restarts = pool.restarts
+        requests = make_requests(80)
+        pool.submit(requests[:40])
+        ray.kill(pool.actors[0])
+        drain(pool, results)
+        ray.get(pool.actors[0].capacity.remote(), timeout=120)  # the replacement is up
+        pool.poll(0.0)  # and the pool knows it, so that it shares the next requests
+        pool.submit(requests[40:])
         drain(pool, results)
     finally:
         pool.set_beside(None)
-    assert len(results) == 40
+    assert pool.restarts == restarts + 1
+    assert len(results) == 80
     gates, verdicts = build_gates(quality), set()
     for r in results:
         text = finish_result(r, "keep")[0]

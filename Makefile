@@ -10,9 +10,10 @@ quickstart: setup
 	.venv/bin/generator run recipes/quickstart.yaml --out runs/quick --force
 
 # Two workers: one runs the integration tests (real engines, Ray, servers) one after another,
-# the other unit tests; both share the unit tests left after that.
+# the other unit tests; both share the unit tests left after that. One OpenMP thread each: an
+# engine with two threads beside a busy worker waits at every step for its preempted thread.
 test: setup
-	.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not slow" \
+	OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=1800 -m "not slow" \
 		-n 2 --dist loadgroup --durations=30
 
 # Everything, with the long statistical runs on the real engine.

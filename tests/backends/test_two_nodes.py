@@ -194,6 +194,14 @@ def test_run_survives_losing_one_of_two_nodes(tmp_path):
     assert assert_exact_corpus(tmp_path / "calm") == ids
 
 
+def test_cpu_engines_share_the_cores_unless_omp_num_threads_is_set(monkeypatch):
+    from generator.backends.ray import engine_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [engine_threads(cpus, 2) for cpus in (1, 2, 3, 16)] == ["1", "1", "1", "8"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert engine_threads(16, 2) == "3"
+
+
 def test_unreachable_ray_address_exits_2_at_once(tmp_path):
     """Regression: with nothing listening at RAY_ADDRESS, `generator run` sat in `ray.init`'s
     connection retries for many minutes. The address is now tried before anything starts."""

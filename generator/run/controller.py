@@ -39,8 +39,8 @@ from generator.run.summary import write_summary
 from generator.run.policy import FIRST_SWEEP, Decision, decide, main_lookahead
 from generator.run.reference import Shift, has_reference, open_reference, resolve_target
 from generator.run.resume import prepare_output
-from generator.run.rounds import (accept_point, add_judge_cost, draw_sd, log_round, measure, next_pilot_round,
-                                  read_corpus, round_fidelity, warn_corpus_draw)
+from generator.run.rounds import (accept_point, add_judge_cost, draw_sd, drawn_at, log_round, measure,
+                                  next_pilot_round, read_corpus, round_fidelity, warn_corpus_draw)
 from generator.run.state import Round, RunState, pilot_dir, save_state, with_phase
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def pilot_round(ctx: Context, state: RunState) -> tuple[Context, RunState]:
     if not state.counters.aside_docs:  # a round resumed after its documents keeps its epochs
         start = state.counters.next_index
         for j, c in enumerate(s.sweep):
-            state = ctx.pipe.set_epoch(state, start + j * n, weights_at(ctx, s, c))
+            state = ctx.pipe.set_epoch(state, start + j * n, weights_at(ctx, s, c), concentration=c)
         state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, sweep_start=start))
     start, end = state.steering.sweep_start, state.steering.sweep_start + n * len(s.sweep)
     state = ctx.pipe.advance(state, n * len(s.sweep), hold_at=end, into=pilot_dir(ctx.out, this_round))
@@ -294,16 +294,18 @@ def main_round(ctx: Context, state: RunState) -> RunState:
         state = ctx.pipe.advance(state, s.round_end_docs, submit_docs=num_docs, beside=future.done,
                                  hold_at=hold_at)
         report, attribution, shift, fidelity, docs, rejected = future.result()
+    drawn = drawn_at(ctx.out, measured_at, state.steering.epochs)  # each document at the c it was drawn at
     state = add_judge_cost(state, report)
     state, drift_action = drift.respond(state, fidelity, ctx.target.min_fidelity, ctx.plan.grid)  # or stop
-    state = with_round(state, measured_round(round_c, "main", report, shift, docs=docs))
+    state = with_round(state, measured_round(round_c, "main", report, shift, docs=docs, drawn=drawn))
     decision = decide(state.steering.history, ctx.goal(state))
     if not state.stopped:
         state = apply_after_main(ctx, state, decision, attribution, shift)
         if rejected or state.steering.rejection_factors:  # this round's rejection rates replace the last
             state = steer_to(ctx, state, rejection_factors=rejected)
     if docs < num_docs and state.steering.weights != s.weights:
-        state = ctx.pipe.set_epoch(state, measured_at + ahead, state.steering.weights, this_round + 1)
+        state = ctx.pipe.set_epoch(state, measured_at + ahead, state.steering.weights, this_round + 1,
+                                   concentration=state.steering.concentration)
     state = dataclasses.replace(state, steering=dataclasses.replace(state.steering, round=this_round + 1,
                                                                     measure_at=0))
     kept = {"fidelity": fidelity.topic_share, "fidelity_action": drift_action} if fidelity is not None else {}
@@ -336,7 +338,7 @@ def generate_round(ctx: Context, state: RunState) -> RunState:
     """Generate up to this round's end; record where it ended and where the next round ends."""
     num_docs, c, s = ctx.plan.recipe.size.num_docs, state.counters, state.steering
     if not s.epochs or s.epochs[-1].weights != s.weights:  # the first main round, or c set after the pilots
-        state = ctx.pipe.set_epoch(state, c.next_index, s.weights)
+        state = ctx.pipe.set_epoch(state, c.next_index, s.weights, concentration=s.concentration)
     if not s.main_start:
         steering = dataclasses.replace(state.steering, main_start=c.next_index)
         state = dataclasses.replace(state, steering=steering)

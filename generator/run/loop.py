@@ -338,13 +338,15 @@ class Pipeline:
         self.next_submit = self.mark
         self.busy_since = None
 
-    def set_epoch(self, state: RunState, start: int, weights: dict, round: int | None = None) -> RunState:
+    def set_epoch(self, state: RunState, start: int, weights: dict, round: int | None = None, *,
+                  concentration: float = -1.0) -> RunState:
         """New weights from sample `start` on, their samples counted to controller round `round`
-        (default: the current one): samples at or past it that went out under older weights are
-        discarded and drawn again."""
+        (default: the current one) and labelled with the `concentration` they were derived at:
+        samples at or past it that went out under older weights are discarded and drawn again."""
         s = state.steering
         number = s.round if round is None else round
-        epochs = tuple(e for e in s.epochs if e.start < start) + (Epoch(start, weights, number),)
+        epoch = Epoch(start, weights, number, concentration)
+        epochs = tuple(e for e in s.epochs if e.start < start) + (epoch,)
         self.pending = {k: v for k, v in self.pending.items() if v[0].index < start}
         self.done = {i: v for i, v in self.done.items() if i < start}
         if self.next_submit is not None and self.next_submit > start:

@@ -332,13 +332,20 @@ def predicted(pilots: Sequence[Round], c: float, goal: Goal) -> float:
 
 def corpus_offset(history: Sequence[Round], goal: Goal) -> float | None:
     """How far the corpus so far scored from what the pilots predict for it: its D less the
-    document-weighted D of the concentrations its parts were generated at (each main round's c
-    over the documents since the round before). None without pilots."""
+    document-weighted D of the concentrations its documents were drawn at (where the round
+    records them; else each main round's c over the documents since the round before). None
+    without pilots."""
     pilots = [h for h in history if h.kind == "pilot"]
     if not pilots:
         return None
     mains = [h for h in history if h.kind == "main"]
     last, before, expected = mains[-1], 0, 0.0
+    if last.drawn:
+        total = sum(d.docs for d in last.drawn)
+        for d in last.drawn:  # -1: an epoch that does not record its c counts at the round's
+            c = d.concentration if d.concentration >= 0 else last.concentration
+            expected += d.docs / max(total, 1) * predicted(pilots, c, goal)
+        return last.score - expected
     for h in mains:
         share = (min(h.docs, last.docs) - before) / max(last.docs, 1)
         expected += share * predicted(pilots, h.concentration, goal)

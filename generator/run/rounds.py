@@ -22,7 +22,7 @@ from generator.run.dedup import index_path
 
 log = logging.getLogger(__name__)
 from generator.run.knobs import Z95, weights_summary
-from generator.run.state import RunState, pilot_dir
+from generator.run.state import Drawn, Epoch, RunState, pilot_dir
 
 
 def read_corpus(root: Path, below: int | None = None, *, rng: np.random.Generator | None = None,
@@ -37,6 +37,16 @@ def read_corpus(root: Path, below: int | None = None, *, rng: np.random.Generato
         table = table.sort_by("sample_index")
     found = table.column("text").to_pylist(), {c: table.column(c).to_pylist() for c in GRID_COLUMNS}
     return (*found, table.column("sample_index").to_pylist()) if with_index else found
+
+
+def drawn_at(out: Path, below: int, epochs: tuple[Epoch, ...]) -> tuple[Drawn, ...]:
+    """The corpus's documents of samples below index `below` by the concentration their epoch
+    was drawn at (-1 where the epoch does not record it)."""
+    counts: dict[float, int] = {}
+    for number in read_documents(out, columns=["epoch"], below=below).column("epoch").to_pylist():
+        c = epochs[number].concentration if number < len(epochs) else -1.0
+        counts[c] = counts.get(c, 0) + 1
+    return tuple(Drawn(c, docs) for c, docs in sorted(counts.items()))
 
 
 def measure(texts, judge, target, rng: np.random.Generator, *, metadata=None):

@@ -51,6 +51,14 @@ class Counters:
 
 
 @dataclass(frozen=True)
+class Drawn:
+    """Documents of the corpus drawn at one concentration."""
+
+    concentration: float
+    docs: int
+
+
+@dataclass(frozen=True)
 class Round:
     """One measured controller round: the concentration it ran at and the score it got."""
 
@@ -63,6 +71,7 @@ class Round:
     draw_sd: float = 0.0  # sd of D between rounds of this size drawn at the same c (0: not measured)
     docs: int = 0  # a main round: the corpus documents it measured
     sweep: int = 0  # a pilot: the round (sweep) that measured it beside its other points
+    drawn: tuple[Drawn, ...] = ()  # a main round: its documents by the c they were drawn at
 
     @property
     def spread(self) -> float:
@@ -77,6 +86,7 @@ class Epoch:
     start: int
     weights: dict
     round: int = 0  # the controller round its samples belong to (the documents' `round` column)
+    concentration: float = -1.0  # the c its weights were derived at (-1: not recorded)
 
 
 @dataclass(frozen=True)

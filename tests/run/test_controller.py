@@ -330,3 +330,19 @@ def test_main_rounds_are_measured_while_the_engine_keeps_working(tmp_path, root)
     main_rows = [r for r in rows if r["phase"] == "main"]
     assert all(r["docs"] < 600 for r in main_rows)  # rounds steer; the finished corpus is measured at the end
     assert summary["achieved"]["num_batches"] > 0
+
+
+def test_main_rounds_record_the_c_their_documents_were_drawn_at(tmp_path, root):
+    """Each main round's history entry lists the corpus's documents by the concentration of the
+    epoch they were drawn under: the kept pilot point's at its own c, a lookahead's at the c
+    before the correction that followed it."""
+    summary, out = run(tmp_path, root, 3.0)
+    state = json.loads((out / "state.json").read_text())["steering"]
+    by_epoch = {}
+    for epoch in read_documents(out).column("epoch").to_pylist():
+        by_epoch[epoch] = by_epoch.get(epoch, 0) + 1
+    mains = [h for h in state["history"] if h["kind"] == "main"]
+    assert mains and all(sum(d["docs"] for d in h["drawn"]) == h["docs"] for h in mains)
+    drawn_cs = {d["concentration"] for h in mains for d in h["drawn"]}
+    assert drawn_cs <= {e["concentration"] for e in state["epochs"]} and -1.0 not in drawn_cs
+    assert {state["epochs"][e]["concentration"] for e in by_epoch} >= drawn_cs

@@ -201,3 +201,26 @@ TIGHT = [dataclasses.replace(h, half_width=0.1) for h in CLUSTER]  # the closest
 ])
 def test_main_lookahead(why, history, goal, want):
     assert main_lookahead(history, goal) == want
+
+
+def test_a_main_round_counts_its_documents_at_the_c_they_were_drawn_at():
+    """Regression (seed 20261137 of bench/bench_seeds.py missed at 8.32): the corpus offset read
+    the documents still drawn at the c before a correction (a lookahead past it) as drawn at the
+    new c. It compares a round's D with the pilots' line at the concentrations its documents
+    were drawn at, each epoch's."""
+    from generator.run.policy import corpus_offset, predicted
+    from generator.run.state import Drawn
+
+    drawn = (Drawn(0.262, 1000), Drawn(0.289, 4000))
+    history = [*CLUSTER, Round(0.289, 8.3, "main", half_width=0.08, docs=5000, drawn=drawn)]
+    expected = 0.2 * predicted(CLUSTER, 0.262, CLUSTER_GOAL) + 0.8 * predicted(CLUSTER, 0.289, CLUSTER_GOAL)
+    assert corpus_offset(history, CLUSTER_GOAL) == pytest.approx(8.3 - expected)
+    unrecorded = [*CLUSTER, Round(0.289, 8.3, "main", half_width=0.08, docs=5000)]
+    at_round_c = 8.3 - predicted(CLUSTER, 0.289, CLUSTER_GOAL)
+    assert corpus_offset(unrecorded, CLUSTER_GOAL) == pytest.approx(at_round_c)
+    # a fifth drawn at the lower c, yet the corpus scored 8.3: the rest at 0.289 lies further above the
+    # pilots' line than the corpus as a whole, so c moves further down
+    assert decide(history, CLUSTER_GOAL).concentration < decide(unrecorded, CLUSTER_GOAL).concentration
+    old = Round(0.289, 8.3, "main", half_width=0.08, docs=5000, drawn=(Drawn(-1.0, 5000),))  # no c recorded
+    assert corpus_offset([*CLUSTER, old], CLUSTER_GOAL) == pytest.approx(at_round_c)
+

@@ -175,7 +175,8 @@ class RayBackend:
         import ray
         self._beside = beside
         starting = set(self._starting.values())
-        for ref in [a.set_beside.remote(beside) for slot, a in enumerate(self.actors) if slot not in starting]:
+        running = [a for slot, a in enumerate(self.actors) if slot not in starting]
+        for ref in [a.set_beside.remote(beside) for a in running]:
             try:
                 ray.get(ref, timeout=START_TIMEOUT_S)
             except ray.exceptions.RayActorError:

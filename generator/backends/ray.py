@@ -69,9 +69,14 @@ def gather(poll: Callable[[float], list[Result]], wait_s: float, gather_s: float
     return out
 
 
+def cpu_share(cpus: float, num_replicas: int) -> int:
+    """The cores each of `num_replicas` CPU engines reserves."""
+    return max(1, int(cpus // num_replicas))
+
+
 def engine_threads(cpus: float, num_replicas: int) -> str:
     """OpenMP threads of each CPU engine: the user's OMP_NUM_THREADS, else its share of the cores."""
-    return os.environ.get("OMP_NUM_THREADS") or str(max(1, int(cpus // num_replicas)))
+    return os.environ.get("OMP_NUM_THREADS") or str(cpu_share(cpus, num_replicas))
 
 
 def check_ray_address(timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -123,13 +128,12 @@ class RayBackend:
         init_ray()
         gpus = ray.cluster_resources().get("GPU", 0)
         cpus = ray.cluster_resources().get("CPU", 1)
-        threads = engine_threads(cpus, num_replicas)
         self._options = dict(
             num_gpus=tensor_parallel_size if gpus else 0,
-            num_cpus=0 if gpus else max(1, int(cpus // num_replicas)),
+            num_cpus=0 if gpus else cpu_share(cpus, num_replicas),
             max_restarts=0, max_concurrency=4,
             runtime_env={"env_vars": {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
-                                      "OMP_NUM_THREADS": threads}},
+                                      "OMP_NUM_THREADS": engine_threads(cpus, num_replicas)}},
         )
         self._actor_class = actor_class or EngineActor
         self._engine = (dict(engine, tensor_parallel_size=tensor_parallel_size) if actor_class is None

@@ -1,7 +1,8 @@
 """The CPU build's speed levers, each measured on plain vLLM and on the pipeline, side by side.
 
 vLLM's CPU documentation names four levers: tcmalloc preloaded, Intel OpenMP preloaded, OpenMP
-threads bound to cores, and the scheduler's `max_num_seqs`. Each configuration runs in a fresh
+threads bound to cores, and the scheduler's `max_num_seqs`; a fifth is the dtype (bfloat16 where
+the CPU has AVX512_BF16 or AMX, which `dtype: auto` picks, against float32). Each configuration runs in a fresh
 process (a preload must be in place before the process starts): plain vLLM given every prompt
 in one `LLM.chat` call, then `generator run` on the same samples with the same environment and
 engine arguments. Both see the first `--docs` quickstart samples (the seeds and sampling settings
@@ -27,14 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 IOMP = ROOT / ".venv" / "lib" / "libiomp5.so"
 
-CONFIGS = {  # name: (environment additions, max_num_seqs or None for the recipe's)
-    "default": ({}, None),
-    "tcmalloc": ({"LD_PRELOAD": str(TCMALLOC)}, None),
-    "iomp": ({"LD_PRELOAD": str(IOMP)}, None),
-    "tcmalloc+iomp": ({"LD_PRELOAD": f"{TCMALLOC}:{IOMP}"}, None),
-    "bind": ({"VLLM_CPU_OMP_THREADS_BIND": "0-1"}, None),
-    "seqs64": ({}, 64),
-    "seqs512": ({}, 512),
+CONFIGS = {  # name: (environment additions, recipe overrides)
+    "default": ({}, []),
+    "tcmalloc": ({"LD_PRELOAD": str(TCMALLOC)}, []),
+    "iomp": ({"LD_PRELOAD": str(IOMP)}, []),
+    "tcmalloc+iomp": ({"LD_PRELOAD": f"{TCMALLOC}:{IOMP}"}, []),
+    "bind": ({"VLLM_CPU_OMP_THREADS_BIND": "0-1"}, []),
+    "seqs64": ({}, ["engine.max_num_seqs=64"]),
+    "seqs512": ({}, ["engine.max_num_seqs=512"]),
+    "float32": ({}, ["engine.dtype=float32"]),
+    "bfloat16": ({}, ["engine.dtype=bfloat16"]),
 }
 
 
@@ -46,19 +49,18 @@ def child(config: str, docs: int, max_tokens: int, mode: str) -> dict:
     from generator.recipe import load_recipe
     from generator.sampling.requests import plan_samples
 
-    _, seqs = CONFIGS[config]
+    from generator.backends import engine_options
+
     overrides = [f"size.num_docs={docs}", f"sampling.max_tokens={max_tokens}", "scoring.enabled=false",
-                 "dedup.exact=false", "dedup.near=false", "keep_truncated=keep"]
-    if seqs:
-        overrides.append(f"engine.max_num_seqs={seqs}")
+                 "dedup.exact=false", "dedup.near=false", "keep_truncated=keep", *CONFIGS[config][1]]
     plan = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides)
     samples = plan_samples(plan, 0, docs)
-    if mode == "plain":
+    if mode == "plain":  # the same engine arguments the pipeline's engine gets from the recipe
         from vllm import LLM, SamplingParams
 
-        from generator.backends.vllm import engine_options
+        from generator.backends import vllm as vllm_backend
         from generator.records import chat_messages
-        path, options = engine_options(plan.recipe.model)
+        path, options = vllm_backend.engine_options(plan.recipe.model, **engine_options(plan.recipe.engine, "vllm"))
         t0 = time.perf_counter()
         llm = LLM(path, **options)
         start = time.perf_counter() - t0
@@ -72,7 +74,7 @@ def child(config: str, docs: int, max_tokens: int, mode: str) -> dict:
     from generator.api import run
     from generator.backends import open_backend
     t0 = time.perf_counter()
-    backend = open_backend("ray", plan.recipe.model, num_replicas=1)
+    backend = open_backend("ray", plan.recipe.model, **engine_options(plan.recipe.engine, "ray"))
     backend.generate([s.request for s in samples[:1]])  # the engine is up before the clock starts
     start = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,8 +126,10 @@ def main() -> None:
                 if r:
                     runs.setdefault((config, mode), []).append(r["tokens"] / r["secs"])
     rates = {key: statistics.median(values) for key, values in runs.items()}
+    sys.path.insert(0, str(ROOT))
+    from generator.backends.vllm import cpu_dtype, cpu_flags
     print(f"\ndocs={args.docs} max_tokens={args.max_tokens} repeats={args.repeats} (median) "
-          f"load={os.getloadavg()[0]:.1f}")
+          f"load={os.getloadavg()[0]:.1f}; dtype auto here: {cpu_dtype(cpu_flags())}")
     print("| configuration | plain vLLM tok/s | vs default | pipeline tok/s | vs default | pipeline / plain |")
     print("|---|---|---|---|---|---|")
     base_p, base_g = rates.get(("default", "plain")), rates.get(("default", "pipeline"))

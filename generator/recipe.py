@@ -58,7 +58,7 @@ class Engine:
     num_replicas: int = 1
     tensor_parallel_size: int = 1
     max_model_len: int = 2048
-    dtype: str = "auto"  # float32 on CPU, the model's dtype on GPU
+    dtype: str = "auto"  # CPU: bfloat16 where native (AVX512_BF16, AMX), else float32; GPU: the model's
     gpu_memory_utilization: float = 0.9
     cpu_kvcache_gib: int = 2
     enforce_eager: bool = True

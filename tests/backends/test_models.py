@@ -72,3 +72,14 @@ def test_a_conversion_parses_the_gguf_once_and_puts_gguf_back_after():
         assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
     assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader_class, name_map)
     assert gguf.get_tensor_name_map(arch, 30) is not gguf.get_tensor_name_map(arch, 30)
+
+
+def test_dtype_auto_on_cpu_is_bfloat16_only_where_the_cpu_has_it():
+    from generator.backends.vllm import cpu_dtype, cpu_flags, engine_options
+    assert cpu_dtype(frozenset({"avx512f", "avx512_bf16"})) == "bfloat16"
+    assert cpu_dtype(frozenset({"avx512f", "amx_bf16", "amx_tile"})) == "bfloat16"
+    assert cpu_dtype(frozenset({"avx512f", "avx2"})) == "float32"
+    assert cpu_dtype(frozenset()) == "float32"
+    _, options = engine_options("/models/any")  # a path: nothing to convert
+    assert options["dtype"] == cpu_dtype(cpu_flags())  # this machine's own choice
+    assert engine_options("/models/any", dtype="float32")[1]["dtype"] == "float32"

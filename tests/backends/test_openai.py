@@ -309,6 +309,7 @@ def test_backoff_jitter_is_derived_from_the_request_and_bounded():
 @pytest.fixture(scope="module")
 def vllm_server():
     from generator.backends.models import resolve_model
+    from generator.backends.vllm import cpu_dtype, cpu_flags
 
     port = free_port()
     model = resolve_model("embedded:smollm2-135m")
@@ -316,7 +317,7 @@ def vllm_server():
     # vLLM's OpenAI-compatible server (what `vllm serve` runs). The `vllm` console script of the
     # CPU build looks up package metadata named "vllm" and fails, so start the module directly.
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
-           "--port", str(port), "--served-model-name", "smollm2", "--dtype", "float32",
+           "--port", str(port), "--served-model-name", "smollm2", "--dtype", cpu_dtype(cpu_flags()),
            "--max-model-len", "4096", "--enforce-eager", "--no-enable-chunked-prefill",
            "--max-num-batched-tokens", "8192",
            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 from generator.backends.models import resolve_model
@@ -37,7 +38,7 @@ class Running:
 def cpu_flags() -> frozenset[str]:
     """The instruction-set flags this machine's CPU reports (empty where /proc/cpuinfo is absent)."""
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8").read()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return frozenset()
     for line in text.splitlines():
@@ -48,8 +49,8 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_dtype(flags: frozenset[str]) -> str:
     """The CPU build's dtype for `dtype: auto`: bfloat16 where the CPU computes it natively
-    (AVX512_BF16 or AMX), where SmolLM2-135M decodes the quickstart 1.6x faster than in float32
-    (BENCHMARKS.md); float32 elsewhere, where bfloat16 is emulated and slower."""
+    (AVX512_BF16 or AMX), where SmolLM2-135M generates quickstart samples about 1.5x faster than
+    in float32 (BENCHMARKS.md); float32 elsewhere, where bfloat16 is emulated and slower."""
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 

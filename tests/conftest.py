@@ -76,11 +76,13 @@ def small_recipe(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def ray_engine():
     """One real engine for the whole session: vLLM's CPU build with the embedded model, inside
-    a local Ray actor. Shared by every integration test."""
+    a local Ray actor. Shared by every integration test. In float32 on every CPU, so that a
+    request's text does not depend on what it is batched with (bench/bench_batch_invariance.py);
+    the tests that start engines of their own (the CLI's, the server's) take `dtype: auto`."""
     from generator.backends import open_backend
     import ray
 
-    backend = open_backend("ray", "embedded:smollm2-135m", num_replicas=1, max_model_len=1024)
+    backend = open_backend("ray", "embedded:smollm2-135m", num_replicas=1, max_model_len=1024, dtype="float32")
     yield backend
     backend.close()
     ray.shutdown()

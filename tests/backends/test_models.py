@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 
 from generator.backends import models
@@ -74,8 +75,11 @@ def test_a_conversion_parses_the_gguf_once_and_puts_gguf_back_after():
     assert gguf.get_tensor_name_map(arch, 30) is not gguf.get_tensor_name_map(arch, 30)
 
 
-def test_dtype_auto_on_cpu_is_bfloat16_only_where_the_cpu_has_it():
+def test_dtype_auto_on_cpu_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
     from generator.backends.vllm import cpu_dtype, cpu_flags, engine_options
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING"):  # engine_options sets them
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
     assert cpu_dtype(frozenset({"avx512f", "avx512_bf16"})) == "bfloat16"
     assert cpu_dtype(frozenset({"avx512f", "amx_bf16", "amx_tile"})) == "bfloat16"
     assert cpu_dtype(frozenset({"avx512f", "avx2"})) == "float32"

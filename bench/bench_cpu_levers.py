@@ -2,11 +2,11 @@
 
 vLLM's CPU documentation names four levers: tcmalloc preloaded, Intel OpenMP preloaded, OpenMP
 threads bound to cores, and the scheduler's `max_num_seqs`; a fifth is the dtype (bfloat16 where
-the CPU has AVX512_BF16 or AMX, which `dtype: auto` picks, against float32). Each configuration runs in a fresh
-process (a preload must be in place before the process starts): plain vLLM given every prompt
-in one `LLM.chat` call, then `generator run` on the same samples with the same environment and
-engine arguments. Both see the first `--docs` quickstart samples (the seeds and sampling settings
-the recipe gives them). The script prints tokens/s for each configuration and its ratio to the
+the CPU has AVX512_BF16 or AMX, which `dtype: auto` picks, against float32). Each configuration
+runs in a fresh process (a preload must be in place before the process starts): plain vLLM given
+every prompt in one `LLM.chat` call, then `generator run` on the same samples with the same
+environment and engine arguments. Both see the first `--docs` quickstart samples (the seeds and
+sampling settings the recipe gives them). The script prints tokens/s for each configuration and its ratio to the
 default configuration measured in the same run.
 
 tcmalloc comes from Debian's `libtcmalloc-minimal4`; Intel OpenMP from the venv (`libiomp5.so`,
@@ -60,7 +60,8 @@ def child(config: str, docs: int, max_tokens: int, mode: str) -> dict:
 
         from generator.backends import vllm as vllm_backend
         from generator.records import chat_messages
-        path, options = vllm_backend.engine_options(plan.recipe.model, **engine_options(plan.recipe.engine, "vllm"))
+        engine = engine_options(plan.recipe.engine, "vllm")
+        path, options = vllm_backend.engine_options(plan.recipe.model, **engine)
         t0 = time.perf_counter()
         llm = LLM(path, **options)
         start = time.perf_counter() - t0

@@ -82,7 +82,8 @@ def ray_engine():
     from generator.backends import open_backend
     import ray
 
-    backend = open_backend("ray", "embedded:smollm2-135m", num_replicas=1, max_model_len=1024, dtype="float32")
+    backend = open_backend("ray", "embedded:smollm2-135m", num_replicas=1, max_model_len=1024,
+                           dtype="float32")
     yield backend
     backend.close()
     ray.shutdown()

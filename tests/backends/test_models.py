@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 
 from generator.backends import models
@@ -77,8 +76,9 @@ def test_a_conversion_parses_the_gguf_once_and_puts_gguf_back_after():
 
 def test_dtype_auto_on_cpu_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
     from generator.backends.vllm import cpu_dtype, cpu_flags, engine_options
-    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING"):  # engine_options sets them
-        monkeypatch.setenv(name, os.environ.get(name, ""))
+    # engine_options sets these in os.environ; recorded here, whatever it sets is undone afterwards
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING"):
+        monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     assert cpu_dtype(frozenset({"avx512f", "avx512_bf16"})) == "bfloat16"
     assert cpu_dtype(frozenset({"avx512f", "amx_bf16", "amx_tile"})) == "bfloat16"
